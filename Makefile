@@ -1,0 +1,59 @@
+# stream_events: PGXS build.  `make demo` and `make test` are the two entry
+# points (see README.md); both install missing packages first.
+
+EXTENSION  = stream_events
+EXTVERSION = 0.1.0
+
+MODULE_big = stream_events
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+# The install script is assembled from one piece per module (sql/modules/).
+MODULE_SQL = $(sort $(wildcard sql/modules/*.sql))
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*--*.sql))
+
+# pg_regress suites: every sql/*.sql that is not an install/upgrade script.
+REGRESS = $(sort $(filter-out $(EXTENSION)--%,$(notdir $(basename $(wildcard sql/*.sql)))))
+REGRESS_OPTS = --temp-instance=tmp_check_regress --temp-config=test/regress.conf \
+	--load-extension=$(EXTENSION)
+NO_INSTALLCHECK =
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I test/perl
+
+PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK = $(filter -lpcre2-8,$(shell pkg-config --libs libpcre2-8 2>/dev/null))
+
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql tmp_check tmp_check_regress results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+.PHONY: deps test demo demo-stop bench
+
+ifneq ($(PGXS),)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL)
+	cat $^ > $@
+
+else
+all:
+	@echo "pg_config not found: run 'make deps' (or 'make demo' / 'make test', which do it)" >&2; exit 1
+endif
+
+deps:
+	@scripts/setup.sh
+
+test:
+	@scripts/test.sh
+
+demo:
+	@scripts/demo.sh
+
+demo-stop:
+	@scripts/demo.sh stop
+
+bench:
+	@bench/ingest.sh

@@ -1,0 +1,209 @@
+/*-------------------------------------------------------------------------
+ * activation.c
+ *	  Activations (stream.on_event): the analysis of an activation's
+ *	  condition and key, shared by the SQL surface (checked at creation) and
+ *	  the worker (decode.c compiles them again, from the text, when it loads
+ *	  the definitions).  Firing happens in decode.c, in the apply
+ *	  transaction.  See docs/activations.md.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/analyze.h"
+#include "parser/parser.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+
+#include "stream_events.h"
+
+PG_FUNCTION_INFO_V1(stream_activation_check);
+
+typedef struct ActWalk
+{
+	Oid			volatile_func;
+	const char *problem;
+} ActWalk;
+
+static bool
+volatile_checker(Oid func_id, void *context)
+{
+	if (func_volatile(func_id) == PROVOLATILE_VOLATILE)
+	{
+		*(Oid *) context = func_id;
+		return true;
+	}
+	return false;
+}
+
+static bool
+act_walker(Node *node, ActWalk *w)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		if (var->varlevelsup != 0)
+			w->problem = "an outer reference";
+		else if (var->varattno == 0)
+			w->problem = "a whole-row reference";
+		else if (var->varattno < 0)
+			w->problem = "a system column";
+		return w->problem != NULL;
+	}
+	if (check_functions_in_node(node, volatile_checker, &w->volatile_func))
+		return true;
+	if (IsA(node, NextValueExpr))
+	{
+		w->problem = "a sequence";
+		return true;
+	}
+	if (IsA(node, Param))
+	{
+		w->problem = "a parameter";
+		return true;
+	}
+	return expression_tree_walker(node, act_walker, (void *) w);
+}
+
+static void
+check_act_expr(Node *expr, const char *what)
+{
+	ActWalk		w = {InvalidOid, NULL};
+
+	if (!act_walker(expr, &w))
+		return;
+	if (OidIsValid(w.volatile_func))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("function %s in the %s of an activation is volatile",
+						format_procedure(w.volatile_func), what),
+				 errdetail("The worker evaluates the %s once per committed event, later and in another session.", what),
+				 errhint("Use immutable or stable expressions over the event's columns.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("the %s of an activation holds %s", what, w.problem),
+			 errhint("Refer only to the columns of the stream, e.g. event_name = 'add_to_cart' AND (properties->>'price')::numeric > 100.")));
+}
+
+#define ACT_REFUSE(what, hint) \
+	ereport(ERROR, \
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED), \
+			 errmsg("%s are not allowed in the condition or key of an activation", what), \
+			 errhint("%s", hint)))
+
+static void
+analyse_error_callback(void *arg)
+{
+	const char *what = (const char *) arg;
+
+	/* positions point into the generated statement, not the caller's */
+	errposition(0);
+	errcontext("analysing the %s of an activation", what);
+}
+
+/*
+ * Parses and analyses "SELECT (expr) FROM stream" and checks that expr is a
+ * plain expression over one event.  Returns the analysed expression (Vars
+ * of range table entry 1).
+ */
+static Node *
+analyse_one(Oid stream, const char *text, const char *what, bool as_text)
+{
+	char	   *sql;
+	List	   *raws;
+	Query	   *query;
+	RangeTblEntry *rte;
+	ErrorContextCallback errcb;
+
+	sql = psprintf(as_text ? "SELECT (\n%s\n)::text FROM %s" : "SELECT (\n%s\n) FROM %s",
+				   text,
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(stream)),
+											  get_rel_name(stream)));
+	errcb.callback = analyse_error_callback;
+	errcb.arg = (void *) what;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	raws = raw_parser(sql, RAW_PARSE_DEFAULT);
+	if (list_length(raws) != 1 || !IsA(linitial_node(RawStmt, raws)->stmt, SelectStmt))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the %s of an activation must be one expression", what),
+				 errhint("Pass an expression, not a statement, e.g. event_name = 'purchase'.")));
+	query = parse_analyze_fixedparams(linitial_node(RawStmt, raws), sql, NULL, 0, NULL);
+	error_context_stack = errcb.previous;
+	if (query->hasSubLinks)
+		ACT_REFUSE("subqueries", "Use expressions of the event row only; look dimension data up in the client that receives the activation.");
+	if (query->hasAggs)
+		ACT_REFUSE("aggregate functions", "An activation looks at one event; for thresholds over many events use a continuous aggregate.");
+	if (query->hasWindowFuncs)
+		ACT_REFUSE("window functions", "An activation looks at one event at a time.");
+	if (query->hasTargetSRFs)
+		ACT_REFUSE("set-returning functions", "Use expressions that return one value per event.");
+	if (list_length(query->targetList) != 1 || list_length(query->rtable) != 1 ||
+		query->jointree->quals != NULL || query->groupClause != NIL ||
+		query->havingQual != NULL || query->sortClause != NIL ||
+		query->limitCount != NULL || query->limitOffset != NULL ||
+		query->distinctClause != NIL || query->cteList != NIL ||
+		query->setOperations != NULL || query->rowMarks != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the %s of an activation must be one expression", what),
+				 errhint("Pass an expression over the stream's columns, without FROM, WHERE or other clauses.")));
+	rte = linitial_node(RangeTblEntry, query->rtable);
+	if (rte->rtekind != RTE_RELATION || rte->relid != stream)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the %s of an activation must be one expression", what),
+				 errhint("Pass an expression over the stream's columns.")));
+	return (Node *) linitial_node(TargetEntry, query->targetList)->expr;
+}
+
+/*
+ * Analyses an activation's condition (boolean) and key (any type, as
+ * text; NULL: no key) over the stream.  Errors say what is refused, with a
+ * HINT.
+ */
+void
+activation_analyze(Oid stream, const char *condition, const char *key,
+				   Node **cond_expr, Node **key_expr)
+{
+	if (condition == NULL || *condition == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the condition of an activation must not be empty"),
+				 errhint("Pass a boolean expression over the stream's columns, e.g. event_name = 'purchase', or true for every event.")));
+	if (key == NULL || *key == '\0')
+		key = "NULL";
+	*cond_expr = analyse_one(stream, condition, "condition", false);
+	if (exprType(*cond_expr) != BOOLOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("the condition of an activation must return boolean, not %s",
+						format_type_be(exprType(*cond_expr))),
+				 errdetail("Condition: %s", condition),
+				 errhint("Compare the value, e.g. (properties->>'vip')::boolean or properties ? 'coupon'.")));
+	check_act_expr(*cond_expr, "condition");
+	*key_expr = analyse_one(stream, key, "key", true);
+	check_act_expr(*key_expr, "key");
+}
+
+/* stream._activation_check(stream regclass, condition text, key text) */
+Datum
+stream_activation_check(PG_FUNCTION_ARGS)
+{
+	Node	   *c,
+			   *k;
+
+	activation_analyze(PG_GETARG_OID(0),
+					   PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+					   &c, &k);
+	PG_RETURN_VOID();
+}

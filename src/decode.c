@@ -1,0 +1,1769 @@
+/*-------------------------------------------------------------------------
+ * decode.c
+ *	  The consumer of continuous aggregates, run by each database's worker
+ *	  (worker.c calls aggregates_round() every loop): one logical
+ *	  replication slot per database, decoded in-process through this
+ *	  library's output plugin callbacks; decoded inserts into a stream's
+ *	  partitions are folded into per-group partial states in memory and
+ *	  applied, with the applied LSN, in one transaction; then the slot is
+ *	  advanced.  Activations (stream.on_event) ride on the same decoding:
+ *	  matching events become outbox rows and NOTIFYs in the apply
+ *	  transaction (docs/activations.md).  Also the backfill of a new aggregate from the snapshot of a
+ *	  short-lived slot's consistent point.  docs/aggregates.md has the
+ *	  exactly-once argument.
+ *
+ * Memory: definitions live in defs_cxt (rebuilt when the catalog changes);
+ * each aggregate's groups and states in its batch context, reset after
+ * every apply; a batch is applied at a commit boundary once it holds
+ * stream_events.aggregate_batch_groups groups or is a second old, so memory
+ * is bounded by groups, not by the backlog (the reorder buffer spills large
+ * transactions to disk by itself).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/relation.h"
+#include "access/tupconvert.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogutils.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/extension.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_agg.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "replication/decode.h"
+#include "replication/logical.h"
+#include "replication/output_plugin.h"
+#include "replication/slot.h"
+#include "replication/snapbuild.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+#include "utils/datum.h"
+#include "utils/uuid.h"
+
+#include "aggregate.h"
+#include "stream_events.h"
+
+PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+int			se_aggregate_poll_ms = 20;
+int			se_aggregate_batch_groups = 50000;
+
+#define MOVE_PREFIX "stream_events"
+/* as in commands/async.c, where it is private */
+#define NOTIFY_PAYLOAD_MAX_LENGTH (BLCKSZ - NAMEDATALEN - 128)
+
+/* one aggregate function of an aggregate */
+typedef struct AggCall
+{
+	AggFuncInfo *info;
+	int			nargs;
+	ExprState **args;
+	ExprState  *filter;
+	char	   *colname;
+	Oid			statetype;
+} AggCall;
+
+/* one continuous aggregate, compiled for the worker */
+typedef struct AggRuntime
+{
+	int32		agg_id;
+	char	   *name;			/* the view, for messages */
+	Oid			state_rel;
+	Oid			stream;
+	Oid			owner;
+	bool		backfill;		/* not backfilled yet: no applied LSN */
+	XLogRecPtr	applied_lsn;	/* changes of commits before it are applied */
+	double		apply_rate;
+	TimestampTz last_apply;
+	int			nkeys;
+	int			naggs;
+	ExprState **keys;
+	char	  **keynames;
+	Oid		   *keytypes;
+	AggCall    *aggs;
+	ExprState  *where;
+	ExprState  *hop_args[4];
+	bool		has_hop;
+	ExprContext *econtext;		/* per row */
+	TupleDesc	keydesc;
+	TupleTableSlot *keyslot;
+	TupleTableSlot *readslot;	/* reads keys back from hash entries */
+	TupleHashTable groups;
+	MemoryContext batchcxt;
+	int64		ngroups;
+	int64		events;			/* folded into this batch */
+	TimestampTz last_commit_at;
+	SPIPlanPtr	upsert;
+} AggRuntime;
+
+/* one activation (stream.on_event), compiled for the worker */
+typedef struct ActRuntime
+{
+	int32		act_id;
+	char	   *name;
+	Oid			stream;
+	Oid			owner;
+	char	   *channel;
+	bool		has_cooldown;
+	Datum		cooldown;		/* interval, in defs_cxt */
+	XLogRecPtr	applied_lsn;	/* commits before it were looked at */
+	ExprState  *cond;
+	ExprState  *key;
+	ExprContext *econtext;
+	int64		fired;			/* firings in this batch */
+} ActRuntime;
+
+/* a matching event, fired in the next apply transaction */
+typedef struct Firing
+{
+	ActRuntime *act;
+	char	   *key;			/* NULL: no key */
+	char	   *payload;		/* the event as JSON */
+	Datum		event_id;		/* uuid, by reference */
+	TimestampTz occurred_at;
+	TimestampTz received_at;
+} Firing;
+
+/* a stream that feeds aggregates or activations */
+typedef struct StreamFeed
+{
+	Oid			stream;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
+	List	   *runtimes;
+	List	   *acts;
+} StreamFeed;
+
+/* what a relation seen in the WAL is to us */
+typedef struct PartEntry
+{
+	Oid			relid;
+	StreamFeed *feed;			/* NULL: not a partition of a fed stream */
+	TupleConversionMap *map;	/* partition row -> stream row, or NULL */
+	TupleTableSlot *slot;		/* the partition's row type */
+} PartEntry;
+
+static MemoryContext consumer_cxt = NULL;	/* lives as long as the worker */
+static MemoryContext defs_cxt = NULL;
+static List *runtimes = NIL;
+static List *feeds = NIL;
+static List *acts = NIL;			/* ActRuntime */
+static List *firings = NIL;			/* Firing, in commit order, in fire_cxt */
+static MemoryContext fire_cxt = NULL;
+static SPIPlanPtr fire_plan = NULL;
+static HTAB *part_cache = NULL;
+static MemoryContext part_cxt = NULL;
+static bool part_cache_stale = false;
+static char *defs_signature = NULL;
+static bool have_definitions = false;
+
+static LogicalDecodingContext *dctx = NULL;
+static LogicalDecodingContext *bf_ctx = NULL;	/* during a backfill's start */
+static bool consumer_active = false;	/* our callbacks run in the worker */
+static bool skip_txn = false;
+static bool flush_seen = false;
+static bool stop_after_commit = false;
+static int64 batch_groups = 0;
+static TimestampTz batch_started = 0;
+static TimestampTz next_attempt = 0;
+static TimestampTz last_idle_write = 0;
+static AggRuntime *current_rt = NULL;	/* for error attribution */
+static char *last_warning = NULL;
+static int	se_slot_warning_mb = 1024;
+static TimestampTz last_slot_warning = 0;
+
+static void release_decoding(void);
+static void match_event(ActRuntime *act, TupleTableSlot *row);
+
+char *
+aggregate_slot_name(Oid dboid)
+{
+	return psprintf("stream_events_%u", dboid);
+}
+
+void
+aggregate_init(void)
+{
+	DefineCustomIntVariable("stream_events.aggregate_poll_interval",
+							"Milliseconds between the worker's checks for new WAL to apply to continuous aggregates.",
+							NULL, &se_aggregate_poll_ms, 20, 1, 10000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.slot_warning_size",
+							"WAL a continuous aggregates slot may hold before the worker warns (a stalled consumer).",
+							NULL, &se_slot_warning_mb, 1024, 1, INT_MAX / 2,
+							PGC_SIGHUP, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.aggregate_batch_groups",
+							"Groups held in memory before the worker applies a batch to continuous aggregates.",
+							NULL, &se_aggregate_batch_groups, 50000, 100, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
+
+/* ---------- relation cache: partition -> stream ---------- */
+
+/*
+ * Relcache invalidation (a partition attached or detached, a column added):
+ * the cache is rebuilt at the next lookup, never under a caller that may
+ * still use one of its slots.
+ */
+static void
+part_cache_invalidate(Datum arg, Oid relid)
+{
+	part_cache_stale = true;
+}
+
+static void
+part_cache_reset(void)
+{
+	part_cache = NULL;
+	part_cache_stale = false;
+	if (part_cxt)
+		MemoryContextReset(part_cxt);
+}
+
+static PartEntry *
+part_lookup(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	PartEntry  *pe;
+	bool		found;
+	MemoryContext old;
+	StreamFeed *feed = NULL;
+
+	if (part_cache_stale)
+		part_cache_reset();
+	if (part_cache != NULL)
+	{
+		pe = hash_search(part_cache, &relid, HASH_FIND, NULL);
+		if (pe)
+			return pe;
+	}
+	/* catalog reads first: they may process invalidations */
+	if (rel->rd_rel->relispartition && rel->rd_rel->relkind == RELKIND_RELATION)
+	{
+		List	   *ancestors = get_partition_ancestors(relid);
+		Oid			root = llast_oid(ancestors);
+		ListCell   *lc;
+
+		foreach(lc, feeds)
+			if (((StreamFeed *) lfirst(lc))->stream == root)
+				feed = lfirst(lc);
+		list_free(ancestors);
+	}
+	if (part_cache_stale)
+		part_cache_reset();
+	if (part_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (part_cxt == NULL)
+			part_cxt = AllocSetContextCreate(consumer_cxt, "stream_events partitions",
+											 ALLOCSET_DEFAULT_SIZES);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(PartEntry);
+		ctl.hcxt = part_cxt;
+		part_cache = hash_create("stream_events partitions", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	pe = hash_search(part_cache, &relid, HASH_ENTER, &found);
+	pe->feed = feed;
+	pe->map = NULL;
+	pe->slot = NULL;
+	if (pe->feed)
+	{
+		old = MemoryContextSwitchTo(part_cxt);
+		pe->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(RelationGetDescr(rel)),
+											&TTSOpsHeapTuple);
+		pe->map = convert_tuples_by_name(pe->slot->tts_tupleDescriptor, pe->feed->desc);
+		MemoryContextSwitchTo(old);
+	}
+	return pe;
+}
+
+/* ---------- definitions ---------- */
+
+typedef struct HopParamContext
+{
+	Index		hop_rti;
+} HopParamContext;
+
+/* the hopping window's column becomes PARAM_EXEC 0, set per window */
+static Node *
+hop_var_mutator(Node *node, HopParamContext *ctx)
+{
+	if (node == NULL)
+		return NULL;
+	if (IsA(node, Var) && ((Var *) node)->varno == ctx->hop_rti &&
+		((Var *) node)->varlevelsup == 0)
+	{
+		Param	   *p = makeNode(Param);
+
+		p->paramkind = PARAM_EXEC;
+		p->paramid = 0;
+		p->paramtype = TIMESTAMPTZOID;
+		p->paramtypmod = -1;
+		p->paramcollid = InvalidOid;
+		p->location = -1;
+		return (Node *) p;
+	}
+	return expression_tree_mutator(node, hop_var_mutator, (void *) ctx);
+}
+
+static Expr *
+prepare_expr(Expr *expr, AggShape *shape)
+{
+	HopParamContext ctx = {shape->hop_rti};
+
+	if (shape->hop_rti != 0)
+		expr = (Expr *) hop_var_mutator((Node *) expr, &ctx);
+	return expression_planner(expr);
+}
+
+/* Builds the runtime of one catalog row; in a transaction, in defs_cxt. */
+static AggRuntime *
+compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
+				   const char *tree, bool backfill, XLogRecPtr applied_lsn)
+{
+	AggRuntime *rt = palloc0(sizeof(AggRuntime));
+	Query	   *query = (Query *) stringToNode(tree);
+	AggShape   *shape;
+	ListCell   *lc;
+	int			k = 0,
+				a = 0;
+	AttrNumber *keycols;
+	Oid		   *eqops;
+	Oid		   *eqfuncs;
+	FmgrInfo   *hashfuncs;
+	Oid		   *collations;
+	Oid			save_userid;
+	int			save_sec;
+
+	rt->agg_id = agg_id;
+	rt->name = get_rel_name(view);
+	rt->state_rel = state_rel;
+	rt->stream = stream;
+	rt->owner = owner;
+	rt->backfill = backfill;
+	rt->applied_lsn = applied_lsn;
+
+	/* analysed (and permission-checked) as the owner */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	shape = aggregate_shape(query, owner);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (shape->stream != stream)
+		elog(ERROR, "aggregate %s: stream changed", rt->name);
+
+	rt->nkeys = shape->nkeys;
+	rt->naggs = shape->naggs;
+	rt->keys = palloc0(rt->nkeys * sizeof(ExprState *));
+	rt->keynames = palloc0(rt->nkeys * sizeof(char *));
+	rt->keytypes = palloc0(rt->nkeys * sizeof(Oid));
+	rt->aggs = palloc0(rt->naggs * sizeof(AggCall));
+	rt->keydesc = CreateTemplateTupleDesc(rt->nkeys);
+	keycols = palloc(rt->nkeys * sizeof(AttrNumber));
+	eqops = palloc(rt->nkeys * sizeof(Oid));
+	collations = palloc(rt->nkeys * sizeof(Oid));
+
+	rt->econtext = CreateStandaloneExprContext();
+	rt->econtext->ecxt_param_exec_vals = palloc0(sizeof(ParamExecData));
+
+	foreach(lc, shape->columns)
+	{
+		AggShapeColumn *col = lfirst(lc);
+
+		if (col->is_key)
+		{
+			rt->keys[k] = ExecInitExpr(prepare_expr(col->expr, shape), NULL);
+			rt->keynames[k] = col->name;
+			rt->keytypes[k] = col->type;
+			TupleDescInitEntry(rt->keydesc, k + 1, col->name, col->type, col->typmod, 0);
+			TupleDescInitEntryCollation(rt->keydesc, k + 1, col->collation);
+			keycols[k] = k + 1;
+			eqops[k] = lookup_type_cache(col->type, TYPECACHE_EQ_OPR)->eq_opr;
+			collations[k] = col->collation;
+			k++;
+		}
+		else
+		{
+			Aggref	   *aggref = (Aggref *) col->expr;
+			AggCall    *call = &rt->aggs[a++];
+			Oid			inputTypes[FUNC_MAX_ARGS];
+			int			nargs = get_aggregate_argtypes(aggref, inputTypes);
+			ListCell   *lc2;
+			int			i = 0;
+
+			call->info = aggfunc_create(aggref->aggfnoid, inputTypes, nargs,
+										aggref->inputcollid, true, defs_cxt);
+			call->nargs = nargs;
+			call->args = palloc0(Max(nargs, 1) * sizeof(ExprState *));
+			foreach(lc2, aggref->args)
+			{
+				TargetEntry *tle = lfirst_node(TargetEntry, lc2);
+
+				call->args[i++] = ExecInitExpr(prepare_expr(tle->expr, shape), NULL);
+			}
+			if (aggref->aggfilter)
+				call->filter = ExecInitQual(list_make1(prepare_expr(aggref->aggfilter, shape)), NULL);
+			call->colname = col->name;
+			call->statetype = col->statetype;
+		}
+	}
+	if (shape->where)
+		rt->where = ExecInitQual(make_ands_implicit(prepare_expr((Expr *) shape->where, shape)), NULL);
+	if (shape->hop)
+	{
+		FuncExpr   *hop = (FuncExpr *) expression_planner((Expr *) shape->hop);
+
+		if (!IsA(hop, FuncExpr) || list_length(hop->args) != 4)
+			elog(ERROR, "unexpected hopping window expression");
+		rt->has_hop = true;
+		for (int i = 0; i < 4; i++)
+			rt->hop_args[i] = ExecInitExpr(list_nth(hop->args, i), NULL);
+	}
+
+	rt->keyslot = MakeSingleTupleTableSlot(rt->keydesc, &TTSOpsVirtual);
+	rt->readslot = MakeSingleTupleTableSlot(rt->keydesc, &TTSOpsMinimalTuple);
+	rt->batchcxt = AllocSetContextCreate(defs_cxt, "stream_events aggregate batch",
+										 ALLOCSET_DEFAULT_SIZES);
+	execTuplesHashPrepare(rt->nkeys, eqops, &eqfuncs, &hashfuncs);
+	rt->groups = BuildTupleHashTableExt(NULL, rt->keydesc, rt->nkeys, keycols,
+										eqfuncs, hashfuncs, collations, 1024, 0,
+										defs_cxt, rt->batchcxt,
+										rt->econtext->ecxt_per_tuple_memory, false);
+	return rt;
+}
+
+static void
+free_definitions(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, runtimes)
+	{
+		AggRuntime *rt = lfirst(lc);
+
+		if (rt->upsert)
+			SPI_freeplan(rt->upsert);
+	}
+	runtimes = NIL;
+	feeds = NIL;
+	acts = NIL;
+	firings = NIL;
+	if (fire_cxt)
+		MemoryContextReset(fire_cxt);
+	if (fire_plan)
+		SPI_freeplan(fire_plan);
+	fire_plan = NULL;
+	if (defs_cxt)
+		MemoryContextReset(defs_cxt);
+	part_cache_reset();
+	defs_signature = NULL;
+	have_definitions = false;
+	batch_groups = 0;
+}
+
+static StreamFeed *
+feed_for(Oid stream)
+{
+	ListCell   *lc;
+	StreamFeed *feed;
+	Relation	rel;
+
+	foreach(lc, feeds)
+		if (((StreamFeed *) lfirst(lc))->stream == stream)
+			return lfirst(lc);
+	rel = relation_open(stream, AccessShareLock);
+	feed = palloc0(sizeof(StreamFeed));
+	feed->stream = stream;
+	feed->desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	feed->slot = MakeSingleTupleTableSlot(feed->desc, &TTSOpsVirtual);
+	relation_close(rel, AccessShareLock);
+	feeds = lappend(feeds, feed);
+	return feed;
+}
+
+/*
+ * Compiles the activations (stream.activation_defs): condition and key are
+ * analysed again from their text, as the owner, in the search_path they
+ * were created in; in a transaction with SPI, into defs_cxt.
+ */
+static void
+load_activations(void)
+{
+	uint64		n;
+	SPITupleTable *tuptable;
+
+	/* rows restored from a dump of another database start from here */
+	if (SPI_execute("UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
+					"origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
+					false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not adopt restored activations");
+	if (SPI_execute("SELECT act_id, name, stream::oid, owner::oid, condition, key, channel, "
+					"cooldown, coalesce(applied_lsn, '0/0'), search_path "
+					"FROM stream.activation_defs ORDER BY act_id", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read stream.activation_defs");
+	n = SPI_processed;
+	tuptable = SPI_tuptable;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tuptable->vals[i];
+		TupleDesc	desc = tuptable->tupdesc;
+		bool		isnull;
+		ActRuntime *act;
+		MemoryContext old = MemoryContextSwitchTo(defs_cxt);
+		char	   *condition;
+		char	   *key;
+		char	   *search_path;
+		Datum		d;
+		Node	   *cexpr,
+				   *kexpr;
+		Oid			save_userid;
+		int			save_sec;
+		int			nest;
+
+		act = palloc0(sizeof(ActRuntime));
+		act->act_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		act->name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		act->stream = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		act->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		condition = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		key = isnull ? NULL : TextDatumGetCString(d);
+		act->channel = TextDatumGetCString(SPI_getbinval(tup, desc, 7, &isnull));
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		act->has_cooldown = !isnull;
+		if (!isnull)
+			act->cooldown = datumCopy(d, false, 16);
+		act->applied_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 9, &isnull));
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		search_path = isnull ? NULL : TextDatumGetCString(d);
+
+		nest = NewGUCNestLevel();
+		if (search_path)
+			(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		activation_analyze(act->stream, condition, key, &cexpr, &kexpr);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		AtEOXact_GUC(true, nest);
+
+		act->cond = ExecInitExpr(expression_planner((Expr *) cexpr), NULL);
+		act->key = ExecInitExpr(expression_planner((Expr *) kexpr), NULL);
+		act->econtext = CreateStandaloneExprContext();
+		acts = lappend(acts, act);
+		feed_for(act->stream)->acts = lappend(feed_for(act->stream)->acts, act);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* reads the catalog and compiles every aggregate; in a transaction with SPI */
+static void
+load_definitions(const char *signature)
+{
+	MemoryContext old;
+	uint64		n;
+	SPITupleTable *tuptable;
+
+	free_definitions();
+	if (SPI_execute("SELECT agg_id, view::oid, state_table::oid, stream::oid, owner::oid, "
+					"query_tree, applied_lsn IS NULL, coalesce(applied_lsn, '0/0'), apply_rate "
+					"FROM stream.aggregate_defs ORDER BY agg_id", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read stream.aggregate_defs");
+	n = SPI_processed;
+	tuptable = SPI_tuptable;	/* compile_definition runs SPI queries too */
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tuptable->vals[i];
+		TupleDesc	desc = tuptable->tupdesc;
+		bool		isnull;
+		int32		agg_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		Oid			view = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		Oid			state_rel = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		Oid			stream = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		Oid			owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		char	   *tree = TextDatumGetCString(SPI_getbinval(tup, desc, 6, &isnull));
+		bool		backfill = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+		XLogRecPtr	applied = DatumGetLSN(SPI_getbinval(tup, desc, 8, &isnull));
+		Datum		rate = SPI_getbinval(tup, desc, 9, &isnull);
+		AggRuntime *rt;
+		StreamFeed *feed;
+
+		old = MemoryContextSwitchTo(defs_cxt);
+		rt = compile_definition(agg_id, view, state_rel, stream, owner, tree,
+								backfill, applied);
+		rt->apply_rate = isnull ? 0 : DatumGetFloat8(rate);
+		runtimes = lappend(runtimes, rt);
+		feed = feed_for(stream);
+		feed->runtimes = lappend(feed->runtimes, rt);
+		MemoryContextSwitchTo(old);
+	}
+	load_activations();
+	old = MemoryContextSwitchTo(consumer_cxt);
+	defs_signature = pstrdup(signature);
+	MemoryContextSwitchTo(old);
+	have_definitions = (n > 0 || acts != NIL);
+}
+
+/* ---------- folding one event ---------- */
+
+static void
+fold_row(AggRuntime *rt, TupleTableSlot *row)
+{
+	ExprContext *econtext = rt->econtext;
+	TimestampTz starts[HOP_MAX_WINDOWS];
+	int			nwindows = 1;
+	MemoryContext old;
+	Oid			save_userid;
+	int			save_sec;
+
+	ResetExprContext(econtext);
+	econtext->ecxt_scantuple = row;
+	old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	current_rt = rt;
+
+	if (rt->where && !ExecQual(rt->where, econtext))
+		nwindows = 0;
+	else if (rt->has_hop)
+	{
+		Datum		v[4];
+		bool		isnull;
+
+		for (int i = 0; i < 4 && nwindows > 0; i++)
+		{
+			v[i] = ExecEvalExpr(rt->hop_args[i], econtext, &isnull);
+			if (isnull)
+				nwindows = 0;	/* a strict set-returning function: no rows */
+		}
+		if (nwindows > 0)
+			nwindows = hop_windows(DatumGetTimestampTz(v[0]), DatumGetIntervalP(v[1]),
+								   DatumGetIntervalP(v[2]), DatumGetTimestampTz(v[3]),
+								   starts, HOP_MAX_WINDOWS);
+	}
+
+	for (int w = 0; w < nwindows; w++)
+	{
+		TupleHashEntry entry;
+		bool		isnew;
+		AggTransValue *tv;
+
+		if (rt->has_hop)
+		{
+			econtext->ecxt_param_exec_vals[0].value = TimestampTzGetDatum(starts[w]);
+			econtext->ecxt_param_exec_vals[0].isnull = false;
+			econtext->ecxt_param_exec_vals[0].execPlan = NULL;
+		}
+		ExecClearTuple(rt->keyslot);
+		for (int k = 0; k < rt->nkeys; k++)
+			rt->keyslot->tts_values[k] = ExecEvalExpr(rt->keys[k], econtext,
+													  &rt->keyslot->tts_isnull[k]);
+		ExecStoreVirtualTuple(rt->keyslot);
+		entry = LookupTupleHashEntry(rt->groups, rt->keyslot, &isnew, NULL);
+		if (isnew)
+		{
+			tv = MemoryContextAlloc(rt->batchcxt, Max(rt->naggs, 1) * sizeof(AggTransValue));
+			for (int a = 0; a < rt->naggs; a++)
+				aggfunc_init_trans(rt->aggs[a].info, &tv[a], rt->batchcxt);
+			entry->additional = tv;
+			rt->ngroups++;
+			batch_groups++;
+		}
+		tv = (AggTransValue *) entry->additional;
+		for (int a = 0; a < rt->naggs; a++)
+		{
+			AggCall    *call = &rt->aggs[a];
+			FunctionCallInfo fcinfo = call->info->transfcinfo;
+
+			if (call->filter && !ExecQual(call->filter, econtext))
+				continue;
+			for (int i = 0; i < call->nargs; i++)
+				fcinfo->args[i + 1].value = ExecEvalExpr(call->args[i], econtext,
+														 &fcinfo->args[i + 1].isnull);
+			aggfunc_advance(call->info, &tv[a], rt->batchcxt);
+		}
+	}
+	if (nwindows > 0)
+		rt->events++;
+
+	current_rt = NULL;
+	SetUserIdAndSecContext(save_userid, save_sec);
+	MemoryContextSwitchTo(old);
+}
+
+/* ---------- activations: matching one event ---------- */
+
+/*
+ * Evaluates an activation's condition on a decoded event (as its owner);
+ * a match is kept, with its key and the event as JSON, for the next apply.
+ */
+static void
+match_event(ActRuntime *act, TupleTableSlot *row)
+{
+	ExprContext *econtext = act->econtext;
+	MemoryContext old;
+	Oid			save_userid;
+	int			save_sec;
+	bool		isnull;
+	Datum		d;
+
+	ResetExprContext(econtext);
+	econtext->ecxt_scantuple = row;
+	old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	d = ExecEvalExpr(act->cond, econtext, &isnull);
+	if (!isnull && DatumGetBool(d))
+	{
+		Firing	   *f;
+		Datum		key;
+		bool		keynull;
+		Datum		json;
+		Datum		v;
+
+		key = ExecEvalExpr(act->key, econtext, &keynull);
+		slot_getallattrs(row);
+		json = DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(row));
+		MemoryContextSwitchTo(fire_cxt);
+		f = palloc0(sizeof(Firing));
+		f->act = act;
+		f->key = keynull ? NULL : TextDatumGetCString(key);
+		f->payload = TextDatumGetCString(json);
+		v = slot_getattr(row, ENV_EVENT_ID + 1, &isnull);
+		f->event_id = isnull ? (Datum) 0 : datumCopy(v, false, UUID_LEN);
+		v = slot_getattr(row, ENV_OCCURRED_AT + 1, &isnull);
+		f->occurred_at = isnull ? 0 : DatumGetTimestampTz(v);
+		v = slot_getattr(row, ENV_RECEIVED_AT + 1, &isnull);
+		f->received_at = isnull ? 0 : DatumGetTimestampTz(v);
+		firings = lappend(firings, f);
+		batch_groups++;
+	}
+	SetUserIdAndSecContext(save_userid, save_sec);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Fires what the batch matched, in commit order, in the apply transaction:
+ * one row in stream.activations (unless the key is in its cooldown, counted
+ * on the events' received_at) and a NOTIFY with the row as JSON, or
+ * {"id": n, "truncated": true} when that exceeds the NOTIFY limit.  Both
+ * commit with the applied LSN, or neither does.
+ */
+static void
+fire_all(void)
+{
+	ListCell   *lc;
+	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
+							TIMESTAMPTZOID, TEXTOID, INTERVALOID};
+
+	if (firings == NIL)
+		return;
+	if (fire_plan == NULL)
+	{
+		fire_plan = SPI_prepare("WITH f AS ("
+								" INSERT INTO stream.activations (activation, key, payload, event_id, "
+								"   occurred_at, received_at, channel)"
+								" SELECT $1, $2, $3::jsonb, $4, $5, $6, $7"
+								" WHERE $8 IS NULL OR $2 IS NULL OR NOT EXISTS ("
+								"   SELECT 1 FROM stream.activations a WHERE a.activation = $1"
+								"   AND a.key = $2 AND a.received_at > $6 - $8 AND a.received_at <= $6)"
+								" RETURNING *)"
+								" SELECT id, row_to_json(f)::text FROM f",
+								8, types);
+		if (fire_plan == NULL)
+			elog(ERROR, "could not prepare the insert of activations: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(fire_plan);
+	}
+	foreach(lc, firings)
+	{
+		Firing	   *f = lfirst(lc);
+		Datum		args[8];
+		char		nulls[8] = "        ";
+		bool		isnull;
+		int64		id;
+		char	   *msg;
+
+		args[0] = CStringGetTextDatum(f->act->name);
+		args[1] = f->key ? CStringGetTextDatum(f->key) : (Datum) 0;
+		nulls[1] = f->key ? ' ' : 'n';
+		args[2] = CStringGetTextDatum(f->payload);
+		args[3] = f->event_id;
+		nulls[3] = f->event_id ? ' ' : 'n';
+		args[4] = TimestampTzGetDatum(f->occurred_at);
+		args[5] = TimestampTzGetDatum(f->received_at);
+		args[6] = CStringGetTextDatum(f->act->channel);
+		args[7] = f->act->cooldown;
+		nulls[7] = f->act->has_cooldown ? ' ' : 'n';
+		if (SPI_execute_plan(fire_plan, args, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not insert into stream.activations");
+		if (SPI_processed == 0)
+			continue;			/* cooldown */
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		if (strlen(msg) >= NOTIFY_PAYLOAD_MAX_LENGTH)
+			msg = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
+		Async_Notify(f->act->channel, msg);
+		f->act->fired++;
+		SPI_freetuptable(SPI_tuptable);
+	}
+}
+
+/* ---------- output plugin callbacks ---------- */
+
+static void
+cb_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
+{
+	if (!consumer_active)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the stream_events output plugin is reserved for the stream_events worker"),
+				 errdetail("Consuming its slot elsewhere would lose changes from continuous aggregates."),
+				 errhint("Use test_decoding or pgoutput for your own slots.")));
+	opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
+	opt->receive_rewrites = false;
+}
+
+static void
+cb_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	skip_txn = false;
+}
+
+static void
+cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
+		  ReorderBufferChange *change)
+{
+	PartEntry  *pe;
+	TupleTableSlot *row;
+	ListCell   *lc;
+
+	if (skip_txn || change->action != REORDER_BUFFER_CHANGE_INSERT ||
+		change->data.tp.newtuple == NULL || feeds == NIL)
+		return;
+	pe = part_lookup(relation);
+	if (pe->feed == NULL)
+		return;
+
+	ExecStoreHeapTuple(&change->data.tp.newtuple->tuple, pe->slot, false);
+	if (pe->map)
+		row = execute_attr_map_slot(pe->map->attrMap, pe->slot, pe->feed->slot);
+	else
+		row = pe->slot;
+	foreach(lc, pe->feed->runtimes)
+	{
+		AggRuntime *rt = lfirst(lc);
+
+		/* exactly once: commits before applied_lsn are in the state already */
+		if (rt->backfill || txn->final_lsn < rt->applied_lsn)
+			continue;
+		fold_row(rt, row);
+		rt->last_commit_at = txn->xact_time.commit_time;
+	}
+	foreach(lc, pe->feed->acts)
+	{
+		ActRuntime *act = lfirst(lc);
+
+		if (txn->final_lsn < act->applied_lsn)
+			continue;
+		match_event(act, row);
+	}
+	ExecClearTuple(pe->slot);
+}
+
+static void
+cb_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	skip_txn = false;
+	/* apply at a commit boundary once the batch is big or old enough */
+	if (batch_groups >= se_aggregate_batch_groups ||
+		(batch_groups > 0 &&
+		 TimestampDifferenceExceeds(batch_started, GetCurrentTimestamp(), 1000)))
+		stop_after_commit = true;
+}
+
+static void
+cb_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn,
+		   bool transactional, const char *prefix, Size sz, const char *message)
+{
+	if (strcmp(prefix, MOVE_PREFIX) != 0)
+		return;
+	/* stream._move_rows: events that move between partitions were counted */
+	if (transactional && sz == 4 && memcmp(message, "move", 4) == 0)
+		skip_txn = true;
+	else if (!transactional && sz == 5 && memcmp(message, "flush", 5) == 0)
+		flush_seen = true;
+}
+
+static void
+cb_shutdown(LogicalDecodingContext *ctx)
+{
+}
+
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	cb->startup_cb = cb_startup;
+	cb->begin_cb = cb_begin;
+	cb->change_cb = cb_change;
+	cb->commit_cb = cb_commit;
+	cb->message_cb = cb_message;
+	cb->shutdown_cb = cb_shutdown;
+}
+
+/* ---------- slot ---------- */
+
+static XLogReaderRoutine local_wal_routine = {
+	.page_read = read_local_xlog_page,
+	.segment_open = wal_segment_open,
+	.segment_close = wal_segment_close
+};
+
+static XLogReaderRoutine *
+xl_routine(void)
+{
+	return &local_wal_routine;
+}
+
+static void
+release_decoding(void)
+{
+	if (dctx)
+	{
+		LogicalDecodingContext *ctx = dctx;
+
+		dctx = NULL;
+		FreeDecodingContext(ctx);
+	}
+	if (bf_ctx)
+	{
+		LogicalDecodingContext *ctx = bf_ctx;
+
+		bf_ctx = NULL;
+		FreeDecodingContext(ctx);
+	}
+	if (MyReplicationSlot)
+		ReplicationSlotRelease();
+}
+
+/*
+ * Creates a logical slot of our output plugin; the caller is in a
+ * transaction that has written nothing.  An ephemeral slot is dropped
+ * when released (or at error), a persistent one stays.
+ */
+static LogicalDecodingContext *
+create_slot(const char *name, bool persistent, bool need_full_snapshot)
+{
+	LogicalDecodingContext *ctx;
+
+	CheckSlotRequirements();
+	CheckLogicalDecodingRequirements();
+	ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
+	consumer_active = true;
+	ctx = CreateInitDecodingContext("stream_events", NIL, need_full_snapshot,
+									InvalidXLogRecPtr, xl_routine(), NULL, NULL, NULL);
+	DecodingContextFindStartpoint(ctx);
+	if (persistent)
+	{
+		FreeDecodingContext(ctx);
+		ReplicationSlotPersist();
+		ReplicationSlotRelease();
+		return NULL;
+	}
+	return ctx;
+}
+
+/* The database's slot exists; true if it had to be created. */
+static bool
+ensure_main_slot(void)
+{
+	char	   *name = aggregate_slot_name(MyDatabaseId);
+
+	if (SearchNamedReplicationSlot(name, true) != NULL)
+		return false;
+	release_decoding();
+	StartTransactionCommand();
+	(void) create_slot(name, true, false);
+	CommitTransactionCommand();
+	ereport(LOG,
+			(errmsg("stream_events created replication slot \"%s\" for continuous aggregates", name)));
+	return true;
+}
+
+static void
+drop_main_slot(void)
+{
+	char	   *name = aggregate_slot_name(MyDatabaseId);
+
+	release_decoding();
+	if (SearchNamedReplicationSlot(name, true) != NULL)
+	{
+		ReplicationSlotDrop(name, true);
+		ereport(LOG,
+				(errmsg("stream_events dropped replication slot \"%s\": no continuous aggregate left", name)));
+	}
+}
+
+/* DROP DATABASE: the database's slot would block it (worker already gone) */
+void
+aggregates_drop_database_slot(Oid dboid)
+{
+	char	   *name = aggregate_slot_name(dboid);
+
+	if (SearchNamedReplicationSlot(name, true) != NULL)
+		ReplicationSlotDrop(name, true);
+}
+
+/* ---------- apply ---------- */
+
+static void
+prepare_upsert(AggRuntime *rt)
+{
+	StringInfoData sql;
+	Oid		   *types = palloc((rt->nkeys + rt->naggs) * sizeof(Oid));
+	char	   *state = quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->state_rel)),
+												   get_rel_name(rt->state_rel));
+	int			p = 0;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s AS s (", state);
+	for (int k = 0; k < rt->nkeys; k++)
+		appendStringInfo(&sql, "%s%s", p++ ? ", " : "", quote_identifier(rt->keynames[k]));
+	for (int a = 0; a < rt->naggs; a++)
+		appendStringInfo(&sql, "%s%s", p++ ? ", " : "", quote_identifier(rt->aggs[a].colname));
+	appendStringInfoString(&sql, ") VALUES (");
+	for (int i = 1; i <= p; i++)
+		appendStringInfo(&sql, "%s$%d", i > 1 ? ", " : "", i);
+	appendStringInfoString(&sql, ") ON CONFLICT (");
+	for (int k = 0; k < rt->nkeys; k++)
+		appendStringInfo(&sql, "%s%s", k ? ", " : "", quote_identifier(rt->keynames[k]));
+	appendStringInfoString(&sql, ") DO UPDATE SET ");
+	for (int a = 0; a < rt->naggs; a++)
+	{
+		const char *c = quote_identifier(rt->aggs[a].colname);
+
+		appendStringInfo(&sql, "%s%s = stream.combine_states(s.%s, EXCLUDED.%s, '%u'::pg_catalog.regprocedure)",
+						 a ? ", " : "", c, c, c, rt->aggs[a].info->aggfnoid);
+	}
+	for (int k = 0; k < rt->nkeys; k++)
+		types[k] = rt->keytypes[k];
+	for (int a = 0; a < rt->naggs; a++)
+		types[rt->nkeys + a] = rt->aggs[a].statetype;
+	rt->upsert = SPI_prepare(sql.data, p, types);
+	if (rt->upsert == NULL)
+		elog(ERROR, "could not prepare the upsert of aggregate %s: %s", rt->name,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(rt->upsert);
+}
+
+/* Writes every group of the batch into the state table; as the owner. */
+static void
+upsert_groups(AggRuntime *rt)
+{
+	TupleHashIterator iter;
+	TupleHashEntry entry;
+	int			n = rt->nkeys + rt->naggs;
+	Datum	   *values;
+	char	   *nulls;
+	MemoryContext tmp,
+				old;
+	Oid			save_userid;
+	int			save_sec;
+
+	if (rt->ngroups == 0)
+		return;
+	if (rt->upsert == NULL)
+	{
+		old = MemoryContextSwitchTo(defs_cxt);
+		prepare_upsert(rt);
+		MemoryContextSwitchTo(old);
+	}
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events upsert",
+								ALLOCSET_DEFAULT_SIZES);
+	values = palloc(n * sizeof(Datum));
+	nulls = palloc(n * sizeof(char));
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	current_rt = rt;
+	InitTupleHashIterator(rt->groups, &iter);
+	while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
+	{
+		AggTransValue *tv = (AggTransValue *) entry->additional;
+
+		old = MemoryContextSwitchTo(tmp);
+		ExecStoreMinimalTuple(entry->firstTuple, rt->readslot, false);
+		slot_getallattrs(rt->readslot);
+		for (int k = 0; k < rt->nkeys; k++)
+		{
+			values[k] = rt->readslot->tts_values[k];
+			nulls[k] = rt->readslot->tts_isnull[k] ? 'n' : ' ';
+		}
+		for (int a = 0; a < rt->naggs; a++)
+		{
+			bool		isnull;
+
+			values[rt->nkeys + a] = aggfunc_serialize(rt->aggs[a].info, &tv[a],
+													  rt->batchcxt, &isnull);
+			nulls[rt->nkeys + a] = isnull ? 'n' : ' ';
+		}
+		if (SPI_execute_plan(rt->upsert, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not apply to continuous aggregate %s", rt->name);
+		ExecClearTuple(rt->readslot);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+	}
+	TermTupleHashIterator(&iter);
+	current_rt = NULL;
+	SetUserIdAndSecContext(save_userid, save_sec);
+	MemoryContextDelete(tmp);
+}
+
+static void
+reset_batch(AggRuntime *rt)
+{
+	ResetTupleHashTable(rt->groups);
+	MemoryContextReset(rt->batchcxt);
+	rt->ngroups = 0;
+	rt->events = 0;
+}
+
+/*
+ * Applies every running aggregate's batch and advances its applied LSN to
+ * upto (all commits that start before upto have been folded), in one
+ * transaction; then confirms the slot up to the smallest applied LSN.
+ * Aggregates without changes are written only when asked (flush) or every
+ * ten seconds, so that an idle worker does not write WAL of its own.
+ */
+static void
+apply_batches(XLogRecPtr upto, bool write_idle)
+{
+	ListCell   *lc;
+	List	   *done = NIL;
+	TimestampTz now = GetCurrentTimestamp();
+	XLogRecPtr	confirm = InvalidXLogRecPtr;
+	bool		any = false;
+
+	foreach(lc, runtimes)
+	{
+		AggRuntime *rt = lfirst(lc);
+
+		if (!rt->backfill && (rt->ngroups > 0 || (write_idle && upto > rt->applied_lsn)))
+			any = true;
+	}
+	if (firings != NIL)
+		any = true;
+	foreach(lc, acts)
+		if (write_idle && upto > ((ActRuntime *) lfirst(lc))->applied_lsn)
+			any = true;
+	if (any)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "stream_events: applying to continuous aggregates");
+		foreach(lc, runtimes)
+		{
+			AggRuntime *rt = lfirst(lc);
+			Oid			argtypes[6] = {INT4OID, LSNOID, INT8OID, TIMESTAMPTZOID, FLOAT8OID, BOOLOID};
+			Datum		args[6];
+			char		nulls[6] = "      ";
+			double		secs;
+			XLogRecPtr	newlsn;
+
+			if (rt->backfill || !(rt->ngroups > 0 || (write_idle && upto > rt->applied_lsn)))
+				continue;
+			/* the row lock orders us with drop_aggregate and rebuild_aggregate */
+			args[0] = Int32GetDatum(rt->agg_id);
+			if (SPI_execute_with_args("SELECT 1 FROM stream.aggregate_defs WHERE agg_id = $1 "
+									  "AND applied_lsn IS NOT NULL FOR UPDATE",
+									  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not lock stream.aggregate_defs");
+			if (SPI_processed == 0)
+				continue;		/* dropped or being rebuilt: forget the batch */
+			upsert_groups(rt);
+			newlsn = Max(upto, rt->applied_lsn);
+			secs = rt->last_apply ? (double) (now - rt->last_apply) / USECS_PER_SEC : 0;
+			if (rt->events > 0 && secs > 0)
+				rt->apply_rate = rt->apply_rate > 0
+					? 0.7 * rt->apply_rate + 0.3 * (rt->events / secs)
+					: rt->events / secs;
+			args[1] = LSNGetDatum(newlsn);
+			args[2] = Int64GetDatum(rt->events);
+			args[3] = TimestampTzGetDatum(rt->last_commit_at);
+			nulls[3] = rt->last_commit_at ? ' ' : 'n';
+			args[4] = Float8GetDatum(rt->apply_rate);
+			if (SPI_execute_with_args("UPDATE stream.aggregate_defs SET applied_lsn = $2, "
+									  "applied_at = now(), status = 'running', last_error = NULL, "
+									  "events_applied = events_applied + $3, "
+									  "last_commit_at = coalesce($4, last_commit_at), apply_rate = $5 "
+									  "WHERE agg_id = $1",
+									  5, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update stream.aggregate_defs");
+			done = lappend(done, rt);
+		}
+		fire_all();
+		foreach(lc, acts)
+		{
+			ActRuntime *act = lfirst(lc);
+			Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
+			Datum		args[3];
+
+			args[0] = Int32GetDatum(act->act_id);
+			args[1] = LSNGetDatum(Max(upto, act->applied_lsn));
+			args[2] = Int64GetDatum(act->fired);
+			if (SPI_execute_with_args("UPDATE stream.activation_defs SET applied_lsn = $2, "
+									  "applied_at = now(), fired = fired + $3 WHERE act_id = $1",
+									  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update stream.activation_defs");
+		}
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		foreach(lc, done)
+		{
+			AggRuntime *rt = lfirst(lc);
+
+			rt->applied_lsn = Max(upto, rt->applied_lsn);
+			if (rt->events > 0)
+				rt->last_apply = now;
+		}
+		foreach(lc, acts)
+		{
+			ActRuntime *act = lfirst(lc);
+
+			act->applied_lsn = Max(upto, act->applied_lsn);
+		}
+		last_idle_write = now;
+	}
+	foreach(lc, runtimes)
+		reset_batch((AggRuntime *) lfirst(lc));
+	foreach(lc, acts)
+		((ActRuntime *) lfirst(lc))->fired = 0;
+	firings = NIL;
+	MemoryContextReset(fire_cxt);
+	batch_groups = 0;
+
+	/* the slot may forget what every aggregate has applied */
+	foreach(lc, runtimes)
+	{
+		AggRuntime *rt = lfirst(lc);
+
+		if (!rt->backfill && (XLogRecPtrIsInvalid(confirm) || rt->applied_lsn < confirm))
+			confirm = rt->applied_lsn;
+	}
+	foreach(lc, acts)
+	{
+		ActRuntime *act = lfirst(lc);
+
+		if (XLogRecPtrIsInvalid(confirm) || act->applied_lsn < confirm)
+			confirm = act->applied_lsn;
+	}
+	if (MyReplicationSlot && !XLogRecPtrIsInvalid(confirm) &&
+		confirm > MyReplicationSlot->data.confirmed_flush)
+	{
+		LogicalConfirmReceivedLocation(confirm);
+		ReplicationSlotMarkDirty();
+	}
+}
+
+/* ---------- backfill ---------- */
+
+/*
+ * Backfills a new (or rebuilt) aggregate.  A short-lived slot gives a
+ * consistent point C and a snapshot that sees exactly the transactions
+ * that commit before C; the events it sees are folded and applied, and the
+ * aggregate's applied LSN set to C, in that snapshot's transaction.  The
+ * database's slot, created earlier, decodes from before C, and its
+ * commits at or after C are the ones folded from then on.
+ */
+static void
+backfill(AggRuntime *rt)
+{
+	XLogRecPtr	start;
+	Snapshot	snap;
+	TupleConversionMap *map = NULL;
+	bool		map_done = false;
+	Portal		portal;
+	Oid			save_userid;
+	int			save_sec;
+	int64		nevents = 0;
+	char	   *sql;
+	MemoryContext old;
+
+	release_decoding();
+	ensure_main_slot();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	/* as SnapBuildExportSnapshot does: there is no nicer API */
+	XactIsoLevel = XACT_REPEATABLE_READ;
+	pgstat_report_activity(STATE_RUNNING, "stream_events: backfilling a continuous aggregate");
+	old = MemoryContextSwitchTo(consumer_cxt);
+	bf_ctx = create_slot(psprintf("stream_events_%u_backfill", MyDatabaseId), false, true);
+	MemoryContextSwitchTo(old);
+	start = MyReplicationSlot->data.confirmed_flush;
+	snap = SnapBuildInitialSnapshot(bf_ctx->snapshot_builder);
+	RestoreTransactionSnapshot(snap, MyProc);
+	release_decoding();	/* ephemeral: dropped; our xmin holds the rows */
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	sql = psprintf("SELECT * FROM %s",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->stream)),
+											  get_rel_name(rt->stream)));
+	portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, true, 0);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	for (;;)
+	{
+		StreamFeed *feed = NULL;
+		ListCell   *lc;
+		TupleTableSlot *slot;
+
+		SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		SPI_cursor_fetch(portal, true, 10000);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		if (SPI_processed == 0)
+			break;
+		foreach(lc, feeds)
+			if (((StreamFeed *) lfirst(lc))->stream == rt->stream)
+				feed = lfirst(lc);
+		slot = MakeSingleTupleTableSlot(SPI_tuptable->tupdesc, &TTSOpsHeapTuple);
+		if (!map_done)
+		{
+			/* the cursor's columns, by name, onto the stream's row type */
+			old = MemoryContextSwitchTo(consumer_cxt);
+			map = convert_tuples_by_name(CreateTupleDescCopy(SPI_tuptable->tupdesc), feed->desc);
+			MemoryContextSwitchTo(old);
+			map_done = true;
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			ExecStoreHeapTuple(SPI_tuptable->vals[i], slot, false);
+			fold_row(rt, map ? execute_attr_map_slot(map->attrMap, slot, feed->slot) : slot);
+			nevents++;
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		SPI_freetuptable(SPI_tuptable);
+		if (rt->ngroups >= se_aggregate_batch_groups)
+		{
+			upsert_groups(rt);
+			reset_batch(rt);
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			elog(ERROR, "backfill interrupted by shutdown");
+	}
+	SPI_cursor_close(portal);
+	upsert_groups(rt);
+	{
+		Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
+		Datum		args[3] = {Int32GetDatum(rt->agg_id), LSNGetDatum(start), Int64GetDatum(nevents)};
+
+		if (SPI_execute_with_args("UPDATE stream.aggregate_defs SET applied_lsn = $2, applied_at = now(), "
+								  "status = 'running', last_error = NULL, events_backfilled = $3, "
+								  "events_applied = $3 WHERE agg_id = $1 AND applied_lsn IS NULL",
+								  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update stream.aggregate_defs");
+		if (SPI_processed != 1)
+			elog(ERROR, "continuous aggregate %s changed during its backfill", rt->name);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	reset_batch(rt);
+	rt->backfill = false;
+	rt->applied_lsn = start;
+	ereport(LOG,
+			(errmsg("stream_events backfilled continuous aggregate %s with " INT64_FORMAT " events; changes from %X/%X on are decoded",
+					rt->name, nevents, LSN_FORMAT_ARGS(start))));
+}
+
+/* ---------- decoding ---------- */
+
+static void
+decode_available(void)
+{
+	XLogRecPtr	end = GetFlushRecPtr(NULL);
+	ResourceOwner owner = CurrentResourceOwner;
+	MemoryContext old;
+
+	if (dctx != NULL && dctx->reader->EndRecPtr >= end)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	owner = CurrentResourceOwner;
+	if (dctx == NULL)
+	{
+		old = MemoryContextSwitchTo(consumer_cxt);
+		ReplicationSlotAcquire(aggregate_slot_name(MyDatabaseId), true);
+		consumer_active = true;
+		dctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, xl_routine(),
+									 NULL, NULL, NULL);
+		XLogBeginRead(dctx->reader, MyReplicationSlot->data.restart_lsn);
+		MemoryContextSwitchTo(old);
+		InvalidateSystemCaches();
+	}
+	pgstat_report_activity(STATE_RUNNING, "stream_events: decoding");
+	stop_after_commit = false;
+	flush_seen = false;
+	batch_started = GetCurrentTimestamp();
+	old = MemoryContextSwitchTo(consumer_cxt);
+	while (dctx->reader->EndRecPtr < end && !stop_after_commit)
+	{
+		XLogRecord *record;
+		char	   *errm = NULL;
+
+		record = XLogReadRecord(dctx->reader, &errm);
+		if (errm)
+			elog(ERROR, "could not read WAL for continuous aggregates: %s", errm);
+		if (record != NULL)
+			LogicalDecodingProcessRecord(dctx, dctx->reader);
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			break;
+	}
+	MemoryContextSwitchTo(old);
+	/* decoding may have clobbered it, as logicalfuncs.c notes */
+	CurrentResourceOwner = owner;
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* ---------- errors ---------- */
+
+static void
+record_error(ErrorData *edata)
+{
+	char	   *msg = edata->message ? edata->message : "unknown error";
+	bool		all = (current_rt == NULL);
+	int32		agg_id = current_rt ? current_rt->agg_id : 0;
+
+	if (last_warning == NULL || strcmp(last_warning, msg) != 0)
+	{
+		ereport(WARNING,
+				(errmsg("stream_events could not maintain continuous aggregates: %s", msg),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+		last_warning = MemoryContextStrdup(consumer_cxt, msg);
+	}
+	PG_TRY();
+	{
+		Oid			argtypes[3] = {TEXTOID, BOOLOID, INT4OID};
+		Datum		args[3] = {CStringGetTextDatum(msg), BoolGetDatum(all), Int32GetDatum(agg_id)};
+
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (OidIsValid(get_extension_oid("stream_events", true)))
+			SPI_execute_with_args("UPDATE stream.aggregate_defs SET status = 'error', last_error = $1 "
+								  "WHERE $2 OR agg_id = $3",
+								  3, argtypes, args, NULL, false, 0);
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+}
+
+/* ---------- the round ---------- */
+
+static char *
+read_signature(bool *installed)
+{
+	char	   *sig = NULL;
+
+	*installed = OidIsValid(get_extension_oid("stream_events", true));
+	if (!*installed)
+		return NULL;
+	SPI_connect();
+	/*
+	 * Not xmin: the worker's own apply updates these rows, and a signature
+	 * that changed with every apply would reload the definitions and
+	 * re-read WAL from the slot's restart point each round.  New, dropped,
+	 * rebuilt and adopted aggregates show in agg_id and applied_lsn.
+	 */
+	if (SPI_execute("SELECT nullif(concat_ws('|', "
+					"(SELECT string_agg(agg_id || ':' || (applied_lsn IS NULL)::text, ',' ORDER BY agg_id) "
+					" FROM stream.aggregate_defs), "
+					"(SELECT 'a' || string_agg(act_id::text, ',' ORDER BY act_id) "
+					" FROM stream.activation_defs)), '')", true, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			sig = MemoryContextStrdup(TopTransactionContext, TextDatumGetCString(d));
+	}
+	SPI_finish();
+	return sig;
+}
+
+static void
+round_body(bool *installed)
+{
+	char	   *sig;
+	ListCell   *lc;
+	bool		running = false;
+	XLogRecPtr	upto;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	sig = read_signature(installed);
+	if (sig == NULL)
+	{
+		/* no aggregate (or no extension): no slot */
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (have_definitions || runtimes != NIL)
+			free_definitions();
+		drop_main_slot();
+		return;
+	}
+	if (defs_signature == NULL || strcmp(sig, defs_signature) != 0)
+	{
+		release_decoding();
+		/* rows restored from a dump of another database: adopted first */
+		if (aggregates_adopt_restored())
+		{
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			if (have_definitions || runtimes != NIL)
+				free_definitions();
+			return;
+		}
+		SPI_connect();
+		load_definitions(sig);
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	/* the slot went missing under running aggregates: rebuild them */
+	if (ensure_main_slot())
+	{
+		foreach(lc, runtimes)
+		{
+			AggRuntime *rt = lfirst(lc);
+
+			if (!rt->backfill)
+			{
+				ereport(WARNING,
+						(errmsg("stream_events replication slot was missing; rebuilding continuous aggregate %s", rt->name)));
+				StartTransactionCommand();
+				SPI_connect();
+				PushActiveSnapshot(GetTransactionSnapshot());
+				SPI_execute(psprintf("SELECT stream.rebuild_aggregate(%s)",
+									 quote_literal_cstr(rt->name)), false, 0);
+				PopActiveSnapshot();
+				SPI_finish();
+				CommitTransactionCommand();
+			}
+		}
+		free_definitions();
+		/* go on at once (next round), not after a naptime */
+		next_attempt = GetCurrentTimestamp();
+		return;
+	}
+
+	foreach(lc, runtimes)
+	{
+		AggRuntime *rt = lfirst(lc);
+
+		if (rt->backfill)
+		{
+			current_rt = rt;
+			backfill(rt);
+			current_rt = NULL;
+		}
+		running = true;
+	}
+	if (acts != NIL)
+		running = true;
+	if (!running)
+		return;
+
+	do
+	{
+		decode_available();
+		upto = dctx->reader->EndRecPtr;
+		apply_batches(upto, flush_seen ||
+					  TimestampDifferenceExceeds(last_idle_write, GetCurrentTimestamp(), 10000));
+	} while (stop_after_commit && !ShutdownRequestPending);
+	last_warning = NULL;
+}
+
+/*
+ * A slot that stopped advancing (the consumer fails, or cannot keep up)
+ * makes the server keep WAL forever: say so, once a minute, while it holds
+ * more than stream_events.slot_warning_size.  stream.aggregates shows the
+ * lag in bytes too.
+ */
+static void
+warn_if_slot_holds_wal(void)
+{
+	char	   *name = aggregate_slot_name(MyDatabaseId);
+	ReplicationSlot *slot;
+	XLogRecPtr	restart = InvalidXLogRecPtr;
+	XLogRecPtr	now_lsn;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(last_slot_warning, now, 60 * 1000))
+		return;
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(name, false);
+	if (slot != NULL)
+	{
+		SpinLockAcquire(&slot->mutex);
+		restart = slot->data.restart_lsn;
+		SpinLockRelease(&slot->mutex);
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	if (XLogRecPtrIsInvalid(restart))
+		return;
+	now_lsn = GetXLogInsertRecPtr();
+	if (now_lsn > restart &&
+		(now_lsn - restart) / (1024 * 1024) >= (uint64) se_slot_warning_mb)
+	{
+		ereport(WARNING,
+				(errmsg("replication slot \"%s\" of the continuous aggregates holds %llu MB of WAL",
+						name, (unsigned long long) ((now_lsn - restart) / (1024 * 1024))),
+				 errdetail("The slot has not advanced past %X/%X; the server keeps the WAL after it.",
+						   LSN_FORMAT_ARGS(restart)),
+				 errhint("See state and last_error in stream.aggregates; fix the error, or drop the aggregates to release the slot.")));
+		last_slot_warning = now;
+	}
+}
+
+/*
+ * One round of the consumer: (re)load definitions, backfill new
+ * aggregates, decode what was flushed and apply it.  Returns true while
+ * there are aggregates (the worker then polls every
+ * stream_events.aggregate_poll_interval).  Errors are reported as a
+ * WARNING and in stream.aggregates, and everything held in memory is
+ * dropped: the next round decodes again from the slot, which never passes
+ * what was applied.
+ */
+bool
+aggregates_round(bool *installed)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	*installed = true;
+	if (consumer_cxt == NULL)
+	{
+		consumer_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events consumer",
+											 ALLOCSET_DEFAULT_SIZES);
+		defs_cxt = AllocSetContextCreate(consumer_cxt, "stream_events aggregates",
+										 ALLOCSET_DEFAULT_SIZES);
+		fire_cxt = AllocSetContextCreate(consumer_cxt, "stream_events activations",
+										 ALLOCSET_DEFAULT_SIZES);
+		CacheRegisterRelcacheCallback(part_cache_invalidate, (Datum) 0);
+	}
+	if (next_attempt != 0 && GetCurrentTimestamp() < next_attempt)
+		return true;
+	next_attempt = 0;
+
+	PG_TRY();
+	{
+		round_body(installed);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(caller);
+		PG_TRY();
+		{
+			release_decoding();
+		}
+		PG_CATCH();
+		{
+			FlushErrorState();
+			dctx = NULL;
+			if (MyReplicationSlot)
+				ReplicationSlotRelease();
+		}
+		PG_END_TRY();
+		free_definitions();
+		record_error(edata);
+		FreeErrorData(edata);
+		current_rt = NULL;
+		skip_txn = false;
+		next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
+		MemoryContextSwitchTo(caller);
+	}
+	PG_END_TRY();
+	warn_if_slot_holds_wal();
+	return have_definitions || next_attempt != 0;
+}
+
+/*
+ * DROP EXTENSION: forget the definitions and drop the database's slot
+ * before the worker leaves.
+ */
+void
+aggregates_extension_dropped(void)
+{
+	PG_TRY();
+	{
+		if (defs_cxt)
+			free_definitions();
+		drop_main_slot();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+}
+
+void
+aggregates_shutdown(void)
+{
+	if (consumer_cxt == NULL)
+		return;
+	release_decoding();
+}

@@ -1,0 +1,249 @@
+/*-------------------------------------------------------------------------
+ * stream_events.c
+ *	  Module entry point: _PG_init, the GUCs, the shared-memory hooks and
+ *	  the utility hook that stops a database's worker before DROP DATABASE.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/ipc.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "aggregate.h"
+#include "stream_events.h"
+
+PG_MODULE_MAGIC;
+
+const char *const envelope_column_names[ENV_NCOLUMNS] = {
+	"event_id", "event_name", "occurred_at", "received_at", "user_id",
+	"anonymous_id", "session_id", "properties", "context"
+};
+
+int			se_naptime = 5;
+int			se_partitions_ahead = 3;
+int			se_partitions_behind = 3;
+int			se_max_streams = 1000;
+bool		se_preloaded = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+void		_PG_init(void);
+
+/*
+ * stream_events.max_future: parsed once here (an interval, not negative)
+ * into microseconds for the ingest path; '' means no limit.
+ */
+static bool
+check_max_future(char **newval, void **extra, GucSource source)
+{
+	volatile bool ok = true;
+	volatile bool negative = false;
+	volatile int64 usecs = 0;
+	int64	   *parsed;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	PG_TRY();
+	{
+		Interval   *iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+															   CStringGetDatum(*newval),
+															   ObjectIdGetDatum(InvalidOid),
+															   Int32GetDatum(-1)));
+
+		negative = (iv->time < 0 || iv->day < 0 || iv->month < 0);
+		usecs = iv->time + (int64) iv->day * USECS_PER_DAY +
+			(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	if (!ok)
+	{
+		GUC_check_errdetail("stream_events.max_future must be an interval such as '1 day'.");
+		return false;
+	}
+	if (negative)
+	{
+		GUC_check_errdetail("stream_events.max_future must not be negative.");
+		return false;
+	}
+	parsed = malloc(sizeof(int64));	/* GUC extra: released with free() */
+	if (parsed == NULL)
+		return false;
+	*parsed = usecs;
+	*extra = parsed;
+	return true;
+}
+
+static void
+assign_max_future(const char *newval, void *extra)
+{
+	se_max_future_set = (extra != NULL);
+	se_max_future_usecs = extra ? *(int64 *) extra : 0;
+}
+
+static void
+se_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	stats_shmem_request();
+	worker_shmem_request();
+}
+
+static void
+se_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	stats_shmem_startup();
+	worker_shmem_startup();
+}
+
+/*
+ * The database a CREATE DATABASE copies from (its TEMPLATE option, else
+ * template1).
+ */
+static Oid
+createdb_template(CreatedbStmt *stmt)
+{
+	ListCell   *lc;
+	const char *name = "template1";
+
+	foreach(lc, stmt->options)
+	{
+		DefElem    *opt = lfirst(lc);
+
+		if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+			name = defGetString(opt);
+	}
+	return get_database_oid(name, true);
+}
+
+/*
+ * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
+ * refuse to run while another session is connected to the database (after
+ * waiting a few seconds).  Stop our worker there first; bring it back
+ * afterwards unless the database is gone.  A new database gets a worker
+ * probe too (a copy of a database with the extension has it).
+ */
+static void
+se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+				  bool readOnlyTree, ProcessUtilityContext context,
+				  ParamListInfo params, QueryEnvironment *queryEnv,
+				  DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+	volatile Oid stopped = InvalidOid;
+	volatile bool dropping = false;
+	const char *volatile created = NULL;
+
+	if (se_preloaded)
+	{
+		if (IsA(parsetree, DropdbStmt))
+		{
+			stopped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
+			dropping = true;
+		}
+		else if (IsA(parsetree, RenameStmt) &&
+				 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+			stopped = get_database_oid(((RenameStmt *) parsetree)->subname, true);
+		else if (IsA(parsetree, CreatedbStmt))
+		{
+			stopped = createdb_template((CreatedbStmt *) parsetree);
+			created = ((CreatedbStmt *) parsetree)->dbname;
+		}
+		if (OidIsValid(stopped))
+			worker_stop_database(stopped);
+	}
+
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		/* the command failed: the database is still there */
+		if (OidIsValid(stopped))
+			worker_request_database_at_end(stopped);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	/* once the transaction ends: the launcher sees only committed databases */
+	if (OidIsValid(stopped) && !dropping)
+		worker_request_database_at_end(stopped);
+	if (created != NULL)
+	{
+		Oid			newdb = get_database_oid(created, true);
+
+		if (OidIsValid(newdb))
+			worker_request_database_at_end(newdb);
+	}
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("stream_events.naptime",
+							"Seconds the background worker sleeps between maintenance runs.",
+							NULL, &se_naptime, 5, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.partitions_ahead",
+							"Partitions the worker keeps created ahead of the current one.",
+							NULL, &se_partitions_ahead, 3, 0, 1000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.partitions_behind",
+							"Partitions the worker keeps created before the current one, for late events.",
+							NULL, &se_partitions_behind, 3, 0, 1000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("stream_events.max_future",
+							   "How far ahead of the server clock occurred_at may be, for streams with no max_future of their own (empty: no limit).",
+							   NULL, &se_max_future, "", PGC_USERSET, 0,
+							   check_max_future, assign_max_future, NULL);
+	jsonschema_init();
+	stats_init();
+	aggregate_init();
+
+	if (!process_shared_preload_libraries_in_progress)
+	{
+		MarkGUCPrefixReserved("stream_events");
+		return;
+	}
+
+	/* only settable at server start, so only defined when preloaded */
+	DefineCustomIntVariable("stream_events.max_streams",
+							"Streams and event names whose counters shared memory holds, cluster-wide.",
+							NULL, &se_max_streams, 1000, 16, 1000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("stream_events");
+	se_preloaded = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = se_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = se_shmem_startup;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = se_ProcessUtility;
+
+	worker_register_launcher();
+}

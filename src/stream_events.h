@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ * stream_events.h
+ *	  Declarations shared by the modules of stream_events: GUCs, module
+ *	  initialisation entry points and the small cross-module APIs.
+ *	  src/README.md maps the modules.
+ *-------------------------------------------------------------------------
+ */
+#ifndef STREAM_EVENTS_H
+#define STREAM_EVENTS_H
+
+#include "postgres.h"
+#include "access/attnum.h"
+#include "nodes/nodes.h"
+#include "datatype/timestamp.h"
+#include "storage/itemptr.h"
+#include "utils/jsonb.h"
+#include "utils/relcache.h"
+
+/* Envelope columns of a stream, in table order. */
+typedef enum EnvelopeColumn
+{
+	ENV_EVENT_ID = 0,
+	ENV_EVENT_NAME,
+	ENV_OCCURRED_AT,
+	ENV_RECEIVED_AT,
+	ENV_USER_ID,
+	ENV_ANONYMOUS_ID,
+	ENV_SESSION_ID,
+	ENV_PROPERTIES,
+	ENV_CONTEXT,
+	ENV_NCOLUMNS
+} EnvelopeColumn;
+
+extern const char *const envelope_column_names[ENV_NCOLUMNS];
+
+/* GUCs (stream_events.c) */
+extern int	se_naptime;
+extern int	se_partitions_ahead;
+extern int	se_partitions_behind;
+extern int	se_max_streams;
+
+/* true when loaded through shared_preload_libraries */
+extern bool se_preloaded;
+
+/* contract.c: the contracts of a stream, compiled */
+typedef struct ContractSet ContractSet;
+
+/* what an event's check against policy and contracts concluded */
+typedef enum CheckResult
+{
+	CHECK_NOT_CHECKED,			/* no rule or contract applies */
+	CHECK_PASSED,
+	CHECK_FAILED,				/* errors set; policy says what to do */
+	CHECK_UNPLANNED				/* no contract for this event name */
+} CheckResult;
+
+/* stream.c: what the insert trigger knows about a stream */
+typedef struct StreamInfo
+{
+	Oid			relid;			/* the relation the trigger fired on */
+	Oid			stream_relid;	/* the stream (partitioned parent) */
+	int32		stream_id;
+	bool		dedup;			/* dedup_window is not NULL */
+	AttrNumber	attnums[ENV_NCOLUMNS];
+	/* policy (stream.set_policy) */
+	char		on_violation;	/* 'r'eject, 'q'uarantine, 'w'arn */
+	char		on_unplanned;	/* 'a'llow, 'q'uarantine, 'r'eject */
+	text	   *event_name_pattern; /* NULL: no rule */
+	bool		require_identity;
+	bool		has_max_future;
+	int64		max_future_usecs;	/* from the stream, else the GUC */
+	Oid			quarantine_relid;
+	ContractSet *contracts;		/* NULL: none */
+	bool		enforce;		/* any rule or contract applies */
+	MemoryContext context;		/* owns pattern and contracts */
+} StreamInfo;
+
+extern StreamInfo *stream_lookup(Relation rel);
+extern Oid	stream_catalog_relid(void);
+
+/* contract.c */
+extern ContractSet *contract_load(int32 stream_id, MemoryContext context);
+extern CheckResult contract_check(StreamInfo *info, Datum *values, bool *nulls,
+								  int *version, Jsonb **errors, char **first_errors);
+extern void contract_quarantine(StreamInfo *info, Datum *values, bool *nulls,
+								int version, Jsonb *errors);
+extern void contract_reject(StreamInfo *info, Datum *values, CheckResult result,
+							int version, const char *first_errors);
+extern char *se_max_future;
+extern bool se_max_future_set;	/* stream_events.max_future is not '' */
+extern int64 se_max_future_usecs;
+
+/* dedup.c */
+extern bool dedup_register(Relation streamrel, int32 stream_id, Datum event_id,
+						   TimestampTz seen_at);
+
+/* stats.c */
+extern void stats_shmem_request(void);
+extern void stats_shmem_startup(void);
+extern void stats_init(void);
+extern void stats_count_event(Oid stream_relid, TimestampTz occurred_at,
+							  TimestampTz received_at);
+extern void stats_count_duplicate(Oid stream_relid);
+extern void stats_count_check(Oid stream_relid, text *event_name, CheckResult result,
+							  char on_failure);
+extern void stats_count_rejected(Oid stream_relid, text *event_name);
+extern uint64 stats_backend_duplicates;
+extern uint64 stats_backend_accepted;
+extern uint64 stats_backend_quarantined;
+
+/* worker.c */
+extern void worker_shmem_request(void);
+extern void worker_shmem_startup(void);
+extern void worker_register_launcher(void);
+extern void worker_stop_database(Oid dboid);
+extern void worker_request_database(Oid dboid);
+extern void worker_request_database_at_end(Oid dboid);
+
+/* maintain.c: true while the extension itself moves rows between partitions */
+extern bool se_maintenance_in_progress;
+
+/* jsonschema.c */
+extern void jsonschema_init(void);
+
+/* activation.c */
+extern void activation_analyze(Oid stream, const char *condition, const char *key,
+							   Node **cond_expr, Node **key_expr);
+
+#endif							/* STREAM_EVENTS_H */

@@ -1,0 +1,809 @@
+/*-------------------------------------------------------------------------
+ * worker.c
+ *	  The background workers: one launcher per cluster, registered in
+ *	  _PG_init, and one worker per database that has the extension.
+ *
+ * The launcher connects to no database (it reads only the shared catalog
+ * pg_database).  At start it starts a worker in every database that accepts
+ * connections and is not a template; a worker that finds no extension in
+ * its database exits for good.  CREATE EXTENSION asks the launcher for a
+ * worker once its transaction commits, so no restart is needed; a worker
+ * exits when it sees that the extension was dropped, and DROP DATABASE
+ * stops its worker first (stream_events.c).  A worker that fails is
+ * started again after stream_events.naptime.
+ *
+ * The worker's loop runs stream.maintain() (partitions ahead, adoption of
+ * default-partition rows, retention, dedup pruning) every naptime, in a
+ * transaction of its own with a short lock_timeout, in a memory context
+ * reset every loop.  It reacts to SIGTERM, SIGHUP and postmaster death.
+ * Every loop it also runs the continuous-aggregate consumer (decode.c),
+ * and while there are aggregates it loops every
+ * stream_events.aggregate_poll_interval; its latch is set by
+ * stream.flush() and by aggregate DDL (worker_wake_database()).
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "aggregate.h"
+#include "stream_events.h"
+
+PG_FUNCTION_INFO_V1(stream_worker_status);
+PG_FUNCTION_INFO_V1(stream_extension_created);
+
+PGDLLEXPORT void stream_events_launcher_main(Datum main_arg);
+PGDLLEXPORT void stream_events_worker_main(Datum main_arg);
+
+#define SE_MAX_DATABASES 64
+#define SE_ERROR_LEN 256
+
+typedef enum SlotState
+{
+	SLOT_FREE = 0,
+	SLOT_STARTING,				/* launcher asked for it */
+	SLOT_RUNNING,
+	SLOT_STOPPED				/* exited; see exit_clean */
+} SlotState;
+
+typedef struct WorkerSlot
+{
+	Oid			dboid;
+	SlotState	state;
+	pid_t		pid;
+	bool		exit_clean;		/* exited on purpose: do not restart */
+	bool		stop_requested; /* DROP DATABASE: do not restart */
+	bool		reaped;			/* the launcher has seen it stop */
+	TimestampTz started_at;
+	TimestampTz last_run_at;
+	int64		runs;
+	char		last_error[SE_ERROR_LEN];
+} WorkerSlot;
+
+typedef struct WorkerShared
+{
+	slock_t		mutex;
+	Latch	   *launcher_latch;
+	int			n_requests;
+	Oid			requests[SE_MAX_DATABASES];
+	WorkerSlot	slots[SE_MAX_DATABASES];
+} WorkerShared;
+
+static WorkerShared *worker_shared = NULL;
+static WorkerSlot *my_slot = NULL;
+
+static void request_database(Oid dboid);
+
+/* ---------- shared memory ---------- */
+
+void
+worker_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
+}
+
+void
+worker_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	worker_shared = ShmemInitStruct("stream_events workers", sizeof(WorkerShared), &found);
+	if (!found)
+	{
+		memset(worker_shared, 0, sizeof(WorkerShared));
+		SpinLockInit(&worker_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+worker_request_database(Oid dboid)
+{
+	if (worker_shared != NULL)
+		request_database(dboid);
+}
+
+/*
+ * Asks for a worker once the current transaction ends (either way): the
+ * launcher cannot see a database whose CREATE has not committed yet.
+ */
+static List *requests_at_end = NIL;
+static bool request_callback_registered = false;
+
+static void
+requests_at_end_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT)
+		return;
+	foreach(lc, requests_at_end)
+		worker_request_database(lfirst_oid(lc));
+	list_free(requests_at_end);
+	requests_at_end = NIL;
+}
+
+void
+worker_request_database_at_end(Oid dboid)
+{
+	MemoryContext old;
+
+	if (worker_shared == NULL)
+		return;
+	if (!request_callback_registered)
+	{
+		RegisterXactCallback(requests_at_end_callback, NULL);
+		request_callback_registered = true;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	requests_at_end = lappend_oid(requests_at_end, dboid);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+request_database(Oid dboid)
+{
+	bool		queued = false;
+	Latch	   *latch;
+
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < worker_shared->n_requests; i++)
+		if (worker_shared->requests[i] == dboid)
+			queued = true;
+	if (!queued && worker_shared->n_requests < SE_MAX_DATABASES)
+		worker_shared->requests[worker_shared->n_requests++] = dboid;
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+		if (worker_shared->slots[i].dboid == dboid)
+			worker_shared->slots[i].stop_requested = false;
+	latch = worker_shared->launcher_latch;
+	SpinLockRelease(&worker_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+/* Sets the latch of a database's worker, if it runs. */
+void
+worker_wake_database(Oid dboid)
+{
+	pid_t		pids[SE_MAX_DATABASES];
+	int			n = 0;
+
+	if (worker_shared == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+		if (worker_shared->slots[i].dboid == dboid &&
+			worker_shared->slots[i].state == SLOT_RUNNING &&
+			worker_shared->slots[i].pid != 0)
+			pids[n++] = worker_shared->slots[i].pid;
+	SpinLockRelease(&worker_shared->mutex);
+	for (int i = 0; i < n; i++)
+	{
+		PGPROC	   *proc = BackendPidGetProc(pids[i]);
+
+		if (proc)
+			SetLatch(&proc->procLatch);
+	}
+}
+
+/* ---------- CREATE EXTENSION and DROP DATABASE ---------- */
+
+static bool created_callback_registered = false;
+static bool created_pending = false;
+
+static void
+extension_created_xact_callback(XactEvent event, void *arg)
+{
+	if (!created_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT)
+	{
+		created_pending = false;
+		if (worker_shared)
+			request_database(MyDatabaseId);
+	}
+	else if (event == XACT_EVENT_ABORT)
+		created_pending = false;
+}
+
+Datum
+stream_extension_created(PG_FUNCTION_ARGS)
+{
+	if (!se_preloaded || worker_shared == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("stream_events is not loaded through shared_preload_libraries, so its background worker is off"),
+				 errdetail("Streams work, but partitions are not created ahead and retention is not applied automatically."),
+				 errhint("Add stream_events to shared_preload_libraries in postgresql.conf and restart the server; until then run SELECT * FROM stream.maintain() regularly.")));
+		PG_RETURN_VOID();
+	}
+	if (!created_callback_registered)
+	{
+		RegisterXactCallback(extension_created_xact_callback, NULL);
+		created_callback_registered = true;
+	}
+	created_pending = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * Called before DROP DATABASE: stop that database's worker and wait (up to
+ * five seconds) until it has left.
+ */
+void
+worker_stop_database(Oid dboid)
+{
+	pid_t		pid = 0;
+
+	if (worker_shared == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < worker_shared->n_requests; i++)
+		if (worker_shared->requests[i] == dboid)
+			worker_shared->requests[i] = InvalidOid;
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	{
+		WorkerSlot *slot = &worker_shared->slots[i];
+
+		if (slot->dboid == dboid && slot->state != SLOT_FREE)
+		{
+			slot->stop_requested = true;
+			pid = slot->pid;
+		}
+	}
+	SpinLockRelease(&worker_shared->mutex);
+
+	if (pid == 0)
+	{
+		aggregates_drop_database_slot(dboid);
+		return;
+	}
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 500; i++)
+	{
+		bool		gone = true;
+
+		SpinLockAcquire(&worker_shared->mutex);
+		for (int j = 0; j < SE_MAX_DATABASES; j++)
+			if (worker_shared->slots[j].dboid == dboid &&
+				worker_shared->slots[j].state == SLOT_RUNNING)
+				gone = false;
+		SpinLockRelease(&worker_shared->mutex);
+		if (gone)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(10000L);
+	}
+	/* the continuous aggregates' slot would make DROP DATABASE fail */
+	aggregates_drop_database_slot(dboid);
+}
+
+/* ---------- launcher ---------- */
+
+void
+worker_register_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "stream_events");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "stream_events_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "stream_events launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "stream_events launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Databases that accept connections and are not templates. */
+static List *
+list_databases(void)
+{
+	List	   *result = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext caller = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+
+		if (db->datallowconn && !db->datistemplate)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
+			result = lappend_oid(result, db->oid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return result;
+}
+
+static BackgroundWorkerHandle *handles[SE_MAX_DATABASES];
+
+/* failed workers wait a naptime before they are started again */
+static TimestampTz restart_at[SE_MAX_DATABASES];
+static Oid	restart_db[SE_MAX_DATABASES];
+
+static void
+launcher_start_worker(Oid dboid, List *databases)
+{
+	BackgroundWorker bgw;
+	int			free_slot = -1;
+
+	if (!list_member_oid(databases, dboid))
+		return;					/* gone, template or not connectable */
+
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	{
+		WorkerSlot *slot = &worker_shared->slots[i];
+
+		if (slot->state != SLOT_FREE && slot->dboid == dboid &&
+			(slot->state == SLOT_STARTING || slot->state == SLOT_RUNNING))
+		{
+			SpinLockRelease(&worker_shared->mutex);
+			return;				/* already there */
+		}
+		if (free_slot < 0 && (slot->state == SLOT_FREE ||
+							  (slot->state == SLOT_STOPPED && slot->dboid == dboid)))
+			free_slot = i;
+	}
+	if (free_slot < 0)
+	{
+		for (int i = 0; i < SE_MAX_DATABASES; i++)
+			if (worker_shared->slots[i].state == SLOT_STOPPED)
+			{
+				free_slot = i;
+				break;
+			}
+	}
+	if (free_slot < 0)
+	{
+		SpinLockRelease(&worker_shared->mutex);
+		ereport(WARNING,
+				(errmsg("stream_events cannot start a worker for database %u: all %d worker slots are in use",
+						dboid, SE_MAX_DATABASES)));
+		return;
+	}
+	memset(&worker_shared->slots[free_slot], 0, sizeof(WorkerSlot));
+	worker_shared->slots[free_slot].dboid = dboid;
+	worker_shared->slots[free_slot].state = SLOT_STARTING;
+	SpinLockRelease(&worker_shared->mutex);
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "stream_events");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "stream_events_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "stream_events worker %u", dboid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "stream_events worker");
+	bgw.bgw_main_arg = Int32GetDatum(free_slot);
+	bgw.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handles[free_slot]))
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		worker_shared->slots[free_slot].state = SLOT_FREE;
+		SpinLockRelease(&worker_shared->mutex);
+		handles[free_slot] = NULL;
+		ereport(WARNING,
+				(errmsg("stream_events could not start a worker for database %u", dboid),
+				 errhint("Raise max_worker_processes.")));
+		/* ask again next time round */
+		request_database(dboid);
+	}
+}
+
+/*
+ * Notices workers that ended; those that failed are asked for again after a
+ * naptime.  A worker records its own end in its slot (worker_on_exit); the
+ * handle only tells about a worker that never ran.  Workers started by an
+ * earlier launcher have no handle here and are watched through their slot.
+ */
+static void
+launcher_reap(void)
+{
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	{
+		pid_t		pid;
+		bool		restart = false;
+		bool		ended = false;
+		Oid			dboid = InvalidOid;
+
+		if (handles[i] != NULL &&
+			GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
+		{
+			pfree(handles[i]);
+			handles[i] = NULL;
+			SpinLockAcquire(&worker_shared->mutex);
+			if (worker_shared->slots[i].state != SLOT_FREE &&
+				worker_shared->slots[i].state != SLOT_STOPPED)
+			{
+				/* never ran, or died without its exit callback */
+				worker_shared->slots[i].state = SLOT_STOPPED;
+				worker_shared->slots[i].pid = 0;
+			}
+			SpinLockRelease(&worker_shared->mutex);
+		}
+
+		SpinLockAcquire(&worker_shared->mutex);
+		{
+			WorkerSlot *slot = &worker_shared->slots[i];
+
+			if (slot->state == SLOT_STOPPED && !slot->reaped)
+			{
+				slot->reaped = true;
+				ended = true;
+				restart = !slot->exit_clean && !slot->stop_requested;
+				dboid = slot->dboid;
+			}
+		}
+		SpinLockRelease(&worker_shared->mutex);
+		if (ended && restart)
+		{
+			restart_db[i] = dboid;
+			restart_at[i] = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														se_naptime * 1000L);
+		}
+	}
+}
+
+static void
+launcher_schedule_restarts(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	{
+		if (OidIsValid(restart_db[i]) && now >= restart_at[i])
+		{
+			request_database(restart_db[i]);
+			restart_db[i] = InvalidOid;
+		}
+	}
+}
+
+void
+stream_events_launcher_main(Datum main_arg)
+{
+	List	   *databases;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("stream_events launcher");
+
+	/*
+	 * After a restart of the launcher alone, the workers of the previous one
+	 * are still running: keep their slots (launcher_start_worker then skips
+	 * their databases).  Slots whose process is gone are stopped.
+	 */
+	SpinLockAcquire(&worker_shared->mutex);
+	worker_shared->launcher_latch = MyLatch;
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	{
+		WorkerSlot *slot = &worker_shared->slots[i];
+
+		if (slot->state == SLOT_RUNNING && (slot->pid == 0 || kill(slot->pid, 0) != 0))
+		{
+			slot->state = SLOT_STOPPED;
+			slot->pid = 0;
+		}
+		else if (slot->state == SLOT_STARTING)
+			slot->state = SLOT_STOPPED; /* its handle died with the old launcher */
+	}
+	SpinLockRelease(&worker_shared->mutex);
+
+	/* a worker in every database; those without the extension leave */
+	databases = list_databases();
+	{
+		ListCell   *lc;
+
+		foreach(lc, databases)
+			request_database(lfirst_oid(lc));
+	}
+	list_free(databases);
+
+	while (!ShutdownRequestPending)
+	{
+		Oid			requests[SE_MAX_DATABASES];
+		int			n;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		launcher_reap();
+		launcher_schedule_restarts();
+
+		SpinLockAcquire(&worker_shared->mutex);
+		n = worker_shared->n_requests;
+		memcpy(requests, worker_shared->requests, n * sizeof(Oid));
+		worker_shared->n_requests = 0;
+		SpinLockRelease(&worker_shared->mutex);
+		if (n > 0)
+		{
+			databases = list_databases();
+			for (int i = 0; i < n; i++)
+				if (OidIsValid(requests[i]))
+					launcher_start_worker(requests[i], databases);
+			list_free(databases);
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	SpinLockAcquire(&worker_shared->mutex);
+	worker_shared->launcher_latch = NULL;
+	SpinLockRelease(&worker_shared->mutex);
+
+	/*
+	 * Exit status 1: the postmaster restarts the launcher after
+	 * bgw_restart_time (status 0 would unregister it).  At shutdown nothing
+	 * is restarted anyway.
+	 */
+	proc_exit(1);
+}
+
+/* ---------- per-database worker ---------- */
+
+/* set when the worker leaves because its database has no extension */
+static bool extension_gone = false;
+
+static void
+worker_on_exit(int code, Datum arg)
+{
+	if (my_slot == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	my_slot->pid = 0;
+	my_slot->state = SLOT_STOPPED;
+	/* any other exit (error, pg_terminate_backend) is restarted */
+	my_slot->exit_clean = extension_gone;
+	SpinLockRelease(&worker_shared->mutex);
+}
+
+static void
+worker_set_error(const char *message)
+{
+	SpinLockAcquire(&worker_shared->mutex);
+	strlcpy(my_slot->last_error, message ? message : "", SE_ERROR_LEN);
+	SpinLockRelease(&worker_shared->mutex);
+}
+
+/*
+ * One maintenance run, in a subtransaction so that a failure is logged and
+ * the worker carries on.
+ */
+static void
+worker_maintain(bool prune)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		SPI_connect();
+		SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0);
+		SPI_execute(prune ? "SELECT count(*) FROM stream.maintain(NULL, true)"
+					: "SELECT count(*) FROM stream.maintain(NULL, false)", false, 0);
+		SPI_finish();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(ctx);
+		CurrentResourceOwner = owner;
+		worker_set_error(NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(ctx);
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errmsg("stream_events maintenance failed: %s", edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0));
+		worker_set_error(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+void
+stream_events_worker_main(Datum main_arg)
+{
+	int			slot_index = DatumGetInt32(main_arg);
+	MemoryContext loop_context;
+	TimestampTz last_prune = 0;
+	TimestampTz next_maintain = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	my_slot = &worker_shared->slots[slot_index];
+	SpinLockAcquire(&worker_shared->mutex);
+	my_slot->pid = MyProcPid;
+	my_slot->state = SLOT_RUNNING;
+	my_slot->started_at = GetCurrentTimestamp();
+	SpinLockRelease(&worker_shared->mutex);
+	before_shmem_exit(worker_on_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(my_slot->dboid, InvalidOid, 0);
+	pgstat_report_appname("stream_events worker");
+
+	loop_context = AllocSetContextCreate(TopMemoryContext, "stream_events worker loop",
+										 ALLOCSET_DEFAULT_SIZES);
+
+	while (!ShutdownRequestPending)
+	{
+		bool		installed = true;
+		bool		aggregates;
+		TimestampTz now;
+		long		timeout;
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			next_maintain = 0;	/* maintain now, then at the new naptime */
+		}
+
+		now = GetCurrentTimestamp();
+		if (now >= next_maintain)
+		{
+			MemoryContextSwitchTo(loop_context);
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, "stream_events maintenance");
+
+			installed = OidIsValid(get_extension_oid("stream_events", true));
+			if (installed)
+			{
+				/* dedup keys are pruned at most once a minute */
+				worker_maintain(TimestampDifferenceExceeds(last_prune, now, 60 * 1000));
+				if (TimestampDifferenceExceeds(last_prune, now, 60 * 1000))
+					last_prune = now;
+			}
+
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			pgstat_report_activity(STATE_IDLE, NULL);
+			MemoryContextSwitchTo(TopMemoryContext);
+			MemoryContextReset(loop_context);
+
+			SpinLockAcquire(&worker_shared->mutex);
+			my_slot->last_run_at = GetCurrentTimestamp();
+			my_slot->runs++;
+			SpinLockRelease(&worker_shared->mutex);
+			next_maintain = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														se_naptime * 1000L);
+		}
+
+		/* continuous aggregates: decode and apply what was committed */
+		if (installed)
+		{
+			MemoryContextSwitchTo(loop_context);
+			aggregates = aggregates_round(&installed);
+			MemoryContextSwitchTo(TopMemoryContext);
+			MemoryContextReset(loop_context);
+		}
+		else
+			aggregates = false;
+
+		if (!installed)
+		{
+			/* DROP EXTENSION, or probed a database without it */
+			aggregates_extension_dropped();
+			extension_gone = true;
+			proc_exit(0);
+		}
+
+		now = GetCurrentTimestamp();
+		timeout = next_maintain > now ? (long) ((next_maintain - now) / 1000) + 1 : 0;
+		if (aggregates && timeout > se_aggregate_poll_ms)
+			timeout = se_aggregate_poll_ms;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	aggregates_shutdown();
+	proc_exit(0);
+}
+
+/* ---------- stream.worker_status() ---------- */
+
+Datum
+stream_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	WorkerSlot	slots[SE_MAX_DATABASES];
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (worker_shared == NULL)
+		return (Datum) 0;
+
+	SpinLockAcquire(&worker_shared->mutex);
+	memcpy(slots, worker_shared->slots, sizeof(slots));
+	SpinLockRelease(&worker_shared->mutex);
+
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	{
+		Datum		values[7];
+		bool		nulls[7] = {0};
+		char	   *datname;
+		static const char *const names[] = {"free", "starting", "running", "stopped"};
+
+		if (slots[i].state == SLOT_FREE)
+			continue;
+		if (slots[i].state == SLOT_STOPPED && slots[i].exit_clean &&
+			slots[i].runs == 0)
+			continue;			/* probed a database without the extension */
+		datname = get_database_name(slots[i].dboid);
+		if (datname == NULL)
+			continue;
+		values[0] = CStringGetDatum(datname);
+		values[0] = DirectFunctionCall1(namein, values[0]);
+		values[1] = Int32GetDatum(slots[i].pid);
+		nulls[1] = (slots[i].pid == 0);
+		values[2] = CStringGetTextDatum(names[slots[i].state]);
+		values[3] = TimestampTzGetDatum(slots[i].started_at);
+		nulls[3] = (slots[i].started_at == 0);
+		values[4] = TimestampTzGetDatum(slots[i].last_run_at);
+		nulls[4] = (slots[i].last_run_at == 0);
+		values[5] = Int64GetDatum(slots[i].runs);
+		values[6] = CStringGetTextDatum(slots[i].last_error);
+		nulls[6] = (slots[i].last_error[0] == '\0');
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,134 @@
+# Activations (stream.on_event): a LISTEN client receives NOTIFYs for
+# committed matching events only (never for rolled-back ones), an oversized
+# payload is sent as its id, firing is exactly once across pg_ctl -m
+# immediate (rows in stream.activations = matching events), and a consumer
+# catches up with stream.consume/stream.ack after a disconnect.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('activations');
+$node->init(allows_streaming => 'logical');
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'stream_events'
+wal_level = logical
+max_worker_processes = 32
+max_replication_slots = 10
+stream_events.naptime = 1
+});
+$node->append_conf('postgresql.conf',
+	"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")
+  if `postgres --describe-config 2>/dev/null` =~ /^output_plugin_libraries/m;
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE EXTENSION stream_events');
+$node->safe_psql('postgres', q{SELECT stream.create_stream('clicks')});
+$node->safe_psql('postgres',
+	q{SELECT stream.on_event('buy', 'clicks', $$event_name = 'buy'$$, channel => 'buys')});
+$node->safe_psql('postgres', q{SELECT stream.flush(timeout => '60 s')});
+
+# -- a LISTEN client -------------------------------------------------------
+my ($in, $out, $err) = ('', '', '');
+my $listener = IPC::Run::start(
+	[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
+	'<', \$in, '>', \$out, '2>', \$err,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+$in .= "LISTEN buys;\nSELECT 'listening';\n";
+$listener->pump until $out =~ /listening/;
+
+$node->safe_psql('postgres', q{
+INSERT INTO clicks (event_name, user_id) VALUES ('buy', 'u1'), ('view', 'u1');
+BEGIN; INSERT INTO clicks (event_name, user_id) VALUES ('buy', 'rolled_back'); ROLLBACK;
+INSERT INTO clicks (event_name, user_id) VALUES ('buy', 'u2');
+INSERT INTO clicks (event_name, user_id, properties)
+    VALUES ('buy', 'u_big', jsonb_build_object('blob', repeat('x', 9000)));
+});
+$node->safe_psql('postgres', q{SELECT stream.flush()});
+# psql prints notifications after each command it runs
+$in .= "SELECT pg_sleep(0.2);\nSELECT 'done';\n";
+$listener->pump until $out =~ /done/;
+my @notes = ($out =~ /Asynchronous notification "buys" with payload "(.*?)" received/g);
+is(scalar(@notes), 3, 'three NOTIFYs: the committed matching events only');
+ok((grep { /"key":"u1"/ } @notes) && (grep { /"key":"u2"/ } @notes),
+	'NOTIFY payload: the activation row with the event');
+ok(!(grep { /rolled_back/ } @notes), 'a rolled-back event never fires');
+my $big_id = $node->safe_psql('postgres',
+	q{SELECT id FROM stream.activations WHERE key = 'u_big'});
+ok((grep { $_ eq qq({"id": $big_id, "truncated": true}) } @notes),
+	'a payload over the NOTIFY limit is sent as its id');
+$in .= "\\q\n";
+$listener->finish;
+
+# -- exactly once across crashes ------------------------------------------
+my $script = $node->basedir . '/buys.sql';
+open my $fh, '>', $script or die;
+print $fh q{INSERT INTO clicks (event_name, user_id)
+SELECT CASE WHEN i % 3 = 0 THEN 'view' ELSE 'buy' END, 'u' || (i % 17)
+FROM generate_series(1, 20) i;
+};
+close $fh;
+for my $round (1 .. 3)
+{
+	my @producers;
+	for my $p (1 .. 4)
+	{
+		push @producers,
+		  IPC::Run::start(
+			[ 'pgbench', '-n', '-T', '5', '-c', '1', '-f', $script, '-d',
+			  $node->connstr('postgres') ],
+			'>', \my $o, '2>', \my $e);
+	}
+	usleep(1_500_000 + 300_000 * $round);
+	$node->stop('immediate');
+	$_->finish for @producers;
+	$node->start;
+}
+$node->safe_psql('postgres', q{SELECT stream.flush(timeout => '120 s')});
+my $events = $node->safe_psql('postgres',
+	q{SELECT count(*) FROM clicks WHERE event_name = 'buy'});
+my $fired = $node->safe_psql('postgres',
+	q{SELECT count(*) || '/' || count(DISTINCT event_id) FROM stream.activations WHERE activation = 'buy'});
+my $missing = $node->safe_psql('postgres',
+	q{SELECT count(*) FROM clicks c WHERE event_name = 'buy'
+	  AND NOT EXISTS (SELECT 1 FROM stream.activations a WHERE a.event_id = c.event_id)});
+ok($events > 100, "producers committed $events matching events across three crashes");
+is($fired, "$events/$events", 'every committed matching event fired exactly once');
+is($missing, '0', 'no matching event without its activation');
+
+# -- consume / ack: catch-up after a disconnect -------------------------------
+my $first = $node->safe_psql('postgres',
+	q{SELECT string_agg(id::text, ',' ORDER BY id) FROM stream.consume('mailer', 'buys', 5)});
+my @ids = split /,/, $first;
+is(scalar(@ids), 5, 'consume returns up to max rows');
+$node->safe_psql('postgres', "SELECT stream.ack('mailer', $ids[2])");
+# a new session, as after a disconnect: the unacknowledged rows come again
+my $again = $node->safe_psql('postgres',
+	q{SELECT string_agg(id::text, ',' ORDER BY id) FROM stream.consume('mailer', 'buys', 2)});
+is($again, "$ids[3],$ids[4]", 'after a reconnect, consume resumes after the last ack');
+my %seen;
+my $dups = 0;
+for (;;)
+{
+	my $batch = $node->safe_psql('postgres',
+		q{SELECT string_agg(id::text, ',' ORDER BY id) FROM stream.consume('mailer', 'buys', 500)});
+	last if $batch eq '';
+	my @b = split /,/, $batch;
+	$dups += exists $seen{$_} for @b;
+	$seen{$_} = 1 for @b;
+	$node->safe_psql('postgres', "SELECT stream.ack('mailer', $b[-1])");
+}
+my $total = $node->safe_psql('postgres',
+	q{SELECT count(*) FROM stream.activations WHERE channel = 'buys' AND id > } . $ids[2]);
+is(scalar(keys %seen) . "/$dups", "$total/0", 'an acknowledging consumer gets every activation once');
+is($node->safe_psql('postgres',
+	q{SELECT pending FROM stream.activation_stats WHERE activation = 'buy'}), '0',
+	'activation_stats: nothing pending once acknowledged');
+
+$node->stop;
+done_testing();
