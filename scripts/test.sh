@@ -93,6 +93,10 @@ done
 if [ $fail -eq 0 ]; then
     echo "ALL TESTS PASSED"
 else
+    # repeat the first lines of each diff last, where a truncated log shows them
+    for d in "$WORK"/regress/regression.diffs "$WORK"/isolation/regression.diffs; do
+        [ -s "$d" ] && { echo "--- $d (head)"; head -40 "$d"; }
+    done
     echo "SOME TESTS FAILED (work files in $WORK)"
 fi
 exit $fail

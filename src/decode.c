@@ -131,6 +131,7 @@ typedef struct ActRuntime
 	ExprState  *key;
 	ExprContext *econtext;
 	int64		fired;			/* firings in this batch */
+	bool		gone;			/* dropped since the definitions were loaded */
 } ActRuntime;
 
 /* a matching event, fired in the next apply transaction */
@@ -807,6 +808,9 @@ fire_all(void)
 		int64		id;
 		char	   *msg;
 
+		if (f->act->gone)
+			continue;
+
 		args[0] = CStringGetTextDatum(f->act->name);
 		args[1] = f->key ? CStringGetTextDatum(f->key) : (Datum) 0;
 		nulls[1] = f->key ? ' ' : 'n';
@@ -1226,6 +1230,23 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 				elog(ERROR, "could not update stream.aggregate_defs");
 			done = lappend(done, rt);
 		}
+		/*
+		 * The row lock orders us with drop_activation: an activation dropped
+		 * since we loaded the definitions fires nothing more (its DELETE may
+		 * have committed before events we decoded with the old set).
+		 */
+		foreach(lc, acts)
+		{
+			ActRuntime *act = lfirst(lc);
+			Oid			argtypes[1] = {INT4OID};
+			Datum		args[1];
+
+			args[0] = Int32GetDatum(act->act_id);
+			if (SPI_execute_with_args("SELECT 1 FROM stream.activation_defs WHERE act_id = $1 FOR UPDATE",
+									  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not lock stream.activation_defs");
+			act->gone = (SPI_processed == 0);
+		}
 		fire_all();
 		foreach(lc, acts)
 		{
@@ -1233,6 +1254,8 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 			Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
 			Datum		args[3];
 
+			if (act->gone)
+				continue;
 			args[0] = Int32GetDatum(act->act_id);
 			args[1] = LSNGetDatum(Max(upto, act->applied_lsn));
 			args[2] = Int64GetDatum(act->fired);
