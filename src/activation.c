@@ -1,10 +1,9 @@
 /*-------------------------------------------------------------------------
  * activation.c
- *	  Activations (stream.on_event): the analysis of an activation's
- *	  condition and key, shared by the SQL surface (checked at creation) and
- *	  the worker (decode.c compiles them again, from the text, when it loads
- *	  the definitions).  Firing happens in decode.c, in the apply
- *	  transaction.  See docs/activations.md.
+ *	  Activations: the analysis of an activation's condition, key and
+ *	  payload expressions, shared by the SQL surface (checked at creation)
+ *	  and the code that runs them (act_runtime.c compiles them again, from
+ *	  the text, when it loads the definitions).  See docs/activations.md.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -19,6 +18,7 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 
+#include "act_runtime.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_activation_check);
@@ -113,8 +113,15 @@ analyse_error_callback(void *arg)
  * plain expression over one event.  Returns the analysed expression (Vars
  * of range table entry 1).
  */
+typedef enum AnalyseAs
+{
+	AS_VALUE,
+	AS_TEXT,
+	AS_JSON						/* to_jsonb(expr)::text */
+} AnalyseAs;
+
 static Node *
-analyse_one(Oid stream, const char *text, const char *what, bool as_text)
+analyse_one(Oid stream, const char *text, const char *what, AnalyseAs as)
 {
 	char	   *sql;
 	List	   *raws;
@@ -122,7 +129,9 @@ analyse_one(Oid stream, const char *text, const char *what, bool as_text)
 	RangeTblEntry *rte;
 	ErrorContextCallback errcb;
 
-	sql = psprintf(as_text ? "SELECT (\n%s\n)::text FROM %s" : "SELECT (\n%s\n) FROM %s",
+	sql = psprintf(as == AS_TEXT ? "SELECT (\n%s\n)::pg_catalog.text FROM %s" :
+				   as == AS_JSON ? "SELECT pg_catalog.to_jsonb((\n%s\n))::pg_catalog.text FROM %s" :
+				   "SELECT (\n%s\n) FROM %s",
 				   text,
 				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(stream)),
 											  get_rel_name(stream)));
@@ -172,7 +181,8 @@ analyse_one(Oid stream, const char *text, const char *what, bool as_text)
  */
 void
 activation_analyze(Oid stream, const char *condition, const char *key,
-				   Node **cond_expr, Node **key_expr)
+				   const char *payload, Node **cond_expr, Node **key_expr,
+				   Node **payload_expr)
 {
 	if (condition == NULL || *condition == '\0')
 		ereport(ERROR,
@@ -181,7 +191,7 @@ activation_analyze(Oid stream, const char *condition, const char *key,
 				 errhint("Pass a boolean expression over the stream's columns, e.g. event_name = 'purchase', or true for every event.")));
 	if (key == NULL || *key == '\0')
 		key = "NULL";
-	*cond_expr = analyse_one(stream, condition, "condition", false);
+	*cond_expr = analyse_one(stream, condition, "condition", AS_VALUE);
 	if (exprType(*cond_expr) != BOOLOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -190,20 +200,37 @@ activation_analyze(Oid stream, const char *condition, const char *key,
 				 errdetail("Condition: %s", condition),
 				 errhint("Compare the value, e.g. (properties->>'vip')::boolean or properties ? 'coupon'.")));
 	check_act_expr(*cond_expr, "condition");
-	*key_expr = analyse_one(stream, key, "key", true);
+	*key_expr = analyse_one(stream, key, "key", AS_TEXT);
 	check_act_expr(*key_expr, "key");
+	if (payload != NULL && *payload == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the payload of an activation must not be empty"),
+				 errhint("Pass an expression such as jsonb_build_object('user', user_id, 'sku', properties->'sku'), or NULL for the whole event.")));
+	*payload_expr = NULL;
+	if (payload != NULL)
+	{
+		*payload_expr = analyse_one(stream, payload, "payload", AS_JSON);
+		check_act_expr(*payload_expr, "payload");
+	}
 }
 
-/* stream._activation_check(stream regclass, condition text, key text) */
+/* stream._activation_check(rel regclass, condition text, key text, payload text) */
 Datum
 stream_activation_check(PG_FUNCTION_ARGS)
 {
 	Node	   *c,
-			   *k;
+			   *k,
+			   *p;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("an activation needs a stream")));
 	activation_analyze(PG_GETARG_OID(0),
 					   PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
 					   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
-					   &c, &k);
+					   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
+					   &c, &k, &p);
 	PG_RETURN_VOID();
 }

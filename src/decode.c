@@ -6,9 +6,10 @@
  *	  library's output plugin callbacks; decoded inserts into a stream's
  *	  partitions are folded into per-group partial states in memory and
  *	  applied, with the applied LSN, in one transaction; then the slot is
- *	  advanced.  Activations (stream.on_event) ride on the same decoding:
- *	  matching events become outbox rows and NOTIFYs in the apply
- *	  transaction (docs/activations.md).  Also the backfill of a new aggregate from the snapshot of a
+ *	  advanced.  Activations ride on the same decoding (act_runtime.c):
+ *	  matching events become outbox rows and NOTIFYs, absence timers are
+ *	  opened and cancelled, threshold edges are evaluated as groups are
+ *	  upserted, all in the apply transaction (docs/activations.md).  Also the backfill of a new aggregate from the snapshot of a
  *	  short-lived slot's consistent point.  docs/aggregates.md has the
  *	  exactly-once argument.
  *
@@ -60,6 +61,7 @@
 #include "utils/datum.h"
 #include "utils/uuid.h"
 
+#include "act_runtime.h"
 #include "aggregate.h"
 #include "stream_events.h"
 
@@ -67,10 +69,9 @@ PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 int			se_aggregate_poll_ms = 20;
 int			se_aggregate_batch_groups = 50000;
+int			se_activation_retention = 7 * 24 * 3600;
 
 #define MOVE_PREFIX "stream_events"
-/* as in commands/async.c, where it is private */
-#define NOTIFY_PAYLOAD_MAX_LENGTH (BLCKSZ - NAMEDATALEN - 128)
 
 /* one aggregate function of an aggregate */
 typedef struct AggCall
@@ -88,6 +89,10 @@ typedef struct AggRuntime
 {
 	int32		agg_id;
 	char	   *name;			/* the view, for messages */
+	Oid			view;
+	char	   *view_select;	/* the view's select list over state columns */
+	char	   *state_keys;		/* the state table's key columns */
+	List	   *thresholds;		/* ActRuntime of on_threshold on this aggregate */
 	Oid			state_rel;
 	Oid			stream;
 	Oid			owner;
@@ -116,35 +121,6 @@ typedef struct AggRuntime
 	SPIPlanPtr	upsert;
 } AggRuntime;
 
-/* one activation (stream.on_event), compiled for the worker */
-typedef struct ActRuntime
-{
-	int32		act_id;
-	char	   *name;
-	Oid			stream;
-	Oid			owner;
-	char	   *channel;
-	bool		has_cooldown;
-	Datum		cooldown;		/* interval, in defs_cxt */
-	XLogRecPtr	applied_lsn;	/* commits before it were looked at */
-	ExprState  *cond;
-	ExprState  *key;
-	ExprContext *econtext;
-	int64		fired;			/* firings in this batch */
-	bool		gone;			/* dropped since the definitions were loaded */
-} ActRuntime;
-
-/* a matching event, fired in the next apply transaction */
-typedef struct Firing
-{
-	ActRuntime *act;
-	char	   *key;			/* NULL: no key */
-	char	   *payload;		/* the event as JSON */
-	Datum		event_id;		/* uuid, by reference */
-	TimestampTz occurred_at;
-	TimestampTz received_at;
-} Firing;
-
 /* a stream that feeds aggregates or activations */
 typedef struct StreamFeed
 {
@@ -168,10 +144,10 @@ static MemoryContext consumer_cxt = NULL;	/* lives as long as the worker */
 static MemoryContext defs_cxt = NULL;
 static List *runtimes = NIL;
 static List *feeds = NIL;
-static List *acts = NIL;			/* ActRuntime */
-static List *firings = NIL;			/* Firing, in commit order, in fire_cxt */
-static MemoryContext fire_cxt = NULL;
-static SPIPlanPtr fire_plan = NULL;
+static List *acts = NIL;			/* ActRuntime, delivery 'batched' */
+static bool have_absence = false;
+static TimestampTz decode_horizon = 0;	/* every commit before it is decoded */
+static bool decoded_to_end = false;
 static HTAB *part_cache = NULL;
 static MemoryContext part_cxt = NULL;
 static bool part_cache_stale = false;
@@ -194,7 +170,6 @@ static int	se_slot_warning_mb = 1024;
 static TimestampTz last_slot_warning = 0;
 
 static void release_decoding(void);
-static void match_event(ActRuntime *act, TupleTableSlot *row);
 
 char *
 aggregate_slot_name(Oid dboid)
@@ -217,6 +192,11 @@ aggregate_init(void)
 							"Groups held in memory before the worker applies a batch to continuous aggregates.",
 							NULL, &se_aggregate_batch_groups, 50000, 100, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.activation_retention",
+							"How long acknowledged rows of stream.activations are kept.",
+							"Rows every consumer of their channel acknowledged (or of channels without consumers) are deleted once older; unacknowledged rows stay.",
+							&se_activation_retention, 7 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /* ---------- relation cache: partition -> stream ---------- */
@@ -360,6 +340,7 @@ compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
 
 	rt->agg_id = agg_id;
 	rt->name = get_rel_name(view);
+	rt->view = view;
 	rt->state_rel = state_rel;
 	rt->stream = stream;
 	rt->owner = owner;
@@ -468,13 +449,10 @@ free_definitions(void)
 	}
 	runtimes = NIL;
 	feeds = NIL;
+	act_reset_batch(acts);
 	acts = NIL;
-	firings = NIL;
-	if (fire_cxt)
-		MemoryContextReset(fire_cxt);
-	if (fire_plan)
-		SPI_freeplan(fire_plan);
-	fire_plan = NULL;
+	have_absence = false;
+	act_free_plans();
 	if (defs_cxt)
 		MemoryContextReset(defs_cxt);
 	part_cache_reset();
@@ -503,81 +481,6 @@ feed_for(Oid stream)
 	return feed;
 }
 
-/*
- * Compiles the activations (stream.activation_defs): condition and key are
- * analysed again from their text, as the owner, in the search_path they
- * were created in; in a transaction with SPI, into defs_cxt.
- */
-static void
-load_activations(void)
-{
-	uint64		n;
-	SPITupleTable *tuptable;
-
-	/* rows restored from a dump of another database start from here */
-	if (SPI_execute("UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
-					"origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
-					false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not adopt restored activations");
-	if (SPI_execute("SELECT act_id, name, stream::oid, owner::oid, condition, key, channel, "
-					"cooldown, coalesce(applied_lsn, '0/0'), search_path "
-					"FROM stream.activation_defs ORDER BY act_id", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read stream.activation_defs");
-	n = SPI_processed;
-	tuptable = SPI_tuptable;
-	for (uint64 i = 0; i < n; i++)
-	{
-		HeapTuple	tup = tuptable->vals[i];
-		TupleDesc	desc = tuptable->tupdesc;
-		bool		isnull;
-		ActRuntime *act;
-		MemoryContext old = MemoryContextSwitchTo(defs_cxt);
-		char	   *condition;
-		char	   *key;
-		char	   *search_path;
-		Datum		d;
-		Node	   *cexpr,
-				   *kexpr;
-		Oid			save_userid;
-		int			save_sec;
-		int			nest;
-
-		act = palloc0(sizeof(ActRuntime));
-		act->act_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		act->name = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		act->stream = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
-		act->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
-		condition = TextDatumGetCString(SPI_getbinval(tup, desc, 5, &isnull));
-		d = SPI_getbinval(tup, desc, 6, &isnull);
-		key = isnull ? NULL : TextDatumGetCString(d);
-		act->channel = TextDatumGetCString(SPI_getbinval(tup, desc, 7, &isnull));
-		d = SPI_getbinval(tup, desc, 8, &isnull);
-		act->has_cooldown = !isnull;
-		if (!isnull)
-			act->cooldown = datumCopy(d, false, 16);
-		act->applied_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 9, &isnull));
-		d = SPI_getbinval(tup, desc, 10, &isnull);
-		search_path = isnull ? NULL : TextDatumGetCString(d);
-
-		nest = NewGUCNestLevel();
-		if (search_path)
-			(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_SAVE, true, 0, false);
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		activation_analyze(act->stream, condition, key, &cexpr, &kexpr);
-		SetUserIdAndSecContext(save_userid, save_sec);
-		AtEOXact_GUC(true, nest);
-
-		act->cond = ExecInitExpr(expression_planner((Expr *) cexpr), NULL);
-		act->key = ExecInitExpr(expression_planner((Expr *) kexpr), NULL);
-		act->econtext = CreateStandaloneExprContext();
-		acts = lappend(acts, act);
-		feed_for(act->stream)->acts = lappend(feed_for(act->stream)->acts, act);
-		MemoryContextSwitchTo(old);
-	}
-}
-
 /* reads the catalog and compiles every aggregate; in a transaction with SPI */
 static void
 load_definitions(const char *signature)
@@ -585,10 +488,12 @@ load_definitions(const char *signature)
 	MemoryContext old;
 	uint64		n;
 	SPITupleTable *tuptable;
+	ListCell   *lc;
 
 	free_definitions();
 	if (SPI_execute("SELECT agg_id, view::oid, state_table::oid, stream::oid, owner::oid, "
-					"query_tree, applied_lsn IS NULL, coalesce(applied_lsn, '0/0'), apply_rate "
+					"query_tree, applied_lsn IS NULL, coalesce(applied_lsn, '0/0'), apply_rate, "
+					"view_select, state_keys "
 					"FROM stream.aggregate_defs ORDER BY agg_id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.aggregate_defs");
 	n = SPI_processed;
@@ -614,12 +519,40 @@ load_definitions(const char *signature)
 		rt = compile_definition(agg_id, view, state_rel, stream, owner, tree,
 								backfill, applied);
 		rt->apply_rate = isnull ? 0 : DatumGetFloat8(rate);
+		rt->view_select = SPI_getvalue(tup, desc, 10);
+		rt->state_keys = SPI_getvalue(tup, desc, 11);
 		runtimes = lappend(runtimes, rt);
 		feed = feed_for(stream);
 		feed->runtimes = lappend(feed->runtimes, rt);
 		MemoryContextSwitchTo(old);
 	}
-	load_activations();
+	old = MemoryContextSwitchTo(defs_cxt);
+	acts = act_load_batched();
+	have_absence = false;
+	foreach(lc, acts)
+	{
+		ActRuntime *act = lfirst(lc);
+
+		if (act->kind == ACT_THRESHOLD)
+		{
+			ListCell   *lc2;
+
+			foreach(lc2, runtimes)
+			{
+				AggRuntime *rt = lfirst(lc2);
+
+				if (rt->view == act->view)
+					rt->thresholds = lappend(rt->thresholds, act);
+			}
+		}
+		else
+		{
+			feed_for(act->stream)->acts = lappend(feed_for(act->stream)->acts, act);
+			if (act->kind == ACT_ABSENCE)
+				have_absence = true;
+		}
+	}
+	MemoryContextSwitchTo(old);
 	old = MemoryContextSwitchTo(consumer_cxt);
 	defs_signature = pstrdup(signature);
 	MemoryContextSwitchTo(old);
@@ -714,128 +647,6 @@ fold_row(AggRuntime *rt, TupleTableSlot *row)
 	MemoryContextSwitchTo(old);
 }
 
-/* ---------- activations: matching one event ---------- */
-
-/*
- * Evaluates an activation's condition on a decoded event (as its owner);
- * a match is kept, with its key and the event as JSON, for the next apply.
- */
-static void
-match_event(ActRuntime *act, TupleTableSlot *row)
-{
-	ExprContext *econtext = act->econtext;
-	MemoryContext old;
-	Oid			save_userid;
-	int			save_sec;
-	bool		isnull;
-	Datum		d;
-
-	ResetExprContext(econtext);
-	econtext->ecxt_scantuple = row;
-	old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	d = ExecEvalExpr(act->cond, econtext, &isnull);
-	if (!isnull && DatumGetBool(d))
-	{
-		Firing	   *f;
-		Datum		key;
-		bool		keynull;
-		Datum		json;
-		Datum		v;
-
-		key = ExecEvalExpr(act->key, econtext, &keynull);
-		slot_getallattrs(row);
-		json = DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(row));
-		MemoryContextSwitchTo(fire_cxt);
-		f = palloc0(sizeof(Firing));
-		f->act = act;
-		f->key = keynull ? NULL : TextDatumGetCString(key);
-		f->payload = TextDatumGetCString(json);
-		v = slot_getattr(row, ENV_EVENT_ID + 1, &isnull);
-		f->event_id = isnull ? (Datum) 0 : datumCopy(v, false, UUID_LEN);
-		v = slot_getattr(row, ENV_OCCURRED_AT + 1, &isnull);
-		f->occurred_at = isnull ? 0 : DatumGetTimestampTz(v);
-		v = slot_getattr(row, ENV_RECEIVED_AT + 1, &isnull);
-		f->received_at = isnull ? 0 : DatumGetTimestampTz(v);
-		firings = lappend(firings, f);
-		batch_groups++;
-	}
-	SetUserIdAndSecContext(save_userid, save_sec);
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Fires what the batch matched, in commit order, in the apply transaction:
- * one row in stream.activations (unless the key is in its cooldown, counted
- * on the events' received_at) and a NOTIFY with the row as JSON, or
- * {"id": n, "truncated": true} when that exceeds the NOTIFY limit.  Both
- * commit with the applied LSN, or neither does.
- */
-static void
-fire_all(void)
-{
-	ListCell   *lc;
-	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
-							TIMESTAMPTZOID, TEXTOID, INTERVALOID};
-
-	if (firings == NIL)
-		return;
-	if (fire_plan == NULL)
-	{
-		fire_plan = SPI_prepare("WITH f AS ("
-								" INSERT INTO stream.activations (activation, key, payload, event_id, "
-								"   occurred_at, received_at, channel)"
-								" SELECT $1, $2, $3::jsonb, $4, $5, $6, $7"
-								" WHERE $8 IS NULL OR $2 IS NULL OR NOT EXISTS ("
-								"   SELECT 1 FROM stream.activations a WHERE a.activation = $1"
-								"   AND a.key = $2 AND a.received_at > $6 - $8 AND a.received_at <= $6)"
-								" RETURNING *)"
-								" SELECT id, row_to_json(f)::text FROM f",
-								8, types);
-		if (fire_plan == NULL)
-			elog(ERROR, "could not prepare the insert of activations: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(fire_plan);
-	}
-	foreach(lc, firings)
-	{
-		Firing	   *f = lfirst(lc);
-		Datum		args[8];
-		char		nulls[8] = "        ";
-		bool		isnull;
-		int64		id;
-		char	   *msg;
-
-		if (f->act->gone)
-			continue;
-
-		args[0] = CStringGetTextDatum(f->act->name);
-		args[1] = f->key ? CStringGetTextDatum(f->key) : (Datum) 0;
-		nulls[1] = f->key ? ' ' : 'n';
-		args[2] = CStringGetTextDatum(f->payload);
-		args[3] = f->event_id;
-		nulls[3] = f->event_id ? ' ' : 'n';
-		args[4] = TimestampTzGetDatum(f->occurred_at);
-		args[5] = TimestampTzGetDatum(f->received_at);
-		args[6] = CStringGetTextDatum(f->act->channel);
-		args[7] = f->act->cooldown;
-		nulls[7] = f->act->has_cooldown ? ' ' : 'n';
-		if (SPI_execute_plan(fire_plan, args, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not insert into stream.activations");
-		if (SPI_processed == 0)
-			continue;			/* cooldown */
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-		if (strlen(msg) >= NOTIFY_PAYLOAD_MAX_LENGTH)
-			msg = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
-		Async_Notify(f->act->channel, msg);
-		f->act->fired++;
-		SPI_freetuptable(SPI_tuptable);
-	}
-}
-
 /* ---------- output plugin callbacks ---------- */
 
 static void
@@ -893,7 +704,7 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 
 		if (txn->final_lsn < act->applied_lsn)
 			continue;
-		match_event(act, row);
+		batch_groups += act_match(act, row);
 	}
 	ExecClearTuple(pe->slot);
 }
@@ -1076,6 +887,39 @@ prepare_upsert(AggRuntime *rt)
 		types[k] = rt->keytypes[k];
 	for (int a = 0; a < rt->naggs; a++)
 		types[rt->nkeys + a] = rt->aggs[a].statetype;
+	if (rt->thresholds != NIL)
+	{
+		/*
+		 * With thresholds, the upsert also returns the group's key (a JSON
+		 * array of the state's key columns) and, per threshold, its payload
+		 * and whether its condition holds over the group's view row.
+		 */
+		StringInfoData wrap;
+		ListCell   *lc;
+		ActRuntime *first = linitial(rt->thresholds);
+
+		initStringInfo(&wrap);
+		appendStringInfo(&wrap, "WITH s AS (%s RETURNING *) SELECT "
+						 "(SELECT pg_catalog.jsonb_build_array(%s)::pg_catalog.text FROM s)",
+						 sql.data, rt->state_keys);
+		foreach(lc, rt->thresholds)
+		{
+			ActRuntime *act = lfirst(lc);
+
+			if (act->payload_text)
+				appendStringInfo(&wrap, ", pg_catalog.to_jsonb((\n%s\n))::pg_catalog.text",
+								 act->payload_text);
+			else
+				appendStringInfoString(&wrap, ", pg_catalog.row_to_json(v)::pg_catalog.text");
+			appendStringInfo(&wrap, ", coalesce((\n%s\n), false)", act->condition);
+		}
+		appendStringInfo(&wrap, " FROM (SELECT %s FROM s) v", rt->view_select);
+		/* the conditions were analysed in the first threshold's search_path */
+		if (first->search_path)
+			(void) set_config_option("search_path", first->search_path, PGC_USERSET,
+									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		sql = wrap;
+	}
 	rt->upsert = SPI_prepare(sql.data, p, types);
 	if (rt->upsert == NULL)
 		elog(ERROR, "could not prepare the upsert of aggregate %s: %s", rt->name,
@@ -1101,9 +945,12 @@ upsert_groups(AggRuntime *rt)
 		return;
 	if (rt->upsert == NULL)
 	{
+		int			nest = NewGUCNestLevel();
+
 		old = MemoryContextSwitchTo(defs_cxt);
 		prepare_upsert(rt);
 		MemoryContextSwitchTo(old);
+		AtEOXact_GUC(true, nest);
 	}
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events upsert",
 								ALLOCSET_DEFAULT_SIZES);
@@ -1134,8 +981,39 @@ upsert_groups(AggRuntime *rt)
 													  rt->batchcxt, &isnull);
 			nulls[rt->nkeys + a] = isnull ? 'n' : ' ';
 		}
-		if (SPI_execute_plan(rt->upsert, values, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not apply to continuous aggregate %s", rt->name);
+		if (rt->thresholds == NIL)
+		{
+			if (SPI_execute_plan(rt->upsert, values, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not apply to continuous aggregate %s", rt->name);
+		}
+		else
+		{
+			HeapTuple	tup;
+			TupleDesc	desc;
+			char	   *grp;
+			ListCell   *lc;
+			int			col = 2;
+
+			if (SPI_execute_plan(rt->upsert, values, nulls, false, 0) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "could not apply to continuous aggregate %s", rt->name);
+			tup = SPI_tuptable->vals[0];
+			desc = SPI_tuptable->tupdesc;
+			grp = SPI_getvalue(tup, desc, 1);
+			/* outbox and edge state are written as the worker */
+			SetUserIdAndSecContext(save_userid, save_sec);
+			foreach(lc, rt->thresholds)
+			{
+				bool		isnull;
+				char	   *payload = SPI_getvalue(tup, desc, col);
+				bool		holds = DatumGetBool(SPI_getbinval(tup, desc, col + 1, &isnull));
+
+				act_threshold_edge(lfirst(lc), grp, payload ? payload : "null", holds);
+				col += 2;
+			}
+			SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+								   SECURITY_RESTRICTED_OPERATION);
+		}
 		ExecClearTuple(rt->readslot);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(tmp);
@@ -1178,7 +1056,7 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 		if (!rt->backfill && (rt->ngroups > 0 || (write_idle && upto > rt->applied_lsn)))
 			any = true;
 	}
-	if (firings != NIL)
+	if (act_queue_pending())
 		any = true;
 	foreach(lc, acts)
 		if (write_idle && upto > ((ActRuntime *) lfirst(lc))->applied_lsn)
@@ -1190,6 +1068,8 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "stream_events: applying to continuous aggregates");
+		/* first, so that thresholds see dropped activations too */
+		act_lock_definitions(acts);
 		foreach(lc, runtimes)
 		{
 			AggRuntime *rt = lfirst(lc);
@@ -1230,40 +1110,8 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 				elog(ERROR, "could not update stream.aggregate_defs");
 			done = lappend(done, rt);
 		}
-		/*
-		 * The row lock orders us with drop_activation: an activation dropped
-		 * since we loaded the definitions fires nothing more (its DELETE may
-		 * have committed before events we decoded with the old set).
-		 */
-		foreach(lc, acts)
-		{
-			ActRuntime *act = lfirst(lc);
-			Oid			argtypes[1] = {INT4OID};
-			Datum		args[1];
-
-			args[0] = Int32GetDatum(act->act_id);
-			if (SPI_execute_with_args("SELECT 1 FROM stream.activation_defs WHERE act_id = $1 FOR UPDATE",
-									  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not lock stream.activation_defs");
-			act->gone = (SPI_processed == 0);
-		}
-		fire_all();
-		foreach(lc, acts)
-		{
-			ActRuntime *act = lfirst(lc);
-			Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
-			Datum		args[3];
-
-			if (act->gone)
-				continue;
-			args[0] = Int32GetDatum(act->act_id);
-			args[1] = LSNGetDatum(Max(upto, act->applied_lsn));
-			args[2] = Int64GetDatum(act->fired);
-			if (SPI_execute_with_args("UPDATE stream.activation_defs SET applied_lsn = $2, "
-									  "applied_at = now(), fired = fired + $3 WHERE act_id = $1",
-									  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not update stream.activation_defs");
-		}
+		act_apply_queue();
+		act_record_applied(acts, upto);
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
@@ -1286,10 +1134,7 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 	}
 	foreach(lc, runtimes)
 		reset_batch((AggRuntime *) lfirst(lc));
-	foreach(lc, acts)
-		((ActRuntime *) lfirst(lc))->fired = 0;
-	firings = NIL;
-	MemoryContextReset(fire_cxt);
+	act_reset_batch(acts);
 	batch_groups = 0;
 
 	/* the slot may forget what every aggregate has applied */
@@ -1435,12 +1280,19 @@ backfill(AggRuntime *rt)
 static void
 decode_available(void)
 {
+	TimestampTz asked = GetCurrentTimestamp();
 	XLogRecPtr	end = GetFlushRecPtr(NULL);
 	ResourceOwner owner = CurrentResourceOwner;
 	MemoryContext old;
 
+	decoded_to_end = false;
 	if (dctx != NULL && dctx->reader->EndRecPtr >= end)
+	{
+		/* every commit flushed before "asked" is decoded */
+		decode_horizon = asked;
+		decoded_to_end = true;
 		return;
+	}
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -1480,6 +1332,11 @@ decode_available(void)
 	CurrentResourceOwner = owner;
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	if (dctx->reader->EndRecPtr >= end)
+	{
+		decode_horizon = asked;
+		decoded_to_end = true;
+	}
 }
 
 /* ---------- errors ---------- */
@@ -1545,7 +1402,7 @@ read_signature(bool *installed)
 					"(SELECT string_agg(agg_id || ':' || (applied_lsn IS NULL)::text, ',' ORDER BY agg_id) "
 					" FROM stream.aggregate_defs), "
 					"(SELECT 'a' || string_agg(act_id::text, ',' ORDER BY act_id) "
-					" FROM stream.activation_defs)), '')", true, 0) == SPI_OK_SELECT &&
+					" FROM stream.activation_defs WHERE delivery = 'batched')), '')", true, 0) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		bool		isnull;
@@ -1650,6 +1507,15 @@ round_body(bool *installed)
 		apply_batches(upto, flush_seen ||
 					  TimestampDifferenceExceeds(last_idle_write, GetCurrentTimestamp(), 10000));
 	} while (stop_after_commit && !ShutdownRequestPending);
+
+	/*
+	 * Absence timers fire once everything committed before their deadline
+	 * has been decoded and applied, so that a cancelling event that arrived
+	 * in time is never missed.
+	 */
+	if (have_absence && decoded_to_end && !stop_after_commit &&
+		act_timers_due(decode_horizon))
+		act_fire_due_timers(decode_horizon);
 	last_warning = NULL;
 }
 
@@ -1715,8 +1581,6 @@ aggregates_round(bool *installed)
 		consumer_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events consumer",
 											 ALLOCSET_DEFAULT_SIZES);
 		defs_cxt = AllocSetContextCreate(consumer_cxt, "stream_events aggregates",
-										 ALLOCSET_DEFAULT_SIZES);
-		fire_cxt = AllocSetContextCreate(consumer_cxt, "stream_events activations",
 										 ALLOCSET_DEFAULT_SIZES);
 		CacheRegisterRelcacheCallback(part_cache_invalidate, (Datum) 0);
 	}

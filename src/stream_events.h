@@ -122,8 +122,5 @@ extern bool se_maintenance_in_progress;
 /* jsonschema.c */
 extern void jsonschema_init(void);
 
-/* activation.c */
-extern void activation_analyze(Oid stream, const char *condition, const char *key,
-							   Node **cond_expr, Node **key_expr);
 
 #endif							/* STREAM_EVENTS_H */

@@ -631,6 +631,9 @@ worker_maintain(bool prune)
 		SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0);
 		SPI_execute(prune ? "SELECT count(*) FROM stream.maintain(NULL, true)"
 					: "SELECT count(*) FROM stream.maintain(NULL, false)", false, 0);
+		/* acknowledged activations past stream_events.activation_retention */
+		if (prune)
+			SPI_execute("SELECT stream.prune_activations()", false, 0);
 		SPI_finish();
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(ctx);

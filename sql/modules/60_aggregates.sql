@@ -69,7 +69,9 @@ CREATE TABLE stream.aggregate_defs (
     apply_rate    double precision,
     created_at    timestamptz NOT NULL DEFAULT now(),
     search_path   text,         -- the schemas the query's names were resolved in
-    origin        text NOT NULL DEFAULT stream._aggregate_origin()
+    origin        text NOT NULL DEFAULT stream._aggregate_origin(),
+    view_select   text,         -- the view's select list over the state table's columns
+    state_keys    text          -- the state table's key columns, quoted, comma-separated
 );
 SELECT pg_catalog.pg_extension_config_dump('stream.aggregate_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.aggregate_defs_agg_id_seq', '');
@@ -249,10 +251,12 @@ BEGIN
                    format('Continuous aggregate over stream %s (stream_events): %s', a.stream, query));
     PERFORM stream._aggregate_depend(state_rel, a.stream);
 
-    INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path)
+    INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path,
+                                       view_select, state_keys)
     VALUES (view_rel, state_rel, a.stream, current_user::regrole, query, a.query_tree,
             (SELECT string_agg(quote_ident(sp), ', ' ORDER BY o)
-             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)));
+             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)),
+            sel, keys);
     PERFORM stream._aggregate_wake(false);
     RETURN view_rel;
 END
@@ -327,7 +331,7 @@ BEGIN
             -- activations (piece 70) are looked at by the same consumer
             SELECT d.name AS view, 'running' AS status, NULL::text AS last_error, d.applied_lsn INTO behind
             FROM stream.activation_defs d
-            WHERE d.applied_lsn IS NULL OR d.applied_lsn < target
+            WHERE d.delivery = 'batched' AND (d.applied_lsn IS NULL OR d.applied_lsn < target)
             ORDER BY d.act_id LIMIT 1;
         END IF;
         EXIT WHEN NOT FOUND;

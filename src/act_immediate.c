@@ -1,0 +1,289 @@
+/*-------------------------------------------------------------------------
+ * act_immediate.c
+ *	  on_event activations with delivery => 'immediate': an AFTER INSERT
+ *	  row trigger on the stream (stream_events_activations, created and
+ *	  dropped by stream._activation_sync_trigger) evaluates them in the
+ *	  producer's own transaction, so the outbox row and the NOTIFY commit
+ *	  with the event.  Lowest latency; the price is NOTIFY's cluster-wide
+ *	  commit lock in every producer transaction that fires
+ *	  (docs/activations.md, bench/activation.sh).
+ *
+ * The compiled activations are cached per backend by the trigger's OID:
+ * the trigger is dropped and created again whenever the stream's set of
+ * immediate activations changes, so a new OID means new definitions.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/tupconvert.h"
+#include "catalog/partition.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "act_runtime.h"
+#include "stream_events.h"
+
+PG_FUNCTION_INFO_V1(stream_activation_fire);
+PG_FUNCTION_INFO_V1(stream_activation_sync_trigger);
+
+#define IMMEDIATE_TRIGGER "stream_events_activations"
+
+typedef struct ImmediateEntry
+{
+	Oid			tgoid;			/* hash key */
+	Oid			stream;
+	List	   *acts;			/* ActRuntime */
+	TupleDesc	stream_desc;
+	TupleTableSlot *stream_slot;
+	TupleDesc	part_desc;
+	TupleTableSlot *part_slot;	/* the row as the trigger gets it */
+	TupleConversionMap *map;	/* partition row -> stream row, or NULL */
+} ImmediateEntry;
+
+static HTAB *immediate_cache = NULL;
+static MemoryContext immediate_cxt = NULL;
+
+static void
+load_entry(ImmediateEntry *entry, Relation rel)
+{
+	MemoryContext old = MemoryContextSwitchTo(immediate_cxt);
+	Relation	streamrel;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1];
+	uint64		n;
+	SPITupleTable *tuptable;
+
+	entry->stream = rel->rd_rel->relispartition
+		? get_partition_parent(RelationGetRelid(rel), true) : RelationGetRelid(rel);
+	streamrel = RelationIdGetRelation(entry->stream);
+	entry->stream_desc = CreateTupleDescCopy(RelationGetDescr(streamrel));
+	RelationClose(streamrel);
+	entry->stream_slot = MakeSingleTupleTableSlot(entry->stream_desc, &TTSOpsVirtual);
+	entry->part_desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	entry->part_slot = MakeSingleTupleTableSlot(entry->part_desc, &TTSOpsHeapTuple);
+	entry->map = convert_tuples_by_name(entry->part_desc, entry->stream_desc);
+	entry->acts = NIL;
+
+	args[0] = ObjectIdGetDatum(entry->stream);
+	if (SPI_execute_with_args("SELECT act_id, name, owner::oid, condition, key, payload, channel, "
+							  "cooldown, search_path FROM stream.activation_defs "
+							  "WHERE stream = $1 AND kind = 'event' AND delivery = 'immediate' "
+							  "ORDER BY act_id", 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read stream.activation_defs");
+	n = SPI_processed;
+	tuptable = SPI_tuptable;
+	MemoryContextSwitchTo(immediate_cxt);	/* SPI switched to its own */
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tuptable->vals[i];
+		TupleDesc	desc = tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+		ActRuntime *act;
+
+		act = act_compile(DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull)),
+						  SPI_getvalue(tup, desc, 2), ACT_EVENT, entry->stream,
+						  DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull)),
+						  SPI_getvalue(tup, desc, 4), NULL, SPI_getvalue(tup, desc, 5),
+						  SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 7),
+						  SPI_getvalue(tup, desc, 9));
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		act->has_cooldown = !isnull;
+		if (!isnull)
+			act->cooldown = datumCopy(d, false, sizeof(Interval));
+		entry->acts = lappend(entry->acts, act);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * stream._activation_fire(): AFTER INSERT FOR EACH ROW on a stream (cloned
+ * to its partitions).  Duplicates and quarantined events never reach it:
+ * the stream's BEFORE trigger keeps them out of the table.
+ */
+Datum
+stream_activation_fire(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	ImmediateEntry *entry;
+	bool		found;
+	TupleTableSlot *row;
+	ListCell   *lc;
+	bool		connected = false;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("stream._activation_fire() must run as an AFTER INSERT FOR EACH ROW trigger")));
+
+	if (immediate_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		immediate_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events immediate activations",
+											  ALLOCSET_DEFAULT_SIZES);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(ImmediateEntry);
+		ctl.hcxt = immediate_cxt;
+		immediate_cache = hash_create("stream_events immediate activations", 16, &ctl,
+									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(immediate_cache, &trigdata->tg_trigger->tgoid, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->acts = NIL;
+		PG_TRY();
+		{
+			SPI_connect();
+			connected = true;
+			load_entry(entry, trigdata->tg_relation);
+		}
+		PG_CATCH();
+		{
+			hash_search(immediate_cache, &trigdata->tg_trigger->tgoid, HASH_REMOVE, NULL);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
+	if (entry->acts == NIL)
+	{
+		if (connected)
+			SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+
+	row = ExecStoreHeapTuple(trigdata->tg_trigtuple, entry->part_slot, false);
+	if (entry->map)
+		row = execute_attr_map_slot(entry->map->attrMap, row, entry->stream_slot);
+
+	foreach(lc, entry->acts)
+	{
+		ActRuntime *act = lfirst(lc);
+		ExprContext *econtext = act->econtext;
+		Oid			save_userid;
+		int			save_sec;
+		bool		isnull;
+		Datum		d,
+					key,
+					v;
+		bool		keynull;
+		char	   *payload;
+		Datum		event_id = (Datum) 0;
+		TimestampTz occurred_at = 0,
+					received_at = 0;
+		int			nest;
+
+		ResetExprContext(econtext);
+		econtext->ecxt_scantuple = row;
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		d = ExecEvalExpr(act->cond, econtext, &isnull);
+		if (isnull || !DatumGetBool(d))
+		{
+			SetUserIdAndSecContext(save_userid, save_sec);
+			continue;
+		}
+		key = ExecEvalExpr(act->key, econtext, &keynull);
+		if (act->payload)
+		{
+			v = ExecEvalExpr(act->payload, econtext, &isnull);
+			payload = isnull ? "null" : TextDatumGetCString(v);
+		}
+		else
+		{
+			slot_getallattrs(row);
+			payload = TextDatumGetCString(DirectFunctionCall1(row_to_json,
+															  ExecFetchSlotHeapTupleDatum(row)));
+		}
+		v = slot_getattr(row, ENV_EVENT_ID + 1, &isnull);
+		if (!isnull)
+			event_id = v;
+		v = slot_getattr(row, ENV_OCCURRED_AT + 1, &isnull);
+		if (!isnull)
+			occurred_at = DatumGetTimestampTz(v);
+		v = slot_getattr(row, ENV_RECEIVED_AT + 1, &isnull);
+		if (!isnull)
+			received_at = DatumGetTimestampTz(v);
+
+		/*
+		 * The outbox is written as the extension's owner (producers may not
+		 * write it themselves), with a search_path that user objects cannot
+		 * shadow; the statement is fixed, the user's expressions ran above.
+		 */
+		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		if (!connected)
+		{
+			SPI_connect();
+			connected = true;
+		}
+		(void) act_fire_row(act->name, act->channel, keynull ? NULL : TextDatumGetCString(key),
+							payload, event_id, occurred_at, received_at,
+							act->has_cooldown, act->cooldown);
+		AtEOXact_GUC(true, nest);
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	if (connected)
+		SPI_finish();
+	ExecClearTuple(entry->part_slot);
+	if (entry->map)
+		ExecClearTuple(entry->stream_slot);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * stream._activation_sync_trigger(stream): drops the stream's immediate
+ * trigger and, while it has immediate activations, creates it again (a
+ * new OID, so every backend recompiles).  Runs as the caller, who needs
+ * the TRIGGER privilege on the stream.
+ */
+Datum
+stream_activation_sync_trigger(PG_FUNCTION_ARGS)
+{
+	Oid			stream = PG_GETARG_OID(0);
+	char	   *qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(stream)),
+												   get_rel_name(stream));
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(stream)};
+	bool		wanted;
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT 1 FROM stream.activation_defs WHERE stream = $1 "
+							  "AND kind = 'event' AND delivery = 'immediate'",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read stream.activation_defs");
+	wanted = SPI_processed > 0;
+	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 "
+							  "AND tgname = '" IMMEDIATE_TRIGGER "'",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_trigger");
+	if (SPI_processed > 0 &&
+		SPI_execute(psprintf("DROP TRIGGER " IMMEDIATE_TRIGGER " ON %s", qname),
+					false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not drop the immediate trigger of %s", qname);
+	if (wanted &&
+		SPI_execute(psprintf("CREATE TRIGGER " IMMEDIATE_TRIGGER " AFTER INSERT ON %s "
+							 "FOR EACH ROW EXECUTE FUNCTION stream._activation_fire()", qname),
+					false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not create the immediate trigger of %s", qname);
+	SPI_finish();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ * act_runtime.h
+ *	  Activations as the worker and the producers' trigger run them:
+ *	  compiled definitions (ActRuntime), the per-batch queue of firings and
+ *	  timer operations, the outbox insert + NOTIFY, absence timers and
+ *	  threshold edges.  Implemented in act_runtime.c; decode.c feeds it
+ *	  decoded events and calls it in the apply transaction; act_immediate.c
+ *	  fires immediate activations from a row trigger.  docs/activations.md.
+ *-------------------------------------------------------------------------
+ */
+#ifndef STREAM_EVENTS_ACT_RUNTIME_H
+#define STREAM_EVENTS_ACT_RUNTIME_H
+
+#include "postgres.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "nodes/execnodes.h"
+
+typedef enum ActKind
+{
+	ACT_EVENT,					/* stream.on_event */
+	ACT_ABSENCE,				/* stream.on_absence */
+	ACT_THRESHOLD				/* stream.on_threshold */
+} ActKind;
+
+/* one activation, compiled */
+typedef struct ActRuntime
+{
+	int32		act_id;
+	char	   *name;
+	ActKind		kind;
+	Oid			stream;			/* event, absence: the stream watched */
+	Oid			view;			/* threshold: the aggregate's view */
+	Oid			owner;
+	char	   *channel;
+	char	   *condition;		/* the text (threshold: used in SQL) */
+	char	   *payload_text;	/* NULL: the row as JSON */
+	char	   *search_path;
+	bool		has_cooldown;
+	Datum		cooldown;		/* interval */
+	Datum		within;			/* absence: interval */
+	XLogRecPtr	applied_lsn;	/* commits before it were looked at */
+	ExprState  *cond;			/* event: condition; absence: started_by */
+	ExprState  *cancel;			/* absence: cancelled_by */
+	ExprState  *key;			/* text, or NULL value */
+	ExprState  *payload;		/* jsonb as text; NULL: row_to_json */
+	ExprContext *econtext;
+	int64		fired;			/* firings in this batch */
+	bool		gone;			/* dropped since the definitions were loaded */
+} ActRuntime;
+
+/* activation.c */
+extern void activation_analyze(Oid rel, const char *condition, const char *key,
+							   const char *payload, Node **cond_expr,
+							   Node **key_expr, Node **payload_expr);
+
+/* act_runtime.c: loading (in a transaction with SPI, into CurrentMemoryContext) */
+extern List *act_load_batched(void);
+extern ActRuntime *act_compile(int32 act_id, const char *name, ActKind kind, Oid rel,
+							   Oid owner, const char *condition, const char *cancelled_by,
+							   const char *key, const char *payload,
+							   const char *channel, const char *search_path);
+
+/* matching decoded events; returns the number of queued operations */
+extern int	act_match(ActRuntime *act, TupleTableSlot *row);
+
+/* in the apply transaction (SPI connected, snapshot pushed) */
+extern void act_lock_definitions(List *acts);
+extern void act_apply_queue(void);
+extern void act_record_applied(List *acts, XLogRecPtr upto);
+extern void act_threshold_edge(ActRuntime *act, const char *grp, const char *payload,
+							   bool holds);
+extern int64 act_fire_row(const char *activation, const char *channel, const char *key,
+						  const char *payload, Datum event_id, TimestampTz occurred_at,
+						  TimestampTz received_at, bool has_cooldown, Datum cooldown);
+
+/* after the apply transaction */
+extern bool act_queue_pending(void);
+extern void act_reset_batch(List *acts);
+
+/* absence timers: fires those due at or before horizon (own transaction) */
+extern void act_fire_due_timers(TimestampTz horizon);
+extern bool act_timers_due(TimestampTz horizon);
+extern void act_forget_timers(void);
+extern void act_free_plans(void);
+
+#endif							/* STREAM_EVENTS_ACT_RUNTIME_H */

@@ -1,0 +1,1014 @@
+/*-------------------------------------------------------------------------
+ * stream_listen.c
+ *	  stream_listen: the command-line client for activations
+ *	  (docs/stream_listen.md).  Prints one JSON line per activation of the
+ *	  given channels (the stream.activations row, as row_to_json gives it),
+ *	  or runs a command per activation with that line on its standard input.
+ *
+ * This file owns the whole client: option parsing, the libpq connection and
+ * its reconnection with back-off, LISTEN, the catch-up from the outbox, the
+ * wait loop (poll() on the connection's socket and on a self-pipe written by
+ * the SIGINT/SIGTERM handler), and delivery (stdout or --exec, retried
+ * until it succeeds).
+ *
+ * Two modes:
+ *
+ * - With --consumer NAME the outbox is the source of truth and NOTIFY only
+ *   a wake-up: LISTEN on every channel first, then stream.consume until
+ *   empty, handle each row in id order, stream.ack the highest handled id;
+ *   again on every notification, after every reconnect, and every
+ *   IDLE_CHECK_MS.  Because LISTEN comes before the first consume, a row
+ *   committed at any time is either returned by that consume or announced by
+ *   a later notification: nothing is missed.  Rows handled but not
+ *   acknowledged (the connection dropped in between) are remembered per
+ *   channel and not handled again after a reconnect, so only a crash of the
+ *   client itself repeats rows: at least once.
+ *
+ * - Without it the notifications are printed as they come, from a position
+ *   (the highest id printed; at start-up --since or the outbox's current
+ *   end, read before LISTEN).  After LISTEN, after every reconnect, every
+ *   IDLE_CHECK_MS and for a truncated payload, rows after the position are
+ *   read from stream.activations; notifications at or below it are skipped.
+ *   Ids are handed out in commit order by the database's one worker, so the
+ *   position never skips a row.
+ *-------------------------------------------------------------------------
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libpq-fe.h"
+
+#ifndef STREAM_LISTEN_VERSION
+#define STREAM_LISTEN_VERSION "unknown"
+#endif
+
+#define PROGNAME "stream_listen"
+
+/* exit codes (documented in --help and docs/stream_listen.md) */
+#define EXIT_STOPPED	0		/* SIGINT or SIGTERM: clean exit */
+#define EXIT_USAGE		1		/* bad command line */
+#define EXIT_FATAL		2		/* no connection at start-up, or an error
+								 * retrying cannot fix */
+#define EXIT_OUTPUT		3		/* standard output could not be written */
+
+#define BACKOFF_MIN_MS	100		/* reconnect and --exec retry back-off */
+#define BACKOFF_MAX_MS	5000
+#define CONSUME_BATCH	"100"	/* rows per stream.consume call */
+#define CATCHUP_BATCH	1000	/* rows per outbox read in plain mode */
+#define IDLE_CHECK_MS	30000	/* catch up (and so check the connection)
+								 * when idle this long */
+
+typedef enum
+{
+	STEP_OK,					/* go on */
+	STEP_LOST,					/* connection lost or transient error:
+								 * reconnect */
+	STEP_STOP					/* SIGINT/SIGTERM: leave */
+} Step;
+
+/* command line */
+static const char *conninfo = NULL;
+static char **channels = NULL;
+static int	nchannels = 0;
+static const char *consumer = NULL;
+static const char *exec_cmd = NULL;
+static bool since_given = false;
+static int64_t since_id = 0;
+
+/* state */
+static PGconn *conn = NULL;
+static bool ever_connected = false;
+static char *channel_array = NULL;	/* text[] literal of channels */
+static bool *dirty = NULL;		/* consumer: a notification came */
+static int64_t *done_id = NULL; /* consumer: highest id handled, per channel */
+static int64_t last_id = 0;		/* plain: highest id printed (position) */
+static int	exec_backoff_ms = 0;
+
+/* consumer: the batch being handled (see ack_pending) */
+static int	batch_channel = -1;
+static int64_t batch_handled = 0;
+static int64_t batch_acked = 0;
+
+static volatile sig_atomic_t stop_requested = 0;
+static int	signal_pipe[2] = {-1, -1};
+
+static void warn(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+static void die(int code, const char *fmt,...) __attribute__((format(printf, 2, 3)));
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+			"%s prints the activations of stream_events channels as JSON lines.\n\n"
+			"Usage:\n"
+			"  %s -d CONNINFO -c CHANNEL [-c CHANNEL ...] [OPTION]...\n\n"
+			"Options:\n"
+			"  -d, --dbname=CONNINFO  database to connect to (a name or conninfo string;\n"
+			"                         default: the PG* environment variables)\n"
+			"  -c, --channel=CHANNEL  channel to listen on (repeatable, at least one)\n"
+			"      --consumer=NAME    durable consumer: catch up from stream.activations,\n"
+			"                         acknowledge with stream.ack (at least once)\n"
+			"      --exec=CMD         run CMD with /bin/sh -c once per activation, the JSON\n"
+			"                         line on its stdin (instead of printing it); retried\n"
+			"                         with back-off until it exits with 0\n"
+			"      --since=ID         without --consumer: first print the rows of the\n"
+			"                         channels with id > ID from stream.activations\n"
+			"  -h, --help             show this help, then exit\n"
+			"  -V, --version          output version information, then exit\n\n"
+			"Each line is a stream.activations row as row_to_json gives it: id, activation,\n"
+			"key, payload, event_id, occurred_at, received_at, channel, fired_at.\n"
+			"A lost connection is re-established with back-off (100 ms doubling to 5 s).\n\n"
+			"Exit status:\n"
+			"  0  stopped by SIGINT or SIGTERM (the current activation is finished and\n"
+			"     acknowledged first)\n"
+			"  1  usage error\n"
+			"  2  could not connect at start-up, or a server error that retrying cannot\n"
+			"     fix (e.g. the extension is not installed, permission denied)\n"
+			"  3  standard output could not be written\n",
+			PROGNAME, PROGNAME);
+}
+
+static void
+warn(const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "%s: ", PROGNAME);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void
+die(int code, const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "%s: ", PROGNAME);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (conn)
+		PQfinish(conn);
+	exit(code);
+}
+
+static void *
+xmalloc(size_t size)
+{
+	void	   *p = malloc(size);
+
+	if (p == NULL)
+		die(EXIT_FATAL, "out of memory");
+	return p;
+}
+
+/* libpq messages end with a newline; strip it for one-line reports */
+static const char *
+oneline(const char *msg)
+{
+	static char buf[1024];
+	size_t		len;
+
+	snprintf(buf, sizeof(buf), "%s", msg ? msg : "");
+	len = strlen(buf);
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
+		buf[--len] = '\0';
+	for (char *p = buf; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	return buf;
+}
+
+/* ---------- signals ---------- */
+
+static void
+on_signal(int sig)
+{
+	int			save_errno = errno;
+
+	if (stop_requested)
+	{
+		/* a second signal: leave at once */
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
+	stop_requested = 1;
+	if (signal_pipe[1] >= 0)
+	{
+		ssize_t		rc = write(signal_pipe[1], "x", 1);
+
+		(void) rc;				/* the pipe full is fine: it is readable */
+	}
+	errno = save_errno;
+}
+
+static void
+setup_signals(void)
+{
+	struct sigaction sa;
+
+	if (pipe(signal_pipe) != 0)
+		die(EXIT_FATAL, "could not create pipe: %s", strerror(errno));
+	for (int i = 0; i < 2; i++)
+	{
+		fcntl(signal_pipe[i], F_SETFL, fcntl(signal_pipe[i], F_GETFL) | O_NONBLOCK);
+		fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC);
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	/* a closed stdout or --exec pipe is reported by write(), not a signal */
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Waits until sock is readable (sock >= 0), ms have passed, or a stop was
+ * requested.  Returns 1 if readable, 0 on timeout, -1 on a stop request.
+ */
+static int
+wait_for(int sock, int ms)
+{
+	int64_t		end = now_ms() + ms;
+
+	for (;;)
+	{
+		struct pollfd fds[2];
+		int			nfds = 1;
+		int64_t		left;
+		int			rc;
+
+		if (stop_requested)
+			return -1;
+		left = end - now_ms();
+		if (left <= 0)
+			return 0;
+		fds[0].fd = signal_pipe[0];
+		fds[0].events = POLLIN;
+		fds[0].revents = 0;
+		if (sock >= 0)
+		{
+			fds[1].fd = sock;
+			fds[1].events = POLLIN;
+			fds[1].revents = 0;
+			nfds = 2;
+		}
+		rc = poll(fds, nfds, (int) left);
+		if (rc < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			die(EXIT_FATAL, "poll() failed: %s", strerror(errno));
+		}
+		if (stop_requested)
+			return -1;
+		if (nfds == 2 && fds[1].revents != 0)
+			return 1;
+	}
+}
+
+/* ---------- connection ---------- */
+
+/*
+ * Reports a failed query.  A lost connection, or an error of a class that
+ * may go away (connection, resources, operator intervention, system,
+ * transaction rollback), means reconnect; anything else (no such function,
+ * permission denied, ...) ends the program with EXIT_FATAL.
+ */
+static Step
+server_error(PGresult *res, const char *what)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? PQresultErrorMessage(res) : "";
+
+	if (msg == NULL || *msg == '\0')
+		msg = PQerrorMessage(conn);
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		warn("connection lost during %s: %s", what, oneline(msg));
+		return STEP_LOST;
+	}
+	if (state == NULL ||
+		strncmp(state, "08", 2) == 0 || strncmp(state, "40", 2) == 0 ||
+		strncmp(state, "53", 2) == 0 || strncmp(state, "57", 2) == 0 ||
+		strncmp(state, "58", 2) == 0)
+	{
+		warn("%s failed: %s", what, oneline(msg));
+		return STEP_LOST;
+	}
+	die(EXIT_FATAL, "%s failed: %s", what, oneline(msg));
+	return STEP_LOST;			/* not reached */
+}
+
+/*
+ * Connects and LISTENs on every channel.  On the first connection a failure
+ * is fatal; later ones report it and return false (the caller retries).
+ */
+static bool
+connect_once(void)
+{
+	const char *keywords[] = {"dbname", "fallback_application_name", NULL};
+	const char *values[] = {conninfo, PROGNAME, NULL};
+	PGresult   *res;
+
+	conn = PQconnectdbParams(keywords, values, 1);
+	if (conn == NULL)
+		die(EXIT_FATAL, "out of memory");
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		if (!ever_connected)
+			die(EXIT_FATAL, "could not connect: %s", oneline(PQerrorMessage(conn)));
+		warn("could not connect: %s", oneline(PQerrorMessage(conn)));
+		PQfinish(conn);
+		conn = NULL;
+		return false;
+	}
+
+	/*
+	 * Plain mode without --since starts at the outbox's current end, read
+	 * before LISTEN: the catch-up after LISTEN then prints what committed in
+	 * between, and nothing is both printed and skipped.
+	 */
+	if (!ever_connected && consumer == NULL && !since_given)
+	{
+		res = PQexec(conn, "SELECT coalesce(max(id), 0) FROM stream.activations");
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			die(EXIT_FATAL, "could not read stream.activations: %s",
+				oneline(PQresultErrorMessage(res)));
+		last_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		PQclear(res);
+	}
+
+	for (int i = 0; i < nchannels; i++)
+	{
+		char	   *ident = PQescapeIdentifier(conn, channels[i], strlen(channels[i]));
+		char	   *sql;
+
+		if (ident == NULL)
+			die(EXIT_FATAL, "invalid channel name \"%s\": %s", channels[i],
+				oneline(PQerrorMessage(conn)));
+		sql = xmalloc(strlen(ident) + 8);
+		sprintf(sql, "LISTEN %s", ident);
+		PQfreemem(ident);
+		res = PQexec(conn, sql);
+		free(sql);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			if (!ever_connected)
+				die(EXIT_FATAL, "LISTEN failed: %s", oneline(PQresultErrorMessage(res)));
+			warn("LISTEN failed: %s", oneline(PQresultErrorMessage(res)));
+			PQclear(res);
+			PQfinish(conn);
+			conn = NULL;
+			return false;
+		}
+		PQclear(res);
+	}
+	if (!ever_connected)
+	{
+		/* one line on stderr: from here on nothing is missed */
+		fprintf(stderr, "%s: listening on", PROGNAME);
+		for (int i = 0; i < nchannels; i++)
+			fprintf(stderr, "%s \"%s\"", i > 0 ? "," : "", channels[i]);
+		if (consumer)
+			fprintf(stderr, " as consumer \"%s\"", consumer);
+		fputc('\n', stderr);
+		fflush(stderr);
+	}
+	ever_connected = true;
+	return true;
+}
+
+/* After a lost connection: retries with back-off until connected again. */
+static void
+reconnect(void)
+{
+	int			backoff = BACKOFF_MIN_MS;
+
+	if (conn)
+		PQfinish(conn);
+	conn = NULL;
+	for (int attempt = 1;; attempt++)
+	{
+		warn("reconnecting in %d ms (attempt %d)", backoff, attempt);
+		if (wait_for(-1, backoff) < 0)
+			exit(EXIT_STOPPED);
+		if (connect_once())
+		{
+			warn("reconnected");
+			return;
+		}
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+}
+
+/* ---------- delivery ---------- */
+
+static void
+write_line(const char *json)
+{
+	if (fputs(json, stdout) == EOF || fputc('\n', stdout) == EOF ||
+		fflush(stdout) == EOF)
+		die(EXIT_OUTPUT, "could not write to standard output: %s", strerror(errno));
+}
+
+/* Runs --exec's command with the line on its stdin; true if it exited 0. */
+static bool
+run_command(const char *json, int64_t id)
+{
+	int			fds[2];
+	pid_t		pid;
+	int			status;
+	size_t		len = strlen(json);
+	char	   *line = xmalloc(len + 2);
+	size_t		off = 0;
+
+	memcpy(line, json, len);
+	line[len++] = '\n';
+	line[len] = '\0';
+
+	if (pipe(fds) != 0)
+	{
+		warn("could not create pipe: %s", strerror(errno));
+		free(line);
+		return false;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0)
+	{
+		warn("could not fork: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		free(line);
+		return false;
+	}
+	if (pid == 0)
+	{
+		dup2(fds[0], STDIN_FILENO);
+		close(fds[0]);
+		close(fds[1]);
+		signal(SIGPIPE, SIG_DFL);
+		execl("/bin/sh", "sh", "-c", exec_cmd, (char *) NULL);
+		fprintf(stderr, "%s: could not run /bin/sh: %s\n", PROGNAME, strerror(errno));
+		_exit(127);
+	}
+	close(fds[0]);
+	while (off < len)
+	{
+		ssize_t		n = write(fds[1], line + off, len - off);
+
+		if (n < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			break;				/* EPIPE: the command did not read it all */
+		}
+		off += n;
+	}
+	close(fds[1]);
+	free(line);
+	while (waitpid(pid, &status, 0) < 0)
+	{
+		if (errno != EINTR)
+		{
+			warn("waitpid failed: %s", strerror(errno));
+			return false;
+		}
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return true;
+	if (WIFEXITED(status))
+		warn("command failed for activation %" PRId64 ": exit status %d",
+			 id, WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		warn("command failed for activation %" PRId64 ": terminated by signal %d",
+			 id, WTERMSIG(status));
+	else
+		warn("command failed for activation %" PRId64, id);
+	return false;
+}
+
+/*
+ * Delivers one activation: prints it, or runs --exec's command until it
+ * succeeds.  Before the first retry, before_retry (if any) acknowledges
+ * what was handled so far.
+ */
+static Step
+handle_row(const char *json, int64_t id, Step (*before_retry) (void))
+{
+	for (;;)
+	{
+		if (exec_cmd == NULL)
+		{
+			write_line(json);
+			return STEP_OK;
+		}
+		if (run_command(json, id))
+		{
+			exec_backoff_ms = 0;
+			return STEP_OK;
+		}
+		if (before_retry)
+		{
+			Step		r = before_retry();
+
+			if (r != STEP_OK)
+				return r;
+		}
+		exec_backoff_ms = exec_backoff_ms == 0 ? BACKOFF_MIN_MS :
+			(exec_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : exec_backoff_ms * 2);
+		warn("retrying activation %" PRId64 " in %d ms", id, exec_backoff_ms);
+		if (wait_for(-1, exec_backoff_ms) < 0)
+			return STEP_STOP;
+	}
+}
+
+/* ---------- consumer mode ---------- */
+
+/* Acknowledges the batch's highest handled id, if not done yet. */
+static Step
+ack_pending(void)
+{
+	char		idbuf[32];
+	const char *params[2];
+	PGresult   *res;
+
+	if (batch_channel < 0 || batch_handled <= batch_acked)
+		return STEP_OK;
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, batch_handled);
+	params[0] = consumer;
+	params[1] = idbuf;
+	res = PQexecParams(conn, "SELECT stream.ack($1, $2::bigint)", 2, NULL,
+					   params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		Step		r = server_error(res, "stream.ack");
+
+		PQclear(res);
+		return r;
+	}
+	PQclear(res);
+	batch_acked = batch_handled;
+	return STEP_OK;
+}
+
+/*
+ * Consumes channel ch until stream.consume returns a short batch: handles
+ * each row in id order (skipping rows this process handled before a
+ * reconnect), then acknowledges the highest.
+ */
+static Step
+consume_channel(int ch)
+{
+	for (;;)
+	{
+		const char *params[3] = {consumer, channels[ch], CONSUME_BATCH};
+		PGresult   *res;
+		Step		r = STEP_OK;
+		int			n;
+
+		res = PQexecParams(conn,
+						   "SELECT a.id, row_to_json(a)::text"
+						   " FROM stream.consume($1, $2, $3::integer) a ORDER BY a.id",
+						   3, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
+			r = server_error(res, "stream.consume");
+			PQclear(res);
+			return r;
+		}
+		n = PQntuples(res);
+		batch_channel = ch;
+		batch_handled = batch_acked = 0;
+		for (int i = 0; i < n; i++)
+		{
+			int64_t		id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+
+			if (id > done_id[ch])
+			{
+				r = handle_row(PQgetvalue(res, i, 1), id, ack_pending);
+				if (r != STEP_OK)
+					break;
+				done_id[ch] = id;
+			}
+			batch_handled = id;
+			if (stop_requested)
+			{
+				r = STEP_STOP;
+				break;
+			}
+		}
+		PQclear(res);
+		if (r != STEP_LOST)
+		{
+			Step		a = ack_pending();
+
+			if (a != STEP_OK)
+				r = a;
+		}
+		batch_channel = -1;
+		if (r != STEP_OK)
+			return r;
+		if (n < atoi(CONSUME_BATCH))
+			return STEP_OK;
+	}
+}
+
+static Step
+consume_all(void)
+{
+	for (int i = 0; i < nchannels; i++)
+	{
+		Step		r;
+
+		dirty[i] = false;
+		r = consume_channel(i);
+		if (r != STEP_OK)
+			return r;
+	}
+	return STEP_OK;
+}
+
+/* ---------- plain mode ---------- */
+
+/* Prints the rows of the channels after the position, in id order. */
+static Step
+catch_up_plain(void)
+{
+	for (;;)
+	{
+		char		idbuf[32];
+		char		limbuf[16];
+		const char *params[3];
+		PGresult   *res;
+		int			n;
+
+		snprintf(idbuf, sizeof(idbuf), "%" PRId64, last_id);
+		snprintf(limbuf, sizeof(limbuf), "%d", CATCHUP_BATCH);
+		params[0] = channel_array;
+		params[1] = idbuf;
+		params[2] = limbuf;
+		res = PQexecParams(conn,
+						   "SELECT a.id, row_to_json(a)::text FROM stream.activations a"
+						   " WHERE a.channel = ANY ($1::text[]) AND a.id > $2::bigint"
+						   " ORDER BY a.id LIMIT $3::integer",
+						   3, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
+			Step		r = server_error(res, "reading stream.activations");
+
+			PQclear(res);
+			return r;
+		}
+		n = PQntuples(res);
+		for (int i = 0; i < n; i++)
+		{
+			int64_t		id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+			Step		r = handle_row(PQgetvalue(res, i, 1), id, NULL);
+
+			if (r != STEP_OK)
+			{
+				PQclear(res);
+				return r;
+			}
+			last_id = id;
+			if (stop_requested)
+			{
+				PQclear(res);
+				return STEP_STOP;
+			}
+		}
+		PQclear(res);
+		if (n < CATCHUP_BATCH)
+			return STEP_OK;
+	}
+}
+
+/*
+ * Reads the id at the start of a NOTIFY payload, {"id":n,... or
+ * {"id": n, "truncated": true}.
+ */
+static bool
+parse_payload(const char *p, int64_t *id, bool *truncated)
+{
+	char	   *end;
+
+	while (*p == ' ')
+		p++;
+	if (*p++ != '{')
+		return false;
+	while (*p == ' ')
+		p++;
+	if (strncmp(p, "\"id\"", 4) != 0)
+		return false;
+	p += 4;
+	while (*p == ' ')
+		p++;
+	if (*p++ != ':')
+		return false;
+	while (*p == ' ')
+		p++;
+	errno = 0;
+	*id = strtoll(p, &end, 10);
+	if (end == p || errno != 0)
+		return false;
+	*truncated = strcmp(end, ", \"truncated\": true}") == 0;
+	return true;
+}
+
+static Step
+plain_notification(PGnotify *n)
+{
+	int64_t		id;
+	bool		truncated;
+
+	if (!parse_payload(n->extra, &id, &truncated))
+	{
+		warn("ignoring a notification on channel \"%s\" that is not an activation", n->relname);
+		return STEP_OK;
+	}
+	if (id <= last_id)
+		return STEP_OK;			/* printed by a catch-up already */
+	if (truncated)
+	{
+		/* the row is in the outbox: read it, and anything before it */
+		Step		r = catch_up_plain();
+
+		if (r != STEP_OK)
+			return r;
+		if (last_id < id)
+		{
+			warn("activation %" PRId64 " is no longer in stream.activations", id);
+			last_id = id;
+		}
+		return STEP_OK;
+	}
+	{
+		Step		r = handle_row(n->extra, id, NULL);
+
+		if (r == STEP_OK)
+			last_id = id;
+		return r;
+	}
+}
+
+/* ---------- the loop ---------- */
+
+/*
+ * One connection's life: catch up, then wait for notifications and handle
+ * them, until the connection is lost or a stop is requested.
+ */
+static Step
+session(void)
+{
+	Step		r = consumer ? consume_all() : catch_up_plain();
+
+	if (r != STEP_OK)
+		return r;
+	for (;;)
+	{
+		PGnotify   *n;
+		bool		consumed = false;
+		int			w;
+
+		/* notifications libpq has already read (also during queries) */
+		while ((n = PQnotifies(conn)) != NULL)
+		{
+			if (consumer)
+			{
+				for (int i = 0; i < nchannels; i++)
+					if (strcmp(n->relname, channels[i]) == 0)
+						dirty[i] = true;
+			}
+			else
+				r = plain_notification(n);
+			PQfreemem(n);
+			if (r != STEP_OK)
+				return r;
+			if (stop_requested)
+				return STEP_STOP;
+		}
+		if (consumer)
+		{
+			for (int i = 0; i < nchannels; i++)
+			{
+				if (!dirty[i])
+					continue;
+				dirty[i] = false;
+				consumed = true;
+				r = consume_channel(i);
+				if (r != STEP_OK)
+					return r;
+			}
+			if (consumed)
+				continue;
+		}
+		if (stop_requested)
+			return STEP_STOP;
+
+		w = wait_for(PQsocket(conn), IDLE_CHECK_MS);
+		if (w < 0)
+			return STEP_STOP;
+		if (w == 0)
+		{
+			r = consumer ? consume_all() : catch_up_plain();
+			if (r != STEP_OK)
+				return r;
+			continue;
+		}
+		if (!PQconsumeInput(conn) || PQstatus(conn) == CONNECTION_BAD)
+		{
+			warn("connection lost: %s", oneline(PQerrorMessage(conn)));
+			return STEP_LOST;
+		}
+	}
+}
+
+/* ---------- main ---------- */
+
+static void
+usage_error(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+
+static void
+usage_error(const char *fmt,...)
+{
+	va_list		ap;
+
+	if (fmt)
+	{
+		fprintf(stderr, "%s: ", PROGNAME);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+	}
+	fprintf(stderr, "Try \"%s --help\" for more information.\n", PROGNAME);
+	exit(EXIT_USAGE);
+}
+
+/* the channels as a text[] literal: {"a","b"} */
+static char *
+make_channel_array(void)
+{
+	size_t		size = 3;
+	char	   *buf;
+	char	   *p;
+
+	for (int i = 0; i < nchannels; i++)
+		size += 2 * strlen(channels[i]) + 3;
+	buf = p = xmalloc(size);
+	*p++ = '{';
+	for (int i = 0; i < nchannels; i++)
+	{
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		for (const char *s = channels[i]; *s; s++)
+		{
+			if (*s == '"' || *s == '\\')
+				*p++ = '\\';
+			*p++ = *s;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return buf;
+}
+
+enum
+{
+	OPT_CONSUMER = 256,
+	OPT_EXEC,
+	OPT_SINCE
+};
+
+int
+main(int argc, char **argv)
+{
+	static const struct option long_options[] = {
+		{"dbname", required_argument, NULL, 'd'},
+		{"channel", required_argument, NULL, 'c'},
+		{"consumer", required_argument, NULL, OPT_CONSUMER},
+		{"exec", required_argument, NULL, OPT_EXEC},
+		{"since", required_argument, NULL, OPT_SINCE},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	int			c;
+
+	channels = xmalloc(sizeof(char *) * (argc + 1));
+	while ((c = getopt_long(argc, argv, "d:c:hV", long_options, NULL)) != -1)
+	{
+		switch (c)
+		{
+			case 'd':
+				conninfo = optarg;
+				break;
+			case 'c':
+				{
+					bool		dup = false;
+
+					if (*optarg == '\0')
+						usage_error("a channel name must not be empty");
+					for (int i = 0; i < nchannels; i++)
+						if (strcmp(channels[i], optarg) == 0)
+							dup = true;
+					if (!dup)
+						channels[nchannels++] = optarg;
+					break;
+				}
+			case OPT_CONSUMER:
+				if (*optarg == '\0')
+					usage_error("a consumer name must not be empty");
+				consumer = optarg;
+				break;
+			case OPT_EXEC:
+				if (*optarg == '\0')
+					usage_error("--exec needs a command");
+				exec_cmd = optarg;
+				break;
+			case OPT_SINCE:
+				{
+					char	   *end;
+
+					errno = 0;
+					since_id = strtoll(optarg, &end, 10);
+					if (end == optarg || *end != '\0' || errno != 0 || since_id < 0)
+						usage_error("invalid --since \"%s\": expected an activation id (an integer >= 0)",
+									optarg);
+					since_given = true;
+					break;
+				}
+			case 'h':
+				usage(stdout);
+				exit(0);
+			case 'V':
+				printf("%s (stream_events) %s\n", PROGNAME, STREAM_LISTEN_VERSION);
+				exit(0);
+			default:
+				/* getopt_long printed the complaint */
+				usage_error(NULL);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument \"%s\"", argv[optind]);
+	if (nchannels == 0)
+		usage_error("no channel given (use -c CHANNEL)");
+	if (consumer && since_given)
+		usage_error("--since cannot be used with --consumer (a consumer resumes after its last acknowledged id)");
+
+	channel_array = make_channel_array();
+	dirty = xmalloc(sizeof(bool) * nchannels);
+	done_id = xmalloc(sizeof(int64_t) * nchannels);
+	for (int i = 0; i < nchannels; i++)
+	{
+		dirty[i] = false;
+		done_id[i] = 0;
+	}
+	last_id = since_id;
+
+	setup_signals();
+	connect_once();				/* exits with EXIT_FATAL if it cannot */
+	for (;;)
+	{
+		Step		r = session();
+
+		if (r == STEP_STOP)
+			break;
+		reconnect();
+	}
+	PQfinish(conn);
+	return EXIT_STOPPED;
+}
