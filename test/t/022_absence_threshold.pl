@@ -1,0 +1,147 @@
+# on_absence and on_threshold on a live server:
+# - absence timers fire once per key when they run out, never for a key
+#   whose cancelled_by event came in time; a later start restarts the timer;
+# - timers survive pg_ctl -m immediate: those that ran out while the server
+#   was down fire at start-up, marked late; a cancelling event committed just
+#   before the crash still cancels; timers survive a clean restart too;
+# - thresholds are edge-triggered on a live aggregate: once per rise, again
+#   after the condition became false and true again;
+# - on_event cooldown on a live server: one firing per key per interval.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('absence');
+$node->init(allows_streaming => 'logical');
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'stream_events'
+wal_level = logical
+max_worker_processes = 32
+max_replication_slots = 10
+stream_events.naptime = 1
+});
+$node->append_conf('postgresql.conf',
+	"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")
+  if `postgres --describe-config 2>/dev/null` =~ /^output_plugin_libraries/m;
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+# waits until the query returns the expected value (or times out)
+sub wait_for
+{
+	my ($query, $expected, $seconds) = @_;
+	my $got;
+	for (1 .. ($seconds // 30) * 10)
+	{
+		$got = sql($query);
+		return $got if $got eq $expected;
+		usleep(100_000);
+	}
+	return $got;
+}
+
+sql('CREATE EXTENSION stream_events');
+sql(q{SELECT stream.create_stream('clicks')});
+sql(q{SELECT stream.on_absence('abandon', 'clicks',
+        started_by => $$event_name = 'add_to_cart'$$,
+        cancelled_by => $$event_name = 'purchase'$$,
+        within => '2 seconds', key => 'user_id', channel => 'recovery')});
+sql(q{SELECT stream.flush(timeout => '60 s')});
+
+# -- fires once per key, cancelled by B, restarted by a later A ---------------
+sql(q{INSERT INTO clicks (event_name, user_id)
+      SELECT 'add_to_cart', 'u' || i FROM generate_series(1, 5) i});
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('purchase', 'u2')});
+usleep(1_000_000);
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('add_to_cart', 'u3')});
+is(wait_for(q{SELECT string_agg(key, ',' ORDER BY key) FROM stream.activations
+              WHERE activation = 'abandon'}, 'u1,u3,u4,u5'),
+	'u1,u3,u4,u5', 'absence fired for every key without a purchase, not for u2');
+usleep(1_000_000);
+is(sql(q{SELECT count(*) || '/' || count(DISTINCT key) FROM stream.activations
+         WHERE activation = 'abandon'}), '4/4', 'each key fired once');
+is(sql(q{SELECT count(*) FROM stream.activations a
+         WHERE activation = 'abandon' AND key = 'u3'
+           AND due_at = (SELECT max(received_at) FROM clicks WHERE user_id = 'u3') + interval '2 seconds'}),
+	'1', "u3's second add_to_cart restarted its timer");
+is(sql(q{SELECT count(*) FROM stream.activations
+         WHERE activation = 'abandon' AND (fired_at < due_at OR late)}),
+	'0', 'no timer fired before its deadline, none marked late while running');
+my $delay = sql(q{SELECT max(extract(epoch FROM fired_at - due_at)) FROM stream.activations
+                  WHERE activation = 'abandon'});
+cmp_ok($delay, '<', 1.0, "fired within a second of the deadline (max $delay s)");
+is(sql('SELECT count(*) FROM stream.absence_timers'), '0', 'no timer left open');
+
+# -- durable: pg_ctl -m immediate with timers open --------------------------
+sql(q{INSERT INTO clicks (event_name, user_id)
+      SELECT 'add_to_cart', 'c' || i FROM generate_series(1, 10) i});
+sql(q{SELECT stream.flush()});
+is(sql('SELECT count(*) FROM stream.absence_timers'), '10', 'ten timers open');
+# c1's purchase commits just before the crash: it must still cancel
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('purchase', 'c1')});
+$node->stop('immediate');
+usleep(3_000_000);    # the timers run out while the server is down
+$node->start;
+is(wait_for(q{SELECT count(*) FROM stream.activations WHERE activation = 'abandon' AND key LIKE 'c%'},
+		'9'),
+	'9', 'after the crash, the timers that ran out fired');
+is(sql(q{SELECT count(*) FROM stream.activations WHERE activation = 'abandon' AND key = 'c1'}),
+	'0', 'a purchase committed before the crash cancelled its timer');
+is(sql(q{SELECT bool_and(late) FROM stream.activations WHERE activation = 'abandon' AND key LIKE 'c%'}),
+	't', 'timers that ran out while the server was down are marked late');
+usleep(500_000);
+is(sql(q{SELECT count(*) - count(DISTINCT key) FROM stream.activations WHERE activation = 'abandon'}),
+	'0', 'no duplicate firing after the crash');
+
+# -- a clean restart with timers not yet due -------------------------------------
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('add_to_cart', 'r1')});
+sql(q{SELECT stream.flush()});
+$node->restart;
+is(wait_for(q{SELECT count(*) FROM stream.activations WHERE activation = 'abandon' AND key = 'r1'}, '1'),
+	'1', 'a timer open across a restart fires after it');
+
+# -- thresholds: edge-triggered on a live aggregate -------------------------
+sql(q{SELECT stream.create_aggregate('basket', $$SELECT user_id,
+        avg((properties->>'price')::numeric) AS avg_price, count(*) AS items
+        FROM clicks WHERE event_name = 'add_to_cart' GROUP BY 1$$)});
+sql(q{SELECT stream.on_threshold('pricey', 'basket', 'avg_price > 50', channel => 'ops')});
+sql(q{SELECT stream.flush()});
+my @steps = (100, 300, 0, 0, 0, 0, 0, 0, 200);    # avg 100, 200 .. 50 (not above), 66.7
+my $fires = 0;
+my $avg_sum = 0;
+my $n = 0;
+my $above = 0;
+for my $price (@steps)
+{
+	sql(qq{INSERT INTO clicks (event_name, user_id, properties)
+           VALUES ('add_to_cart', 't1', '{"price": $price}')});
+	sql(q{SELECT stream.flush()});
+	$avg_sum += $price;
+	$n++;
+	my $now_above = ($avg_sum / $n) > 50 ? 1 : 0;
+	$fires++ if $now_above && !$above;
+	$above = $now_above;
+}
+is(sql(q{SELECT count(*) FROM stream.activations WHERE activation = 'pricey'}),
+	$fires, "threshold fired once per rise ($fires rises over " . scalar(@steps) . ' changes)');
+is(sql(q{SELECT payload->>'items' FROM stream.activations WHERE activation = 'pricey' ORDER BY id DESC LIMIT 1}),
+	'9', 'the payload is the group as the view shows it at the rise');
+
+# -- cooldown on a live server ----------------------------------------------------
+sql(q{SELECT stream.on_event('cart_ping', 'clicks', $$event_name = 'ping'$$,
+        cooldown => '1 hour', key => 'user_id')});
+sql(q{SELECT stream.flush()});
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('ping', 'p1')}) for 1 .. 3;
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('ping', 'p2')});
+sql(q{SELECT stream.flush()});
+is(sql(q{SELECT string_agg(key, ',' ORDER BY key) FROM stream.activations WHERE activation = 'cart_ping'}),
+	'p1,p2', 'cooldown: one firing per key per interval');
+
+$node->stop;
+done_testing();
