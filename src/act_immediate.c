@@ -1,12 +1,14 @@
 /*-------------------------------------------------------------------------
  * act_immediate.c
- *	  on_event activations with delivery => 'immediate': an AFTER INSERT
- *	  row trigger on the stream (stream_events_activations, created and
- *	  dropped by stream._activation_sync_trigger) evaluates them in the
- *	  producer's own transaction, so the outbox row and the NOTIFY commit
- *	  with the event.  Lowest latency; the price is NOTIFY's cluster-wide
- *	  commit lock in every producer transaction that fires
- *	  (docs/activations.md, bench/activation.sh).
+ *	  on_event activations with delivery => 'immediate': a deferred
+ *	  constraint trigger on the stream (stream_events_activations, created
+ *	  and dropped by stream._activation_sync_trigger) evaluates them at the
+ *	  producer's commit, in its transaction, so the outbox row and the
+ *	  NOTIFY commit with the event.  Lowest latency; the price is NOTIFY's
+ *	  cluster-wide commit lock in every producer transaction that fires
+ *	  (docs/activations.md, bench/activation.sh).  Deferred, so that the
+ *	  lock act_fire_row takes (the one NOTIFY takes at commit) is held from
+ *	  the outbox insert to the commit only: outbox ids commit in id order.
  *
  * The compiled activations are cached per backend by the trigger's OID:
  * the trigger is dropped and created again whenever the stream's set of
@@ -110,8 +112,8 @@ load_entry(ImmediateEntry *entry, Relation rel)
 }
 
 /*
- * stream._activation_fire(): AFTER INSERT FOR EACH ROW on a stream (cloned
- * to its partitions).  Duplicates and quarantined events never reach it:
+ * stream._activation_fire(): deferred AFTER INSERT FOR EACH ROW on a stream
+ * (cloned to its partitions).  Duplicates and quarantined events never reach it:
  * the stream's BEFORE trigger keeps them out of the table.
  */
 Datum
@@ -280,7 +282,8 @@ stream_activation_sync_trigger(PG_FUNCTION_ARGS)
 					false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not drop the immediate trigger of %s", qname);
 	if (wanted &&
-		SPI_execute(psprintf("CREATE TRIGGER " IMMEDIATE_TRIGGER " AFTER INSERT ON %s "
+		SPI_execute(psprintf("CREATE CONSTRAINT TRIGGER " IMMEDIATE_TRIGGER " AFTER INSERT ON %s "
+							 "DEFERRABLE INITIALLY DEFERRED "
 							 "FOR EACH ROW EXECUTE FUNCTION stream._activation_fire()", qname),
 					false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not create the immediate trigger of %s", qname);

@@ -19,12 +19,14 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/lmgr.h"
 #include "optimizer/optimizer.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -378,6 +380,14 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	int64		id;
 	char	   *msg;
 
+	/*
+	 * The lock NOTIFY takes at commit (async.c, PreCommit_Notify), taken now
+	 * and held to the end of the transaction: whoever writes the outbox
+	 * (the worker, producers with immediate delivery) commits in the order
+	 * the ids were taken, so a consumer's "acknowledged up to id" never
+	 * skips a row that commits later with a lower id.
+	 */
+	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
 	if (fire_plan == NULL)
 	{
 		Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
@@ -645,6 +655,8 @@ act_fire_due_timers(TimestampTz horizon)
 								 1, types);
 		}
 		args[0] = TimestampTzGetDatum(horizon);
+		/* ids in commit order: see act_fire_row */
+		LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
 		if (SPI_execute_plan(due_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not fire absence timers");
 		n = SPI_processed;
