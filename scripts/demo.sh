@@ -87,6 +87,39 @@ for f in demo/[0-9][0-9]_*.sql; do
     "${PSQL[@]}" -d demo -P footer=off -v users="$USERS" -v workdir="$WORK" -f "$f" 2>&1
 done
 
+# -- live: cart abandonment arriving in a stream_listen window -----------------
+# demo/85_abandonment.sql defines it (within => 4 seconds for the demo); here
+# shoppers add to cart in real time, some buy within a second, and
+# stream_listen prints the activations of those who did not as they fire.
+echo
+echo "== 85  live: cart abandonment, as stream_listen prints it"
+echo "   stream_listen -d 'host=$WORK port=$PORT dbname=demo' -c recovery -c ops --consumer demo-mailer"
+CONN="host=$WORK port=$PORT user=postgres dbname=demo"
+"$PGBIN/stream_listen" -d "$CONN" -c recovery -c ops --consumer demo-mailer 2>/dev/null |
+    sed -u -e 's/^/   [stream_listen] /' &
+LISTENER=$!
+sleep 1
+for round in 1 2 3 4 5 6; do
+    "${PSQL[@]}" -d demo -c "INSERT INTO clicks (event_name, user_id, properties)
+        SELECT 'add_to_cart', 'live_' || $round || '_' || k,
+               jsonb_build_object('product_id', 'prod_' || lpad(((k * 7 + $round) % 50)::text, 4, '0'),
+                                  'sku', 'SKU-' || lpad(((k * 7 + $round) % 50)::text, 5, '0'),
+                                  'price', 19.90, 'quantity', 1, 'cart_id', 'cart_live_' || $round || '_' || k)
+        FROM generate_series(1, 3) k" >/dev/null
+    echo "   [generator] round $round: live_${round}_1..3 add to cart; live_${round}_2 and live_vip buy (42 EUR)"
+    sleep 0.7
+    "${PSQL[@]}" -d demo -c "INSERT INTO clicks (event_name, user_id, properties)
+        VALUES ('purchase', 'live_${round}_2', '{\"order_id\": \"ord_77${round}\", \"revenue\": 42, \"currency\": \"EUR\"}'),
+               ('purchase', 'live_vip', '{\"order_id\": \"ord_78${round}\", \"revenue\": 42, \"currency\": \"EUR\"}')" >/dev/null
+    sleep 0.8
+done
+sleep 5
+pkill -INT -P $$ -x stream_listen 2>/dev/null || true
+wait $LISTENER 2>/dev/null || true
+"${PSQL[@]}" -d demo -P footer=off -c "SELECT activation, count(*) AS fired, count(*) FILTER (WHERE late) AS late,
+        round(avg(extract(epoch FROM fired_at - due_at))::numeric * 1000, 1) AS avg_ms_after_deadline
+    FROM stream.activations WHERE activation IN ('cart_abandoned', 'vip_customer') GROUP BY 1"
+
 cat <<EOF
 
 == the demo server is running

@@ -530,6 +530,9 @@ act_record_applied(List *acts, XLogRecPtr upto)
 
 		if (act->gone)
 			continue;
+		/* a threshold not initialised yet (its aggregate backfills) */
+		if (act->kind == ACT_THRESHOLD && XLogRecPtrIsInvalid(act->applied_lsn))
+			continue;
 		args[0] = Int32GetDatum(act->act_id);
 		args[1] = LSNGetDatum(Max(upto, act->applied_lsn));
 		args[2] = Int64GetDatum(act->fired);

@@ -93,6 +93,7 @@ typedef struct AggRuntime
 	char	   *view_select;	/* the view's select list over state columns */
 	char	   *state_keys;		/* the state table's key columns */
 	List	   *thresholds;		/* ActRuntime of on_threshold on this aggregate */
+	List	   *pending_thresholds; /* not initialised yet: after the backfill */
 	Oid			state_rel;
 	Oid			stream;
 	Oid			owner;
@@ -118,7 +119,8 @@ typedef struct AggRuntime
 	int64		ngroups;
 	int64		events;			/* folded into this batch */
 	TimestampTz last_commit_at;
-	SPIPlanPtr	upsert;
+	SPIPlanPtr	upsert;			/* with the thresholds' evaluation */
+	SPIPlanPtr	upsert_plain;	/* without (backfill) */
 } AggRuntime;
 
 /* a stream that feeds aggregates or activations */
@@ -446,6 +448,8 @@ free_definitions(void)
 
 		if (rt->upsert)
 			SPI_freeplan(rt->upsert);
+		if (rt->upsert_plain)
+			SPI_freeplan(rt->upsert_plain);
 	}
 	runtimes = NIL;
 	feeds = NIL;
@@ -479,6 +483,68 @@ feed_for(Oid stream)
 	relation_close(rel, AccessShareLock);
 	feeds = lappend(feeds, feed);
 	return feed;
+}
+
+/*
+ * A new threshold starts from the groups that already satisfy its condition
+ * (they fire only once they stopped and rose again): read as the
+ * aggregate's owner, in the threshold's search_path, written as the worker,
+ * with the threshold's applied_lsn, which marks it initialised.  Not while
+ * the aggregate is backfilling: backfill() calls this when it is done.  In
+ * a transaction with SPI.
+ */
+static void
+init_threshold(AggRuntime *rt, ActRuntime *act)
+{
+	char	   *state = quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->state_rel)),
+												   get_rel_name(rt->state_rel));
+	char	   *sql;
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+	uint64		n;
+	SPITupleTable *tuptable;
+	Oid			types[2] = {INT4OID, TEXTOID};
+	XLogRecPtr	now_lsn = GetXLogInsertRecPtr();
+	Datum		args[2];
+	MemoryContext cxt = CurrentMemoryContext;
+
+	sql = psprintf("SELECT g FROM (SELECT pg_catalog.jsonb_build_array(%s)::pg_catalog.text AS g, "
+				   "(SELECT coalesce((\n%s\n), false) FROM (SELECT %s) v) AS holds FROM %s) s "
+				   "WHERE holds", rt->state_keys, act->condition, rt->view_select, state);
+	nest = NewGUCNestLevel();
+	if (act->search_path)
+		(void) set_config_option("search_path", act->search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not evaluate threshold %s", act->name);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	AtEOXact_GUC(true, nest);
+	n = SPI_processed;
+	tuptable = SPI_tuptable;
+	args[0] = Int32GetDatum(act->act_id);
+	for (uint64 i = 0; i < n; i++)
+	{
+		args[1] = CStringGetTextDatum(SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 1));
+		if (SPI_execute_with_args("INSERT INTO stream.threshold_state (act_id, grp) VALUES ($1, $2) "
+								  "ON CONFLICT DO NOTHING", 2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not initialise threshold %s", act->name);
+	}
+	types[1] = LSNOID;
+	args[1] = LSNGetDatum(now_lsn);
+	if (SPI_execute_with_args("UPDATE stream.activation_defs SET applied_lsn = $2, applied_at = now() "
+							  "WHERE act_id = $1", 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not initialise threshold %s", act->name);
+	MemoryContextSwitchTo(cxt);
+	act->applied_lsn = now_lsn;
+	/* evaluated from now on, with the group's upsert */
+	if (rt->upsert)
+		SPI_freeplan(rt->upsert);
+	rt->upsert = NULL;
+	rt->thresholds = lappend(rt->thresholds, act);
 }
 
 /* reads the catalog and compiles every aggregate; in a transaction with SPI */
@@ -541,8 +607,14 @@ load_definitions(const char *signature)
 			{
 				AggRuntime *rt = lfirst(lc2);
 
-				if (rt->view == act->view)
+				if (rt->view != act->view)
+					continue;
+				if (!XLogRecPtrIsInvalid(act->applied_lsn))
 					rt->thresholds = lappend(rt->thresholds, act);
+				else if (!rt->backfill)
+					init_threshold(rt, act);
+				else
+					rt->pending_thresholds = lappend(rt->pending_thresholds, act);
 			}
 		}
 		else
@@ -854,9 +926,10 @@ aggregates_drop_database_slot(Oid dboid)
 
 /* ---------- apply ---------- */
 
-static void
-prepare_upsert(AggRuntime *rt)
+static SPIPlanPtr
+prepare_upsert(AggRuntime *rt, bool with_thresholds)
 {
+	SPIPlanPtr	plan;
 	StringInfoData sql;
 	Oid		   *types = palloc((rt->nkeys + rt->naggs) * sizeof(Oid));
 	char	   *state = quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->state_rel)),
@@ -887,7 +960,7 @@ prepare_upsert(AggRuntime *rt)
 		types[k] = rt->keytypes[k];
 	for (int a = 0; a < rt->naggs; a++)
 		types[rt->nkeys + a] = rt->aggs[a].statetype;
-	if (rt->thresholds != NIL)
+	if (with_thresholds)
 	{
 		/*
 		 * With thresholds, the upsert also returns the group's key (a JSON
@@ -920,11 +993,12 @@ prepare_upsert(AggRuntime *rt)
 									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		sql = wrap;
 	}
-	rt->upsert = SPI_prepare(sql.data, p, types);
-	if (rt->upsert == NULL)
+	plan = SPI_prepare(sql.data, p, types);
+	if (plan == NULL)
 		elog(ERROR, "could not prepare the upsert of aggregate %s: %s", rt->name,
 			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(rt->upsert);
+	SPI_keepplan(plan);
+	return plan;
 }
 
 /* Writes every group of the batch into the state table; as the owner. */
@@ -940,17 +1014,26 @@ upsert_groups(AggRuntime *rt)
 				old;
 	Oid			save_userid;
 	int			save_sec;
+	bool		with_thresholds;
+	SPIPlanPtr	plan;
 
 	if (rt->ngroups == 0)
 		return;
-	if (rt->upsert == NULL)
+	/* thresholds are evaluated on changes, not on a backfill */
+	with_thresholds = (rt->thresholds != NIL && !rt->backfill);
+	plan = with_thresholds ? rt->upsert : rt->upsert_plain;
+	if (plan == NULL)
 	{
 		int			nest = NewGUCNestLevel();
 
 		old = MemoryContextSwitchTo(defs_cxt);
-		prepare_upsert(rt);
+		plan = prepare_upsert(rt, with_thresholds);
 		MemoryContextSwitchTo(old);
 		AtEOXact_GUC(true, nest);
+		if (with_thresholds)
+			rt->upsert = plan;
+		else
+			rt->upsert_plain = plan;
 	}
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events upsert",
 								ALLOCSET_DEFAULT_SIZES);
@@ -981,9 +1064,9 @@ upsert_groups(AggRuntime *rt)
 													  rt->batchcxt, &isnull);
 			nulls[rt->nkeys + a] = isnull ? 'n' : ' ';
 		}
-		if (rt->thresholds == NIL)
+		if (!with_thresholds)
 		{
-			if (SPI_execute_plan(rt->upsert, values, nulls, false, 0) != SPI_OK_INSERT)
+			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not apply to continuous aggregate %s", rt->name);
 		}
 		else
@@ -994,7 +1077,7 @@ upsert_groups(AggRuntime *rt)
 			ListCell   *lc;
 			int			col = 2;
 
-			if (SPI_execute_plan(rt->upsert, values, nulls, false, 0) != SPI_OK_SELECT ||
+			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT ||
 				SPI_processed != 1)
 				elog(ERROR, "could not apply to continuous aggregate %s", rt->name);
 			tup = SPI_tuptable->vals[0];
@@ -1128,7 +1211,8 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 		{
 			ActRuntime *act = lfirst(lc);
 
-			act->applied_lsn = Max(upto, act->applied_lsn);
+			if (act->kind != ACT_THRESHOLD || !XLogRecPtrIsInvalid(act->applied_lsn))
+				act->applied_lsn = Max(upto, act->applied_lsn);
 		}
 		last_idle_write = now;
 	}
@@ -1149,6 +1233,9 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 	{
 		ActRuntime *act = lfirst(lc);
 
+		/* thresholds ride on their aggregate's applied LSN */
+		if (act->kind == ACT_THRESHOLD)
+			continue;
 		if (XLogRecPtrIsInvalid(confirm) || act->applied_lsn < confirm)
 			confirm = act->applied_lsn;
 	}
@@ -1262,6 +1349,14 @@ backfill(AggRuntime *rt)
 			elog(ERROR, "could not update stream.aggregate_defs");
 		if (SPI_processed != 1)
 			elog(ERROR, "continuous aggregate %s changed during its backfill", rt->name);
+	}
+	rt->backfill = false;		/* for init_threshold; stays so: we commit */
+	{
+		ListCell   *lc;
+
+		foreach(lc, rt->pending_thresholds)
+			init_threshold(rt, lfirst(lc));
+		rt->pending_thresholds = NIL;
 	}
 	SPI_finish();
 	PopActiveSnapshot();

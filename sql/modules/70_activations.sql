@@ -286,7 +286,6 @@ LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
     ch  text := coalesce(channel, name);
     def stream.aggregate_defs;
-    id  integer;
 BEGIN
     def := stream._aggregate_lookup(aggregate);
     PERFORM stream._activation_validate(name, ch, def.view);
@@ -302,19 +301,14 @@ BEGIN
                   HINT = 'Rebuild it with stream.drop_aggregate and stream.create_aggregate.';
     END IF;
     PERFORM stream._activation_check(def.view, condition, NULL, payload);
+    -- applied_lsn stays NULL until the worker has noted which groups already
+    -- satisfy the condition (they fire only after they stop, then rise again)
     INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, payload, channel,
-                                        owner, search_path, applied_lsn)
+                                        owner, search_path)
     VALUES (name, 'threshold', def.stream, def.view, condition, payload, ch,
             current_user::regrole,
             (SELECT string_agg(quote_ident(sp), ', ' ORDER BY o)
-             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)),
-            pg_catalog.pg_current_wal_insert_lsn())
-    RETURNING act_id INTO id;
-    -- edge-triggered: groups that already satisfy the condition fire only after they stop
-    EXECUTE format('INSERT INTO stream.threshold_state (act_id, grp) '
-                   'SELECT %s, g FROM (SELECT pg_catalog.jsonb_build_array(%s)::text AS g, '
-                   '(SELECT coalesce((%s), false) FROM (SELECT %s) v) AS holds FROM %s) s WHERE holds',
-                   id, def.state_keys, condition, def.view_select, def.state_table);
+             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)));
     PERFORM stream._aggregate_wake(false);
 END $$;
 COMMENT ON FUNCTION stream.on_threshold(text, text, text, text, text) IS

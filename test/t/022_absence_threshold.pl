@@ -133,6 +133,20 @@ is(sql(q{SELECT count(*) FROM stream.activations WHERE activation = 'pricey'}),
 is(sql(q{SELECT payload->>'items' FROM stream.activations WHERE activation = 'pricey' ORDER BY id DESC LIMIT 1}),
 	'9', 'the payload is the group as the view shows it at the rise');
 
+# -- a threshold defined while its aggregate still backfills: the groups
+# that already satisfy it do not fire; a group that rises later does
+sql(q{INSERT INTO clicks (event_name, user_id) SELECT 'visit', 'v' || (i % 50) FROM generate_series(1, 5000) i});
+sql(q{SELECT stream.create_aggregate('visits', $$SELECT user_id, count(*) AS n FROM clicks
+        WHERE event_name = 'visit' GROUP BY 1$$)});
+sql(q{SELECT stream.on_threshold('regular', 'visits', 'n >= 10')});
+sql(q{SELECT stream.flush()});
+is(sql(q{SELECT count(*) FROM stream.threshold_state s JOIN stream.activation_defs d USING (act_id)
+         WHERE d.name = 'regular'}), '50', 'groups above the threshold at its creation are noted');
+sql(q{INSERT INTO clicks (event_name, user_id) SELECT 'visit', 'newbie' FROM generate_series(1, 12)});
+sql(q{SELECT stream.flush()});
+is(sql(q{SELECT string_agg(key, ',') FROM stream.activations WHERE activation = 'regular'}),
+	'["newbie"]', 'only a group that rose after the creation fired');
+
 # -- cooldown on a live server ----------------------------------------------------
 sql(q{SELECT stream.on_event('cart_ping', 'clicks', $$event_name = 'ping'$$,
         cooldown => '1 hour', key => 'user_id')});
