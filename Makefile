@@ -38,6 +38,18 @@ include $(PGXS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL)
 	cat $^ > $@
 
+# The stream_listen client (src/stream_listen/, its own PGXS PROGRAM).
+all: stream-listen
+stream-listen:
+	$(MAKE) -C src/stream_listen PG_CONFIG='$(PG_CONFIG)'
+install: install-stream-listen
+install-stream-listen:
+	$(MAKE) -C src/stream_listen PG_CONFIG='$(PG_CONFIG)' install
+clean: clean-stream-listen
+clean-stream-listen:
+	$(MAKE) -C src/stream_listen PG_CONFIG='$(PG_CONFIG)' clean
+.PHONY: stream-listen install-stream-listen clean-stream-listen
+
 else
 all:
 	@echo "pg_config not found: run 'make deps' (or 'make demo' / 'make test', which do it)" >&2; exit 1

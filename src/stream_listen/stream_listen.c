@@ -24,12 +24,13 @@
  *   channel and not handled again after a reconnect, so only a crash of the
  *   client itself repeats rows: at least once.
  *
- * - Without it the notifications are printed as they come, from a position
- *   (the highest id printed; at start-up --since or the outbox's current
- *   end, read before LISTEN).  After LISTEN, after every reconnect, every
- *   IDLE_CHECK_MS and for a truncated payload, rows after the position are
- *   read from stream.activations; notifications at or below it are skipped.
- *   Ids are handed out in commit order by the database's one worker, so the
+ * - Without it the notifications are printed as they come (a truncated
+ *   one after reading its row by id), from a position: the highest id
+ *   printed; at start-up --since or the outbox's end, read before LISTEN.
+ *   After LISTEN, after every reconnect and every IDLE_CHECK_MS the rows
+ *   after the position are read from stream.activations; notifications at
+ *   or below it are skipped (printed by such a catch-up already, or before
+ *   --since).  Outbox ids commit in id order (docs/activations.md), so the
  *   position never skips a row.
  *-------------------------------------------------------------------------
  */
@@ -179,21 +180,39 @@ xmalloc(size_t size)
 	return p;
 }
 
-/* libpq messages end with a newline; strip it for one-line reports */
+/*
+ * libpq messages span lines (and end with a newline); makes one line of
+ * one, for reports on stderr.
+ */
 static const char *
 oneline(const char *msg)
 {
 	static char buf[1024];
-	size_t		len;
+	char	   *out = buf;
+	bool		space = false;
 
-	snprintf(buf, sizeof(buf), "%s", msg ? msg : "");
-	len = strlen(buf);
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
-		buf[--len] = '\0';
-	for (char *p = buf; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
+	for (const char *p = msg ? msg : ""; *p && out < buf + sizeof(buf) - 1; p++)
+	{
+		if (*p == '\n' || *p == '\t' || *p == ' ')
+		{
+			space = true;
+			continue;
+		}
+		if (space && out > buf)
+			*out++ = ' ';
+		space = false;
+		*out++ = *p;
+	}
+	*out = '\0';
 	return buf;
+}
+
+/* server notices and messages that arrive while idle (e.g. FATAL) */
+static void
+notice_processor(void *arg, const char *message)
+{
+	(void) arg;
+	warn("server: %s", oneline(message));
 }
 
 /* ---------- signals ---------- */
@@ -342,6 +361,7 @@ connect_once(void)
 	conn = PQconnectdbParams(keywords, values, 1);
 	if (conn == NULL)
 		die(EXIT_FATAL, "out of memory");
+	PQsetNoticeProcessor(conn, notice_processor, NULL);
 	if (PQstatus(conn) != CONNECTION_OK)
 	{
 		if (!ever_connected)
@@ -369,11 +389,13 @@ connect_once(void)
 
 	for (int i = 0; i < nchannels; i++)
 	{
-		char	   *ident = PQescapeIdentifier(conn, channels[i], strlen(channels[i]));
+		const char *name = channels[i];
+		char	   *ident;
 		char	   *sql;
 
+		ident = PQescapeIdentifier(conn, name, strlen(name));
 		if (ident == NULL)
-			die(EXIT_FATAL, "invalid channel name \"%s\": %s", channels[i],
+			die(EXIT_FATAL, "invalid channel name \"%s\": %s", name,
 				oneline(PQerrorMessage(conn)));
 		sql = xmalloc(strlen(ident) + 8);
 		sprintf(sql, "LISTEN %s", ident);
@@ -746,11 +768,43 @@ parse_payload(const char *p, int64_t *id, bool *truncated)
 	return true;
 }
 
+/* A truncated NOTIFY: the row is read from the outbox by its id. */
+static Step
+handle_truncated(int64_t id)
+{
+	char		idbuf[32];
+	const char *params[1];
+	PGresult   *res;
+	Step		r;
+
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
+	params[0] = idbuf;
+	res = PQexecParams(conn,
+					   "SELECT row_to_json(a)::text FROM stream.activations a WHERE a.id = $1::bigint",
+					   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		r = server_error(res, "reading stream.activations");
+		PQclear(res);
+		return r;
+	}
+	if (PQntuples(res) == 0)
+	{
+		warn("activation %" PRId64 " (a truncated NOTIFY) is no longer in stream.activations", id);
+		PQclear(res);
+		return STEP_OK;
+	}
+	r = handle_row(PQgetvalue(res, 0, 0), id, NULL);
+	PQclear(res);
+	return r;
+}
+
 static Step
 plain_notification(PGnotify *n)
 {
 	int64_t		id;
 	bool		truncated;
+	Step		r;
 
 	if (!parse_payload(n->extra, &id, &truncated))
 	{
@@ -758,28 +812,11 @@ plain_notification(PGnotify *n)
 		return STEP_OK;
 	}
 	if (id <= last_id)
-		return STEP_OK;			/* printed by a catch-up already */
-	if (truncated)
-	{
-		/* the row is in the outbox: read it, and anything before it */
-		Step		r = catch_up_plain();
-
-		if (r != STEP_OK)
-			return r;
-		if (last_id < id)
-		{
-			warn("activation %" PRId64 " is no longer in stream.activations", id);
-			last_id = id;
-		}
-		return STEP_OK;
-	}
-	{
-		Step		r = handle_row(n->extra, id, NULL);
-
-		if (r == STEP_OK)
-			last_id = id;
-		return r;
-	}
+		return STEP_OK;			/* printed by a catch-up, or before --since */
+	r = truncated ? handle_truncated(id) : handle_row(n->extra, id, NULL);
+	if (r == STEP_OK)
+		last_id = id;
+	return r;
 }
 
 /* ---------- the loop ---------- */
