@@ -36,7 +36,7 @@ sub sql { return $node->safe_psql('postgres', shift); }
 
 sql('CREATE EXTENSION stream_events');
 sql(q{SELECT stream.create_stream('clicks')});
-for my $ch (qw(plain cons bulk rc ex ex2 sig))
+for my $ch (qw(plain cons bulk rc rp ex ex2 sig))
 {
 	sql(qq{SELECT stream.on_event('act_$ch', 'clicks', \$\$event_name = '$ch'\$\$, channel => '${ch}_ch')});
 }
@@ -50,16 +50,18 @@ my $dir = PostgreSQL::Test::Utils::tempdir;
 
 # ---- helpers ------------------------------------------------------------
 
-sub start_client
+sub start_client { return start_client_on($connstr, @_); }
+
+sub start_client_on
 {
-	my @args = @_;
+	my ($conn, @args) = @_;
 	my $c = { out => '', err => '', lines => [], args => "@args" };
 
 	# PostgreSQL::Test::Utils sets PGAPPNAME, which would override the
 	# client's fallback_application_name
 	local $ENV{PGAPPNAME};
 	delete $ENV{PGAPPNAME};
-	$c->{h} = IPC::Run::start([ $bin, '-d', $connstr, @args ],
+	$c->{h} = IPC::Run::start([ $bin, '-d', $conn, @args ],
 		'<', \undef, '>', \$c->{out}, '2>', \$c->{err});
 	return $c;
 }
@@ -396,6 +398,40 @@ SKIP:
 	my @db = channel_ids('rc_ch');
 	is_deeply([ ids($c) ], \@db, 'every activation once, in order, across both reconnects');
 	ok(wait_until(undef, sub { acked('c5', 'rc_ch') == $db[-1] }, 30), 'all acknowledged');
+	is(stop_client($c, 'TERM'), 0, 'exit 0');
+}
+
+# ---- 5b. plain mode: what fired while disconnected is printed after it -----
+# The client runs as a role that is then refused log-in: while it retries,
+# activations fire (their NOTIFYs are lost); once it connects again its
+# catch-up prints them, each once.  Also: a non-superuser can run it.
+{
+	sql(q{CREATE ROLE listener LOGIN});
+	sql(q{GRANT USAGE ON SCHEMA stream TO listener});
+	my $c = start_client_on("$connstr user=listener", '-c', 'rp_ch');
+	ok(wait_listening($c), 'plain reconnect: listening (as a non-superuser)');
+	insert_events('rp', 'q1');
+	ok(wait_until($c, sub { @{ $c->{lines} } >= 1 }, 30), 'plain reconnect: first activation');
+	sql(q{ALTER ROLE listener NOLOGIN});
+	is(sql(q{SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'listener'}),
+		'1', 'its backend terminated');
+	ok(wait_until($c, sub { $c->{err} =~ /could not connect.*not permitted to log in/ }, 30),
+		'reconnect attempts fail while log-in is refused');
+	insert_events('rp', 'q2', 'q3');
+	insert_events('rp', 'q4');
+	sql('SELECT stream.flush()');
+	usleep(300_000);
+	collect($c);
+	is(scalar(@{ $c->{lines} }), 1, 'nothing printed while disconnected');
+	sql(q{ALTER ROLE listener LOGIN});
+	ok(wait_until($c, sub { @{ $c->{lines} } >= 4 }, 30),
+		'connected again: the activations fired meanwhile are printed')
+	  or diag("stderr: $c->{err}");
+	insert_events('rp', 'q5');
+	ok(wait_until($c, sub { @{ $c->{lines} } >= 5 }, 30), '... and live ones after them');
+	usleep(200_000);
+	collect($c);
+	is_deeply([ ids($c) ], [ channel_ids('rp_ch') ], 'each once, in id order');
 	is(stop_client($c, 'TERM'), 0, 'exit 0');
 }
 
