@@ -44,6 +44,7 @@
 #include "postmaster/interrupt.h"
 #include "replication/decode.h"
 #include "replication/logical.h"
+#include "replication/origin.h"
 #include "replication/output_plugin.h"
 #include "replication/slot.h"
 #include "replication/snapbuild.h"
@@ -810,6 +811,13 @@ cb_shutdown(LogicalDecodingContext *ctx)
 {
 }
 
+/* the worker's own transactions (worker.c tags them) are not decoded */
+static bool
+cb_filter_by_origin(LogicalDecodingContext *ctx, RepOriginId origin_id)
+{
+	return origin_id == DoNotReplicateId;
+}
+
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
 {
@@ -819,6 +827,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->commit_cb = cb_commit;
 	cb->message_cb = cb_message;
 	cb->shutdown_cb = cb_shutdown;
+	cb->filter_by_origin_cb = cb_filter_by_origin;
 }
 
 /* ---------- slot ---------- */

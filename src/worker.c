@@ -39,6 +39,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "replication/origin.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -681,6 +682,15 @@ stream_events_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(my_slot->dboid, InvalidOid, 0);
 	pgstat_report_appname("stream_events worker");
+
+	/*
+	 * Everything this worker writes (aggregate states, outbox rows, timers,
+	 * partitions, moved rows) is tagged with the "do not replicate" origin,
+	 * so that its own logical decoding consumer skips it before decoding
+	 * (decode.c, cb_filter_by_origin): no work spent on its own writes, and
+	 * no relfilenode lookups for state tables a rebuild has truncated since.
+	 */
+	replorigin_session_origin = DoNotReplicateId;
 
 	loop_context = AllocSetContextCreate(TopMemoryContext, "stream_events worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
