@@ -67,7 +67,7 @@
 
 #define BACKOFF_MIN_MS	100		/* reconnect and --exec retry back-off */
 #define BACKOFF_MAX_MS	5000
-#define CONSUME_BATCH	"100"	/* rows per stream.consume call */
+#define CONSUME_BATCH	100		/* rows per stream.consume call */
 #define CATCHUP_BATCH	1000	/* rows per outbox read in plain mode */
 #define IDLE_CHECK_MS	30000	/* catch up (and so check the connection)
 								 * when idle this long */
@@ -614,11 +614,13 @@ consume_channel(int ch)
 {
 	for (;;)
 	{
-		const char *params[3] = {consumer, channels[ch], CONSUME_BATCH};
+		char		maxbuf[16];
+		const char *params[3] = {consumer, channels[ch], maxbuf};
 		PGresult   *res;
 		Step		r = STEP_OK;
 		int			n;
 
+		snprintf(maxbuf, sizeof(maxbuf), "%d", CONSUME_BATCH);
 		res = PQexecParams(conn,
 						   "SELECT a.id, row_to_json(a)::text"
 						   " FROM stream.consume($1, $2, $3::integer) a ORDER BY a.id",
@@ -661,7 +663,7 @@ consume_channel(int ch)
 		batch_channel = -1;
 		if (r != STEP_OK)
 			return r;
-		if (n < atoi(CONSUME_BATCH))
+		if (n < CONSUME_BATCH)
 			return STEP_OK;
 	}
 }
