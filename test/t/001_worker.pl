@@ -7,21 +7,13 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use StreamEventsTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('worker');
-$node->init(allows_streaming => 'logical');
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'stream_events'
-wal_level = logical
-max_connections = 20
-max_worker_processes = 32
-stream_events.naptime = 1
-});
+my $node = StreamEventsTest::new_node('worker', q{max_connections = 20});
 $node->start;
 
 # pid of the stream_events worker of a database ('' when there is none)

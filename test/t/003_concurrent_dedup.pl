@@ -6,20 +6,12 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use StreamEventsTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 
-my $node = PostgreSQL::Test::Cluster->new('dedup');
-$node->init(allows_streaming => 'logical');
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'stream_events'
-wal_level = logical
-max_connections = 20
-max_worker_processes = 32
-stream_events.naptime = 1
-});
+my $node = StreamEventsTest::new_node('dedup', q{max_connections = 20});
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE EXTENSION stream_events');

@@ -9,20 +9,11 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use StreamEventsTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('agg_oracle');
-$node->init(allows_streaming => 'logical');
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'stream_events'
-wal_level = logical
-max_connections = 30
-max_worker_processes = 32
-max_replication_slots = 10
-stream_events.naptime = 1
-});
+my $node = StreamEventsTest::new_node('agg_oracle', q{max_connections = 30});
 # PostgreSQL 15.20+ restricts output plugins; allow ours where that exists.
 $node->append_conf('postgresql.conf',
 	"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")

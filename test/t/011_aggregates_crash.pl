@@ -7,26 +7,13 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use StreamEventsTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('agg_crash');
-$node->init(allows_streaming => 'logical');
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'stream_events'
-wal_level = logical
-max_connections = 30
-max_worker_processes = 32
-max_replication_slots = 10
-stream_events.naptime = 1
-stream_events.aggregate_batch_groups = 200
-});
-$node->append_conf('postgresql.conf',
-	"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")
-  if `postgres --describe-config 2>/dev/null` =~ /^output_plugin_libraries/m;
+my $node = StreamEventsTest::new_node('agg_crash', q{max_connections = 30}, q{stream_events.aggregate_batch_groups = 200});
 $node->start;
 
 my $query = q{

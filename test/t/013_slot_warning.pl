@@ -7,23 +7,12 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use StreamEventsTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 
-my $node = PostgreSQL::Test::Cluster->new('slot_warning');
-$node->init(allows_streaming => 'logical');
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'stream_events'
-wal_level = logical
-max_worker_processes = 32
-stream_events.naptime = 1
-stream_events.slot_warning_size = 1
-});
-$node->append_conf('postgresql.conf',
-	"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")
-  if `postgres --describe-config 2>/dev/null` =~ /^output_plugin_libraries/m;
+my $node = StreamEventsTest::new_node('slot_warning', q{stream_events.slot_warning_size = 1});
 $node->start;
 
 $node->safe_psql('postgres', q{

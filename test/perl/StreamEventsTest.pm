@@ -1,0 +1,34 @@
+# StreamEventsTest: the cluster every TAP test of stream_events starts from
+# (PostgreSQL::Test::Cluster with the extension preloaded, logical decoding,
+# room for the workers, and output_plugin_libraries where the server has
+# that setting, 15.20+).  test/t/*.pl: my $node = StreamEventsTest::new_node('name', @extra_conf_lines);
+package StreamEventsTest;
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+
+my $has_plugin_libraries;
+
+sub new_node
+{
+	my ($name, @extra) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 'logical');
+	$node->append_conf('postgresql.conf', join("\n",
+		q{shared_preload_libraries = 'stream_events'},
+		q{wal_level = logical},
+		q{max_worker_processes = 32},
+		q{max_replication_slots = 10},
+		q{stream_events.naptime = 1},
+		@extra) . "\n");
+	$has_plugin_libraries //=
+	  (`postgres --describe-config 2>/dev/null` =~ /^output_plugin_libraries/m) ? 1 : 0;
+	$node->append_conf('postgresql.conf',
+		"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")
+	  if $has_plugin_libraries;
+	return $node;
+}
+
+1;
