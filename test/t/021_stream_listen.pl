@@ -11,25 +11,14 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use StreamEventsTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 use JSON::PP;
 use Time::HiRes qw(usleep time);
 
-my $node = PostgreSQL::Test::Cluster->new('stream_listen');
-$node->init(allows_streaming => 'logical');
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'stream_events'
-wal_level = logical
-max_worker_processes = 32
-max_replication_slots = 10
-stream_events.naptime = 1
-});
-$node->append_conf('postgresql.conf',
-	"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")
-  if `postgres --describe-config 2>/dev/null` =~ /^output_plugin_libraries/m;
+my $node = StreamEventsTest::new_node('stream_listen');
 $node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
