@@ -151,8 +151,10 @@ SELECT stream.drop_activation('cart_abandoned');
 SELECT count(*) AS timers_left FROM stream.absence_timers;
 SELECT stream.drop_activation('big_ticket');
 SELECT count(*) AS immediate_triggers FROM pg_trigger WHERE tgname = 'stream_events_activations';
+SELECT stream.on_threshold('whale2', 'act_spend', 'spend >= 2000');
 SELECT stream.drop_activation('whale');
 SELECT stream.drop_aggregate('act_spend');
+SELECT count(*) AS thresholds_left FROM stream.activation_defs WHERE kind = 'threshold';
 SELECT count(*) FROM stream.activation_defs;
 -- the last one gone, the worker releases the replication slot
 DO $$
@@ -164,4 +166,7 @@ BEGIN
 END $$;
 SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name = 'stream_events_' || (SELECT oid FROM pg_database WHERE datname = current_database());
 DROP TABLE act_plain;
+-- dropping a stream drops its activations (immediate trigger included)
+SELECT stream.on_event('last', 'act_clicks', 'true', delivery => 'immediate');
 SELECT stream.drop_stream('act_clicks');
+SELECT count(*) AS activations_left FROM stream.activation_defs;

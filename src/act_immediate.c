@@ -261,12 +261,15 @@ Datum
 stream_activation_sync_trigger(PG_FUNCTION_ARGS)
 {
 	Oid			stream = PG_GETARG_OID(0);
-	char	   *qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(stream)),
-												   get_rel_name(stream));
+	char	   *relname = get_rel_name(stream);
+	char	   *qname;
 	Oid			argtypes[1] = {OIDOID};
 	Datum		args[1] = {ObjectIdGetDatum(stream)};
 	bool		wanted;
 
+	if (relname == NULL)
+		PG_RETURN_VOID();		/* the stream is gone, and its trigger with it */
+	qname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(stream)), relname);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT 1 FROM stream.activation_defs WHERE stream = $1 "
 							  "AND kind = 'event' AND delivery = 'immediate'",

@@ -297,6 +297,12 @@ DECLARE
     gone record;
     q    regclass;
 BEGIN
+    -- activations of a dropped stream, or of a dropped aggregate's view
+    -- (piece 70), go with it: their outbox rows stay
+    DELETE FROM stream.activation_defs a
+    USING pg_event_trigger_dropped_objects() o
+    WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
+      AND (a.stream = o.objid OR a.aggregate = o.objid);
     FOR gone IN SELECT objid FROM pg_event_trigger_dropped_objects()
                 WHERE classid = 'pg_class'::regclass AND objsubid = 0
                   AND object_type IN ('table', 'partitioned table')
@@ -313,7 +319,7 @@ BEGIN
     END LOOP;
 END $$;
 COMMENT ON FUNCTION stream._on_sql_drop() IS
-    'Removes the catalog rows, contracts (and their registered schemas) and dedup keys of dropped streams (internal)';
+    'Removes the catalog rows, contracts (and their registered schemas), dedup keys and activations of dropped streams, and the activations of dropped aggregate views (internal)';
 CREATE EVENT TRIGGER stream_events_sql_drop ON sql_drop
     EXECUTE FUNCTION stream._on_sql_drop();
 
