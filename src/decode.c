@@ -457,6 +457,7 @@ free_definitions(void)
 	act_reset_batch(acts);
 	acts = NIL;
 	have_absence = false;
+	worker_set_consumer_wake(false);
 	act_free_plans();
 	if (defs_cxt)
 		MemoryContextReset(defs_cxt);
@@ -596,10 +597,13 @@ load_definitions(const char *signature)
 	old = MemoryContextSwitchTo(defs_cxt);
 	acts = act_load_batched();
 	have_absence = false;
+	worker_set_consumer_wake(false);
 	foreach(lc, acts)
 	{
 		ActRuntime *act = lfirst(lc);
 
+		if (act->kind != ACT_THRESHOLD)
+			worker_set_consumer_wake(true);
 		if (act->kind == ACT_THRESHOLD)
 		{
 			ListCell   *lc2;

@@ -315,6 +315,9 @@ stats_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			/* events committed: the worker fires their activations now */
+			if (n_pending > 0)
+				worker_wake_consumer_at_commit();
 			stats_flush();
 			break;
 		case XACT_EVENT_ABORT:

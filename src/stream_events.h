@@ -115,6 +115,8 @@ extern void worker_register_launcher(void);
 extern void worker_stop_database(Oid dboid);
 extern void worker_request_database(Oid dboid);
 extern void worker_request_database_at_end(Oid dboid);
+extern void worker_set_consumer_wake(bool on);
+extern void worker_wake_consumer_at_commit(void);
 
 /* maintain.c: true while the extension itself moves rows between partitions */
 extern bool se_maintenance_in_progress;

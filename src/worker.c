@@ -84,6 +84,8 @@ typedef struct WorkerSlot
 	TimestampTz started_at;
 	TimestampTz last_run_at;
 	int64		runs;
+	int			procno;			/* the worker's PGPROC, for wakeups */
+	bool		consumer_wake;	/* producers wake it at commit (activations) */
 	char		last_error[SE_ERROR_LEN];
 } WorkerSlot;
 
@@ -212,6 +214,53 @@ worker_wake_database(Oid dboid)
 		if (proc)
 			SetLatch(&proc->procLatch);
 	}
+}
+
+/*
+ * The worker says whether producers should wake it when they commit events
+ * (while it runs activations, whose latency is the time to its next round).
+ */
+void
+worker_set_consumer_wake(bool on)
+{
+	if (my_slot != NULL && my_slot->consumer_wake != on)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		my_slot->consumer_wake = on;
+		SpinLockRelease(&worker_shared->mutex);
+	}
+}
+
+/*
+ * At the commit of a transaction that stored events: sets the latch of this
+ * database's worker if it asked for it.  No lock: the slot's fields are read
+ * as they are; a stale read costs a spurious wakeup, or a wakeup missed
+ * until the worker's next poll (stream_events.aggregate_poll_interval).
+ */
+void
+worker_wake_consumer_at_commit(void)
+{
+	static int	cached = -1;
+	volatile WorkerSlot *slot;
+
+	if (worker_shared == NULL)
+		return;
+	if (cached < 0 || worker_shared->slots[cached].dboid != MyDatabaseId)
+	{
+		cached = -1;
+		for (int i = 0; i < SE_MAX_DATABASES; i++)
+			if (worker_shared->slots[i].dboid == MyDatabaseId)
+			{
+				cached = i;
+				break;
+			}
+		if (cached < 0)
+			return;
+	}
+	slot = &worker_shared->slots[cached];
+	if (slot->consumer_wake && slot->state == SLOT_RUNNING &&
+		slot->procno >= 0 && slot->procno < (int) ProcGlobal->allProcCount)
+		SetLatch(&ProcGlobal->allProcs[slot->procno].procLatch);
 }
 
 /* ---------- CREATE EXTENSION and DROP DATABASE ---------- */
@@ -675,6 +724,8 @@ stream_events_worker_main(Datum main_arg)
 	my_slot = &worker_shared->slots[slot_index];
 	SpinLockAcquire(&worker_shared->mutex);
 	my_slot->pid = MyProcPid;
+	my_slot->procno = MyProc->pgprocno;
+	my_slot->consumer_wake = false;
 	my_slot->state = SLOT_RUNNING;
 	my_slot->started_at = GetCurrentTimestamp();
 	SpinLockRelease(&worker_shared->mutex);
