@@ -69,3 +69,6 @@ demo-stop:
 
 bench:
 	@bench/ingest.sh
+
+bench-activation:
+	@bench/activation.sh
