@@ -30,7 +30,7 @@ EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql tmp_check tmp_check_regress re
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
-.PHONY: deps test demo demo-stop bench
+.PHONY: deps test demo demo-stop bench bench-activation
 
 ifneq ($(PGXS),)
 include $(PGXS)
