@@ -71,6 +71,7 @@ PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 int			se_aggregate_poll_ms = 20;
 int			se_aggregate_batch_groups = 50000;
 int			se_activation_retention = 7 * 24 * 3600;
+int			se_wake_delay_max_ms = 5;
 
 #define MOVE_PREFIX "stream_events"
 
@@ -195,6 +196,11 @@ aggregate_init(void)
 							"Groups held in memory before the worker applies a batch to continuous aggregates.",
 							NULL, &se_aggregate_batch_groups, 50000, 100, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.wake_delay_max",
+							"Longest rest of the worker between rounds when producers wake it.",
+							"Producers that commit events wake the worker of a database with activations; it rests ten times as long as its last round took, at most this, so that busy streams are batched.",
+							&se_wake_delay_max_ms, 5, 0, 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("stream_events.activation_retention",
 							"How long acknowledged rows of stream.activations are kept.",
 							"Rows every consumer of their channel acknowledged (or of channels without consumers) are deleted once older; unacknowledged rows stay.",
@@ -1252,8 +1258,16 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 		if (XLogRecPtrIsInvalid(confirm) || act->applied_lsn < confirm)
 			confirm = act->applied_lsn;
 	}
+	/*
+	 * The worker commits asynchronously (worker.c): the slot may forget WAL
+	 * only once the commits that recorded these applied LSNs are flushed.
+	 * WAL is flushed in order, so the end of this process's last commit is
+	 * enough; the WAL writer gets there within wal_writer_delay, and a later
+	 * round confirms then.
+	 */
 	if (MyReplicationSlot && !XLogRecPtrIsInvalid(confirm) &&
-		confirm > MyReplicationSlot->data.confirmed_flush)
+		confirm > MyReplicationSlot->data.confirmed_flush &&
+		GetFlushRecPtr(NULL) >= XactLastCommitEnd)
 	{
 		LogicalConfirmReceivedLocation(confirm);
 		ReplicationSlotMarkDirty();

@@ -116,6 +116,7 @@ extern void worker_stop_database(Oid dboid);
 extern void worker_request_database(Oid dboid);
 extern void worker_request_database_at_end(Oid dboid);
 extern void worker_set_consumer_wake(bool on);
+extern int	se_wake_delay_max_ms;	/* decode.c */
 extern void worker_wake_consumer_at_commit(void);
 
 /* maintain.c: true while the extension itself moves rows between partitions */

@@ -49,6 +49,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -743,6 +744,14 @@ stream_events_worker_main(Datum main_arg)
 	 */
 	replorigin_session_origin = DoNotReplicateId;
 
+	/*
+	 * Its commits need not wait for the WAL flush: what the worker applies
+	 * is recomputed from the slot after a crash, and the slot is confirmed
+	 * only past flushed commits (decode.c, apply_batches).  A crash may lose
+	 * an apply that readers already saw; it is then applied again.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	loop_context = AllocSetContextCreate(TopMemoryContext, "stream_events worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
 
@@ -752,6 +761,8 @@ stream_events_worker_main(Datum main_arg)
 		bool		aggregates;
 		TimestampTz now;
 		long		timeout;
+		int			rc;
+		TimestampTz round_started;
 
 		if (ConfigReloadPending)
 		{
@@ -793,6 +804,7 @@ stream_events_worker_main(Datum main_arg)
 		}
 
 		/* continuous aggregates: decode and apply what was committed */
+		round_started = GetCurrentTimestamp();
 		if (installed)
 		{
 			MemoryContextSwitchTo(loop_context);
@@ -815,10 +827,34 @@ stream_events_worker_main(Datum main_arg)
 		timeout = next_maintain > now ? (long) ((next_maintain - now) / 1000) + 1 : 0;
 		if (aggregates && timeout > se_aggregate_poll_ms)
 			timeout = se_aggregate_poll_ms;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 timeout, PG_WAIT_EXTENSION);
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					   timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * Woken by a producer's commit (activations): a duty cycle.  The
+		 * worker rests ten times as long as its last round took, at most
+		 * stream_events.wake_delay_max, before the next one: a quiet stream
+		 * (short rounds) fires within a millisecond or so; a busy one is
+		 * batched into longer, rarer rounds, so the worker takes little of
+		 * a core from the producers.
+		 */
+		if ((rc & WL_LATCH_SET) && aggregates && se_wake_delay_max_ms > 0 &&
+			!ShutdownRequestPending)
+		{
+			TimestampTz woke = GetCurrentTimestamp();
+			long		rest = Min((long) se_wake_delay_max_ms * 1000,
+								   10 * (long) (now - round_started));
+			long		since = (long) (woke - now);
+
+			if (since < rest)
+			{
+				(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 Max(1, (rest - since) / 1000), PG_WAIT_EXTENSION);
+				CHECK_FOR_INTERRUPTS();
+			}
+		}
 	}
 	aggregates_shutdown();
 	proc_exit(0);
