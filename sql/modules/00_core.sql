@@ -16,3 +16,11 @@ CREATE FUNCTION stream.uuid_v7_time(uuid) RETURNS timestamptz
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION stream.uuid_v7_time(uuid) IS
     'The millisecond timestamp embedded in a version 7 UUID (NULL for other versions)';
+
+CREATE FUNCTION stream._search_path() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT string_agg(quote_ident(sp), ', ' ORDER BY o)
+    FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)
+$$;
+COMMENT ON FUNCTION stream._search_path() IS
+    'The caller''s effective search_path (without pg_catalog), quoted: what a definition''s names were resolved in, for the worker to resolve them again (internal)';

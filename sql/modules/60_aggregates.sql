@@ -254,8 +254,7 @@ BEGIN
     INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path,
                                        view_select, state_keys)
     VALUES (view_rel, state_rel, a.stream, current_user::regrole, query, a.query_tree,
-            (SELECT string_agg(quote_ident(sp), ', ' ORDER BY o)
-             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)),
+            stream._search_path(),
             sel, keys);
     PERFORM stream._aggregate_wake(false);
     RETURN view_rel;

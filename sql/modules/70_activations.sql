@@ -225,8 +225,7 @@ BEGIN
                                         delivery, owner, search_path, applied_lsn)
     VALUES (name, 'event', stream, condition, key, payload, ch, cooldown, delivery,
             current_user::regrole,
-            (SELECT string_agg(quote_ident(sp), ', ' ORDER BY o)
-             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)),
+            stream._search_path(),
             pg_catalog.pg_current_wal_insert_lsn());
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(stream);
@@ -271,8 +270,7 @@ BEGIN
                                         payload, channel, owner, search_path, applied_lsn)
     VALUES (name, 'absence', stream, started_by, cancelled_by, within, key, payload, ch,
             current_user::regrole,
-            (SELECT string_agg(quote_ident(sp), ', ' ORDER BY o)
-             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)),
+            stream._search_path(),
             pg_catalog.pg_current_wal_insert_lsn());
     PERFORM stream._aggregate_wake(false);
 END $$;
@@ -307,8 +305,7 @@ BEGIN
                                         owner, search_path)
     VALUES (name, 'threshold', def.stream, def.view, condition, payload, ch,
             current_user::regrole,
-            (SELECT string_agg(quote_ident(sp), ', ' ORDER BY o)
-             FROM unnest(current_schemas(false)) WITH ORDINALITY AS c(sp, o)));
+            stream._search_path());
     PERFORM stream._aggregate_wake(false);
 END $$;
 COMMENT ON FUNCTION stream.on_threshold(text, text, text, text, text) IS
