@@ -1259,11 +1259,13 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 			confirm = act->applied_lsn;
 	}
 	/*
-	 * The worker commits asynchronously (worker.c): the slot may forget WAL
-	 * only once the commits that recorded these applied LSNs are flushed.
-	 * WAL is flushed in order, so the end of this process's last commit is
-	 * enough; the WAL writer gets there within wal_writer_delay, and a later
-	 * round confirms then.
+	 * The slot may forget WAL only once the commits that recorded these
+	 * applied LSNs are flushed (they are, with synchronous_commit on; kept
+	 * for a server that sets it off for everyone).  WAL is flushed in
+	 * order, so the end of this process's last commit is enough.  (Stop 11
+	 * tried asynchronous commits in the worker: producer throughput rose a
+	 * little, but decoding then waited for the WAL writer, up to
+	 * wal_writer_delay, and absence timers fired up to 200 ms late.)
 	 */
 	if (MyReplicationSlot && !XLogRecPtrIsInvalid(confirm) &&
 		confirm > MyReplicationSlot->data.confirmed_flush &&

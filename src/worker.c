@@ -744,13 +744,6 @@ stream_events_worker_main(Datum main_arg)
 	 */
 	replorigin_session_origin = DoNotReplicateId;
 
-	/*
-	 * Its commits need not wait for the WAL flush: what the worker applies
-	 * is recomputed from the slot after a crash, and the slot is confirmed
-	 * only past flushed commits (decode.c, apply_batches).  A crash may lose
-	 * an apply that readers already saw; it is then applied again.
-	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	loop_context = AllocSetContextCreate(TopMemoryContext, "stream_events worker loop",
 										 ALLOCSET_DEFAULT_SIZES);

@@ -443,6 +443,12 @@ DECLARE
                               interval '7 days');
     n bigint;
 BEGIN
+    -- ids follow commit order, so the oldest id is about the oldest row:
+    -- nothing old enough, nothing to scan (the worker calls this every minute)
+    IF NOT EXISTS (SELECT 1 FROM (SELECT a.fired_at FROM stream.activations a ORDER BY a.id LIMIT 1) o
+                   WHERE o.fired_at < horizon) THEN
+        RETURN 0;
+    END IF;
     -- acknowledged by every consumer of its channel, or a channel nobody consumes
     WITH gone AS (
         DELETE FROM stream.activations a
@@ -451,7 +457,10 @@ BEGIN
                                 WHERE o.channel = a.channel), a.id)
         RETURNING a.id)
     SELECT count(*) INTO n FROM gone;
-    DELETE FROM stream.consumer_acks k WHERE NOT EXISTS (SELECT 1 FROM stream.activations a WHERE a.id = k.id);
+    IF n > 0 THEN
+        DELETE FROM stream.consumer_acks k
+        WHERE NOT EXISTS (SELECT 1 FROM stream.activations a WHERE a.id = k.id);
+    END IF;
     RETURN n;
 END $$;
 COMMENT ON FUNCTION stream.prune_activations(interval) IS
