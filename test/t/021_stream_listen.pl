@@ -354,7 +354,8 @@ SKIP:
 	ok(wait_until(undef, sub { acked('c4', 'bulk_ch') == $ids[-1] }, 30),
 		'acked_id == the highest id');
 	my $secs = time - $t0;
-	cmp_ok($secs, '<', 60, sprintf('10,000 activations in %.1f s', $secs));
+	# (speed is bench/activation.sh's business, not a test's)
+	note(sprintf('10,000 activations in %.1f s', $secs));
 	is(stop_client($c, 'TERM'), 0, 'exit 0');
 }
 
