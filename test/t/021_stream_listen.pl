@@ -472,7 +472,7 @@ SKIP:
 	ok(wait_listening($c), 'SIGINT: listening');
 	my $t0 = time;
 	is(stop_client($c, 'INT'), 0, 'SIGINT while idle: exit 0');
-	cmp_ok(time - $t0, '<', 3, '... promptly');
+	cmp_ok(time - $t0, '<', 20, '... promptly (not at the next 30 s idle check)');
 
 	# during a slow --exec: the row is finished and acknowledged first
 	my $started = "$dir/sig.started";
@@ -484,7 +484,7 @@ SKIP:
 	ok(wait_until(undef, sub { -e $started }, 30), 'the command started');
 	$t0 = time;
 	is(stop_client($s, 'INT'), 0, 'SIGINT during the command: exit 0');
-	cmp_ok(time - $t0, '<', 5, '... after the command');
+	cmp_ok(time - $t0, '<', 20, '... after the command, not at the next idle check');
 	my @db = channel_ids('sig_ch');
 	is(scalar(file_lines($f)), 1, 'the current row was finished');
 	is(acked('c7', 'sig_ch'), $db[-1], '... and acknowledged');
