@@ -45,7 +45,7 @@
 #define NOTIFY_PAYLOAD_MAX_LENGTH (BLCKSZ - NAMEDATALEN - 128)
 
 /* how many due timers one transaction fires */
-#define TIMERS_PER_TXN 5000
+#define TIMERS_PER_TXN 1000
 
 typedef enum ActOpKind
 {
