@@ -178,15 +178,12 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 		ExprContext *econtext = act->econtext;
 		Oid			save_userid;
 		int			save_sec;
-		bool		isnull;
-		Datum		d,
-					key,
-					v;
+		Datum		key;
 		bool		keynull;
 		char	   *payload;
-		Datum		event_id = (Datum) 0;
-		TimestampTz occurred_at = 0,
-					received_at = 0;
+		Datum		event_id;
+		TimestampTz occurred_at,
+					received_at;
 		int			nest;
 
 		ResetExprContext(econtext);
@@ -194,33 +191,14 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 		GetUserIdAndSecContext(&save_userid, &save_sec);
 		SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
-		d = ExecEvalExpr(act->cond, econtext, &isnull);
-		if (isnull || !DatumGetBool(d))
+		if (!act_eval_bool(act->cond, econtext))
 		{
 			SetUserIdAndSecContext(save_userid, save_sec);
 			continue;
 		}
 		key = ExecEvalExpr(act->key, econtext, &keynull);
-		if (act->payload)
-		{
-			v = ExecEvalExpr(act->payload, econtext, &isnull);
-			payload = isnull ? "null" : TextDatumGetCString(v);
-		}
-		else
-		{
-			slot_getallattrs(row);
-			payload = TextDatumGetCString(DirectFunctionCall1(row_to_json,
-															  ExecFetchSlotHeapTupleDatum(row)));
-		}
-		v = slot_getattr(row, ENV_EVENT_ID + 1, &isnull);
-		if (!isnull)
-			event_id = v;
-		v = slot_getattr(row, ENV_OCCURRED_AT + 1, &isnull);
-		if (!isnull)
-			occurred_at = DatumGetTimestampTz(v);
-		v = slot_getattr(row, ENV_RECEIVED_AT + 1, &isnull);
-		if (!isnull)
-			received_at = DatumGetTimestampTz(v);
+		payload = act_event_payload(act, row);
+		act_event_envelope(row, &event_id, &occurred_at, &received_at);
 
 		/*
 		 * The outbox is written as the extension's owner (producers may not
@@ -229,9 +207,7 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 		 */
 		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
-		nest = NewGUCNestLevel();
-		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		nest = act_push_search_path("pg_catalog, pg_temp");
 		if (!connected)
 		{
 			SPI_connect();

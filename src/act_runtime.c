@@ -78,6 +78,18 @@ static SPIPlanPtr due_plan = NULL;
 /* earliest open deadline: 0 = unknown (ask the table), DT_NOEND = none */
 static TimestampTz next_due = 0;
 
+/*
+ * NOTIFY channel with an outbox row as JSON, or {"id": n, "truncated": true}
+ * when that exceeds the NOTIFY limit (the client reads the row by id).
+ */
+static void
+notify_row(const char *channel, int64 id, const char *json)
+{
+	if (strlen(json) >= NOTIFY_PAYLOAD_MAX_LENGTH)
+		json = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
+	Async_Notify(channel, json);
+}
+
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *types)
 {
@@ -90,6 +102,22 @@ keep_plan(const char *sql, int nargs, Oid *types)
 }
 
 /* ---------- compiling ---------- */
+
+/*
+ * Sets search_path (when not NULL) in a new GUC nest level, which the
+ * caller ends with AtEOXact_GUC(true, level): the schemas a definition's
+ * names were resolved in, or a path user objects cannot shadow.
+ */
+int
+act_push_search_path(const char *search_path)
+{
+	int			level = NewGUCNestLevel();
+
+	if (search_path)
+		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
 
 /*
  * Compiles one definition into CurrentMemoryContext; needs a transaction.
@@ -125,10 +153,7 @@ act_compile(int32 act_id, const char *name, ActKind kind, Oid rel, Oid owner,
 	else
 		act->stream = rel;
 
-	nest = NewGUCNestLevel();
-	if (search_path)
-		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+	nest = act_push_search_path(search_path);
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	activation_analyze(rel, condition, kind == ACT_THRESHOLD ? NULL : key, payload,
@@ -210,64 +235,76 @@ act_load_batched(void)
 	return acts;
 }
 
-/* ---------- matching decoded events ---------- */
+/* ---------- evaluating an event (worker and immediate trigger) ---------- */
 
-static ActOp *
-queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, Datum key, bool keynull,
-		 bool with_payload)
-{
-	ActOp	   *o;
-	Datum		v;
-	bool		isnull;
-	char	   *payload = NULL;
-
-	if (with_payload)
-	{
-		if (act->payload)
-		{
-			v = ExecEvalExpr(act->payload, act->econtext, &isnull);
-			payload = isnull ? "null" : TextDatumGetCString(v);
-		}
-		else
-		{
-			slot_getallattrs(row);
-			payload = TextDatumGetCString(DirectFunctionCall1(row_to_json,
-															  ExecFetchSlotHeapTupleDatum(row)));
-		}
-	}
-	o = MemoryContextAllocZero(fire_cxt, sizeof(ActOp));
-	o->op = op;
-	o->act = act;
-	o->key = keynull ? NULL : MemoryContextStrdup(fire_cxt, TextDatumGetCString(key));
-	o->payload = payload ? MemoryContextStrdup(fire_cxt, payload) : NULL;
-	v = slot_getattr(row, ENV_EVENT_ID + 1, &isnull);
-	if (!isnull)
-	{
-		MemoryContext old = MemoryContextSwitchTo(fire_cxt);
-
-		o->event_id = datumCopy(v, false, UUID_LEN);
-		MemoryContextSwitchTo(old);
-	}
-	v = slot_getattr(row, ENV_OCCURRED_AT + 1, &isnull);
-	o->occurred_at = isnull ? 0 : DatumGetTimestampTz(v);
-	v = slot_getattr(row, ENV_RECEIVED_AT + 1, &isnull);
-	o->received_at = isnull ? 0 : DatumGetTimestampTz(v);
-	{
-		MemoryContext old = MemoryContextSwitchTo(fire_cxt);
-
-		queue = lappend(queue, o);
-		MemoryContextSwitchTo(old);
-	}
-	return o;
-}
-
-static bool
-eval_bool(ExprState *expr, ExprContext *econtext)
+bool
+act_eval_bool(ExprState *expr, ExprContext *econtext)
 {
 	bool		isnull;
 	Datum		d = ExecEvalExpr(expr, econtext, &isnull);
 
 	return !isnull && DatumGetBool(d);
+}
+
+/*
+ * The payload of a firing: the activation's payload expression over the
+ * event (act->econtext holds the row), or the event as JSON.  In
+ * CurrentMemoryContext.
+ */
+char *
+act_event_payload(ActRuntime *act, TupleTableSlot *row)
+{
+	Datum		v;
+	bool		isnull;
+
+	if (act->payload)
+	{
+		v = ExecEvalExpr(act->payload, act->econtext, &isnull);
+		return isnull ? "null" : TextDatumGetCString(v);
+	}
+	slot_getallattrs(row);
+	return TextDatumGetCString(DirectFunctionCall1(row_to_json,
+												   ExecFetchSlotHeapTupleDatum(row)));
+}
+
+/* The envelope fields an outbox row keeps (0 for NULL); event_id by reference. */
+void
+act_event_envelope(TupleTableSlot *row, Datum *event_id, TimestampTz *occurred_at,
+				   TimestampTz *received_at)
+{
+	Datum		v;
+	bool		isnull;
+
+	v = slot_getattr(row, ENV_EVENT_ID + 1, &isnull);
+	*event_id = isnull ? (Datum) 0 : v;
+	v = slot_getattr(row, ENV_OCCURRED_AT + 1, &isnull);
+	*occurred_at = isnull ? 0 : DatumGetTimestampTz(v);
+	v = slot_getattr(row, ENV_RECEIVED_AT + 1, &isnull);
+	*received_at = isnull ? 0 : DatumGetTimestampTz(v);
+}
+
+/* ---------- matching decoded events ---------- */
+
+static void
+queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, Datum key, bool keynull,
+		 bool with_payload)
+{
+	char	   *payload = with_payload ? act_event_payload(act, row) : NULL;
+	Datum		event_id;
+	MemoryContext old;
+	ActOp	   *o;
+
+	old = MemoryContextSwitchTo(fire_cxt);
+	o = palloc0(sizeof(ActOp));
+	o->op = op;
+	o->act = act;
+	o->key = keynull ? NULL : TextDatumGetCString(key);
+	o->payload = payload ? pstrdup(payload) : NULL;
+	act_event_envelope(row, &event_id, &o->occurred_at, &o->received_at);
+	if (event_id)
+		o->event_id = datumCopy(event_id, false, UUID_LEN);
+	queue = lappend(queue, o);
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -298,7 +335,7 @@ act_match(ActRuntime *act, TupleTableSlot *row)
 						   SECURITY_RESTRICTED_OPERATION);
 	if (act->kind == ACT_EVENT)
 	{
-		if (eval_bool(act->cond, econtext))
+		if (act_eval_bool(act->cond, econtext))
 		{
 			key = ExecEvalExpr(act->key, econtext, &keynull);
 			queue_op(OP_FIRE, act, row, key, keynull, true);
@@ -307,8 +344,8 @@ act_match(ActRuntime *act, TupleTableSlot *row)
 	}
 	else if (act->kind == ACT_ABSENCE)
 	{
-		bool		cancels = eval_bool(act->cancel, econtext);
-		bool		starts = eval_bool(act->cond, econtext);
+		bool		cancels = act_eval_bool(act->cancel, econtext);
+		bool		starts = act_eval_bool(act->cond, econtext);
 
 		if (cancels || starts)
 		{
@@ -378,7 +415,6 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	char		nulls[8] = "        ";
 	bool		isnull;
 	int64		id;
-	char	   *msg;
 
 	/*
 	 * The lock NOTIFY takes at commit (async.c, PreCommit_Notify), taken now
@@ -424,10 +460,7 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	if (SPI_processed == 0)
 		return 0;				/* cooldown */
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	msg = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	if (strlen(msg) >= NOTIFY_PAYLOAD_MAX_LENGTH)
-		msg = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
-	Async_Notify(channel, msg);
+	notify_row(channel, id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
 	SPI_freetuptable(SPI_tuptable);
 	return id;
 }
@@ -622,10 +655,6 @@ act_fire_due_timers(TimestampTz horizon)
 {
 	bool		more = true;
 
-	if (due_plan == NULL)
-	{
-		/* prepared in the first transaction below */
-	}
 	while (more)
 	{
 		Datum		args[1];
@@ -668,13 +697,9 @@ act_fire_due_timers(TimestampTz horizon)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			char	   *channel = SPI_getvalue(tup, desc, 2);
-			char	   *msg = SPI_getvalue(tup, desc, 3);
-
-			if (strlen(msg) >= NOTIFY_PAYLOAD_MAX_LENGTH)
-				msg = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
-			Async_Notify(channel, msg);
+			notify_row(SPI_getvalue(tup, desc, 2),
+					   DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+					   SPI_getvalue(tup, desc, 3));
 		}
 		more = (n >= TIMERS_PER_TXN);
 		if (!more)

@@ -55,11 +55,18 @@ extern void activation_analyze(Oid rel, const char *condition, const char *key,
 							   Node **key_expr, Node **payload_expr);
 
 /* act_runtime.c: loading (in a transaction with SPI, into CurrentMemoryContext) */
+extern int	act_push_search_path(const char *search_path);
 extern List *act_load_batched(void);
 extern ActRuntime *act_compile(int32 act_id, const char *name, ActKind kind, Oid rel,
 							   Oid owner, const char *condition, const char *cancelled_by,
 							   const char *key, const char *payload,
 							   const char *channel, const char *search_path);
+
+/* evaluating an event whose row act->econtext holds (worker, immediate trigger) */
+extern bool act_eval_bool(ExprState *expr, ExprContext *econtext);
+extern char *act_event_payload(ActRuntime *act, TupleTableSlot *row);
+extern void act_event_envelope(TupleTableSlot *row, Datum *event_id,
+							   TimestampTz *occurred_at, TimestampTz *received_at);
 
 /* matching decoded events; returns the number of queued operations */
 extern int	act_match(ActRuntime *act, TupleTableSlot *row);

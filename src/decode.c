@@ -520,10 +520,7 @@ init_threshold(AggRuntime *rt, ActRuntime *act)
 	sql = psprintf("SELECT g FROM (SELECT pg_catalog.jsonb_build_array(%s)::pg_catalog.text AS g, "
 				   "(SELECT coalesce((\n%s\n), false) FROM (SELECT %s) v) AS holds FROM %s) s "
 				   "WHERE holds", rt->state_keys, act->condition, rt->view_select, state);
-	nest = NewGUCNestLevel();
-	if (act->search_path)
-		(void) set_config_option("search_path", act->search_path, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+	nest = act_push_search_path(act->search_path);
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
@@ -602,14 +599,10 @@ load_definitions(const char *signature)
 	}
 	old = MemoryContextSwitchTo(defs_cxt);
 	acts = act_load_batched();
-	have_absence = false;
-	worker_set_consumer_wake(false);
 	foreach(lc, acts)
 	{
 		ActRuntime *act = lfirst(lc);
 
-		if (act->kind != ACT_THRESHOLD)
-			worker_set_consumer_wake(true);
 		if (act->kind == ACT_THRESHOLD)
 		{
 			ListCell   *lc2;
@@ -633,6 +626,8 @@ load_definitions(const char *signature)
 			feed_for(act->stream)->acts = lappend(feed_for(act->stream)->acts, act);
 			if (act->kind == ACT_ABSENCE)
 				have_absence = true;
+			/* event activations fire at once when producers wake us */
+			worker_set_consumer_wake(true);
 		}
 	}
 	MemoryContextSwitchTo(old);
@@ -1006,7 +1001,10 @@ prepare_upsert(AggRuntime *rt, bool with_thresholds)
 			appendStringInfo(&wrap, ", coalesce((\n%s\n), false)", act->condition);
 		}
 		appendStringInfo(&wrap, " FROM (SELECT %s FROM s) v", rt->view_select);
-		/* the conditions were analysed in the first threshold's search_path */
+		/*
+		 * The conditions were analysed in the first threshold's search_path
+		 * (the caller, upsert_groups, opened the GUC nest level).
+		 */
 		if (first->search_path)
 			(void) set_config_option("search_path", first->search_path, PGC_USERSET,
 									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
