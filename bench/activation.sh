@@ -79,10 +79,10 @@ if [ "$BUILD" = 1 ]; then
     scripts/setup.sh
 fi
 . scripts/lib.sh
+. bench/lib.sh
+MEDIAN_FORMAT=%.1f
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { echo "bench: $*" >&2; exit 1; }
-want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 bench_build
 PATH="$PGBIN:$PATH"
@@ -131,16 +131,6 @@ SQL
 CONNINFO="host=$WORK port=$PORT user=postgres dbname=bench"
 DRIVER=(python3 "$REPO/bench/activation_driver.py")
 
-sql() { "${PSQL[@]}" -At -c "$1"; }
-now_s() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "nan" || b == "nan") print "nan"; else printf "%.3f", a / b }'; }
-minimum() { printf '%s\n' "$@" | sort -g | head -1; }
-maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
-spread() { awk -v a="$(minimum "$@")" -v b="$(maximum "$@")" 'BEGIN { printf "%.0f", 100 * (b - a) / a }'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a <= b) }'; }
-ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a >= b) }'; }
 field() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }   # field NAME "a=1 b=2"
 out() { echo "$*" | tee -a "$RESULTS" >&2; }
 

@@ -58,10 +58,9 @@ if [ "$BUILD" = 1 ]; then
     scripts/setup.sh
 fi
 . scripts/lib.sh
+. bench/lib.sh
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { echo "bench: $*" >&2; exit 1; }
-want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 bench_build
 PATH="$PGBIN:$PATH"
@@ -98,12 +97,6 @@ PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -U postgres)
 PSQL+=(-d bench)
 "${PSQL[@]}" -c "CREATE EXTENSION stream_events"
 
-sql() { "${PSQL[@]}" -At -c "$1"; }
-now_s() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 out() { echo "$*" | tee -a "$RESULTS"; }
 
 COLS="event_id, event_name, occurred_at, user_id, anonymous_id, session_id, properties, context"

@@ -60,9 +60,9 @@ if [ "$BUILD" = 1 ]; then
     scripts/setup.sh
 fi
 . scripts/lib.sh
+. bench/lib.sh
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { echo "bench: $*" >&2; exit 1; }
 
 bench_build
 command -v pgbench >/dev/null || PATH="$PGBIN:$PATH"
@@ -100,15 +100,6 @@ PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -U postgres)
 PSQL+=(-d bench)
 "${PSQL[@]}" -c "CREATE EXTENSION stream_events"
 
-sql() { "${PSQL[@]}" -At -c "$1"; }
-now_s() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-minimum() { printf '%s\n' "$@" | sort -g | head -1; }
-maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
-# (max - min) / min of the repetitions, in percent
-spread() { awk -v a="$(minimum "$@")" -v b="$(maximum "$@")" 'BEGIN { printf "%.0f", 100 * (b - a) / a }'; }
 NOISE=10
 verdict() { awk -v r="$1" -v t="$TARGET" 'BEGIN { print (r >= t) ? "ok" : "MISSED" }'; }
 

@@ -33,9 +33,10 @@ if [ "$BUILD" = 1 ]; then
     scripts/setup.sh
 fi
 . scripts/lib.sh
+. bench/lib.sh
+MEDIAN_FORMAT=%.1f
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { echo "bench: $*" >&2; exit 1; }
 
 bench_build
 
@@ -155,9 +156,7 @@ SQL
     echo "$ms $count"
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rate() { awk -v n="$ROWS" -v ms="$1" 'BEGIN { printf "%.0f", n / (ms / 1000) }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
 log "warm-up"
 timed floor >/dev/null
