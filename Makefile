@@ -2,15 +2,23 @@
 # points (see README.md); both install missing packages first.
 
 EXTENSION  = stream_events
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = stream_events
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-# The install script is assembled from one piece per module (sql/modules/).
+# The install script of the current version is assembled from one piece per
+# module (sql/modules/).  Released versions are frozen: their install scripts
+# (sql/stream_events--0.1.0.sql, ...) are committed as they shipped and never
+# edited; each later version comes with an upgrade script
+# sql/stream_events--A--B.sql from the one before (test/t/040_upgrade.pl checks
+# that upgrading and a fresh install give the same objects).  To release the
+# current version: bump EXTVERSION (and default_version in the control file),
+# `git add -f` the generated script of the old version, list the new generated
+# file in .gitignore, and start the next upgrade script.
 MODULE_SQL = $(sort $(wildcard sql/modules/*.sql))
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*--*.sql))
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 # pg_regress suites: every sql/*.sql that is not an install/upgrade script.
 REGRESS = $(sort $(filter-out $(EXTENSION)--%,$(notdir $(basename $(wildcard sql/*.sql)))))
