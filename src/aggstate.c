@@ -15,18 +15,25 @@
  * come from a table are copied before a function may modify them in place.
  * States of type internal are stored serialised (bytea) with serialfn and
  * read back with deserialfn.
+ *
+ * stream.combine_states and stream.finalize_state take their states from
+ * the caller, so they check who may feed which aggregate (state_fn_allowed).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "catalog/pg_aggregate.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_agg.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/expandeddatum.h"
@@ -402,6 +409,94 @@ aggfunc_finalize(AggFuncInfo *info, AggTransValue *tv, MemoryContext aggcontext,
 
 /* ---------- SQL functions ---------- */
 
+/* built into PostgreSQL: created by initdb, in pg_catalog */
+static bool
+builtin_function(Oid fnoid)
+{
+	return !OidIsValid(fnoid) ||
+		(fnoid < FirstNormalObjectId &&
+		 get_func_namespace(fnoid) == PG_CATALOG_NAMESPACE);
+}
+
+/*
+ * Who may feed states to which aggregate.
+ *
+ * A state passed to stream.combine_states or stream.finalize_state is any
+ * value of the state type the caller likes, not one the aggregate built: a
+ * deserialisation function then reads arbitrary bytes, a combine function
+ * merges a state it never produced.  PostgreSQL's own support functions
+ * (built in: OID below FirstNormalObjectId, in pg_catalog) check what they
+ * read (pq_getmsg* bounds, array shapes, numeric digits) and raise errors.
+ * Those of other aggregates may trust their input: a C deserialiser written
+ * for the states only its own aggregate produces can read past the end of
+ * a forged one.  So an aggregate whose combine, serialisation or
+ * deserialisation function is not built in is accepted only from a role
+ * that owns the aggregate (it answers for its functions) or a superuser;
+ * anyone else gets 42501.  As in nodeAgg.c, the caller needs EXECUTE on
+ * the aggregate and the aggregate's owner EXECUTE on its support
+ * functions.  The state's type is checked by the caller (cached_aggfunc).
+ */
+static void
+state_fn_allowed(Oid aggfnoid)
+{
+	HeapTuple	aggTuple;
+	HeapTuple	procTuple;
+	Form_pg_aggregate aggform;
+	Oid			aggowner;
+	Oid			fns[4];
+	AclResult	aclresult;
+
+	aclresult = pg_proc_aclcheck(aggfnoid, GetUserId(), ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_AGGREGATE, get_func_name(aggfnoid));
+
+	aggTuple = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(aggfnoid));
+	if (!HeapTupleIsValid(aggTuple))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("function %s is not an aggregate function",
+						format_procedure(aggfnoid)),
+				 errhint("Pass an aggregate function such as pg_catalog.sum(numeric).")));
+	aggform = (Form_pg_aggregate) GETSTRUCT(aggTuple);
+	fns[0] = aggform->aggcombinefn;
+	fns[1] = aggform->aggserialfn;
+	fns[2] = aggform->aggdeserialfn;
+	fns[3] = aggform->aggfinalfn;
+	ReleaseSysCache(aggTuple);
+
+	procTuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(aggfnoid));
+	if (!HeapTupleIsValid(procTuple))
+		elog(ERROR, "cache lookup failed for function %u", aggfnoid);
+	aggowner = ((Form_pg_proc) GETSTRUCT(procTuple))->proowner;
+	ReleaseSysCache(procTuple);
+
+	for (int i = 0; i < 3; i++)
+	{
+		if (builtin_function(fns[i]) || superuser() ||
+			pg_proc_ownercheck(aggfnoid, GetUserId()))
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to pass partial states to aggregate %s",
+						format_procedure(aggfnoid)),
+				 errdetail("Its %s function %s is not built into PostgreSQL, and only the aggregate's owner (%s) or a superuser may hand it states that did not come from the aggregate itself.",
+						   i == 0 ? "combine" : i == 1 ? "serialization" : "deserialization",
+						   format_procedure(fns[i]), GetUserNameFromId(aggowner, false)),
+				 errhint("Read the continuous aggregate through its view as a role that owns %s, or define the continuous aggregate with built-in aggregates.",
+						 format_procedure(aggfnoid))));
+	}
+
+	/* the aggregate's owner must be able to call what it is made of */
+	for (int i = 0; i < 4; i++)
+	{
+		if (!OidIsValid(fns[i]))
+			continue;
+		aclresult = pg_proc_aclcheck(fns[i], aggowner, ACL_EXECUTE);
+		if (aclresult != ACLCHECK_OK)
+			aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fns[i]));
+	}
+}
+
 typedef struct StateFnCache
 {
 	Oid			aggfnoid;
@@ -425,6 +520,8 @@ cached_aggfunc(FunctionCallInfo fcinfo, Oid aggfnoid, Oid statetype)
 
 	if (cache && cache->aggfnoid == aggfnoid && cache->argtype == statetype)
 		return cache->info;
+
+	state_fn_allowed(aggfnoid);
 
 	procTuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(aggfnoid));
 	if (!HeapTupleIsValid(procTuple))

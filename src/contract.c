@@ -4,8 +4,8 @@
  *	  compiles the latest contract version of each event name of a stream,
  *	  checks an event (from the insert trigger, or stream.check_event), and
  *	  carries out the policy: reject with SQLSTATE 23514, or quarantine into
- *	  <stream>_quarantine.  The contract catalog and the compatibility rules
- *	  are SQL (sql/modules/40_contracts.sql).
+ *	  <stream>_quarantine (as the stream's owner).  The contract catalog and
+ *	  the compatibility rules are SQL (sql/modules/40_contracts.sql).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "jsonschema.h"
+#include "owner.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_check_event);
@@ -58,10 +59,11 @@ contract_cmp(const void *a, const void *b)
 }
 
 /*
- * The latest version of every contract of a stream, compiled into context.
+ * The latest version of every contract of a stream, compiled into context
+ * with the stream's format_assertion (never the session's setting).
  */
 ContractSet *
-contract_load(int32 stream_id, MemoryContext context)
+contract_load(int32 stream_id, MemoryContext context, bool format_assertion)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(stream_id)};
@@ -90,7 +92,7 @@ contract_load(int32 stream_id, MemoryContext context)
 		set->contracts[i].event_name = MemoryContextStrdup(context, SPI_getvalue(tup, desc, 1));
 		set->contracts[i].version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 		old = MemoryContextSwitchTo(context);
-		set->contracts[i].schema = jsonschema_compile(schema, uri);
+		set->contracts[i].schema = jsonschema_compile_opts(schema, uri, format_assertion);
 		MemoryContextSwitchTo(old);
 	}
 	qsort(set->contracts, set->n, sizeof(Contract), contract_cmp);
@@ -295,11 +297,22 @@ contract_reject(StreamInfo *info, Datum *values, CheckResult result, int version
 					 stream)));
 }
 
-/* Stores a refused event in the stream's quarantine table. */
+/*
+ * Stores a refused event in the stream's quarantine table, as the stream's
+ * owner: a producer needs INSERT on the stream only, not on
+ * <stream>_quarantine (the owner decides who reads it).  The INSERT runs in
+ * an owner scope (owner.h), so triggers or rules the owner put on the
+ * quarantine table run with the owner's rights, restricted, never the
+ * producer's (who may be a superuser), and a producer's temporary objects
+ * cannot capture the names.  Nothing of the producer's reaches the
+ * statement but the event's values, as parameters.
+ */
 void
 contract_quarantine(StreamInfo *info, Datum *values, bool *nulls, int version,
 					Jsonb *errors)
 {
+	OwnerScope	scope;
+	Oid			nsp;
 	Datum		args[11];
 	char		argnulls[11];
 	Oid			argtypes[11] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID,
@@ -322,15 +335,25 @@ contract_quarantine(StreamInfo *info, Datum *values, bool *nulls, int version,
 	args[10] = Int32GetDatum(version);
 	argnulls[10] = version > 0 ? ' ' : 'n';
 
+	nsp = get_rel_namespace(info->quarantine_relid);
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the quarantine table of stream \"%s\" does not exist",
+						get_rel_name(info->stream_relid)),
+				 errhint("Recreate it with the columns of stream.create_stream's <stream>_quarantine, or set on_violation => 'reject'.")));
 	sql = psprintf("INSERT INTO %s (event_id, event_name, occurred_at, received_at, user_id, "
 				   "anonymous_id, session_id, properties, context, errors, contract_version) "
 				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-				   DatumGetCString(DirectFunctionCall1(regclassout,
-													   ObjectIdGetDatum(info->quarantine_relid))));
+				   quote_qualified_identifier(get_namespace_name(nsp),
+											  get_rel_name(info->quarantine_relid)));
+	/* an error leaves the scope through the (sub)transaction's abort */
+	owner_enter(&scope, owner_of_relation(info->stream_relid), NULL);
 	SPI_connect();
 	if (SPI_execute_with_args(sql, 11, argtypes, args, argnulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not quarantine an event of stream %s", get_rel_name(info->stream_relid));
 	SPI_finish();
+	owner_exit(&scope);
 }
 
 /*

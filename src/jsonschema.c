@@ -72,10 +72,12 @@ jsonschema_init(void)
 	DefineCustomBoolVariable("stream_events.format_assertion",
 							 "Makes the JSON Schema \"format\" keyword an assertion.",
 							 "When off, \"format\" is an annotation, as draft 2020-12 specifies by default; "
-							 "a schema whose meta-schema requires the format-assertion vocabulary asserts it anyway.",
+							 "a schema whose meta-schema requires the format-assertion vocabulary asserts it anyway. "
+							 "The server-wide default of contracts (superuser only, so a producer's SET cannot weaken one); "
+							 "per stream, stream.set_policy(format_assertion => ...).",
 							 &jsonschema_format_assertion,
 							 false,
-							 PGC_USERSET,
+							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("stream_events.max_schema_cache",
@@ -251,7 +253,7 @@ jsonschema_cached(Jsonb *schema)
 	}
 
 	/* miss: compile (an error leaves the cache as it was) */
-	compiled = jsonschema_compile_internal(schema, NULL, cache_cxt);
+	compiled = jsonschema_compile_internal(schema, NULL, cache_cxt, fa);
 
 	while (cache_count >= jsonschema_max_cache_entries)
 		cache_evict_one();
@@ -290,7 +292,21 @@ JsonSchema *
 jsonschema_compile(Jsonb *schema, const char *base_uri)
 {
 	jsonschema_init();
-	return jsonschema_compile_internal(schema, base_uri, CurrentMemoryContext);
+	return jsonschema_compile_internal(schema, base_uri, CurrentMemoryContext,
+									   jsonschema_format_assertion);
+}
+
+/*
+ * As jsonschema_compile, with "format" asserted or not as the caller says
+ * instead of the session's stream_events.format_assertion: contracts are
+ * compiled with their stream's setting, never the producer's.
+ */
+JsonSchema *
+jsonschema_compile_opts(Jsonb *schema, const char *base_uri, bool format_assertion)
+{
+	jsonschema_init();
+	return jsonschema_compile_internal(schema, base_uri, CurrentMemoryContext,
+									   format_assertion);
 }
 
 void

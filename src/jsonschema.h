@@ -48,6 +48,10 @@ extern void jsonschema_init(void);
 /* Compiles a schema; base_uri may be NULL (a schema without $id). */
 extern JsonSchema *jsonschema_compile(Jsonb *schema, const char *base_uri);
 
+/* The same, asserting "format" or not regardless of the GUC. */
+extern JsonSchema *jsonschema_compile_opts(Jsonb *schema, const char *base_uri,
+										   bool format_assertion);
+
 /* Frees a schema returned by jsonschema_compile(). */
 extern void jsonschema_free(JsonSchema *schema);
 

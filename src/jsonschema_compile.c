@@ -537,7 +537,8 @@ free_regexes(void *arg)
 }
 
 JsonSchema *
-jsonschema_compile_internal(Jsonb *jb, const char *base_uri, MemoryContext parent)
+jsonschema_compile_internal(Jsonb *jb, const char *base_uri, MemoryContext parent,
+							bool format_assertion)
 {
 	MemoryContext cxt;
 	MemoryContext tmp;
@@ -548,7 +549,7 @@ jsonschema_compile_internal(Jsonb *jb, const char *base_uri, MemoryContext paren
 	cxt = AllocSetContextCreate(parent, "json schema", ALLOCSET_SMALL_SIZES);
 	schema = MemoryContextAllocZero(cxt, sizeof(JsonSchema));
 	schema->cxt = cxt;
-	schema->format_assertion = jsonschema_format_assertion;
+	schema->format_assertion = format_assertion;
 	cb = MemoryContextAllocZero(cxt, sizeof(MemoryContextCallback));
 	cb->func = free_regexes;
 	cb->arg = schema;

@@ -286,7 +286,8 @@ extern bool js_is_schema_value(JsonbValue *v);
 /* jsonschema_compile.c */
 extern JsonSchema *jsonschema_compile_internal(Jsonb *schema,
 											   const char *base_uri,
-											   MemoryContext parent);
+											   MemoryContext parent,
+											   bool format_assertion);
 extern JsObjectKeywords *js_object_kw(JsCompiler *c, JsNode *node);
 extern JsArrayKeywords *js_array_kw(JsCompiler *c, JsNode *node);
 extern JsRegex *js_compile_regex(JsCompiler *c, JsLoc *loc, const char *where_kw,

@@ -6,32 +6,50 @@
  *	  (creation ahead, retention, dedup pruning) is SQL in stream.maintain().
  *
  * A move is a DELETE from the default partition and an INSERT into the new
- * table in one transaction.  The append-only trigger lets the DELETE through
- * only while se_maintenance_in_progress is set here, and the transaction is
- * marked with a transactional logical message (prefix "stream_events",
- * content "move") so that the decoding consumer skips it: moved events were
- * already counted when they arrived.
+ * table in one statement.  The append-only trigger lets the DELETE through
+ * only for the default partition being moved from, while a move runs
+ * (se_maintenance_source).
+ *
+ * Who runs it: the stream's owner, in an owner scope (owner.h), whoever
+ * called.  The DELETE fires the owner's row triggers and evaluates the
+ * owner's index expressions; a superuser running stream.maintain() (or the
+ * worker) must not run them with its own rights (CVE-2022-1552's class).
+ *
+ * Exactly once: moved events were counted by the decoding consumer when
+ * they arrived.  The WAL records of the move are tagged with the
+ * extension's private replication origin (origin.h), which the consumer
+ * skips change by change.  Only the moved rows are tagged, nothing else in
+ * the transaction, and no producer can set an origin (that takes superuser
+ * rights) — unlike the logical message "move" this replaces, which any role
+ * could emit to hide its own later inserts.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "access/xlog.h"
+#include "catalog/partition.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "replication/message.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "origin.h"
+#include "owner.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_move_rows);
 
-bool		se_maintenance_in_progress = false;
+Oid			se_maintenance_source = InvalidOid;
 
-#define MOVE_MESSAGE_PREFIX "stream_events"
+/* schema-qualified always: the owner scope has its own search_path */
+static char *
+qualified_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
 
 Datum
 stream_move_rows(PG_FUNCTION_ARGS)
@@ -43,23 +61,37 @@ stream_move_rows(PG_FUNCTION_ARGS)
 	Oid			argtypes[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Datum		args[2] = {TimestampTzGetDatum(lower), TimestampTzGetDatum(upper)};
 	char	   *sql;
-	uint64		moved = 0;
+	volatile uint64 moved = 0;
+	Oid			stream;
+	Oid			saved_source = se_maintenance_source;
+	OwnerScope	scope;
+	OriginTag	tag;
 
+	/* the caller's own right to move: it owns both tables */
 	if (!pg_class_ownercheck(source, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(source));
 	if (!pg_class_ownercheck(target, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(target));
+	stream = get_partition_parent(source, true);
+	if (!OidIsValid(stream))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a partition of a stream", get_rel_name(source)),
+				 errhint("stream._move_rows moves events out of a stream's default partition; stream.maintain() calls it.")));
 
 	sql = psprintf("WITH moved AS (DELETE FROM %s WHERE occurred_at >= $1 AND occurred_at < $2 "
 				   "RETURNING *) INSERT INTO %s SELECT * FROM moved",
-				   DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(source))),
-				   DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(target))));
+				   qualified_name(source), qualified_name(target));
 
-	if (XLogLogicalInfoActive())
-		LogLogicalMessage(MOVE_MESSAGE_PREFIX, "move", 4, true);
-
+	/*
+	 * Everything between owner_enter and owner_exit (analysis, planning,
+	 * triggers, execution) runs as the stream's owner, restricted; the tag
+	 * covers exactly the records the statement writes.
+	 */
+	owner_enter(&scope, owner_of_relation(stream), NULL);
 	SPI_connect();
-	se_maintenance_in_progress = true;
+	origin_tag_begin(&tag);
+	se_maintenance_source = source;
 	PG_TRY();
 	{
 		if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
@@ -68,10 +100,12 @@ stream_move_rows(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		se_maintenance_in_progress = false;
+		se_maintenance_source = saved_source;
+		origin_tag_end(&tag);
 	}
 	PG_END_TRY();
 	SPI_finish();
+	owner_exit(&scope);
 
 	PG_RETURN_INT64((int64) moved);
 }

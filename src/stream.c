@@ -4,6 +4,14 @@
  *	  (server-set received_at, envelope checks, dedup, counters), the
  *	  append-only trigger, and the per-backend cache of stream options,
  *	  invalidated through relcache callbacks.
+ *
+ * The catalog (stream.streams, stream.contracts, stream.schemas) is read as
+ * the extension's owner, inside an owner scope (owner.h): a producer needs
+ * INSERT on the stream and nothing else, whatever the catalogs' row level
+ * security shows it, and the fixed queries run no user code.  Enforcement
+ * options are the stream's (max_future, format_assertion), else the
+ * server-wide defaults, which only a superuser sets: a producer's session
+ * settings never weaken them.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,6 +35,8 @@
 #include "utils/uuid.h"
 #include "access/xact.h"
 
+#include "jsonschema.h"
+#include "owner.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_ingest_trigger);
@@ -93,13 +103,22 @@ stream_read_catalog(Oid stream_relid, StreamInfo *info)
 	Datum		args[1] = {ObjectIdGetDatum(stream_relid)};
 	bool		found = false;
 	int			ret;
+	OwnerScope	scope;
 
+	/*
+	 * As the extension's owner (see the top of the file); an error leaves
+	 * the scope through the (sub)transaction's abort.  format_assertion is
+	 * read through to_jsonb so that a catalog without the column (before
+	 * the upgrade that adds it) reads as NULL: the server default.
+	 */
+	owner_enter(&scope, owner_of_extension(), NULL);
 	SPI_connect();
 	ret = SPI_execute_with_args("SELECT stream_id, dedup_window IS NOT NULL, on_violation, "
 								"on_unplanned, event_name_pattern, require_identity, "
 								"extract(epoch FROM max_future)::float8, quarantine::oid, "
 								"EXISTS (SELECT 1 FROM stream.contracts c "
-								"        WHERE c.stream_id = s.stream_id) "
+								"        WHERE c.stream_id = s.stream_id), "
+								"(to_jsonb(s) ->> 'format_assertion')::boolean "
 								"FROM stream.streams s WHERE relid = $1::regclass",
 								1, argtypes, args, NULL, true, 1);
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
@@ -126,10 +145,15 @@ stream_read_catalog(Oid stream_relid, StreamInfo *info)
 		d = SPI_getbinval(tup, desc, 8, &isnull);
 		info->quarantine_relid = isnull ? InvalidOid : DatumGetObjectId(d);
 		has_contracts = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
-		info->contracts = has_contracts ? contract_load(info->stream_id, info->context) : NULL;
+		d = SPI_getbinval(tup, desc, 10, &isnull);
+		info->format_assertion_default = isnull;
+		info->format_assertion = isnull ? jsonschema_format_assertion : DatumGetBool(d);
+		info->contracts = has_contracts ?
+			contract_load(info->stream_id, info->context, info->format_assertion) : NULL;
 		found = true;
 	}
 	SPI_finish();
+	owner_exit(&scope);
 	return found;
 }
 
@@ -154,6 +178,17 @@ stream_lookup(Relation rel)
 												  get_namespace_oid("stream", false));
 
 	entry = hash_search(stream_cache, &relid, HASH_FIND, &found);
+
+	/*
+	 * The server-wide defaults changed (a reload) since the entry was
+	 * built: contracts compiled with the old format_assertion, or enforce
+	 * computed without the new max_future, are rebuilt.
+	 */
+	if (found && entry->valid &&
+		(entry->info.guc_max_future_set != se_max_future_set ||
+		 (entry->info.format_assertion_default &&
+		  entry->info.format_assertion != jsonschema_format_assertion)))
+		entry->valid = false;
 	if (found && entry->valid)
 		return &entry->info;
 	if (found && entry->info.context)
@@ -181,6 +216,7 @@ stream_lookup(Relation rel)
 						RelationGetRelationName(rel)),
 				 errdetail("The stream_events triggers are installed on it, but stream.streams has no row for it."),
 				 errhint("Create streams with stream.create_stream().")));
+	entry->info.guc_max_future_set = se_max_future_set;
 	entry->info.enforce = entry->info.contracts != NULL ||
 		entry->info.event_name_pattern != NULL ||
 		entry->info.require_identity ||
@@ -371,8 +407,14 @@ stream_append_only_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("stream._append_only_trigger() must be called as a trigger")));
 
-	/* the extension's own partition maintenance moves rows */
-	if (se_maintenance_in_progress && TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	/*
+	 * The extension's own partition maintenance moves rows, out of one
+	 * default partition: the owner's triggers that run meanwhile still
+	 * cannot delete from any other partition or stream.
+	 */
+	if (OidIsValid(se_maintenance_source) &&
+		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) &&
+		RelationGetRelid(trigdata->tg_relation) == se_maintenance_source)
 		return PointerGetDatum(trigdata->tg_trigtuple);
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))

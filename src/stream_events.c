@@ -1,20 +1,27 @@
 /*-------------------------------------------------------------------------
  * stream_events.c
  *	  Module entry point: _PG_init, the GUCs, the shared-memory hooks and
- *	  the utility hook that stops a database's worker before DROP DATABASE.
+ *	  the utility hook that stops a database's worker before a DROP DATABASE
+ *	  that would pass its permission checks.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "aggregate.h"
@@ -114,31 +121,93 @@ se_shmem_startup(void)
 }
 
 /*
- * The database a CREATE DATABASE copies from (its TEMPLATE option, else
- * template1).
+ * Would DROP DATABASE get past its own checks (dropdb() in dbcommands.c)?
+ * The database exists, the caller owns it, it is not a template and not
+ * ours, and the command is not in a transaction block.  Only then may the
+ * worker be stopped: a refused DROP DATABASE must leave the worker, its
+ * slot and the activations alone.
+ *
+ * The database's lock is taken as dropdb() takes it (AccessExclusiveLock,
+ * held to the end of the transaction): no backend, our worker included,
+ * can connect between this check and the command, and the database cannot
+ * be renamed or dropped under us.  Failures that come later in dropdb()
+ * (subscriptions, other sessions, other active slots) only stop the worker
+ * for the length of the command: it is asked for again if the command
+ * fails, and its slot is never touched here.  An inactive logical slot is
+ * dropped by dropdb() itself, after all its checks (ReplicationSlotsDropDBSlots).
  */
 static Oid
-createdb_template(CreatedbStmt *stmt)
+dropdb_target(DropdbStmt *stmt, ProcessUtilityContext context)
 {
-	ListCell   *lc;
-	const char *name = "template1";
+	Oid			dboid = get_database_oid(stmt->dbname, true);
+	HeapTuple	tup;
+	bool		istemplate;
 
-	foreach(lc, stmt->options)
-	{
-		DefElem    *opt = lfirst(lc);
+	if (!OidIsValid(dboid))
+		return InvalidOid;		/* missing: the command says so, or skips */
 
-		if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
-			name = defGetString(opt);
-	}
-	return get_database_oid(name, true);
+	/* the command's own first check, with its own message */
+	PreventInTransactionBlock(context == PROCESS_UTILITY_TOPLEVEL, "DROP DATABASE");
+
+	if (!pg_database_ownercheck(dboid, GetUserId()))
+		return InvalidOid;
+	if (dboid == MyDatabaseId)
+		return InvalidOid;
+
+	LockSharedObject(DatabaseRelationId, dboid, 0, AccessExclusiveLock);
+	/* renamed or dropped while we waited for the lock */
+	if (get_database_oid(stmt->dbname, true) != dboid)
+		return InvalidOid;
+	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	istemplate = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+	ReleaseSysCache(tup);
+	if (istemplate)
+		return InvalidOid;
+	/* the owner may have changed while we waited */
+	if (!pg_database_ownercheck(dboid, GetUserId()))
+		return InvalidOid;
+	return dboid;
 }
 
 /*
- * DROP DATABASE, ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE
- * refuse to run while another session is connected to the database (after
- * waiting a few seconds).  Stop our worker there first; bring it back
- * afterwards unless the database is gone.  A new database gets a worker
- * probe too (a copy of a database with the extension has it).
+ * The database a command needs alone, though we do not stop our worker for
+ * it (ALTER DATABASE ... RENAME, CREATE DATABASE ... TEMPLATE): an error
+ * "is being accessed by other users" gets a HINT naming the worker.
+ */
+static Oid
+busy_database(Node *parsetree)
+{
+	if (IsA(parsetree, RenameStmt) &&
+		((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+		return get_database_oid(((RenameStmt *) parsetree)->subname, true);
+	if (IsA(parsetree, CreatedbStmt))
+	{
+		ListCell   *lc;
+		const char *name = "template1";
+
+		foreach(lc, ((CreatedbStmt *) parsetree)->options)
+		{
+			DefElem    *opt = lfirst(lc);
+
+			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+				name = defGetString(opt);
+		}
+		return get_database_oid(name, true);
+	}
+	return InvalidOid;
+}
+
+/*
+ * DROP DATABASE refuses to run while another session is connected to the
+ * database: stop our worker first, but only once the command would pass
+ * its permission checks (dropdb_target), and bring it back if the command
+ * fails after all.  Nothing else is stopped for anyone: ALTER DATABASE ...
+ * RENAME and CREATE DATABASE ... TEMPLATE need the worker stopped by the
+ * DBA (the error gets a HINT saying how).  A new database gets a worker
+ * probe (a copy of a database with the extension has it); the probe
+ * leaves at once when the extension is not there.
  */
 static void
 se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
@@ -148,26 +217,24 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	volatile Oid stopped = InvalidOid;
-	volatile bool dropping = false;
 	const char *volatile created = NULL;
+	volatile Oid busy = InvalidOid;
+	MemoryContext ccxt = CurrentMemoryContext;
 
 	if (se_preloaded)
 	{
 		if (IsA(parsetree, DropdbStmt))
 		{
-			stopped = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
-			dropping = true;
+			stopped = dropdb_target((DropdbStmt *) parsetree, context);
+			if (OidIsValid(stopped))
+				worker_stop_database(stopped);
 		}
-		else if (IsA(parsetree, RenameStmt) &&
-				 ((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
-			stopped = get_database_oid(((RenameStmt *) parsetree)->subname, true);
-		else if (IsA(parsetree, CreatedbStmt))
+		else
 		{
-			stopped = createdb_template((CreatedbStmt *) parsetree);
-			created = ((CreatedbStmt *) parsetree)->dbname;
+			busy = busy_database(parsetree);
+			if (IsA(parsetree, CreatedbStmt))
+				created = ((CreatedbStmt *) parsetree)->dbname;
 		}
-		if (OidIsValid(stopped))
-			worker_stop_database(stopped);
 	}
 
 	PG_TRY();
@@ -181,16 +248,31 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	}
 	PG_CATCH();
 	{
+		int			pid;
+
 		/* the command failed: the database is still there */
 		if (OidIsValid(stopped))
 			worker_request_database_at_end(stopped);
+		if (OidIsValid(busy) && geterrcode() == ERRCODE_OBJECT_IN_USE &&
+			(pid = worker_database_pid(busy)) != 0)
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(ccxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			if (edata->hint == NULL)
+				edata->hint = psprintf("The stream_events worker (PID %d) is connected to database \"%s\". "
+									   "A superuser can stop it with SELECT pg_terminate_backend(%d) and run the command again at once: "
+									   "the worker comes back after stream_events.naptime.",
+									   pid, get_database_name(busy), pid);
+			ReThrowError(edata);
+		}
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
 	/* once the transaction ends: the launcher sees only committed databases */
-	if (OidIsValid(stopped) && !dropping)
-		worker_request_database_at_end(stopped);
 	if (created != NULL)
 	{
 		Oid			newdb = get_database_oid(created, true);
@@ -218,7 +300,9 @@ _PG_init(void)
 
 	DefineCustomStringVariable("stream_events.max_future",
 							   "How far ahead of the server clock occurred_at may be, for streams with no max_future of their own (empty: no limit).",
-							   NULL, &se_max_future, "", PGC_USERSET, 0,
+							   "A server-wide default set by the DBA (superuser only): a producer's SET cannot "
+							   "weaken what the stream owner enforces; per stream, stream.set_policy(max_future => ...).",
+							   &se_max_future, "", PGC_SUSET, 0,
 							   check_max_future, assign_max_future, NULL);
 	jsonschema_init();
 	stats_init();

@@ -70,7 +70,11 @@ typedef struct StreamInfo
 	bool		has_max_future;
 	int64		max_future_usecs;	/* from the stream, else the GUC */
 	Oid			quarantine_relid;
-	ContractSet *contracts;		/* NULL: none */
+	/* "format" asserted by its contracts: the stream's, else the GUC's */
+	bool		format_assertion;
+	bool		format_assertion_default;	/* the stream's is NULL */
+	bool		guc_max_future_set; /* se_max_future_set when built */
+	ContractSet *contracts;		/* NULL: none; compiled as above */
 	bool		enforce;		/* any rule or contract applies */
 	MemoryContext context;		/* owns pattern and contracts */
 } StreamInfo;
@@ -79,7 +83,8 @@ extern StreamInfo *stream_lookup(Relation rel);
 extern Oid	stream_catalog_relid(void);
 
 /* contract.c */
-extern ContractSet *contract_load(int32 stream_id, MemoryContext context);
+extern ContractSet *contract_load(int32 stream_id, MemoryContext context,
+								  bool format_assertion);
 extern CheckResult contract_check(StreamInfo *info, Datum *values, bool *nulls,
 								  int *version, Jsonb **errors, char **first_errors);
 extern void contract_quarantine(StreamInfo *info, Datum *values, bool *nulls,
@@ -113,14 +118,18 @@ extern void worker_shmem_request(void);
 extern void worker_shmem_startup(void);
 extern void worker_register_launcher(void);
 extern void worker_stop_database(Oid dboid);
+extern int	worker_database_pid(Oid dboid);
 extern void worker_request_database(Oid dboid);
 extern void worker_request_database_at_end(Oid dboid);
 extern void worker_set_consumer_wake(bool on);
 extern int	se_wake_delay_max_ms;	/* decode.c */
 extern void worker_wake_consumer_at_commit(void);
 
-/* maintain.c: true while the extension itself moves rows between partitions */
-extern bool se_maintenance_in_progress;
+/*
+ * maintain.c: the default partition the extension is moving rows out of
+ * (InvalidOid when none); the append-only trigger lets only its DELETE by.
+ */
+extern Oid	se_maintenance_source;
 
 /* jsonschema.c */
 extern void jsonschema_init(void);

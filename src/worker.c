@@ -8,14 +8,19 @@
  * connections and is not a template; a worker that finds no extension in
  * its database exits for good.  CREATE EXTENSION asks the launcher for a
  * worker once its transaction commits, so no restart is needed; a worker
- * exits when it sees that the extension was dropped, and DROP DATABASE
- * stops its worker first (stream_events.c).  A worker that fails is
- * started again after stream_events.naptime.
+ * exits when it sees that the extension was dropped, and a DROP DATABASE
+ * that passes its permission checks stops its worker first
+ * (stream_events.c); the slot is left to DROP DATABASE itself.  A worker
+ * that fails is started again after stream_events.naptime.
  *
- * The worker's loop runs stream.maintain() (partitions ahead, adoption of
- * default-partition rows, retention, dedup pruning) every naptime, in a
- * transaction of its own with a short lock_timeout, in a memory context
- * reset every loop.  It reacts to SIGTERM, SIGHUP and postmaster death.
+ * The worker's loop runs maintenance every naptime, in a transaction of
+ * its own with a short lock_timeout, in a memory context reset every loop:
+ * stream.maintain(stream) (partitions ahead, adoption of default-partition
+ * rows, retention) for each stream as that stream's owner, in a
+ * subtransaction per stream (one stream's failure is a WARNING naming it,
+ * the others are maintained), then dedup pruning and the outbox's
+ * retention as itself (fixed SQL on the extension's private tables).  It
+ * reacts to SIGTERM, SIGHUP and postmaster death.
  * Every loop it also runs the continuous-aggregate consumer (decode.c),
  * and while there are aggregates it loops every
  * stream_events.aggregate_poll_interval; its latch is set by
@@ -31,6 +36,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -52,9 +58,11 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "aggregate.h"
+#include "owner.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_worker_status);
@@ -304,9 +312,29 @@ stream_extension_created(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* The PID of a database's running worker, 0 if none. */
+int
+worker_database_pid(Oid dboid)
+{
+	int			pid = 0;
+
+	if (worker_shared == NULL)
+		return 0;
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < SE_MAX_DATABASES; i++)
+		if (worker_shared->slots[i].dboid == dboid &&
+			worker_shared->slots[i].state == SLOT_RUNNING)
+			pid = worker_shared->slots[i].pid;
+	SpinLockRelease(&worker_shared->mutex);
+	return pid;
+}
+
 /*
- * Called before DROP DATABASE: stop that database's worker and wait (up to
- * five seconds) until it has left.
+ * Called before a DROP DATABASE that passed its permission checks: stop
+ * that database's worker and wait (up to five seconds) until its process
+ * has left, so that its replication slot is inactive.  The slot itself is
+ * not dropped here: DROP DATABASE drops a database's inactive slots once
+ * all its own checks have passed, and a DROP that fails keeps it.
  */
 void
 worker_stop_database(Oid dboid)
@@ -332,28 +360,21 @@ worker_stop_database(Oid dboid)
 	SpinLockRelease(&worker_shared->mutex);
 
 	if (pid == 0)
-	{
-		aggregates_drop_database_slot(dboid);
 		return;
-	}
 	kill(pid, SIGTERM);
+
+	/*
+	 * Until the process is gone, not only its slot state: the worker marks
+	 * its slot stopped in a before_shmem_exit callback that runs before the
+	 * one releasing its replication slot.
+	 */
 	for (int i = 0; i < 500; i++)
 	{
-		bool		gone = true;
-
-		SpinLockAcquire(&worker_shared->mutex);
-		for (int j = 0; j < SE_MAX_DATABASES; j++)
-			if (worker_shared->slots[j].dboid == dboid &&
-				worker_shared->slots[j].state == SLOT_RUNNING)
-				gone = false;
-		SpinLockRelease(&worker_shared->mutex);
-		if (gone)
+		if (BackendPidGetProc(pid) == NULL)
 			break;
 		CHECK_FOR_INTERRUPTS();
 		pg_usleep(10000L);
 	}
-	/* the continuous aggregates' slot would make DROP DATABASE fail */
-	aggregates_drop_database_slot(dboid);
 }
 
 /* ---------- launcher ---------- */
@@ -666,48 +687,128 @@ worker_set_error(const char *message)
 }
 
 /*
- * One maintenance run, in a subtransaction so that a failure is logged and
- * the worker carries on.
+ * Runs sql (with up to one argument) in a subtransaction, as `owner` when
+ * valid (an owner scope: the stream owner's triggers, index expressions
+ * and functions never run with the worker's superuser rights).  A failure
+ * is a WARNING naming `what`, and the worker carries on; returns false
+ * then, with the message in the worker's status.
  */
-static void
-worker_maintain(bool prune)
+static bool
+worker_run_isolated(const char *what, Oid owner, const char *sql,
+					Oid argtype, Datum arg)
 {
 	MemoryContext ctx = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	ResourceOwner resowner = CurrentResourceOwner;
+	volatile bool ok = true;
 
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		SPI_connect();
-		SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0);
-		SPI_execute(prune ? "SELECT count(*) FROM stream.maintain(NULL, true)"
-					: "SELECT count(*) FROM stream.maintain(NULL, false)", false, 0);
-		/* acknowledged activations past stream_events.activation_retention */
-		if (prune)
-			SPI_execute("SELECT stream.prune_activations()", false, 0);
-		SPI_finish();
+		OwnerScope	scope;
+
+		if (OidIsValid(owner))
+			owner_enter(&scope, owner, NULL);
+		if (SPI_execute_with_args(sql, OidIsValid(argtype) ? 1 : 0, &argtype, &arg,
+								  NULL, false, 0) < 0)
+			elog(ERROR, "could not run %s", sql);
+		if (OidIsValid(owner))
+			owner_exit(&scope);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(ctx);
-		CurrentResourceOwner = owner;
-		worker_set_error(NULL);
+		CurrentResourceOwner = resowner;
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
+		/* the subtransaction's abort restores the user id and GUCs */
 		MemoryContextSwitchTo(ctx);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(ctx);
-		CurrentResourceOwner = owner;
+		CurrentResourceOwner = resowner;
 		ereport(WARNING,
-				(errmsg("stream_events maintenance failed: %s", edata->message),
-				 edata->detail ? errdetail("%s", edata->detail) : 0));
-		worker_set_error(edata->message);
+				(errcode(edata->sqlerrcode),
+				 errmsg("stream_events maintenance of %s failed: %s", what, edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+		worker_set_error(psprintf("%s: %s", what, edata->message));
 		FreeErrorData(edata);
+		ok = false;
 	}
 	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * One maintenance run: each stream as its owner, in a subtransaction of
+ * its own, so that one stream's failure (a lock it cannot get within
+ * lock_timeout, an owner's trigger that fails, a partition it may not
+ * create) names that stream and leaves the others maintained.  Dedup keys
+ * and the outbox are pruned as the worker itself: fixed SQL on the
+ * extension's private tables, no user code.
+ */
+static void
+worker_maintain(bool prune)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	int			nstreams;
+	Oid		   *relids;
+	int32	   *ids;
+	char	  **names;
+	bool		all_ok = true;
+
+	SPI_connect();
+	/* for the whole transaction, so also inside the owner scopes */
+	SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0);
+	if (SPI_execute("SELECT relid::pg_catalog.oid, stream_id, relid::pg_catalog.text "
+					"FROM stream.streams ORDER BY stream_id", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the streams");
+	nstreams = (int) SPI_processed;
+	relids = MemoryContextAlloc(ctx, sizeof(Oid) * Max(nstreams, 1));
+	ids = MemoryContextAlloc(ctx, sizeof(int32) * Max(nstreams, 1));
+	names = MemoryContextAlloc(ctx, sizeof(char *) * Max(nstreams, 1));
+	for (int i = 0; i < nstreams; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		relids[i] = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		ids[i] = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		names[i] = MemoryContextStrdup(ctx, SPI_getvalue(tup, SPI_tuptable->tupdesc, 3));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (int i = 0; i < nstreams; i++)
+	{
+		Oid			owner = InvalidOid;
+		char	   *what = psprintf("stream %s", names[i]);
+
+		CHECK_FOR_INTERRUPTS();
+		/* dropped since it was listed: nothing to maintain */
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relids[i])))
+			continue;
+		owner = owner_of_relation(relids[i]);
+		if (!worker_run_isolated(what, owner,
+								 "SELECT count(*) FROM stream.maintain($1, false)",
+								 REGCLASSOID, ObjectIdGetDatum(relids[i])))
+			all_ok = false;
+		/* dedup keys past the stream's window (at most once a minute) */
+		if (prune &&
+			!worker_run_isolated(what, InvalidOid,
+								 "SELECT stream._prune_dedup_keys($1)",
+								 INT4OID, Int32GetDatum(ids[i])))
+			all_ok = false;
+	}
+	/* acknowledged activations past stream_events.activation_retention */
+	if (prune &&
+		!worker_run_isolated("the outbox", InvalidOid,
+							 "SELECT stream.prune_activations()", InvalidOid, (Datum) 0))
+		all_ok = false;
+	SPI_finish();
+	if (all_ok)
+		worker_set_error(NULL);
 }
 
 void
