@@ -11,6 +11,15 @@
  * optimistically and checks only after a conflict (duplicates are rare),
  * which saves a descent of the index per event.  The executor state is built once per
  * transaction and closed at commit.
+ *
+ * Rights: stream.dedup_keys is private to the extension (no grant to
+ * anyone), and a producer with INSERT on the stream needs none: the table
+ * is opened directly, without the executor's permission checks, because
+ * the key is the extension's bookkeeping, not the producer's write.  No
+ * user code runs here with any rights: the table AM insert fires no
+ * triggers or rules, and its only index (the primary key on stream_id,
+ * event_id) has no expressions or predicates; only the extension's owner
+ * could add any.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
