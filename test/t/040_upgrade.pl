@@ -1,0 +1,362 @@
+# Upgrades: a database created at the first released version (0.1.0) with
+# streams, a contract, a policy, aggregates and activations (on_event batched
+# and immediate, on_absence, on_threshold) and events, then
+# ALTER EXTENSION stream_events UPDATE, has the same objects as a fresh
+# install of the current version with the same user objects, and keeps
+# working: its aggregates equal their defining queries (the oracle), new
+# events fire its activations exactly once, and a second UPDATE is a no-op.
+#
+# The comparison: pg_dump --schema-only --binary-upgrade of both databases
+# (binary-upgrade mode dumps the extension's member objects, each followed by
+# ALTER EXTENSION ... ADD, and their initial privileges), cut into its
+# entries, normalised (OID/xid/relfilenode-specific lines dropped, dropped
+# columns and attmissingval artefacts of ALTER TABLE removed, the
+# configuration tables listed by name, the lines of ACL entries sorted) and
+# sorted; any difference is printed as a unified diff.  The extension's own
+# objects and the user's objects (which the extension created: stream tables,
+# triggers, quarantine tables, aggregate tables and views) are two tests.
+# Negative controls show the comparison sees a changed column, a changed
+# grant and a changed function.
+#
+# To finish sql/stream_events--A--B.sql: run this file alone
+# (scripts/tap.sh test/t/040_upgrade.pl) and make the printed diffs empty.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use StreamEventsTest;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(usleep);
+
+my $FIRST = '0.1.0';
+
+my $node = StreamEventsTest::new_node('upgrade', q{max_connections = 40});
+$node->start;
+
+my $current = $node->safe_psql('postgres',
+	q{SELECT default_version FROM pg_available_extensions WHERE name = 'stream_events'});
+isnt($current, $FIRST, "the current version ($current) is not the first one");
+is( $node->safe_psql(
+		'postgres',
+		qq{SELECT path FROM pg_extension_update_paths('stream_events')
+		   WHERE source = '$FIRST' AND target = '$current'}) ne '' ? 'yes' : 'no',
+	'yes',
+	"an upgrade path from $FIRST to $current exists");
+
+sub sql { my ($db, $q) = @_; return $node->safe_psql($db, $q); }
+
+# waits until the query returns the expected value (or times out)
+sub wait_for
+{
+	my ($db, $query, $expected, $seconds) = @_;
+	my $got;
+	for (1 .. ($seconds // 60) * 10)
+	{
+		$got = sql($db, $query);
+		return $got if $got eq $expected;
+		usleep(100_000);
+	}
+	return $got;
+}
+
+# One base time for both databases, so that they get the same partitions.
+my $base = sql('postgres', q{SELECT date_trunc('hour', now()) - interval '2 hours'});
+
+my %query = (
+	per_5min => q{
+SELECT stream.tumble(occurred_at, '5 minutes') AS bucket, event_name,
+       count(*) AS events, count(user_id) AS known,
+       sum((properties->>'price')::numeric) AS revenue,
+       max(occurred_at) AS last_seen
+FROM clicks WHERE event_name <> 'noise'
+GROUP BY 1, 2},
+	per_user => q{
+SELECT user_id, count(*) AS n, sum((properties->>'price')::numeric) AS spent
+FROM clicks WHERE event_name = 'buy' GROUP BY 1});
+
+# The user's objects, through the API of the first version only (named
+# arguments it has); run in both databases.
+sub create_user_objects
+{
+	my ($db) = @_;
+	sql($db, q{
+CREATE ROLE upgrade_analyst;
+}) if $db eq 'a';
+	sql($db, q{
+SELECT stream.create_stream('clicks', partition_interval => '1 day', dedup_window => '1 day');
+SELECT stream.create_stream('orders', retention => '90 days');
+GRANT SELECT ON clicks TO upgrade_analyst;
+SELECT stream.register_schema('https://example.com/schemas/money.json',
+    '{"type": "number", "minimum": 0}');
+SELECT stream.define_contract('clicks', 'buy', '{
+    "type": "object",
+    "properties": {"price": {"$ref": "https://example.com/schemas/money.json"}},
+    "required": ["price"]}');
+SELECT stream.define_contract('orders', 'placed', '{"type": "object"}', 'none');
+SELECT stream.set_policy('clicks', on_violation => 'quarantine', on_unplanned => 'allow',
+    event_name_pattern => '^[a-z_]+$', max_future => '1 hour');
+SELECT stream.set_policy('orders', on_violation => 'reject', require_identity => true);
+});
+	for my $agg (sort keys %query)
+	{
+		sql($db, "SELECT stream.create_aggregate('$agg', \$q\$ $query{$agg} \$q\$)");
+	}
+	sql($db, q{
+SELECT stream.on_event('buys', 'clicks', $$event_name = 'buy'$$, channel => 'shop',
+    payload => $$jsonb_build_object('price', properties->'price')$$);
+SELECT stream.on_event('big_order', 'orders', $$event_name = 'placed'$$,
+    key => 'user_id', delivery => 'immediate');
+SELECT stream.on_absence('abandon', 'clicks', started_by => $$event_name = 'cart'$$,
+    cancelled_by => $$event_name = 'buy'$$, within => '2 seconds', key => 'user_id');
+SELECT stream.on_threshold('big_spender', 'per_user', 'spent > 100', channel => 'shop');
+});
+	return;
+}
+
+# Events at fixed times after $base; $tag makes the user ids of a round.
+sub insert_events
+{
+	my ($db, $tag) = @_;
+	sql($db, qq{
+INSERT INTO clicks (event_name, occurred_at, user_id, properties)
+SELECT (ARRAY['view','cart','buy','noise'])[1 + i % 4],
+       '$base'::timestamptz + i * interval '37 seconds',
+       CASE WHEN i % 7 = 0 THEN NULL ELSE '$tag' || (i % 9) END,
+       jsonb_build_object('price', (i % 50) + 0.5)
+FROM generate_series(1, 200) i;
+INSERT INTO clicks (event_name, user_id, properties) VALUES ('buy', '${tag}_bad', '{"price": -1}');
+INSERT INTO orders (event_name, user_id, properties)
+SELECT 'placed', '$tag' || i, '{}' FROM generate_series(1, 5) i;
+});
+	return;
+}
+
+sub oracle_equal
+{
+	my ($db, $what) = @_;
+	for my $agg (sort keys %query)
+	{
+		my $q = $query{$agg};
+		my $missing = sql($db, "SELECT count(*) FROM (($q) EXCEPT ALL TABLE $agg) d");
+		my $extra = sql($db, "SELECT count(*) FROM (TABLE $agg EXCEPT ALL ($q)) d");
+		my $groups = sql($db, "SELECT count(*) FROM $agg");
+		is("$missing/$extra", '0/0',
+			"$what: $agg equals its defining query both ways ($groups groups)");
+	}
+	return;
+}
+
+# -- the schema of a database, normalised -----------------------------------
+
+sub pg_dump_schema
+{
+	my ($db) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run(
+		[ 'pg_dump', '--schema-only', '--binary-upgrade', '--no-sync', '-d', $node->connstr($db) ],
+		'>', \$out, '2>', \$err)
+	  or die "pg_dump $db failed: $err";
+	return $out;
+}
+
+# Returns (extension entries, user entries) as two texts.
+sub normalised_schema
+{
+	my ($db) = @_;
+	my $dump = pg_dump_schema($db);
+	# the configuration tables by name (pg_dump lists them by OID)
+	my $config = sql($db, q{
+SELECT string_agg(format('%s %L', c::regclass, cond), E'\n' ORDER BY c::regclass::text)
+FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(c, cond)
+WHERE e.extname = 'stream_events'});
+
+	$dump =~ s/\r//g;
+	# pg_dump 15.14+: \restrict / \unrestrict with a random key
+	$dump =~ s/^\\(un)?restrict .*\n//mg;
+	my @entries = split /(?=^--\n-- (?:Name|Data for Name): )/m, $dump;
+	my (@ext, @user);
+	for my $e (@entries)
+	{
+		my ($name, $type, $schema) =
+		  $e =~ /^--\n-- (?:Name|Data for Name): (.*?); Type: (.*?); Schema: (.*?); Owner: /m;
+		if (!defined $name)
+		{
+			# the preamble: settings only
+			$name = '(preamble)';
+			$type = '';
+			$schema = '-';
+			$e =~ s/^-- Dumped (from database|by pg_dump) version .*\n//mg;
+		}
+		next if $type eq 'SEQUENCE SET';    # sequence values, not schema
+		$e =~ s/^-- (TOC entry|Dependencies).*\n//mg;
+		$e =~ s/^-- For binary upgrade, .*\n//mg;
+		$e =~ s/^SELECT pg_catalog\.binary_upgrade_set_next_\w+\(.*\);\n//mg;
+		# attmissingval: an artefact of ALTER TABLE ADD COLUMN ... DEFAULT
+		$e =~ s/^SELECT pg_catalog\.binary_upgrade_set_missing_value\(.*\);\n//mg;
+		# relfrozenxid / relminmxid of each relation
+		$e =~ s/^UPDATE pg_catalog\.pg_class\nSET relfrozenxid = [^;]*;\n//mg;
+		# dropped columns (kept by binary upgrade to preserve attnums)
+		$e =~ s/^UPDATE pg_catalog\.pg_attribute\nSET attlen = [^;]*pg\.dropped[^;]*;\n//mg;
+		$e =~ s/^ALTER TABLE ONLY \S+ DROP COLUMN "\.+pg\.dropped\.\d+\.+";\n//mg;
+		$e =~ s/^\s*"\.+pg\.dropped\.\d+\.+" .*\n//mg;
+		$e =~ s/,\n\);/\n);/g;
+		# configuration tables by OID -> by name (listed below)
+		$e =~ s/(binary_upgrade_create_empty_extension\('stream_events', [^,]+, [^,]+, '[^']*', )'\{[^}]*\}', '\{.*?\}'/$1'<config>', '<conditions>'/g;
+		if ($type eq 'ACL')
+		{
+			# the order of the items of an ACL is history, not meaning
+			my @parts = split /(^SELECT pg_catalog\.binary_upgrade_set_record_init_privs\((?:true|false)\);\n)/m, $e;
+			$e = join '', map {
+				my @l = split /^/m, $_;
+				/binary_upgrade_set_record_init_privs/
+				  ? $_
+				  : join('', (grep { !/^(GRANT|REVOKE) / } @l), sort grep { /^(GRANT|REVOKE) / } @l)
+			} @parts;
+		}
+		$e =~ s/\n{3,}/\n\n/g;
+		my $is_ext =
+		     $schema eq 'stream'
+		  || $e =~ /^ALTER EXTENSION stream_events ADD /m
+		  || $type eq 'EXTENSION'
+		  || ($schema eq '-' && $name =~ /\bstream(_events\w*)?$/);
+		if ($is_ext) { push @ext, $e; } else { push @user, $e; }
+	}
+	push @ext, "--\n-- extension configuration tables (pg_extension_config_dump)\n--\n$config\n";
+	return (join('', sort @ext), join('', sort @user));
+}
+
+sub diff_texts
+{
+	my ($what, $a, $b) = @_;
+	my $dir = $node->basedir;
+	(my $tag = $what) =~ s/\W+/_/g;
+	my ($fa, $fb) = ("$dir/$tag.upgraded.sql", "$dir/$tag.fresh.sql");
+	for ([ $fa, $a ], [ $fb, $b ])
+	{
+		open my $fh, '>', $_->[0] or die;
+		print $fh $_->[1];
+		close $fh;
+	}
+	return '' if $a eq $b;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'diff', '-u', $fa, $fb ], '>', \$out, '2>', \$err);
+	return $out;
+}
+
+# Compares two databases; returns (extension diff, user objects diff).
+sub compare_schemas
+{
+	my ($upgraded, $fresh) = @_;
+	my ($ea, $ua) = normalised_schema($upgraded);
+	my ($eb, $ub) = normalised_schema($fresh);
+	return (diff_texts("extension $upgraded $fresh", $ea, $eb),
+		diff_texts("user $upgraded $fresh", $ua, $ub));
+}
+
+# -- database a: created at the first version, then upgraded -------------------
+sql('postgres', 'CREATE DATABASE a');
+sql('postgres', 'CREATE DATABASE b');
+
+sql('a', "CREATE EXTENSION stream_events VERSION '$FIRST'");
+is(sql('a', q{SELECT extversion FROM pg_extension WHERE extname = 'stream_events'}),
+	$FIRST, "a: created at $FIRST");
+create_user_objects('a');
+insert_events('a', 'r1_');
+# on the old version the worker may or may not have caught up: not tested here
+sql('a', q{SELECT stream.flush(timeout => '60 s')});
+
+sql('a', 'ALTER EXTENSION stream_events UPDATE');
+is(sql('a', q{SELECT extversion FROM pg_extension WHERE extname = 'stream_events'}),
+	$current, "a: updated to $current");
+
+# -- database b: a fresh install of the current version ----------------------
+sql('b', 'CREATE EXTENSION stream_events');
+create_user_objects('b');
+insert_events('b', 'r1_');
+sql('b', q{SELECT stream.flush(timeout => '60 s')});
+
+# -- same objects ------------------------------------------------------------------
+my ($ext_diff, $user_diff) = compare_schemas('a', 'b');
+is($ext_diff, '', "the extension's objects after $FIRST -> $current equal a fresh $current install");
+diag("extension objects differ (- upgraded, + fresh):\n$ext_diff") if $ext_diff ne '';
+is($user_diff, '', "the user's objects (streams, quarantine, aggregates) equal those of a fresh install");
+diag("user objects differ (- upgraded, + fresh):\n$user_diff") if $user_diff ne '';
+
+# a second UPDATE is a no-op
+my ($before_ext, $before_user) = normalised_schema('a');
+my ($out, $err) = ('', '');
+$node->psql('a', 'ALTER EXTENSION stream_events UPDATE', stdout => \$out, stderr => \$err);
+like($err, qr/already installed/, 'a second ALTER EXTENSION UPDATE has nothing to do');
+my ($after_ext, $after_user) = normalised_schema('a');
+is(diff_texts('noop', $before_ext . $before_user, $after_ext . $after_user), '',
+	'and changes no object');
+
+# -- keeps working -----------------------------------------------------------------
+for my $db ('a', 'b')
+{
+	my $kind = $db eq 'a' ? 'upgraded' : 'fresh';
+	insert_events($db, 'r2_');
+	sql($db, q{SELECT stream.flush(timeout => '60 s')});
+	oracle_equal($db, "$kind ($db) after new events");
+
+	is(sql($db, q{SELECT count(*) FROM clicks_quarantine}), '2',
+		"$kind: the contract quarantines an invalid event of each round");
+	my $buys = sql($db, q{SELECT count(*) FROM clicks WHERE event_name = 'buy'});
+	is( wait_for(
+			$db, q{SELECT count(*) FROM stream.activations WHERE activation = 'buys'}, $buys),
+		$buys,
+		"$kind: on_event fired once for every buy, before and after the update ($buys)");
+	is(sql($db, q{SELECT count(*) FROM stream.activations WHERE activation = 'big_order'}),
+		'10', "$kind: the immediate on_event fired once per order");
+
+	# an absence timer started and not cancelled runs out and fires
+	sql($db, q{INSERT INTO clicks (event_name, user_id, properties) VALUES ('cart', 'lonely', '{}')});
+	is( wait_for(
+			$db,
+			q{SELECT count(*) FROM stream.activations WHERE activation = 'abandon' AND key = 'lonely'},
+			'1'),
+		'1',
+		"$kind: on_absence fires for a new cart without a buy");
+
+	# a threshold rises
+	sql($db, q{INSERT INTO clicks (event_name, user_id, properties)
+               VALUES ('buy', 'whale', '{"price": 500}')});
+	sql($db, q{SELECT stream.flush(timeout => '60 s')});
+	is( wait_for(
+			$db,
+			q{SELECT count(*) FROM stream.activations
+              WHERE activation = 'big_spender' AND key::text LIKE '%whale%'},
+			'1'),
+		'1',
+		"$kind: on_threshold fires when a new group rises");
+	oracle_equal($db, "$kind ($db) at the end");
+}
+
+# -- negative controls: the comparison sees a difference ---------------------------
+sql('b', 'ALTER TABLE stream.streams ADD COLUMN upgrade_canary integer');
+my ($d1) = compare_schemas('a', 'b');
+like($d1, qr/^\+\s+upgrade_canary integer/m, 'negative control: an extra column of a catalog is seen');
+sql('b', 'ALTER TABLE stream.streams DROP COLUMN upgrade_canary');
+my ($d2) = compare_schemas('a', 'b');
+is($d2, '', 'a column added and dropped again leaves no difference (dropped columns are ignored)');
+
+sql('b', 'GRANT SELECT ON stream.dedup_keys TO upgrade_analyst');
+my ($d3) = compare_schemas('a', 'b');
+like($d3, qr/^\+GRANT SELECT ON TABLE stream\.dedup_keys TO upgrade_analyst;/m,
+	'negative control: a different grant is seen');
+sql('b', 'REVOKE SELECT ON stream.dedup_keys FROM upgrade_analyst');
+
+sql('b', q{CREATE OR REPLACE FUNCTION stream._search_path() RETURNS text
+           LANGUAGE sql STABLE AS $$SELECT 'not the same'$$});
+my ($d4) = compare_schemas('a', 'b');
+like($d4, qr/not the same/, 'negative control: a different function body is seen');
+
+sql('a', q{COMMENT ON TABLE clicks IS 'changed'});
+my (undef, $d5) = compare_schemas('a', 'b');
+like($d5, qr/^-COMMENT ON TABLE public\.clicks IS 'changed';/m,
+	'negative control: a different user object is seen');
+
+$node->stop;
+done_testing();
