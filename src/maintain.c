@@ -72,7 +72,7 @@ stream_move_rows(PG_FUNCTION_ARGS)
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(source));
 	if (!pg_class_ownercheck(target, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(target));
-	stream = get_partition_parent(source, true);
+	stream = get_rel_relispartition(source) ? get_partition_parent(source, true) : InvalidOid;
 	if (!OidIsValid(stream))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),

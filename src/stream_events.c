@@ -177,11 +177,14 @@ dropdb_target(DropdbStmt *stmt, ProcessUtilityContext context)
  * "is being accessed by other users" gets a HINT naming the worker.
  */
 static Oid
-busy_database(Node *parsetree)
+busy_database(Node *parsetree, const char **dbname)
 {
 	if (IsA(parsetree, RenameStmt) &&
 		((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
-		return get_database_oid(((RenameStmt *) parsetree)->subname, true);
+	{
+		*dbname = ((RenameStmt *) parsetree)->subname;
+		return get_database_oid(*dbname, true);
+	}
 	if (IsA(parsetree, CreatedbStmt))
 	{
 		ListCell   *lc;
@@ -194,6 +197,7 @@ busy_database(Node *parsetree)
 			if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
 				name = defGetString(opt);
 		}
+		*dbname = name;
 		return get_database_oid(name, true);
 	}
 	return InvalidOid;
@@ -219,6 +223,7 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	volatile Oid stopped = InvalidOid;
 	const char *volatile created = NULL;
 	volatile Oid busy = InvalidOid;
+	const char *volatile busy_name = NULL;
 	MemoryContext ccxt = CurrentMemoryContext;
 
 	if (se_preloaded)
@@ -231,7 +236,10 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		}
 		else
 		{
-			busy = busy_database(parsetree);
+			const char *name = NULL;
+
+			busy = busy_database(parsetree, &name);
+			busy_name = name;
 			if (IsA(parsetree, CreatedbStmt))
 				created = ((CreatedbStmt *) parsetree)->dbname;
 		}
@@ -250,7 +258,11 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	{
 		int			pid;
 
-		/* the command failed: the database is still there */
+		/*
+		 * The command failed: the database is still there.  No catalog
+		 * access here (the transaction is failing): names were taken
+		 * before, the worker's PID comes from shared memory.
+		 */
 		if (OidIsValid(stopped))
 			worker_request_database_at_end(stopped);
 		if (OidIsValid(busy) && geterrcode() == ERRCODE_OBJECT_IN_USE &&
@@ -265,7 +277,7 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 				edata->hint = psprintf("The stream_events worker (PID %d) is connected to database \"%s\". "
 									   "A superuser can stop it with SELECT pg_terminate_backend(%d) and run the command again at once: "
 									   "the worker comes back after stream_events.naptime.",
-									   pid, get_database_name(busy), pid);
+									   pid, busy_name, pid);
 			ReThrowError(edata);
 		}
 		PG_RE_THROW();
