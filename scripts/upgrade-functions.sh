@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Prints the function part of an upgrade script: what turns the functions of
+# the installed extension at version FROM into those of version TO (default:
+# the control file's default_version), as SQL for
+# sql/stream_events--FROM--TO.sql.  Uses the installed extension (make
+# install first) in a throwaway cluster: one database created at FROM, one at
+# TO; compares every member function (signature, result, definition, comment,
+# privileges).
+#   scripts/upgrade-functions.sh 0.1.0 [0.2.0] > /tmp/functions.sql
+# Functions gone or whose arguments/result changed: DROP FUNCTION (objects
+# that depend on them, such as views and policies, must be dropped before by
+# hand); new or changed functions: CREATE OR REPLACE in the order a fresh
+# install creates them, with their comments and grants.  Tables, views,
+# policies and grants on tables are not covered: test/t/040_upgrade.pl shows
+# what is left.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+. scripts/lib.sh
+
+FROM=${1:?usage: $0 FROM [TO]}
+TO=${2:-}
+
+DIR=$(mktemp -d /tmp/stream_events-upgrade-functions.XXXXXX)
+[ "$(id -u)" -eq 0 ] && chown postgres: "$DIR"
+PORT=$(free_port 56432)
+cluster_init "$DIR" "$PORT" >/dev/null || exit 1
+trap 'cluster_stop "$DIR" immediate; rm -rf "$DIR"' EXIT
+cluster_start "$DIR" || { cat "$DIR/server.log" >&2; exit 1; }
+
+q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres "$@"; }
+
+q -d postgres -c 'CREATE DATABASE old' -c 'CREATE DATABASE new' >/dev/null || exit 1
+q -d old -c "CREATE EXTENSION stream_events VERSION '$FROM'" >/dev/null || exit 1
+if [ -n "$TO" ]; then
+    q -d new -c "CREATE EXTENSION stream_events VERSION '$TO'" >/dev/null || exit 1
+else
+    q -d new -c "CREATE EXTENSION stream_events" >/dev/null || exit 1
+fi
+
+INFO="
+SELECT p.oid::regprocedure::text AS ident, p.oid::bigint AS ord,
+       pg_catalog.pg_get_function_arguments(p.oid) AS args,
+       pg_catalog.pg_get_function_result(p.oid) AS result,
+       pg_catalog.pg_get_functiondef(p.oid) AS def,
+       pg_catalog.obj_description(p.oid, 'pg_proc') AS comment,
+       (SELECT array_agg(i ORDER BY i)
+        FROM (SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END
+                     || ':' || a.privilege_type || ':' || a.is_grantable AS i
+              FROM pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+              LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+              WHERE a.grantee <> p.proowner) x) AS acl
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+     AND d.deptype = 'e'
+JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'stream_events'"
+
+# the old functions, copied into the new database's temp schema
+{
+    echo "CREATE TEMP TABLE old_f (ident text, ord bigint, args text, result text, def text, comment text, acl text[]);"
+    echo "COPY old_f FROM STDIN;"
+    q -d old -At -c "COPY ($INFO) TO STDOUT"
+    echo '\.'
+    cat <<'EOF'
+CREATE TEMP TABLE new_f AS
+EOF
+    echo "$INFO;"
+    cat <<'EOF'
+CREATE FUNCTION pg_temp.acl_sql(ident text, old_acl text[], new_acl text[]) RETURNS text
+LANGUAGE sql AS $$
+    SELECT coalesce((SELECT string_agg(format('REVOKE ALL ON FUNCTION %s FROM %s;', ident, g), E'\n')
+                     FROM (SELECT DISTINCT split_part(x, ':', 1) AS g FROM unnest(old_acl) x
+                           WHERE x <> ALL (coalesce(new_acl, '{}'))) o) || E'\n', '')
+        || coalesce((SELECT string_agg(format('GRANT %s ON FUNCTION %s TO %s%s;', split_part(x, ':', 2), ident,
+                                              split_part(x, ':', 1),
+                                              CASE WHEN split_part(x, ':', 3) = 'true' THEN ' WITH GRANT OPTION' ELSE '' END),
+                                       E'\n')
+                     FROM unnest(new_acl) x WHERE x <> ALL (coalesce(old_acl, '{}'))) || E'\n', '')
+$$;
+-- the default privileges of a new function: EXECUTE for PUBLIC
+CREATE TEMP TABLE plan AS
+SELECT n.ident, n.ord, n.def, n.comment, n.acl,
+       o.ident IS NOT NULL AS existed,
+       o.ident IS NOT NULL AND (o.args IS DISTINCT FROM n.args OR o.result IS DISTINCT FROM n.result) AS recreate,
+       o.def AS old_def, o.comment AS old_comment,
+       CASE WHEN o.ident IS NULL OR o.args IS DISTINCT FROM n.args OR o.result IS DISTINCT FROM n.result
+            THEN ARRAY['PUBLIC:EXECUTE:false'] ELSE o.acl END AS old_acl
+FROM new_f n LEFT JOIN old_f o USING (ident);
+
+\pset format unaligned
+\pset tuples_only on
+\pset fieldsep ''
+SELECT '-- ---- functions (scripts/upgrade-functions.sh) ----';
+SELECT format('DROP FUNCTION %s;', o.ident)
+FROM old_f o
+WHERE NOT EXISTS (SELECT 1 FROM new_f n WHERE n.ident = o.ident)
+   OR EXISTS (SELECT 1 FROM plan p WHERE p.ident = o.ident AND p.recreate)
+ORDER BY o.ord;
+SELECT E'\n' || p.def || E';\n'
+       || CASE WHEN p.comment IS DISTINCT FROM CASE WHEN p.recreate THEN NULL ELSE p.old_comment END
+               THEN format(E'COMMENT ON FUNCTION %s IS %s;\n', p.ident, coalesce(quote_literal(p.comment), 'NULL'))
+               ELSE '' END
+       || pg_temp.acl_sql(p.ident, p.old_acl, p.acl)
+FROM plan p
+WHERE NOT p.existed OR p.recreate OR p.def IS DISTINCT FROM p.old_def
+ORDER BY p.ord;
+SELECT format('COMMENT ON FUNCTION %s IS %s;', p.ident, coalesce(quote_literal(p.comment), 'NULL'))
+FROM plan p
+WHERE p.existed AND NOT p.recreate AND p.def IS NOT DISTINCT FROM p.old_def
+  AND p.comment IS DISTINCT FROM p.old_comment
+ORDER BY p.ord;
+SELECT pg_temp.acl_sql(p.ident, p.old_acl, p.acl)
+FROM plan p
+WHERE p.existed AND NOT p.recreate AND p.def IS NOT DISTINCT FROM p.old_def
+  AND p.acl IS DISTINCT FROM p.old_acl
+ORDER BY p.ord;
+SELECT '-- ---- end of functions ----';
+EOF
+} | q -d new
