@@ -15,23 +15,30 @@ CREATE TABLE stream.streams (
     event_name_pattern text,
     require_identity   boolean NOT NULL DEFAULT false,
     max_future         interval,
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    format_assertion   boolean      -- NULL: stream_events.format_assertion
 );
 COMMENT ON TABLE stream.streams IS
     'Catalog of event streams created by stream.create_stream (one row per stream)';
 SELECT pg_catalog.pg_extension_config_dump('stream.streams', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.streams_stream_id_seq', '');
 
--- Everyone may read the catalog; rows are written by the SECURITY INVOKER
--- functions below, and row level security limits writes to the stream's owner.
+-- Written only by the extension's functions (stream._priv_*, the sql_drop
+-- event trigger); a role reads the rows of streams it owns or may SELECT
+-- from or INSERT into (producers' sessions read their stream's options).
+CREATE FUNCTION stream._stream_visible(rel regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(pg_catalog.has_table_privilege(rel, 'SELECT')
+                    OR pg_catalog.has_table_privilege(rel, 'INSERT')
+                    OR pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                               WHERE c.oid = rel), 'USAGE'), false)
+$$;
+COMMENT ON FUNCTION stream._stream_visible(regclass) IS
+    'True if the current role owns the stream or may SELECT from or INSERT into it: what it may see of it in catalogs and views (internal)';
+REVOKE ALL ON stream.streams FROM PUBLIC;
 GRANT SELECT ON stream.streams TO PUBLIC;
-GRANT INSERT, UPDATE, DELETE ON stream.streams TO PUBLIC;
-GRANT USAGE ON SEQUENCE stream.streams_stream_id_seq TO PUBLIC;
 ALTER TABLE stream.streams ENABLE ROW LEVEL SECURITY;
-CREATE POLICY streams_read ON stream.streams FOR SELECT USING (true);
-CREATE POLICY streams_owner_write ON stream.streams FOR ALL
-    USING (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = relid), 'USAGE'));
+CREATE POLICY streams_read ON stream.streams FOR SELECT USING (stream._stream_visible(relid));
 
 -- Dedup keys: one row per accepted event_id and stream while the stream's
 -- dedup window lasts.  Written only by the C insert trigger.  Dumped as
@@ -70,6 +77,7 @@ CREATE FUNCTION stream._stream_changed(regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'stream_stream_changed' LANGUAGE C STRICT;
 COMMENT ON FUNCTION stream._stream_changed(regclass) IS
     'Invalidates cached stream options in every session (internal)';
+REVOKE ALL ON FUNCTION stream._stream_changed(regclass) FROM PUBLIC;
 
 -- Partition arithmetic.  Widths are either whole months (aligned to
 -- 2000-01-01 UTC) or days/time (aligned with date_bin to 2000-01-01 UTC).
@@ -244,9 +252,9 @@ BEGIN
     EXECUTE format('COMMENT ON TABLE %I.%I IS %L', nsp, rel || '_quarantine',
                    format('Quarantined events of stream %s: envelope, errors (JSON pointer + message) and contract version; see stream.replay_quarantine', relid));
 
-    INSERT INTO stream.streams (relid, partition_interval, retention, dedup_window, quarantine)
-    VALUES (relid, create_stream.partition_interval, create_stream.retention,
-            create_stream.dedup_window, format('%I.%I', nsp, rel || '_quarantine')::regclass);
+    PERFORM stream._priv('stream._priv_register_stream', relid, create_stream.partition_interval,
+                         create_stream.retention, create_stream.dedup_window,
+                         format('%I.%I', nsp, rel || '_quarantine')::regclass);
 
     PERFORM stream.maintain(relid);
     RETURN relid;
@@ -254,6 +262,48 @@ END
 $fn$;
 COMMENT ON FUNCTION stream.create_stream(text, interval, interval, interval) IS
     'Creates an event stream: an append-only table with the event envelope, partitioned on occurred_at';
+
+-- The catalog row of a new stream.  Everything the row names is checked
+-- here: the caller owns both tables, they are the table and quarantine
+-- create_stream made (shape, trigger, names), and neither is registered.
+CREATE FUNCTION stream._priv_register_stream(caller regrole, rel regclass, partition_interval interval,
+                                             retention interval, dedup_window interval,
+                                             quarantine regclass)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    q record;
+BEGIN
+    PERFORM stream._check_owner(caller, rel, 'table');
+    PERFORM stream._check_owner(caller, quarantine, 'table');
+    SELECT cl.relname, cl.relnamespace, cl.relkind INTO c FROM pg_catalog.pg_class cl WHERE cl.oid = rel;
+    SELECT cl.relname, cl.relnamespace, cl.relkind INTO q FROM pg_catalog.pg_class cl WHERE cl.oid = quarantine;
+    IF c.relkind <> 'p' OR q.relkind <> 'r' OR q.relnamespace <> c.relnamespace
+       OR q.relname <> c.relname || '_quarantine'
+       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                      WHERE t.tgrelid = rel AND t.tgname = 'stream_events_ingest'
+                        AND t.tgfoid = 'stream._ingest_trigger()'::regprocedure)
+       OR (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+           WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
+          IS DISTINCT FROM ARRAY['event_id', 'event_name', 'occurred_at', 'received_at', 'user_id',
+                                 'anonymous_id', 'session_id', 'properties', 'context'] THEN
+        RAISE EXCEPTION '% is not a table made by stream.create_stream', rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only tables with the event envelope, the ingest trigger and a quarantine table next to them can be registered as streams.',
+                  HINT = 'Create streams with stream.create_stream().';
+    END IF;
+    IF EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = rel OR s.quarantine = _priv_register_stream.quarantine) THEN
+        RAISE EXCEPTION '% is already a stream', rel
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'See stream.stream_list.';
+    END IF;
+    INSERT INTO stream.streams (relid, partition_interval, retention, dedup_window, quarantine)
+    VALUES (rel, partition_interval, retention, dedup_window, quarantine);
+END $$;
+COMMENT ON FUNCTION stream._priv_register_stream(regrole, regclass, interval, interval, interval, regclass) IS
+    'Records a new stream in stream.streams after checking the caller owns it and create_stream made it (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_stream(regrole, regclass, interval, interval, interval, regclass) FROM PUBLIC;
 
 CREATE FUNCTION stream._add_truncate_guard(rel regclass) RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
@@ -381,20 +431,30 @@ END $$;
 COMMENT ON FUNCTION stream._ensure_partition(regclass, timestamptz, interval) IS
     'Creates one partition of a stream if missing, adopting matching rows of the default partition; returns the rows adopted, NULL if it existed (internal)';
 
-CREATE FUNCTION stream._prune_dedup_keys(stream_id integer) RETURNS bigint
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    -- Only removes keys older than the stream's own window, which is what the
-    -- worker does anyway; SECURITY DEFINER because the key table is private.
+CREATE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_id integer) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel regclass;
+    n   bigint;
+BEGIN
+    SELECT s.relid INTO rel FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
+    IF rel IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM stream._check_owner(caller, rel, 'stream');
+    -- only keys older than the stream's own window
     WITH gone AS (
         DELETE FROM stream.dedup_keys d
         USING stream.streams s
-        WHERE s.stream_id = _prune_dedup_keys.stream_id AND d.stream_id = s.stream_id
+        WHERE s.stream_id = _priv_prune_dedup_keys.stream_id AND d.stream_id = s.stream_id
           AND s.dedup_window IS NOT NULL AND d.seen_at < now() - s.dedup_window
         RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-COMMENT ON FUNCTION stream._prune_dedup_keys(integer) IS
-    'Deletes a stream''s dedup keys older than its dedup_window (internal)';
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION stream._priv_prune_dedup_keys(regrole, integer) IS
+    'Deletes a stream''s dedup keys older than its dedup_window, for its owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_prune_dedup_keys(regrole, integer) FROM PUBLIC;
 
 CREATE FUNCTION stream.maintain(target regclass DEFAULT NULL, prune boolean DEFAULT true)
 RETURNS TABLE(stream regclass, partitions_created integer, rows_moved bigint,
@@ -413,8 +473,10 @@ DECLARE
     pruned  bigint;
     n       bigint;
 BEGIN
-    FOR s IN SELECT st.* FROM stream.streams st
-             WHERE maintain.target IS NULL OR st.relid = maintain.target
+    -- the streams the caller owns (the worker calls it per stream as its owner)
+    FOR s IN SELECT st.* FROM stream.streams st JOIN pg_catalog.pg_class c ON c.oid = st.relid
+             WHERE (maintain.target IS NULL OR st.relid = maintain.target)
+               AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
              ORDER BY st.stream_id
     LOOP
         created := 0; moved := 0; dropped := 0; pruned := 0;
@@ -465,7 +527,7 @@ BEGIN
         END IF;
         -- Dedup keys past the window.
         IF prune AND s.dedup_window IS NOT NULL THEN
-            pruned := stream._prune_dedup_keys(s.stream_id);
+            pruned := stream._priv('stream._priv_prune_dedup_keys', s.stream_id)::bigint;
         END IF;
       EXCEPTION WHEN lock_not_available THEN
         -- a long transaction holds a lock we need (lock_timeout): this
@@ -487,7 +549,7 @@ COMMENT ON FUNCTION stream.maintain(regclass, boolean) IS
     'Creates partitions ahead, adopts events from the default partition, applies retention and prunes dedup keys (the background worker runs it)';
 
 CREATE VIEW stream.stream_list AS
-SELECT s.relid AS stream,
+SELECT s.relid::text AS stream,
        n.nspname AS schema_name,
        c.relname AS stream_name,
        c.relowner::regrole AS owner,
@@ -498,7 +560,8 @@ SELECT s.relid AS stream,
        s.created_at
 FROM stream.streams s
 JOIN pg_catalog.pg_class c ON c.oid = s.relid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE stream._stream_visible(s.relid);
 COMMENT ON VIEW stream.stream_list IS
     'Streams with their options and partition count';
 GRANT SELECT ON stream.stream_list TO PUBLIC;

@@ -16,11 +16,11 @@ CREATE TABLE stream.contracts (
 COMMENT ON TABLE stream.contracts IS
     'Versioned data contracts: a JSON Schema (draft 2020-12) for the properties of one event name of one stream';
 SELECT pg_catalog.pg_extension_config_dump('stream.contracts', '');
-GRANT SELECT, INSERT ON stream.contracts TO PUBLIC;
+-- written by define_contract only; read by roles that see the stream
+REVOKE ALL ON stream.contracts FROM PUBLIC;
+GRANT SELECT ON stream.contracts TO PUBLIC;
 ALTER TABLE stream.contracts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY contracts_read ON stream.contracts FOR SELECT USING (true);
-CREATE POLICY contracts_owner_insert ON stream.contracts FOR INSERT
-    WITH CHECK (pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = stream), 'USAGE'));
+CREATE POLICY contracts_read ON stream.contracts FOR SELECT USING (stream._stream_visible(stream));
 
 CREATE FUNCTION stream._compatibility_modes() RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -200,19 +200,23 @@ $$;
 COMMENT ON FUNCTION stream.contract_diff(regclass, text, jsonb) IS
     'What a proposed schema changes against every published version of a contract, before define_contract';
 
-CREATE FUNCTION stream.define_contract(stream regclass, event_name text, schema jsonb,
-                                       compatibility text DEFAULT 'backward')
+
+-- The body of define_contract, run as the extension's owner for the
+-- stream's owner (the contract and its registry entry are catalog rows).
+CREATE FUNCTION stream._priv_define_contract(caller regrole, stream regclass, event_name text, schema jsonb,
+                                             compatibility text)
 RETURNS integer
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    sid     integer := stream._stream_id(define_contract.stream);
+    sid     integer := stream._stream_id(_priv_define_contract.stream);
     latest  record;
     v       integer;
     broken  record;
-    mode    text := lower(define_contract.compatibility);
+    mode    text := lower(_priv_define_contract.compatibility);
     dir     text;
     uri     text;
 BEGIN
+    PERFORM stream._check_owner(caller, _priv_define_contract.stream, 'stream');
     IF event_name IS NULL OR event_name = '' THEN
         RAISE EXCEPTION 'event_name must not be empty'
             USING ERRCODE = 'invalid_parameter_value',
@@ -224,7 +228,7 @@ BEGIN
                   HINT = 'Pass a JSON Schema (draft 2020-12) for the event''s properties.';
     END IF;
     IF mode IS NULL OR NOT mode = ANY (stream._compatibility_modes()) THEN
-        RAISE EXCEPTION 'unknown compatibility mode "%"', define_contract.compatibility
+        RAISE EXCEPTION 'unknown compatibility mode "%"', _priv_define_contract.compatibility
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Modes are %s.', array_to_string(stream._compatibility_modes(), ', ')),
                   HINT = 'Use ''backward'' (the default) unless consumers need another guarantee.';
@@ -232,7 +236,7 @@ BEGIN
     PERFORM stream.json_schema_check(schema);
 
     SELECT c.version, c.schema INTO latest FROM stream.contracts c
-    WHERE c.stream_id = sid AND c.event_name = define_contract.event_name
+    WHERE c.stream_id = sid AND c.event_name = _priv_define_contract.event_name
     ORDER BY c.version DESC LIMIT 1;
     IF FOUND AND latest.schema = schema THEN
         RETURN latest.version;            -- publishing the same schema again is a no-op
@@ -241,15 +245,15 @@ BEGIN
     IF mode <> 'none' THEN
         dir := split_part(mode, '_', 1);
         SELECT d.* INTO broken
-        FROM stream.contracts c, stream.schema_diff(c.schema, define_contract.schema) d
-        WHERE c.stream_id = sid AND c.event_name = define_contract.event_name
+        FROM stream.contracts c, stream.schema_diff(c.schema, _priv_define_contract.schema) d
+        WHERE c.stream_id = sid AND c.event_name = _priv_define_contract.event_name
           AND (mode LIKE '%_transitive' OR c.version = latest.version)
           AND ((dir IN ('backward', 'full') AND d.breaks_backward)
                OR (dir IN ('forward', 'full') AND d.breaks_forward))
         ORDER BY c.version DESC, d.path LIMIT 1;
         IF FOUND THEN
             RAISE EXCEPTION 'new contract for event "%" of stream % is not % compatible',
-                            define_contract.event_name, define_contract.stream, mode
+                            _priv_define_contract.event_name, _priv_define_contract.stream, mode
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = format('%s (at %s).', broken.change, broken.path),
                       HINT = 'See every difference with stream.contract_diff(); publish under a new event name, or pass compatibility => ''none'' to accept the break.';
@@ -257,28 +261,38 @@ BEGIN
     END IF;
 
     v := coalesce(latest.version, 0) + 1;
-    uri := format('urn:stream-events:contract:%s:%s:%s', define_contract.stream::text,
-                  define_contract.event_name, v);
+    uri := format('urn:stream-events:contract:%s:%s:%s', _priv_define_contract.stream::text,
+                  _priv_define_contract.event_name, v);
     INSERT INTO stream.contracts (stream_id, stream, event_name, version, schema, compatibility, schema_uri)
-    VALUES (sid, define_contract.stream, define_contract.event_name, v, schema, mode, uri);
-    PERFORM stream.register_schema(uri, schema);
-    PERFORM stream._stream_changed(define_contract.stream);
+    VALUES (sid, _priv_define_contract.stream, _priv_define_contract.event_name, v, schema, mode, uri);
+    PERFORM stream._register_schema_internal(uri, schema);
+    PERFORM stream._stream_changed(_priv_define_contract.stream);
     RETURN v;
 END $$;
+COMMENT ON FUNCTION stream._priv_define_contract(regrole, regclass, text, jsonb, text) IS
+    'The body of define_contract: checks ownership and compatibility, records the version and registers its schema (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_define_contract(regrole, regclass, text, jsonb, text) FROM PUBLIC;
+
+CREATE FUNCTION stream.define_contract(stream regclass, event_name text, schema jsonb,
+                                       compatibility text DEFAULT 'backward')
+RETURNS integer
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT stream._priv('stream._priv_define_contract', stream, event_name, schema, compatibility)::integer
+$$;
 COMMENT ON FUNCTION stream.define_contract(regclass, text, jsonb, text) IS
     'Publishes a new version of the contract (JSON Schema of properties) of one event name of a stream, checked for compatibility';
 
-CREATE FUNCTION stream.set_policy(stream regclass,
-                                  on_violation text DEFAULT NULL,
-                                  on_unplanned text DEFAULT NULL,
-                                  event_name_pattern text DEFAULT NULL,
-                                  require_identity boolean DEFAULT NULL,
-                                  max_future interval DEFAULT NULL)
+
+CREATE FUNCTION stream._priv_set_policy(caller regrole, stream regclass, on_violation text,
+                                        on_unplanned text, event_name_pattern text,
+                                        require_identity boolean, max_future interval,
+                                        format_assertion boolean)
 RETURNS void
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    sid integer := stream._stream_id(set_policy.stream);
+    sid integer := stream._stream_id(_priv_set_policy.stream);
 BEGIN
+    PERFORM stream._check_owner(caller, _priv_set_policy.stream, 'stream');
     IF on_violation IS NOT NULL AND on_violation NOT IN ('reject', 'quarantine', 'warn') THEN
         RAISE EXCEPTION 'unknown on_violation policy "%"', on_violation
             USING ERRCODE = 'invalid_parameter_value',
@@ -308,22 +322,34 @@ BEGIN
                   HINT = 'Pass how far ahead of the server clock occurred_at may be, e.g. ''1 day''.';
     END IF;
     UPDATE stream.streams s SET
-        on_violation = coalesce(set_policy.on_violation, s.on_violation),
-        on_unplanned = coalesce(set_policy.on_unplanned, s.on_unplanned),
-        event_name_pattern = CASE WHEN set_policy.event_name_pattern IS NULL THEN s.event_name_pattern
-                                  ELSE nullif(set_policy.event_name_pattern, '') END,
-        require_identity = coalesce(set_policy.require_identity, s.require_identity),
-        max_future = coalesce(set_policy.max_future, s.max_future)
+        on_violation = coalesce(_priv_set_policy.on_violation, s.on_violation),
+        on_unplanned = coalesce(_priv_set_policy.on_unplanned, s.on_unplanned),
+        event_name_pattern = CASE WHEN _priv_set_policy.event_name_pattern IS NULL THEN s.event_name_pattern
+                                  ELSE nullif(_priv_set_policy.event_name_pattern, '') END,
+        require_identity = coalesce(_priv_set_policy.require_identity, s.require_identity),
+        max_future = coalesce(_priv_set_policy.max_future, s.max_future),
+        format_assertion = coalesce(_priv_set_policy.format_assertion, s.format_assertion)
     WHERE s.stream_id = sid;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'permission denied to change the policy of stream %', set_policy.stream
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Only the owner of a stream can change its policy.';
-    END IF;
-    PERFORM stream._stream_changed(set_policy.stream);
+    PERFORM stream._stream_changed(_priv_set_policy.stream);
 END $$;
-COMMENT ON FUNCTION stream.set_policy(regclass, text, text, text, boolean, interval) IS
-    'Sets what happens to events that break a contract (reject, quarantine, warn), to unplanned events, and the envelope rules; NULL keeps a setting, '''' clears the pattern';
+COMMENT ON FUNCTION stream._priv_set_policy(regrole, regclass, text, text, text, boolean, interval, boolean) IS
+    'The body of set_policy, for the stream''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_set_policy(regrole, regclass, text, text, text, boolean, interval, boolean) FROM PUBLIC;
+
+CREATE FUNCTION stream.set_policy(stream regclass,
+                                  on_violation text DEFAULT NULL,
+                                  on_unplanned text DEFAULT NULL,
+                                  event_name_pattern text DEFAULT NULL,
+                                  require_identity boolean DEFAULT NULL,
+                                  max_future interval DEFAULT NULL,
+                                  format_assertion boolean DEFAULT NULL)
+RETURNS void
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT stream._priv('stream._priv_set_policy', stream, on_violation, on_unplanned,
+                        event_name_pattern, require_identity, max_future, format_assertion)
+$$;
+COMMENT ON FUNCTION stream.set_policy(regclass, text, text, text, boolean, interval, boolean) IS
+    'Sets what happens to events that break a contract (reject, quarantine, warn), to unplanned events, the envelope rules and whether JSON Schema format asserts (format_assertion); NULL keeps a setting, '''' clears the pattern';
 
 CREATE FUNCTION stream.check_event(stream regclass, event_name text, properties jsonb,
                                    user_id text DEFAULT NULL, anonymous_id text DEFAULT NULL,

@@ -77,14 +77,15 @@ SELECT pg_catalog.pg_extension_config_dump('stream.aggregate_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.aggregate_defs_agg_id_seq', '');
 COMMENT ON TABLE stream.aggregate_defs IS
     'Catalog of continuous aggregates: definition (analysed query tree), owner and the LSN up to which changes are applied (written by the worker in the apply transaction)';
+-- Written by the extension only (create/rebuild through stream._priv, the
+-- worker, the sql_drop trigger): the worker executes query_tree, so no role
+-- may write it.  Read by the owner and by roles that may read the view.
+REVOKE ALL ON stream.aggregate_defs FROM PUBLIC;
 GRANT SELECT ON stream.aggregate_defs TO PUBLIC;
-GRANT INSERT, UPDATE, DELETE ON stream.aggregate_defs TO PUBLIC;
-GRANT USAGE ON SEQUENCE stream.aggregate_defs_agg_id_seq TO PUBLIC;
 ALTER TABLE stream.aggregate_defs ENABLE ROW LEVEL SECURITY;
-CREATE POLICY aggregate_defs_read ON stream.aggregate_defs FOR SELECT USING (true);
-CREATE POLICY aggregate_defs_owner_write ON stream.aggregate_defs FOR ALL
-    USING (pg_catalog.pg_has_role(owner, 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role(owner, 'USAGE'));
+CREATE POLICY aggregate_defs_read ON stream.aggregate_defs FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE')
+           OR coalesce(pg_catalog.has_table_privilege(view, 'SELECT'), false));
 
 -- Internal C helpers.
 CREATE FUNCTION stream._aggregate_analyze(query text,
@@ -97,6 +98,17 @@ CREATE FUNCTION stream._aggregate_analyze(query text,
 COMMENT ON FUNCTION stream._aggregate_analyze(text) IS
     'Parses and analyses the defining query of a continuous aggregate, refusing what cannot be maintained incrementally (internal)';
 
+CREATE FUNCTION stream._aggregate_analyze_as(role regrole, search_path text, query text,
+    OUT stream regclass, OUT query_tree text, OUT column_names text[],
+    OUT is_key boolean[], OUT visible boolean[], OUT state_types text[],
+    OUT result_types text[], OUT aggregates regprocedure[])
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'stream_call_as'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION stream._aggregate_analyze_as(regrole, text, text) IS
+    'stream._aggregate_analyze run as role in search_path, restricted: the analysed tree the worker executes is made here, with the owner''s rights (internal)';
+REVOKE ALL ON FUNCTION stream._aggregate_analyze_as(regrole, text, text) FROM PUBLIC;
+
 CREATE FUNCTION stream._aggregate_check_decoding(new_slot boolean) RETURNS void
     AS 'MODULE_PATHNAME', 'stream_aggregate_check_decoding'
     LANGUAGE C VOLATILE STRICT;
@@ -108,6 +120,7 @@ CREATE FUNCTION stream._aggregate_depend(state_table regclass, stream regclass) 
     LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION stream._aggregate_depend(regclass, regclass) IS
     'Records that an aggregate''s state table depends on its stream, so the stream is not dropped under it (internal)';
+REVOKE ALL ON FUNCTION stream._aggregate_depend(regclass, regclass) FROM PUBLIC;
 
 CREATE FUNCTION stream._aggregate_wake(flush boolean) RETURNS pg_lsn
     AS 'MODULE_PATHNAME', 'stream_aggregate_wake'
@@ -180,6 +193,67 @@ END $$;
 COMMENT ON FUNCTION stream._aggregate_lookup(text) IS
     'The catalog row of a continuous aggregate given its name (internal)';
 
+-- The view's select list and the state table's key columns of an analysed
+-- query (create_aggregate builds the view from them; the worker reads them
+-- from the catalog).
+CREATE FUNCTION stream._aggregate_columns(column_names text[], is_key boolean[], visible boolean[],
+                                          result_types text[], aggregates regprocedure[],
+                                          OUT view_select text, OUT state_keys text)
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    view_select := '';
+    state_keys := '';
+    FOR i IN 1 .. array_length(column_names, 1) LOOP
+        IF is_key[i] THEN
+            state_keys := state_keys || format('%I, ', column_names[i]);
+            IF visible[i] THEN
+                view_select := view_select || format('%I, ', column_names[i]);
+            END IF;
+        ELSE
+            view_select := view_select || format('stream.finalize_state(%I, %L::regprocedure, NULL::%s) AS %I, ',
+                                                 column_names[i], aggregates[i]::text, result_types[i],
+                                                 column_names[i]);
+        END IF;
+    END LOOP;
+    view_select := left(view_select, -2);
+    state_keys := left(state_keys, -2);
+END $$;
+COMMENT ON FUNCTION stream._aggregate_columns(text[], boolean[], boolean[], text[], regprocedure[]) IS
+    'The view select list and state key columns of an analysed aggregate query (internal)';
+
+-- The catalog row of a new aggregate.  The query is analysed again here,
+-- as the caller in the caller's search_path (restricted): the tree the
+-- worker will execute is the extension's own work, and the caller must own
+-- the view and the state table and may read the stream.
+CREATE FUNCTION stream._priv_register_aggregate(caller regrole, view_rel regclass, state_rel regclass,
+                                                query text, search_path text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a record;
+    c record;
+BEGIN
+    PERFORM stream._check_owner(caller, view_rel, 'view');
+    PERFORM stream._check_owner(caller, state_rel, 'table');
+    IF EXISTS (SELECT 1 FROM stream.aggregate_defs d WHERE d.view = view_rel OR d.state_table = state_rel) THEN
+        RAISE EXCEPTION 'continuous aggregate % already exists', view_rel
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'See stream.aggregates.';
+    END IF;
+    a := stream._aggregate_analyze_as(caller, search_path, query);
+    PERFORM stream._check_privilege(caller, a.stream, 'SELECT',
+                                    'the worker reads the stream as the aggregate''s owner.');
+    c := stream._aggregate_columns(a.column_names, a.is_key, a.visible, a.result_types, a.aggregates);
+    PERFORM stream._aggregate_depend(state_rel, a.stream);
+    INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path,
+                                       view_select, state_keys)
+    VALUES (view_rel, state_rel, a.stream, caller, query, a.query_tree, search_path,
+            c.view_select, c.state_keys);
+END $$;
+COMMENT ON FUNCTION stream._priv_register_aggregate(regrole, regclass, regclass, text, text) IS
+    'Records a continuous aggregate after analysing its query as the caller and checking ownership and SELECT on the stream (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_aggregate(regrole, regclass, regclass, text, text) FROM PUBLIC;
+
 CREATE FUNCTION stream.create_aggregate(name text, query text) RETURNS regclass
 LANGUAGE plpgsql SECURITY INVOKER AS $fn$
 DECLARE
@@ -190,7 +264,6 @@ DECLARE
     cols     text := '';
     keys     text := '';
     sel      text := '';
-    first_slot boolean;
 BEGIN
     n := stream._aggregate_name(name);
     IF to_regnamespace(quote_ident(n.schema_name)) IS NULL THEN
@@ -217,25 +290,14 @@ BEGIN
     END IF;
 
     a := stream._aggregate_analyze(query);
-    first_slot := NOT EXISTS (SELECT 1 FROM stream.aggregate_defs);
-    PERFORM stream._aggregate_check_decoding(first_slot);
+    PERFORM stream._activation_decoding();
 
     FOR i IN 1 .. array_length(a.column_names, 1) LOOP
         cols := cols || format('%I %s, ', a.column_names[i], a.state_types[i]);
-        IF a.is_key[i] THEN
-            keys := keys || format('%I, ', a.column_names[i]);
-            IF a.visible[i] THEN
-                sel := sel || format('%I, ', a.column_names[i]);
-            END IF;
-        ELSE
-            sel := sel || format('stream.finalize_state(%I, %L::regprocedure, NULL::%s) AS %I, ',
-                                 a.column_names[i], a.aggregates[i]::text, a.result_types[i],
-                                 a.column_names[i]);
-        END IF;
     END LOOP;
     cols := left(cols, -2);
-    keys := left(keys, -2);
-    sel := left(sel, -2);
+    SELECT c.view_select, c.state_keys INTO sel, keys
+    FROM stream._aggregate_columns(a.column_names, a.is_key, a.visible, a.result_types, a.aggregates) c;
 
     EXECUTE format('CREATE TABLE %I.%I (%s)', n.schema_name, n.rel_name || '_state', cols);
     state_rel := format('%I.%I', n.schema_name, n.rel_name || '_state')::regclass;
@@ -249,13 +311,8 @@ BEGIN
     view_rel := format('%I.%I', n.schema_name, n.rel_name)::regclass;
     EXECUTE format('COMMENT ON VIEW %s IS %L', view_rel,
                    format('Continuous aggregate over stream %s (stream_events): %s', a.stream, query));
-    PERFORM stream._aggregate_depend(state_rel, a.stream);
-
-    INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path,
-                                       view_select, state_keys)
-    VALUES (view_rel, state_rel, a.stream, current_user::regrole, query, a.query_tree,
-            stream._search_path(),
-            sel, keys);
+    PERFORM stream._priv('stream._priv_register_aggregate', view_rel, state_rel, query,
+                         stream._search_path());
     PERFORM stream._aggregate_wake(false);
     RETURN view_rel;
 END
@@ -277,24 +334,41 @@ END $$;
 COMMENT ON FUNCTION stream.drop_aggregate(text) IS
     'Drops a continuous aggregate (view, state table, catalog row); the last one also releases the replication slot';
 
-CREATE FUNCTION stream.rebuild_aggregate(name text) RETURNS void
-LANGUAGE plpgsql SECURITY INVOKER AS $$
+CREATE FUNCTION stream._priv_rebuild_aggregate(caller regrole, view_rel regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     def stream.aggregate_defs;
 BEGIN
-    def := stream._aggregate_lookup(name);
-    IF NOT pg_has_role(def.owner, 'USAGE') THEN
-        RAISE EXCEPTION 'must be owner of continuous aggregate %', name
+    -- The row lock orders us with the worker's apply transaction.
+    SELECT d.* INTO def FROM stream.aggregate_defs d WHERE d.view = view_rel FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'continuous aggregate % does not exist', view_rel
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM stream.aggregates.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(caller, def.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of continuous aggregate %', view_rel
             USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Its owner is %s.', def.owner),
                   HINT = format('Ask %s, its owner.', def.owner);
     END IF;
-    -- The row lock orders us with the worker's apply transaction.
-    PERFORM 1 FROM stream.aggregate_defs d WHERE d.agg_id = def.agg_id FOR UPDATE;
     EXECUTE format('TRUNCATE %s', def.state_table);
     UPDATE stream.aggregate_defs d
        SET status = 'backfill', last_error = NULL, applied_lsn = NULL, applied_at = NULL,
            events_backfilled = NULL, apply_rate = NULL
      WHERE d.agg_id = def.agg_id;
+END $$;
+COMMENT ON FUNCTION stream._priv_rebuild_aggregate(regrole, regclass) IS
+    'The body of rebuild_aggregate, for the aggregate''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_rebuild_aggregate(regrole, regclass) FROM PUBLIC;
+
+CREATE FUNCTION stream.rebuild_aggregate(name text) RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    def stream.aggregate_defs;
+BEGIN
+    def := stream._aggregate_lookup(name);
+    PERFORM stream._priv('stream._priv_rebuild_aggregate', def.view);
     PERFORM stream._aggregate_wake(false);
 END $$;
 COMMENT ON FUNCTION stream.rebuild_aggregate(text) IS
@@ -381,9 +455,7 @@ BEGIN
            OR NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = d.stream) THEN
             CONTINUE;       -- the restore is not finished: try again later
         END IF;
-        PERFORM set_config('search_path', coalesce(nullif(d.search_path, ''), 'public'), true);
-        a := stream._aggregate_analyze(d.query);
-        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+        a := stream._aggregate_analyze_as(d.owner, coalesce(nullif(d.search_path, ''), 'public'), d.query);
         IF a.stream IS DISTINCT FROM d.stream THEN
             RAISE EXCEPTION 'restored continuous aggregate % reads %, its catalog says %', d.view, a.stream, d.stream
                 USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -410,8 +482,8 @@ COMMENT ON FUNCTION stream._aggregate_adopt() IS
 REVOKE ALL ON FUNCTION stream._aggregate_adopt() FROM PUBLIC;
 
 CREATE VIEW stream.aggregates AS
-SELECT d.view AS name,
-       d.stream,
+SELECT d.view::text AS name,
+       d.stream::text AS stream,
        d.owner,
        d.query,
        d.status AS state,
@@ -431,7 +503,9 @@ SELECT d.view AS name,
        d.last_commit_at,
        d.state_table,
        d.created_at
-FROM stream.aggregate_defs d;
+FROM stream.aggregate_defs d
+WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
+   OR coalesce(pg_catalog.has_table_privilege(d.view, 'SELECT'), false);
 COMMENT ON VIEW stream.aggregates IS
     'Continuous aggregates: stream, defining query, state (backfill/running/error), applied LSN, lag in bytes and seconds, apply rate (events/s)';
 GRANT SELECT ON stream.aggregates TO PUBLIC;

@@ -36,6 +36,7 @@ CREATE TABLE stream.activation_defs (
     fired        bigint NOT NULL DEFAULT 0,
     created_at   timestamptz NOT NULL DEFAULT now(),
     origin       text NOT NULL DEFAULT stream._aggregate_origin(),
+    notify       text NOT NULL DEFAULT 'full' CHECK (notify IN ('full', 'id')),
     CHECK ((kind = 'absence') = (cancelled_by IS NOT NULL AND within IS NOT NULL)),
     CHECK ((kind = 'threshold') = (aggregate IS NOT NULL)),
     CHECK (kind = 'event' OR (delivery = 'batched' AND cooldown IS NULL))
@@ -44,13 +45,77 @@ SELECT pg_catalog.pg_extension_config_dump('stream.activation_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.activation_defs_act_id_seq', '');
 COMMENT ON TABLE stream.activation_defs IS
     'Catalog of activations (stream.on_event, on_absence, on_threshold): expressions, key, channel, delivery, and the LSN up to which the worker has looked at committed changes';
-GRANT SELECT, INSERT, DELETE ON stream.activation_defs TO PUBLIC;
-GRANT USAGE ON SEQUENCE stream.activation_defs_act_id_seq TO PUBLIC;
+COMMENT ON COLUMN stream.activation_defs.notify IS
+    'What the NOTIFY carries: full (the outbox row as JSON) or id (only {"id": N}; read the row with stream.consume, which checks the channel grant)';
+
+-- Channels are owned: the role that first defines an activation on a
+-- channel owns it; other roles read its outbox rows only when the owner
+-- grants the channel (stream.grant_channel).  Names and grants are public
+-- (like pg_class), rows are not.
+CREATE TABLE stream.channels (
+    channel      text PRIMARY KEY,
+    owner        regrole NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('stream.channels', '');
+COMMENT ON TABLE stream.channels IS
+    'Activation channels and the role that owns each (the first to define an activation on it)';
+REVOKE ALL ON stream.channels FROM PUBLIC;
+GRANT SELECT ON stream.channels TO PUBLIC;
+
+CREATE TABLE stream.channel_grants (
+    channel      text NOT NULL REFERENCES stream.channels ON DELETE CASCADE,
+    grantee      regrole NOT NULL,
+    granted_by   regrole NOT NULL,
+    granted_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel, grantee)
+);
+SELECT pg_catalog.pg_extension_config_dump('stream.channel_grants', '');
+COMMENT ON TABLE stream.channel_grants IS
+    'Roles allowed to consume a channel they do not own (stream.grant_channel / stream.revoke_channel)';
+REVOKE ALL ON stream.channel_grants FROM PUBLIC;
+GRANT SELECT ON stream.channel_grants TO PUBLIC;
+
+-- A consumer name belongs to the role that first used it.
+CREATE TABLE stream.consumers (
+    consumer     text PRIMARY KEY,
+    role         regrole NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('stream.consumers', '');
+COMMENT ON TABLE stream.consumers IS
+    'Consumer names of stream.consume / stream.ack and the role each is bound to (the first that used it)';
+REVOKE ALL ON stream.consumers FROM PUBLIC;
+GRANT SELECT ON stream.consumers TO PUBLIC;
+ALTER TABLE stream.consumers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumers_read ON stream.consumers FOR SELECT USING (pg_catalog.pg_has_role(role, 'USAGE'));
+
+CREATE FUNCTION stream._channel_readable_by(who regrole, channel text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM stream.channels c
+                   WHERE c.channel = _channel_readable_by.channel
+                     AND (pg_catalog.pg_has_role(who, c.owner, 'USAGE')
+                          OR EXISTS (SELECT 1 FROM stream.channel_grants g
+                                     WHERE g.channel = c.channel
+                                       AND pg_catalog.pg_has_role(who, g.grantee, 'USAGE'))))
+$$;
+COMMENT ON FUNCTION stream._channel_readable_by(regrole, text) IS
+    'True if the role owns the channel or was granted it (internal)';
+
+CREATE FUNCTION stream._channel_readable(channel text) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT stream._channel_readable_by(current_user::regrole, channel)
+$$;
+COMMENT ON FUNCTION stream._channel_readable(text) IS
+    'True if the current role owns the channel or was granted it (internal; row level security of the outbox)';
+
+-- Written by the extension only: the worker runs these definitions as
+-- their owner, and the owner column is what it runs them as.
+REVOKE ALL ON stream.activation_defs FROM PUBLIC;
+GRANT SELECT ON stream.activation_defs TO PUBLIC;
 ALTER TABLE stream.activation_defs ENABLE ROW LEVEL SECURITY;
-CREATE POLICY activation_defs_read ON stream.activation_defs FOR SELECT USING (true);
-CREATE POLICY activation_defs_owner_write ON stream.activation_defs FOR ALL
-    USING (pg_catalog.pg_has_role(owner, 'USAGE'))
-    WITH CHECK (pg_catalog.pg_has_role(owner, 'USAGE'));
+CREATE POLICY activation_defs_read ON stream.activation_defs FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE') OR stream._channel_readable(channel));
 
 CREATE TABLE stream.activations (
     id           bigserial PRIMARY KEY,
@@ -71,7 +136,10 @@ SELECT pg_catalog.pg_extension_config_dump('stream.activations', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.activations_id_seq', '');
 COMMENT ON TABLE stream.activations IS
     'Outbox of activations: one row per firing, committed with its NOTIFY (by the background worker, or by the producer for immediate delivery)';
+REVOKE ALL ON stream.activations FROM PUBLIC;
 GRANT SELECT ON stream.activations TO PUBLIC;
+ALTER TABLE stream.activations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY activations_read ON stream.activations FOR SELECT USING (stream._channel_readable(channel));
 
 CREATE TABLE stream.absence_timers (
     act_id       integer NOT NULL REFERENCES stream.activation_defs ON DELETE CASCADE,
@@ -87,7 +155,12 @@ CREATE INDEX absence_timers_deadline ON stream.absence_timers (deadline);
 SELECT pg_catalog.pg_extension_config_dump('stream.absence_timers', '');
 COMMENT ON TABLE stream.absence_timers IS
     'Open on_absence timers, one per activation and key: opened (or restarted) by a started_by event, deleted by a cancelled_by event or when it fires';
+REVOKE ALL ON stream.absence_timers FROM PUBLIC;
 GRANT SELECT ON stream.absence_timers TO PUBLIC;
+ALTER TABLE stream.absence_timers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY absence_timers_read ON stream.absence_timers FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.activation_defs d
+                   WHERE d.act_id = absence_timers.act_id AND pg_catalog.pg_has_role(d.owner, 'USAGE')));
 
 CREATE TABLE stream.threshold_state (
     act_id       integer NOT NULL REFERENCES stream.activation_defs ON DELETE CASCADE,
@@ -98,7 +171,12 @@ CREATE TABLE stream.threshold_state (
 SELECT pg_catalog.pg_extension_config_dump('stream.threshold_state', '');
 COMMENT ON TABLE stream.threshold_state IS
     'The groups for which an on_threshold condition currently holds (so that it fires once per rise)';
+REVOKE ALL ON stream.threshold_state FROM PUBLIC;
 GRANT SELECT ON stream.threshold_state TO PUBLIC;
+ALTER TABLE stream.threshold_state ENABLE ROW LEVEL SECURITY;
+CREATE POLICY threshold_state_read ON stream.threshold_state FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.activation_defs d
+                   WHERE d.act_id = threshold_state.act_id AND pg_catalog.pg_has_role(d.owner, 'USAGE')));
 
 CREATE TABLE stream.consumer_offsets (
     consumer     text NOT NULL,
@@ -111,7 +189,12 @@ CREATE TABLE stream.consumer_offsets (
 SELECT pg_catalog.pg_extension_config_dump('stream.consumer_offsets', '');
 COMMENT ON TABLE stream.consumer_offsets IS
     'Per consumer and channel: what stream.consume delivered and stream.ack acknowledged';
+REVOKE ALL ON stream.consumer_offsets FROM PUBLIC;
 GRANT SELECT ON stream.consumer_offsets TO PUBLIC;
+ALTER TABLE stream.consumer_offsets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumer_offsets_read ON stream.consumer_offsets FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.consumers c
+                   WHERE c.consumer = consumer_offsets.consumer AND pg_catalog.pg_has_role(c.role, 'USAGE')));
 
 CREATE TABLE stream.consumer_acks (
     consumer     text NOT NULL,
@@ -121,7 +204,12 @@ CREATE TABLE stream.consumer_acks (
 );
 COMMENT ON TABLE stream.consumer_acks IS
     'When each consumer acknowledged each activation (for the fired -> acked latency; pruned with the outbox)';
+REVOKE ALL ON stream.consumer_acks FROM PUBLIC;
 GRANT SELECT ON stream.consumer_acks TO PUBLIC;
+ALTER TABLE stream.consumer_acks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumer_acks_read ON stream.consumer_acks FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.consumers c
+                   WHERE c.consumer = consumer_acks.consumer AND pg_catalog.pg_has_role(c.role, 'USAGE')));
 
 CREATE FUNCTION stream._activation_check(rel regclass, condition text, key text, payload text)
     RETURNS void
@@ -129,6 +217,15 @@ CREATE FUNCTION stream._activation_check(rel regclass, condition text, key text,
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION stream._activation_check(regclass, text, text, text) IS
     'Parses and analyses an activation''s condition, key and payload over a stream (or an aggregate''s view), refusing what the worker cannot evaluate per row (internal)';
+
+CREATE FUNCTION stream._activation_check_as(role regrole, search_path text, rel regclass,
+                                            condition text, key text, payload text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'stream_call_as'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION stream._activation_check_as(regrole, text, regclass, text, text, text) IS
+    'stream._activation_check run as role in search_path, restricted (internal)';
+REVOKE ALL ON FUNCTION stream._activation_check_as(regrole, text, regclass, text, text, text) FROM PUBLIC;
 
 CREATE FUNCTION stream._activation_fire() RETURNS trigger
     AS 'MODULE_PATHNAME', 'stream_activation_fire'
@@ -141,6 +238,7 @@ CREATE FUNCTION stream._activation_sync_trigger(stream regclass) RETURNS void
     LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION stream._activation_sync_trigger(regclass) IS
     'Creates or drops the row trigger that fires a stream''s immediate activations in the producer''s transaction (internal)';
+REVOKE ALL ON FUNCTION stream._activation_sync_trigger(regclass) FROM PUBLIC;
 
 CREATE FUNCTION stream._activation_validate(name text, channel text, rel regclass)
 RETURNS void
@@ -157,19 +255,95 @@ BEGIN
                   DETAIL = 'The channel is what clients LISTEN on (it defaults to the activation''s name).',
                   HINT = 'Use a lower-case identifier of at most 63 characters, e.g. cart_events, so that LISTEN works without quoting.';
     END IF;
-    IF EXISTS (SELECT 1 FROM stream.activation_defs d WHERE d.name = _activation_validate.name) THEN
+END $$;
+COMMENT ON FUNCTION stream._activation_validate(text, text, regclass) IS
+    'Checks an activation''s name and channel (internal)';
+
+-- The catalog row of a new activation, for its owner (the caller): checks
+-- the name, SELECT on what it watches, the channel (owned by the caller or
+-- new), and analyses the expressions again as the caller.
+CREATE FUNCTION stream._priv_register_activation(caller regrole, name text, kind text, rel regclass,
+                                                 aggregate regclass, condition text, cancelled_by text,
+                                                 within interval, key text, payload text, channel text,
+                                                 cooldown interval, delivery text, notify text,
+                                                 search_path text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    watched regclass := coalesce(aggregate, rel);
+    ch_owner regrole;
+    agg stream.aggregate_defs;
+    mode text := notify;
+BEGIN
+    PERFORM stream._activation_validate(name, channel, NULL);
+    IF EXISTS (SELECT 1 FROM stream.activation_defs d WHERE d.name = _priv_register_activation.name) THEN
         RAISE EXCEPTION 'activation "%" already exists', name
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Drop it first with stream.drop_activation, or choose another name.';
     END IF;
-    IF rel IS NOT NULL AND NOT has_table_privilege(rel, 'SELECT') THEN
-        RAISE EXCEPTION 'permission denied for %', rel
+    IF NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = rel) THEN
+        RAISE EXCEPTION 'relation % is not a stream', coalesce(rel::text, 'NULL')
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Activations watch streams created with stream.create_stream.';
+    END IF;
+    PERFORM stream._check_privilege(caller, watched, 'SELECT',
+                                    'the worker evaluates the activation as its owner, who must be able to read what it watches.');
+    IF kind = 'threshold' THEN
+        SELECT d.* INTO agg FROM stream.aggregate_defs d WHERE d.view = aggregate;
+        IF NOT FOUND OR agg.stream <> rel THEN
+            RAISE EXCEPTION '% is not a continuous aggregate of stream %', aggregate, rel
+                USING ERRCODE = 'wrong_object_type',
+                      HINT = 'See SELECT name, stream FROM stream.aggregates.';
+        END IF;
+        IF NOT pg_catalog.pg_has_role(caller, agg.owner, 'USAGE') THEN
+            RAISE EXCEPTION 'permission denied for continuous aggregate %', aggregate
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('The condition is evaluated as the aggregate is applied, as its owner %s.', agg.owner),
+                      HINT = 'Define thresholds as the aggregate''s owner (or a member of that role).';
+        END IF;
+    END IF;
+    IF mode IS NOT NULL AND mode NOT IN ('full', 'id') THEN
+        RAISE EXCEPTION 'invalid notify %', quote_literal(mode)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'full: the NOTIFY carries the outbox row as JSON; id: only its id.',
+                  HINT = 'Pass notify => ''full'' or ''id'' (LISTEN has no access control: use id for private data).';
+    END IF;
+    -- LISTEN/NOTIFY has no access control: unless told otherwise, a stream
+    -- that PUBLIC cannot read notifies ids only.
+    mode := coalesce(mode, CASE WHEN coalesce(pg_catalog.has_table_privilege('public', watched, 'SELECT'), false)
+                                THEN 'full' ELSE 'id' END);
+    -- the expressions, analysed as the caller in the caller's search_path
+    PERFORM stream._activation_check_as(caller, search_path, watched, condition,
+                                        CASE WHEN kind = 'threshold' THEN NULL ELSE key END, payload);
+    IF cancelled_by IS NOT NULL THEN
+        PERFORM stream._activation_check_as(caller, search_path, rel, cancelled_by, NULL::text, NULL::text);
+    END IF;
+    -- the channel: new (the caller owns it from now on) or the caller's
+    INSERT INTO stream.channels (channel, owner) VALUES (_priv_register_activation.channel, caller)
+    ON CONFLICT DO NOTHING;
+    SELECT c.owner INTO ch_owner FROM stream.channels c WHERE c.channel = _priv_register_activation.channel;
+    IF NOT pg_catalog.pg_has_role(caller, ch_owner, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for channel %', channel
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'The worker evaluates the activation on behalf of its owner, who needs SELECT on it.';
+                  DETAIL = format('Channel %s belongs to role %s.', channel, ch_owner),
+                  HINT = 'Choose another channel name: a channel carries the activations of the role that owns it.';
+    END IF;
+    INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
+                                        payload, channel, cooldown, delivery, owner, search_path,
+                                        applied_lsn, notify)
+    VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
+            cooldown, delivery, caller, search_path,
+            -- a threshold's stays NULL until the worker has noted which groups
+            -- already satisfy it (they fire only after they stop, then rise)
+            CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
+            mode);
+    IF delivery = 'immediate' THEN
+        PERFORM stream._activation_sync_trigger(rel);
     END IF;
 END $$;
-COMMENT ON FUNCTION stream._activation_validate(text, text, regclass) IS
-    'Checks an activation''s name, channel and the definer''s right to read what it watches (internal)';
+COMMENT ON FUNCTION stream._priv_register_activation(regrole, text, text, regclass, regclass, text, text, interval, text, text, text, interval, text, text, text) IS
+    'Records an activation for the caller after checking its name, channel, SELECT on what it watches and its expressions (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_activation(regrole, text, text, regclass, regclass, text, text, interval, text, text, text, interval, text, text, text) FROM PUBLIC;
 
 CREATE FUNCTION stream._activation_stream(stream regclass) RETURNS regclass
 LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
@@ -198,7 +372,8 @@ CREATE FUNCTION stream.on_event(name text, stream regclass, condition text,
                                 channel text DEFAULT NULL, payload text DEFAULT NULL,
                                 key text DEFAULT 'coalesce(user_id, anonymous_id)',
                                 cooldown interval DEFAULT NULL,
-                                delivery text DEFAULT 'batched')
+                                delivery text DEFAULT 'batched',
+                                notify text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
@@ -217,29 +392,24 @@ BEGIN
                   DETAIL = 'batched: the worker fires from committed changes (producers never wait on NOTIFY); immediate: the producer''s transaction fires (lowest latency, serialises notifying commits).',
                   HINT = 'Pass delivery => ''batched'' or ''immediate''.';
     END IF;
-    PERFORM stream._activation_check(on_event.stream, condition, key, payload);
     IF delivery = 'batched' THEN
         PERFORM stream._activation_decoding();
     END IF;
-    INSERT INTO stream.activation_defs (name, kind, stream, condition, key, payload, channel, cooldown,
-                                        delivery, owner, search_path, applied_lsn)
-    VALUES (name, 'event', stream, condition, key, payload, ch, cooldown, delivery,
-            current_user::regrole,
-            stream._search_path(),
-            pg_catalog.pg_current_wal_insert_lsn());
-    IF delivery = 'immediate' THEN
-        PERFORM stream._activation_sync_trigger(stream);
-    ELSE
+    PERFORM stream._priv('stream._priv_register_activation', name, 'event'::text, stream, NULL::regclass,
+                         condition, NULL::text, NULL::interval, key, payload, ch, cooldown, delivery,
+                         on_event.notify, stream._search_path());
+    IF delivery = 'batched' THEN
         PERFORM stream._aggregate_wake(false);
     END IF;
 END $$;
-COMMENT ON FUNCTION stream.on_event(text, regclass, text, text, text, text, interval, text) IS
+COMMENT ON FUNCTION stream.on_event(text, regclass, text, text, text, text, interval, text, text) IS
     'Defines an activation: every committed event of the stream that satisfies condition is written to stream.activations and sent with NOTIFY on channel (default: the name), at most once per key per cooldown';
 
 CREATE FUNCTION stream.on_absence(name text, stream regclass, started_by text, cancelled_by text,
                                   within interval,
                                   key text DEFAULT 'coalesce(user_id, anonymous_id)',
-                                  channel text DEFAULT NULL, payload text DEFAULT NULL)
+                                  channel text DEFAULT NULL, payload text DEFAULT NULL,
+                                  notify text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
@@ -258,27 +428,23 @@ BEGIN
                   DETAIL = 'Timers are kept per key: started_by opens the key''s timer, cancelled_by for the same key cancels it.',
                   HINT = 'Pass e.g. key => ''user_id''.';
     END IF;
-    PERFORM stream._activation_check(on_absence.stream, started_by, key, payload);
     IF cancelled_by IS NULL THEN
         RAISE EXCEPTION 'the cancelled_by of an activation must not be null'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'Pass a boolean expression, e.g. event_name = ''purchase''.';
     END IF;
-    PERFORM stream._activation_check(on_absence.stream, cancelled_by, NULL, NULL);
     PERFORM stream._activation_decoding();
-    INSERT INTO stream.activation_defs (name, kind, stream, condition, cancelled_by, within, key,
-                                        payload, channel, owner, search_path, applied_lsn)
-    VALUES (name, 'absence', stream, started_by, cancelled_by, within, key, payload, ch,
-            current_user::regrole,
-            stream._search_path(),
-            pg_catalog.pg_current_wal_insert_lsn());
+    PERFORM stream._priv('stream._priv_register_activation', name, 'absence'::text, stream, NULL::regclass,
+                         started_by, cancelled_by, within, key, payload, ch, NULL::interval,
+                         'batched'::text, on_absence.notify, stream._search_path());
     PERFORM stream._aggregate_wake(false);
 END $$;
-COMMENT ON FUNCTION stream.on_absence(text, regclass, text, text, interval, text, text, text) IS
+COMMENT ON FUNCTION stream.on_absence(text, regclass, text, text, interval, text, text, text, text) IS
     'Defines an absence activation: an event matching started_by opens a timer for its key, one matching cancelled_by cancels it; a timer that runs out (within, after the start event was received) fires once';
 
 CREATE FUNCTION stream.on_threshold(name text, aggregate text, condition text,
-                                    channel text DEFAULT NULL, payload text DEFAULT NULL)
+                                    channel text DEFAULT NULL, payload text DEFAULT NULL,
+                                    notify text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
@@ -287,121 +453,239 @@ DECLARE
 BEGIN
     def := stream._aggregate_lookup(aggregate);
     PERFORM stream._activation_validate(name, ch, def.view);
-    IF NOT pg_catalog.pg_has_role(def.owner, 'USAGE') THEN
-        RAISE EXCEPTION 'permission denied for continuous aggregate %', def.view
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('The condition is evaluated as the aggregate is applied, as its owner %s.', def.owner),
-                  HINT = 'Define thresholds as the aggregate''s owner (or a member of that role).';
-    END IF;
     IF def.view_select IS NULL THEN
         RAISE EXCEPTION 'continuous aggregate % predates thresholds', def.view
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Rebuild it with stream.drop_aggregate and stream.create_aggregate.';
     END IF;
-    PERFORM stream._activation_check(def.view, condition, NULL, payload);
-    -- applied_lsn stays NULL until the worker has noted which groups already
-    -- satisfy the condition (they fire only after they stop, then rise again)
-    INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, payload, channel,
-                                        owner, search_path)
-    VALUES (name, 'threshold', def.stream, def.view, condition, payload, ch,
-            current_user::regrole,
-            stream._search_path());
+    PERFORM stream._priv('stream._priv_register_activation', name, 'threshold'::text, def.stream, def.view,
+                         condition, NULL::text, NULL::interval, NULL::text, payload, ch, NULL::interval,
+                         'batched'::text, on_threshold.notify, stream._search_path());
     PERFORM stream._aggregate_wake(false);
 END $$;
-COMMENT ON FUNCTION stream.on_threshold(text, text, text, text, text) IS
+COMMENT ON FUNCTION stream.on_threshold(text, text, text, text, text, text) IS
     'Defines a threshold activation on a continuous aggregate: fires once when a group starts to satisfy condition (again only after it stopped), evaluated by the worker as it applies changes';
 
-CREATE FUNCTION stream.drop_activation(name text) RETURNS void
-LANGUAGE plpgsql SECURITY INVOKER AS $$
+CREATE FUNCTION stream._priv_drop_activation(caller regrole, name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     d stream.activation_defs;
 BEGIN
-    DELETE FROM stream.activation_defs a WHERE a.name = drop_activation.name RETURNING * INTO d;
-    IF NOT FOUND THEN
+    SELECT a.* INTO d FROM stream.activation_defs a WHERE a.name = _priv_drop_activation.name FOR UPDATE;
+    IF NOT FOUND OR NOT (pg_catalog.pg_has_role(caller, d.owner, 'USAGE')
+                         OR stream._channel_readable_by(caller, d.channel)) THEN
         RAISE EXCEPTION 'activation "%" does not exist', name
             USING ERRCODE = 'undefined_object',
-                  HINT = 'See SELECT name FROM stream.activation_defs (only its owner may drop it).';
+                  HINT = 'See SELECT activation FROM stream.activation_stats.';
     END IF;
+    IF NOT pg_catalog.pg_has_role(caller, d.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of activation %', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Its owner is %s.', d.owner),
+                  HINT = format('Ask %s to drop it.', d.owner);
+    END IF;
+    DELETE FROM stream.activation_defs a WHERE a.act_id = d.act_id;
     IF d.delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(d.stream);
-    ELSE
-        PERFORM stream._aggregate_wake(false);
     END IF;
+END $$;
+COMMENT ON FUNCTION stream._priv_drop_activation(regrole, text) IS
+    'The body of drop_activation, for its owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_drop_activation(regrole, text) FROM PUBLIC;
+
+CREATE FUNCTION stream.drop_activation(name text) RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM stream._priv('stream._priv_drop_activation', name);
+    PERFORM stream._aggregate_wake(false);
 END $$;
 COMMENT ON FUNCTION stream.drop_activation(text) IS
     'Drops an activation and its open timers; its rows in stream.activations stay';
 
+-- Channel grants.
+CREATE FUNCTION stream._priv_grant_channel(caller regrole, channel text, role regrole, revoke boolean)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    own regrole;
+BEGIN
+    IF channel IS NULL OR role IS NULL THEN
+        RAISE EXCEPTION 'a channel and a role are needed'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'e.g. SELECT stream.grant_channel(''cart_events'', ''mailer'').';
+    END IF;
+    SELECT c.owner INTO own FROM stream.channels c WHERE c.channel = _priv_grant_channel.channel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', channel
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = 'A channel exists once an activation has been defined on it.',
+                  HINT = 'See SELECT channel, owner FROM stream.channels.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(caller, own, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of channel %', channel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Channel %s belongs to role %s.', channel, own),
+                  HINT = format('Ask %s to run stream.grant_channel(%L, %L).', own, channel, role::text);
+    END IF;
+    IF revoke THEN
+        DELETE FROM stream.channel_grants g WHERE g.channel = _priv_grant_channel.channel AND g.grantee = role;
+    ELSE
+        INSERT INTO stream.channel_grants (channel, grantee, granted_by)
+        VALUES (_priv_grant_channel.channel, role, caller)
+        ON CONFLICT ON CONSTRAINT channel_grants_pkey DO NOTHING;
+    END IF;
+END $$;
+COMMENT ON FUNCTION stream._priv_grant_channel(regrole, text, regrole, boolean) IS
+    'The body of grant_channel and revoke_channel, for the channel''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_grant_channel(regrole, text, regrole, boolean) FROM PUBLIC;
+
+CREATE FUNCTION stream.grant_channel(channel text, role regrole) RETURNS void
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT stream._priv('stream._priv_grant_channel', channel, role, false)
+$$;
+COMMENT ON FUNCTION stream.grant_channel(text, regrole) IS
+    'Lets role read the activations of a channel you own with stream.consume (and see them in stream.activations)';
+
+CREATE FUNCTION stream.revoke_channel(channel text, role regrole) RETURNS void
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT stream._priv('stream._priv_grant_channel', channel, role, true)
+$$;
+COMMENT ON FUNCTION stream.revoke_channel(text, regrole) IS
+    'Takes back grant_channel';
+
 -- Delivery: at least once per consumer.  consume returns what the consumer
 -- has not acknowledged yet, in id order (again after a reconnect, so a
 -- client that crashed before its ack sees those rows again); ack moves the
--- consumer's position.
-CREATE FUNCTION stream.consume(consumer text, channel text, max integer DEFAULT 100)
-RETURNS SETOF stream.activations
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- consumer's position.  A consumer name belongs to the role that first
+-- used it, and reads only channels that role owns or was granted.
+CREATE FUNCTION stream._consumer_claim(caller regrole, consumer text, channel text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    bound regrole;
+BEGIN
+    INSERT INTO stream.consumers (consumer, role) VALUES (_consumer_claim.consumer, caller)
+    ON CONFLICT DO NOTHING;
+    SELECT c.role INTO bound FROM stream.consumers c WHERE c.consumer = _consumer_claim.consumer;
+    IF NOT pg_catalog.pg_has_role(caller, bound, 'USAGE') THEN
+        RAISE EXCEPTION 'consumer "%" belongs to another role', consumer
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Consumer name %s is bound to role %s, the first to use it.', consumer, bound),
+                  HINT = 'Choose a consumer name of your own.';
+    END IF;
+    IF channel IS NOT NULL AND NOT stream._channel_readable_by(caller, channel) THEN
+        RAISE EXCEPTION 'permission denied for channel %', channel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s neither owns channel %s nor was granted it.', caller, channel),
+                  HINT = format('Ask the channel''s owner to run stream.grant_channel(%L, %L).', channel, caller::text);
+    END IF;
+END $$;
+COMMENT ON FUNCTION stream._consumer_claim(regrole, text, text) IS
+    'Binds a consumer name to the caller on first use and checks the caller may read the channel (internal)';
+REVOKE ALL ON FUNCTION stream._consumer_claim(regrole, text, text) FROM PUBLIC;
+
+CREATE FUNCTION stream._priv_consume_position(caller regrole, consumer text, channel text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     pos stream.consumer_offsets;
+BEGIN
+    PERFORM stream._consumer_claim(caller, _priv_consume_position.consumer, _priv_consume_position.channel);
+    INSERT INTO stream.consumer_offsets AS o (consumer, channel)
+    VALUES (_priv_consume_position.consumer, _priv_consume_position.channel)
+    ON CONFLICT (consumer, channel) DO NOTHING;
+    -- held until the caller's transaction ends: one consume at a time per consumer and channel
+    SELECT o.* INTO pos FROM stream.consumer_offsets o
+    WHERE o.consumer = _priv_consume_position.consumer AND o.channel = _priv_consume_position.channel FOR UPDATE;
+    RETURN pos.acked_id;
+END $$;
+COMMENT ON FUNCTION stream._priv_consume_position(regrole, text, text) IS
+    'Claims the consumer name, checks the channel grant, locks and returns the acknowledged position (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_consume_position(regrole, text, text) FROM PUBLIC;
+
+CREATE FUNCTION stream._priv_consume_delivered(caller regrole, consumer text, channel text, upto_id bigint)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM stream._consumer_claim(caller, _priv_consume_delivered.consumer, _priv_consume_delivered.channel);
+    UPDATE stream.consumer_offsets o
+       SET delivered_id = greatest(o.delivered_id, upto_id)
+     WHERE o.consumer = _priv_consume_delivered.consumer AND o.channel = _priv_consume_delivered.channel;
+END $$;
+COMMENT ON FUNCTION stream._priv_consume_delivered(regrole, text, text, bigint) IS
+    'Records how far stream.consume delivered (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_consume_delivered(regrole, text, text, bigint) FROM PUBLIC;
+
+CREATE FUNCTION stream.consume(consumer text, channel text, max integer DEFAULT 100)
+RETURNS SETOF stream.activations
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    acked bigint;
+    batch stream.activations[];
 BEGIN
     IF consumer IS NULL OR channel IS NULL OR max IS NULL OR max < 1 THEN
         RAISE EXCEPTION 'stream.consume needs a consumer, a channel and max >= 1'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'e.g. SELECT * FROM stream.consume(''mailer'', ''cart_events'', 100).';
     END IF;
-    INSERT INTO stream.consumer_offsets AS o (consumer, channel)
-    VALUES (consume.consumer, consume.channel)
-    ON CONFLICT (consumer, channel) DO NOTHING;
-    SELECT o.* INTO pos FROM stream.consumer_offsets o
-    WHERE o.consumer = consume.consumer AND o.channel = consume.channel FOR UPDATE;
-    RETURN QUERY
-    WITH batch AS (
-        SELECT a.* FROM stream.activations a
-        WHERE a.channel = consume.channel AND a.id > pos.acked_id
-        ORDER BY a.id LIMIT max),
-    upd AS (
-        UPDATE stream.consumer_offsets o
-           SET delivered_id = greatest(o.delivered_id, (SELECT max(b.id) FROM batch b))
-         WHERE o.consumer = consume.consumer AND o.channel = consume.channel
-           AND EXISTS (SELECT 1 FROM batch))
-    SELECT * FROM batch ORDER BY id;
+    acked := stream._priv('stream._priv_consume_position', consume.consumer, consume.channel)::bigint;
+    -- read with the caller's rights: row level security shows granted channels only
+    SELECT array_agg(b ORDER BY b.id) INTO batch
+    FROM (SELECT a.* FROM stream.activations a
+          WHERE a.channel = consume.channel AND a.id > acked
+          ORDER BY a.id LIMIT max) b;
+    IF batch IS NOT NULL THEN
+        PERFORM stream._priv('stream._priv_consume_delivered', consume.consumer, consume.channel,
+                             batch[array_length(batch, 1)].id);
+        RETURN QUERY SELECT * FROM unnest(batch);
+    END IF;
 END $$;
 COMMENT ON FUNCTION stream.consume(text, text, integer) IS
-    'Activations of channel not yet acknowledged by consumer, oldest first (at most max); delivered again until stream.ack';
-GRANT EXECUTE ON FUNCTION stream.consume(text, text, integer) TO PUBLIC;
+    'Activations of channel not yet acknowledged by consumer, oldest first (at most max); delivered again until stream.ack; the consumer name is bound to the first role that used it, and the channel must be owned or granted';
 
-CREATE FUNCTION stream.ack(consumer text, upto_id bigint) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION stream._priv_ack(caller regrole, consumer text, upto_id bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     ch  text;
     pos stream.consumer_offsets;
 BEGIN
     SELECT a.channel INTO ch FROM stream.activations a WHERE a.id = upto_id;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR NOT stream._channel_readable_by(caller, ch) THEN
         RAISE EXCEPTION 'activation % does not exist', coalesce(upto_id::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Acknowledge an id returned by stream.consume.';
     END IF;
+    PERFORM stream._consumer_claim(caller, _priv_ack.consumer, ch);
     SELECT o.* INTO pos FROM stream.consumer_offsets o
-    WHERE o.consumer = ack.consumer AND o.channel = ch FOR UPDATE;
+    WHERE o.consumer = _priv_ack.consumer AND o.channel = ch FOR UPDATE;
     IF NOT FOUND OR upto_id > pos.delivered_id THEN
-        RAISE EXCEPTION 'consumer "%" never received activation %', consumer, upto_id
+        RAISE EXCEPTION 'consumer "%" never received activation %', _priv_ack.consumer, upto_id
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Channel %s: delivered up to %s.', ch, coalesce(pos.delivered_id, 0)),
                   HINT = 'Acknowledge only ids that stream.consume returned to this consumer.';
     END IF;
     IF upto_id > pos.acked_id THEN
         INSERT INTO stream.consumer_acks (consumer, id, acked_at)
-        SELECT ack.consumer, a.id, now() FROM stream.activations a
+        SELECT _priv_ack.consumer, a.id, now() FROM stream.activations a
         WHERE a.channel = ch AND a.id > pos.acked_id AND a.id <= upto_id
         ON CONFLICT DO NOTHING;
     END IF;
     UPDATE stream.consumer_offsets o
        SET acked_id = greatest(o.acked_id, upto_id), acked_at = now()
-     WHERE o.consumer = ack.consumer AND o.channel = ch;
+     WHERE o.consumer = _priv_ack.consumer AND o.channel = ch;
 END $$;
+COMMENT ON FUNCTION stream._priv_ack(regrole, text, bigint) IS
+    'The body of ack, for the role the consumer name is bound to (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_ack(regrole, text, bigint) FROM PUBLIC;
+
+CREATE FUNCTION stream.ack(consumer text, upto_id bigint) RETURNS void
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT stream._priv('stream._priv_ack', consumer, upto_id)
+$$;
 COMMENT ON FUNCTION stream.ack(text, bigint) IS
     'Acknowledges every activation of that id''s channel up to upto_id for consumer';
-GRANT EXECUTE ON FUNCTION stream.ack(text, bigint) TO PUBLIC;
 
 CREATE VIEW stream.activation_stats AS
 WITH fired AS (
@@ -430,7 +714,8 @@ SELECT d.name AS activation, d.kind, d.channel, o.consumer,
 FROM stream.activation_defs d
 LEFT JOIN stream.consumer_offsets o ON o.channel = d.channel
 LEFT JOIN fired f ON f.activation = d.name
-LEFT JOIN acked k ON k.activation = d.name AND k.consumer = o.consumer;
+LEFT JOIN acked k ON k.activation = d.name AND k.consumer = o.consumer
+WHERE pg_catalog.pg_has_role(d.owner, 'USAGE') OR stream._channel_readable(d.channel);
 COMMENT ON VIEW stream.activation_stats IS
     'Per activation and consumer of its channel: firings, acknowledged (delivered) and not yet (pending), latency occurred_at -> fired_at and fired_at -> acked p50/p99';
 GRANT SELECT ON stream.activation_stats TO PUBLIC;
