@@ -117,9 +117,9 @@ INSERT INTO shop (event_name, user_id, properties) VALUES ('purchase', 'u3', '{"
 SELECT count(*) AS stored_with_warning FROM shop WHERE user_id = 'u3';
 
 SELECT stream, checked, passed, failed, quarantined, rejected, compliance_rate
-FROM stream.stats WHERE stream = 'shop'::regclass;
+FROM stream.stats WHERE stream = 'shop';
 SELECT event_name, checked, passed, failed, quarantined, rejected, unplanned, compliance_rate
-FROM stream.compliance WHERE stream = 'shop'::regclass ORDER BY event_name;
+FROM stream.compliance WHERE stream = 'shop' ORDER BY event_name;
 
 -- the GUC horizon, for streams without a max_future of their own
 SET stream_events.max_future = 'soon';

@@ -37,14 +37,14 @@ COPY events (event_id, event_name, occurred_at, user_id) FROM stdin;
 \.
 SELECT event_id, count(*) FROM events GROUP BY 1 HAVING count(*) > 1;
 SELECT count(*) AS stored FROM events;
-SELECT events, duplicates, duplicate_rate FROM stream.stats WHERE stream = 'events'::regclass;
+SELECT events, duplicates, duplicate_rate FROM stream.stats WHERE stream = 'events';
 
 -- a rolled-back event is not a duplicate later, and is not counted
 BEGIN;
 INSERT INTO events (event_id, event_name) VALUES ('55555555-5555-7555-8555-555555555555', 'rolled_back');
 ROLLBACK;
 INSERT INTO events (event_id, event_name) VALUES ('55555555-5555-7555-8555-555555555555', 'rolled_back') RETURNING event_name;
-SELECT events, duplicates FROM stream.stats WHERE stream = 'events'::regclass;
+SELECT events, duplicates FROM stream.stats WHERE stream = 'events';
 
 -- dedup off: retries are stored
 INSERT INTO nodedup (event_id, event_name) VALUES

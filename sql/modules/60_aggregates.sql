@@ -363,7 +363,7 @@ COMMENT ON FUNCTION stream._priv_rebuild_aggregate(regrole, regclass) IS
 REVOKE ALL ON FUNCTION stream._priv_rebuild_aggregate(regrole, regclass) FROM PUBLIC;
 
 CREATE FUNCTION stream.rebuild_aggregate(name text) RETURNS void
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
     def stream.aggregate_defs;
 BEGIN
