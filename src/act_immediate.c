@@ -13,6 +13,13 @@
  * The compiled activations are cached per backend by the trigger's OID:
  * the trigger is dropped and created again whenever the stream's set of
  * immediate activations changes, so a new OID means new definitions.
+ *
+ * Identities (owner.h): this runs in the producer's session, with the
+ * producer's rights, which may be a superuser's.  The activation's
+ * condition, key and payload are analysed and evaluated as the activation's
+ * owner (restricted, its search_path); the definitions are read, and the
+ * outbox row and NOTIFY written, as the extension's owner, since producers
+ * can neither read other roles' definitions nor write the outbox.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -32,10 +39,12 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "act_runtime.h"
+#include "owner.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_activation_fire);
@@ -67,6 +76,7 @@ load_entry(ImmediateEntry *entry, Relation rel)
 	Datum		args[1];
 	uint64		n;
 	SPITupleTable *tuptable;
+	OwnerScope	scope = {0};
 
 	entry->stream = rel->rd_rel->relispartition
 		? get_partition_parent(RelationGetRelid(rel), true) : RelationGetRelid(rel);
@@ -80,11 +90,29 @@ load_entry(ImmediateEntry *entry, Relation rel)
 	entry->acts = NIL;
 
 	args[0] = ObjectIdGetDatum(entry->stream);
-	if (SPI_execute_with_args("SELECT act_id, name, owner::oid, condition, key, payload, channel, "
-							  "cooldown, search_path FROM stream.activation_defs "
-							  "WHERE stream = $1 AND kind = 'event' AND delivery = 'immediate' "
-							  "ORDER BY act_id", 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read stream.activation_defs");
+
+	/*
+	 * As the extension's owner: the catalog shows a producer only its own
+	 * definitions.  notify through to_jsonb: also before the column exists.
+	 */
+	owner_enter(&scope, owner_of_extension(), NULL);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args("SELECT act_id, name, owner::oid, condition, key, payload, channel, "
+								  "cooldown, search_path, "
+								  "coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'notify', 'full') "
+								  "OPERATOR(pg_catalog.=) 'id' "
+								  "FROM stream.activation_defs d "
+								  "WHERE stream OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'event' "
+								  "AND delivery OPERATOR(pg_catalog.=) 'immediate' "
+								  "ORDER BY act_id", 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read stream.activation_defs");
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
 	n = SPI_processed;
 	tuptable = SPI_tuptable;
 	MemoryContextSwitchTo(immediate_cxt);	/* SPI switched to its own */
@@ -106,9 +134,36 @@ load_entry(ImmediateEntry *entry, Relation rel)
 		act->has_cooldown = !isnull;
 		if (!isnull)
 			act->cooldown = datumCopy(d, false, sizeof(Interval));
+		act->notify_id = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 		entry->acts = lappend(entry->acts, act);
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The outbox row and its NOTIFY, written as the extension's owner
+ * (restricted, a search_path user objects cannot shadow): producers may not
+ * write the outbox themselves; the statement is fixed, the user's
+ * expressions ran before, as their owner.
+ */
+static void
+fire_as_extension_owner(ActRuntime *act, ActEval *ev, Datum event_id,
+						TimestampTz occurred_at, TimestampTz received_at)
+{
+	OwnerScope	scope = {0};
+
+	owner_enter(&scope, owner_of_extension(), NULL);
+	PG_TRY();
+	{
+		(void) act_fire_row(act->name, act->channel, ev->keynull ? NULL : ev->key,
+							ev->payload, event_id, occurred_at, received_at,
+							act->has_cooldown, act->cooldown, act->notify_id);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -125,6 +180,7 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 	TupleTableSlot *row;
 	ListCell   *lc;
 	bool		connected = false;
+	bool		pushed = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -172,53 +228,34 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 	if (entry->map)
 		row = execute_attr_map_slot(entry->map->attrMap, row, entry->stream_slot);
 
+	/* deferred triggers at commit run with one; SET CONSTRAINTS too */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
 	foreach(lc, entry->acts)
 	{
 		ActRuntime *act = lfirst(lc);
-		ExprContext *econtext = act->econtext;
-		Oid			save_userid;
-		int			save_sec;
-		Datum		key;
-		bool		keynull;
-		char	   *payload;
+		ActEval		ev;
 		Datum		event_id;
 		TimestampTz occurred_at,
 					received_at;
-		int			nest;
 
-		ResetExprContext(econtext);
-		econtext->ecxt_scantuple = row;
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		if (!act_eval_bool(act->cond, econtext))
-		{
-			SetUserIdAndSecContext(save_userid, save_sec);
+		/* the user's expressions, as the activation's owner */
+		act_evaluate(act, row, &ev);
+		if (!ev.starts)
 			continue;
-		}
-		key = ExecEvalExpr(act->key, econtext, &keynull);
-		payload = act_event_payload(act, row);
 		act_event_envelope(row, &event_id, &occurred_at, &received_at);
-
-		/*
-		 * The outbox is written as the extension's owner (producers may not
-		 * write it themselves), with a search_path that user objects cannot
-		 * shadow; the statement is fixed, the user's expressions ran above.
-		 */
-		SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		nest = act_push_search_path("pg_catalog, pg_temp");
 		if (!connected)
 		{
 			SPI_connect();
 			connected = true;
 		}
-		(void) act_fire_row(act->name, act->channel, keynull ? NULL : TextDatumGetCString(key),
-							payload, event_id, occurred_at, received_at,
-							act->has_cooldown, act->cooldown);
-		AtEOXact_GUC(true, nest);
-		SetUserIdAndSecContext(save_userid, save_sec);
+		fire_as_extension_owner(act, &ev, event_id, occurred_at, received_at);
 	}
+	if (pushed)
+		PopActiveSnapshot();
 	if (connected)
 		SPI_finish();
 	ExecClearTuple(entry->part_slot);

@@ -14,6 +14,14 @@
  * Every write here happens in a transaction that also records how far the
  * worker has decoded (or, for timers, that deletes the timer), so a firing
  * commits exactly once with its NOTIFY.
+ *
+ * User-supplied SQL (an activation's condition, cancelled_by, key and
+ * payload) is analysed, planned, initialised and evaluated only inside an
+ * owner scope (owner.h) of the activation's owner, with an active snapshot
+ * and an executor state of its own, so that functions of any language (SQL
+ * functions the planner does not inline, plpgsql, C) run as they would in a
+ * query.  The worker's own writes are tagged with the extension's private
+ * replication origin (origin.h), never user code.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -39,6 +47,8 @@
 #include "utils/uuid.h"
 
 #include "act_runtime.h"
+#include "origin.h"
+#include "owner.h"
 #include "stream_events.h"
 
 /* as in commands/async.c, where it is private */
@@ -81,11 +91,16 @@ static TimestampTz next_due = 0;
 /*
  * NOTIFY channel with an outbox row as JSON, or {"id": n, "truncated": true}
  * when that exceeds the NOTIFY limit (the client reads the row by id).
+ * With notify => 'id' only {"id": n}: LISTEN has no access control, so an
+ * activation whose events are private sends nothing a listener could read;
+ * the row is then read through stream.consume, which checks.
  */
 static void
-notify_row(const char *channel, int64 id, const char *json)
+notify_row(const char *channel, int64 id, const char *json, bool id_only)
 {
-	if (strlen(json) >= NOTIFY_PAYLOAD_MAX_LENGTH)
+	if (id_only)
+		json = psprintf("{\"id\": " INT64_FORMAT "}", id);
+	else if (strlen(json) >= NOTIFY_PAYLOAD_MAX_LENGTH)
 		json = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
 	Async_Notify(channel, json);
 }
@@ -104,26 +119,28 @@ keep_plan(const char *sql, int nargs, Oid *types)
 /* ---------- compiling ---------- */
 
 /*
- * Sets search_path (when not NULL) in a new GUC nest level, which the
- * caller ends with AtEOXact_GUC(true, level): the schemas a definition's
- * names were resolved in, or a path user objects cannot shadow.
+ * Plans and initialises one analysed expression in the activation's
+ * executor state, as ExecPrepareExpr does; the caller is in the owner's
+ * scope, since expression_planner runs immutable functions with constant
+ * arguments and ExecInitExpr checks EXECUTE.
  */
-int
-act_push_search_path(const char *search_path)
+static ExprState *
+prepare_act_expr(ActRuntime *act, Node *expr)
 {
-	int			level = NewGUCNestLevel();
+	MemoryContext old = MemoryContextSwitchTo(act->estate->es_query_cxt);
+	ExprState  *state;
 
-	if (search_path)
-		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	return level;
+	state = ExecInitExpr(expression_planner((Expr *) expr), NULL);
+	MemoryContextSwitchTo(old);
+	return state;
 }
 
 /*
  * Compiles one definition into CurrentMemoryContext; needs a transaction.
- * The expressions are analysed as the owner in the definition's
- * search_path; a threshold's condition and payload are kept as text (they
- * run in SQL over the aggregate's group, decode.c).
+ * The expressions are analysed, planned and initialised as the owner in
+ * the definition's search_path (owner.h); a threshold's condition and
+ * payload are kept as text (they run in SQL over the aggregate's group,
+ * decode.c).
  */
 ActRuntime *
 act_compile(int32 act_id, const char *name, ActKind kind, Oid rel, Oid owner,
@@ -131,14 +148,7 @@ act_compile(int32 act_id, const char *name, ActKind kind, Oid rel, Oid owner,
 			const char *payload, const char *channel, const char *search_path)
 {
 	ActRuntime *act = palloc0(sizeof(ActRuntime));
-	Node	   *cexpr,
-			   *kexpr,
-			   *pexpr,
-			   *xexpr = NULL,
-			   *dummy;
-	Oid			save_userid;
-	int			save_sec;
-	int			nest;
+	OwnerScope	scope = {0};
 
 	act->act_id = act_id;
 	act->name = pstrdup(name);
@@ -153,26 +163,41 @@ act_compile(int32 act_id, const char *name, ActKind kind, Oid rel, Oid owner,
 	else
 		act->stream = rel;
 
-	nest = act_push_search_path(search_path);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	activation_analyze(rel, condition, kind == ACT_THRESHOLD ? NULL : key, payload,
-					   &cexpr, &kexpr, &pexpr);
-	if (cancelled_by)
-		activation_analyze(rel, cancelled_by, NULL, NULL, &xexpr, &dummy, &dummy);
-	SetUserIdAndSecContext(save_userid, save_sec);
-	AtEOXact_GUC(true, nest);
-
 	if (kind != ACT_THRESHOLD)
 	{
-		act->cond = ExecInitExpr(expression_planner((Expr *) cexpr), NULL);
-		act->key = ExecInitExpr(expression_planner((Expr *) kexpr), NULL);
-		if (pexpr)
-			act->payload = ExecInitExpr(expression_planner((Expr *) pexpr), NULL);
-		if (xexpr)
-			act->cancel = ExecInitExpr(expression_planner((Expr *) xexpr), NULL);
-		act->econtext = CreateStandaloneExprContext();
+		/* an executor state, as for index expressions (FormIndexDatum) */
+		act->estate = CreateExecutorState();
+		act->econtext = CreateExprContext(act->estate);
 	}
+
+	owner_enter(&scope, owner, search_path);
+	PG_TRY();
+	{
+		Node	   *cexpr,
+				   *kexpr,
+				   *pexpr,
+				   *xexpr = NULL,
+				   *dummy;
+
+		activation_analyze(rel, condition, kind == ACT_THRESHOLD ? NULL : key, payload,
+						   &cexpr, &kexpr, &pexpr);
+		if (cancelled_by)
+			activation_analyze(rel, cancelled_by, NULL, NULL, &xexpr, &dummy, &dummy);
+		if (kind != ACT_THRESHOLD)
+		{
+			act->cond = prepare_act_expr(act, cexpr);
+			act->key = prepare_act_expr(act, kexpr);
+			if (pexpr)
+				act->payload = prepare_act_expr(act, pexpr);
+			if (xexpr)
+				act->cancel = prepare_act_expr(act, xexpr);
+		}
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
 	return act;
 }
 
@@ -188,15 +213,33 @@ act_load_batched(void)
 	uint64		n;
 	SPITupleTable *tuptable;
 	MemoryContext cxt = CurrentMemoryContext;
+	OriginTag	tag = {0};
 
-	if (SPI_execute("UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
-					"origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
-					false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not adopt restored activations");
+	/* the worker's own write: not decoded (origin.h) */
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		if (SPI_execute("UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
+						"origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
+						false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not adopt restored activations");
+	}
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+
+	/*
+	 * notify is read through to_jsonb so that this works with catalogs
+	 * that predate the column (it is 'full' there).
+	 */
 	if (SPI_execute("SELECT act_id, name, kind, coalesce(aggregate, stream)::oid, owner::oid, "
 					"condition, cancelled_by, key, payload, channel, cooldown, within, "
-					"coalesce(applied_lsn, '0/0'), search_path "
-					"FROM stream.activation_defs WHERE delivery = 'batched' ORDER BY act_id",
+					"coalesce(applied_lsn, '0/0'), search_path, "
+					"coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'notify', 'full') "
+					"OPERATOR(pg_catalog.=) 'id' "
+					"FROM stream.activation_defs d WHERE delivery = 'batched' ORDER BY act_id",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.activation_defs");
 	n = SPI_processed;
@@ -230,6 +273,7 @@ act_load_batched(void)
 		if (!isnull)
 			act->within = datumCopy(d, false, sizeof(Interval));
 		act->applied_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 13, &isnull));
+		act->notify_id = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
 		acts = lappend(acts, act);
 	}
 	return acts;
@@ -237,8 +281,8 @@ act_load_batched(void)
 
 /* ---------- evaluating an event (worker and immediate trigger) ---------- */
 
-bool
-act_eval_bool(ExprState *expr, ExprContext *econtext)
+static bool
+eval_bool(ExprState *expr, ExprContext *econtext)
 {
 	bool		isnull;
 	Datum		d = ExecEvalExpr(expr, econtext, &isnull);
@@ -247,24 +291,80 @@ act_eval_bool(ExprState *expr, ExprContext *econtext)
 }
 
 /*
- * The payload of a firing: the activation's payload expression over the
- * event (act->econtext holds the row), or the event as JSON.  In
- * CurrentMemoryContext.
+ * Evaluates an event or absence activation on one event: the condition
+ * (absence: started_by and cancelled_by), then the key when either holds,
+ * and the payload (its expression, or the event as JSON) when it starts
+ * something.  Everything runs as the activation's owner, restricted, in its
+ * search_path (owner.h), in act->econtext's per-tuple memory, with an
+ * active snapshot: SQL functions that are not inlined and plpgsql run
+ * queries, and need one (the decoding callbacks run without).  Key and
+ * payload are copied into the caller's CurrentMemoryContext.
  */
-char *
-act_event_payload(ActRuntime *act, TupleTableSlot *row)
+void
+act_evaluate(ActRuntime *act, TupleTableSlot *row, ActEval *ev)
 {
-	Datum		v;
-	bool		isnull;
+	ExprContext *econtext = act->econtext;
+	MemoryContext caller = CurrentMemoryContext;
+	OwnerScope	scope = {0};
+	volatile bool pushed = false;
 
-	if (act->payload)
+	memset(ev, 0, sizeof(ActEval));
+	ev->keynull = true;
+	ResetExprContext(econtext);
+	econtext->ecxt_scantuple = row;
+	if (!ActiveSnapshotSet())
 	{
-		v = ExecEvalExpr(act->payload, act->econtext, &isnull);
-		return isnull ? "null" : TextDatumGetCString(v);
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
 	}
-	slot_getallattrs(row);
-	return TextDatumGetCString(DirectFunctionCall1(row_to_json,
-												   ExecFetchSlotHeapTupleDatum(row)));
+	owner_enter(&scope, act->owner, act->search_path);
+	PG_TRY();
+	{
+		MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+		ev->starts = eval_bool(act->cond, econtext);
+		if (act->kind == ACT_ABSENCE)
+			ev->cancels = eval_bool(act->cancel, econtext);
+		if (ev->starts || ev->cancels)
+		{
+			bool		isnull;
+			Datum		k = ExecEvalExpr(act->key, econtext, &isnull);
+
+			if (!isnull)
+			{
+				ev->key = MemoryContextStrdup(caller, TextDatumGetCString(k));
+				ev->keynull = false;
+			}
+		}
+		/* absence events without a key open nothing: no payload needed */
+		if (ev->starts && (act->kind == ACT_EVENT || !ev->keynull))
+		{
+			char	   *payload;
+
+			if (act->payload)
+			{
+				bool		isnull;
+				Datum		v = ExecEvalExpr(act->payload, econtext, &isnull);
+
+				payload = isnull ? "null" : TextDatumGetCString(v);
+			}
+			else
+			{
+				slot_getallattrs(row);
+				payload = TextDatumGetCString(DirectFunctionCall1(row_to_json,
+																  ExecFetchSlotHeapTupleDatum(row)));
+			}
+			ev->payload = MemoryContextStrdup(caller, payload);
+		}
+		MemoryContextSwitchTo(caller);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	/* on error, the (sub)transaction's abort pops it */
+	if (pushed)
+		PopActiveSnapshot();
 }
 
 /* The envelope fields an outbox row keeps (0 for NULL); event_id by reference. */
@@ -286,10 +386,9 @@ act_event_envelope(TupleTableSlot *row, Datum *event_id, TimestampTz *occurred_a
 /* ---------- matching decoded events ---------- */
 
 static void
-queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, Datum key, bool keynull,
-		 bool with_payload)
+queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, const char *key,
+		 const char *payload)
 {
-	char	   *payload = with_payload ? act_event_payload(act, row) : NULL;
 	Datum		event_id;
 	MemoryContext old;
 	ActOp	   *o;
@@ -298,7 +397,7 @@ queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, Datum key, bool key
 	o = palloc0(sizeof(ActOp));
 	o->op = op;
 	o->act = act;
-	o->key = keynull ? NULL : TextDatumGetCString(key);
+	o->key = key ? pstrdup(key) : NULL;
 	o->payload = payload ? pstrdup(payload) : NULL;
 	act_event_envelope(row, &event_id, &o->occurred_at, &o->received_at);
 	if (event_id)
@@ -309,61 +408,46 @@ queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, Datum key, bool key
 
 /*
  * Evaluates an event or absence activation on a decoded event (as its
- * owner, restricted); what matched is queued for the next apply.  An event
- * that matches both cancelled_by and started_by cancels, then restarts.
- * Absence events without a key open nothing.
+ * owner, restricted: act_evaluate); what matched is queued for the next
+ * apply.  An event that matches both cancelled_by and started_by cancels,
+ * then restarts.  Absence events without a key open nothing.
  */
 int
 act_match(ActRuntime *act, TupleTableSlot *row)
 {
-	ExprContext *econtext = act->econtext;
-	MemoryContext old;
-	Oid			save_userid;
-	int			save_sec;
+	ActEval		ev;
 	int			queued = 0;
-	Datum		key;
-	bool		keynull;
 
 	if (fire_cxt == NULL)
 		fire_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events activations",
 										 ALLOCSET_DEFAULT_SIZES);
-	ResetExprContext(econtext);
-	econtext->ecxt_scantuple = row;
-	old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(act->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	/* key and payload land in the per-tuple memory of the next event */
+	act_evaluate(act, row, &ev);
 	if (act->kind == ACT_EVENT)
 	{
-		if (act_eval_bool(act->cond, econtext))
+		if (ev.starts)
 		{
-			key = ExecEvalExpr(act->key, econtext, &keynull);
-			queue_op(OP_FIRE, act, row, key, keynull, true);
+			queue_op(OP_FIRE, act, row, ev.key, ev.payload);
 			queued++;
 		}
 	}
-	else if (act->kind == ACT_ABSENCE)
+	else if (act->kind == ACT_ABSENCE && !ev.keynull)
 	{
-		bool		cancels = act_eval_bool(act->cancel, econtext);
-		bool		starts = act_eval_bool(act->cond, econtext);
-
-		if (cancels || starts)
+		if (ev.cancels)
 		{
-			key = ExecEvalExpr(act->key, econtext, &keynull);
-			if (!keynull && cancels)
-			{
-				queue_op(OP_CANCEL, act, row, key, keynull, false);
-				queued++;
-			}
-			if (!keynull && starts)
-			{
-				queue_op(OP_START, act, row, key, keynull, true);
-				queued++;
-			}
+			queue_op(OP_CANCEL, act, row, ev.key, NULL);
+			queued++;
+		}
+		if (ev.starts)
+		{
+			queue_op(OP_START, act, row, ev.key, ev.payload);
+			queued++;
 		}
 	}
-	SetUserIdAndSecContext(save_userid, save_sec);
-	MemoryContextSwitchTo(old);
+	if (ev.key)
+		pfree(ev.key);
+	if (ev.payload)
+		pfree(ev.payload);
 	return queued;
 }
 
@@ -409,7 +493,8 @@ act_lock_definitions(List *acts)
 int64
 act_fire_row(const char *activation, const char *channel, const char *key,
 			 const char *payload, Datum event_id, TimestampTz occurred_at,
-			 TimestampTz received_at, bool has_cooldown, Datum cooldown)
+			 TimestampTz received_at, bool has_cooldown, Datum cooldown,
+			 bool notify_id)
 {
 	Datum		args[8];
 	char		nulls[8] = "        ";
@@ -460,7 +545,8 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	if (SPI_processed == 0)
 		return 0;				/* cooldown */
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	notify_row(channel, id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	notify_row(channel, id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+			   notify_id);
 	SPI_freetuptable(SPI_tuptable);
 	return id;
 }
@@ -541,7 +627,7 @@ act_apply_queue(void)
 		{
 			if (act_fire_row(o->act->name, o->act->channel, o->key, o->payload, o->event_id,
 							 o->occurred_at, o->received_at, o->act->has_cooldown,
-							 o->act->cooldown) != 0)
+							 o->act->cooldown, o->act->notify_id) != 0)
 				o->act->fired++;
 		}
 		else
@@ -624,7 +710,8 @@ act_threshold_edge(ActRuntime *act, const char *grp, const char *payload, bool h
 		elog(ERROR, "could not update stream.threshold_state");
 	if (SPI_processed == 0)
 		return;					/* it held already */
-	if (act_fire_row(act->name, act->channel, grp, payload, (Datum) 0, 0, 0, false, 0) != 0)
+	if (act_fire_row(act->name, act->channel, grp, payload, (Datum) 0, 0, 0, false, 0,
+					 act->notify_id) != 0)
 		act->fired++;
 }
 
@@ -641,6 +728,26 @@ void
 act_forget_timers(void)
 {
 	next_due = 0;
+}
+
+/* SPI_execute_plan with the WAL it writes tagged as the extension's own */
+static int
+execute_tagged(SPIPlanPtr plan, Datum *args)
+{
+	OriginTag	tag = {0};
+	volatile int rc;
+
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+	return rc;
 }
 
 /*
@@ -682,14 +789,19 @@ act_fire_due_timers(TimestampTz horizon)
 								 "   clock_timestamp() - due.deadline > interval '1 second'"
 								 " FROM due JOIN stream.activation_defs d USING (act_id)"
 								 " ORDER BY due.deadline, due.act_id, due.key"
-								 " RETURNING a.id, a.channel, row_to_json(a)::text)"
-								 " SELECT * FROM ins ORDER BY id",
+								 " RETURNING a.id, a.channel, row_to_json(a)::text AS j, a.activation)"
+								 /* notify through to_jsonb: also before the column exists */
+								 " SELECT ins.id, ins.channel, ins.j,"
+								 "   coalesce(to_jsonb(d) ->> 'notify', 'full') = 'id'"
+								 " FROM ins LEFT JOIN stream.activation_defs d ON d.name = ins.activation"
+								 " ORDER BY ins.id",
 								 1, types);
 		}
 		args[0] = TimestampTzGetDatum(horizon);
 		/* ids in commit order: see act_fire_row */
 		LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
-		if (SPI_execute_plan(due_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		/* the worker's own writes (no user code here): not decoded */
+		if (execute_tagged(due_plan, args) != SPI_OK_SELECT)
 			elog(ERROR, "could not fire absence timers");
 		n = SPI_processed;
 		for (uint64 i = 0; i < n; i++)
@@ -697,9 +809,11 @@ act_fire_due_timers(TimestampTz horizon)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
+			bool		id_only = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+
 			notify_row(SPI_getvalue(tup, desc, 2),
 					   DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-					   SPI_getvalue(tup, desc, 3));
+					   SPI_getvalue(tup, desc, 3), !isnull && id_only);
 		}
 		more = (n >= TIMERS_PER_TXN);
 		if (!more)

@@ -44,7 +44,9 @@ typedef struct ActRuntime
 	ExprState  *cancel;			/* absence: cancelled_by */
 	ExprState  *key;			/* text, or NULL value */
 	ExprState  *payload;		/* jsonb as text; NULL: row_to_json */
-	ExprContext *econtext;
+	bool		notify_id;		/* notify => 'id': the NOTIFY carries the id only */
+	EState	   *estate;			/* executor state the expressions run in */
+	ExprContext *econtext;		/* its per-tuple context (reset per event) */
 	int64		fired;			/* firings in this batch */
 	bool		gone;			/* dropped since the definitions were loaded */
 } ActRuntime;
@@ -55,16 +57,27 @@ extern void activation_analyze(Oid rel, const char *condition, const char *key,
 							   Node **key_expr, Node **payload_expr);
 
 /* act_runtime.c: loading (in a transaction with SPI, into CurrentMemoryContext) */
-extern int	act_push_search_path(const char *search_path);
 extern List *act_load_batched(void);
 extern ActRuntime *act_compile(int32 act_id, const char *name, ActKind kind, Oid rel,
 							   Oid owner, const char *condition, const char *cancelled_by,
 							   const char *key, const char *payload,
 							   const char *channel, const char *search_path);
 
-/* evaluating an event whose row act->econtext holds (worker, immediate trigger) */
-extern bool act_eval_bool(ExprState *expr, ExprContext *econtext);
-extern char *act_event_payload(ActRuntime *act, TupleTableSlot *row);
+/*
+ * What an event is to an activation (worker, immediate trigger): computed
+ * by act_evaluate as the activation's owner (owner.h), with an active
+ * snapshot; key and payload in the caller's CurrentMemoryContext.
+ */
+typedef struct ActEval
+{
+	bool		starts;			/* event: condition; absence: started_by */
+	bool		cancels;		/* absence: cancelled_by */
+	bool		keynull;
+	char	   *key;			/* when starts or cancels */
+	char	   *payload;		/* JSON text, when starts */
+} ActEval;
+
+extern void act_evaluate(ActRuntime *act, TupleTableSlot *row, ActEval *ev);
 extern void act_event_envelope(TupleTableSlot *row, Datum *event_id,
 							   TimestampTz *occurred_at, TimestampTz *received_at);
 
@@ -79,7 +92,8 @@ extern void act_threshold_edge(ActRuntime *act, const char *grp, const char *pay
 							   bool holds);
 extern int64 act_fire_row(const char *activation, const char *channel, const char *key,
 						  const char *payload, Datum event_id, TimestampTz occurred_at,
-						  TimestampTz received_at, bool has_cooldown, Datum cooldown);
+						  TimestampTz received_at, bool has_cooldown, Datum cooldown,
+						  bool notify_id);
 
 /* after the apply transaction */
 extern bool act_queue_pending(void);

@@ -9,9 +9,23 @@
  *	  advanced.  Activations ride on the same decoding (act_runtime.c):
  *	  matching events become outbox rows and NOTIFYs, absence timers are
  *	  opened and cancelled, threshold edges are evaluated as groups are
- *	  upserted, all in the apply transaction (docs/activations.md).  Also the backfill of a new aggregate from the snapshot of a
- *	  short-lived slot's consistent point.  docs/aggregates.md has the
- *	  exactly-once argument.
+ *	  upserted, all in the apply transaction (docs/activations.md).  Also
+ *	  the backfill of a new aggregate from the snapshot of a short-lived
+ *	  slot's consistent point.  docs/aggregates.md has the exactly-once
+ *	  argument.
+ *
+ * Identities: every piece of an aggregate's defining query (analysis,
+ * planning, ExecInitExpr, evaluation of keys, WHERE, FILTER, aggregate
+ * arguments and transition functions, the upsert with its thresholds, the
+ * backfill's read) runs in an owner scope (owner.h) of the aggregate's
+ * owner, restricted, in the search_path it was created in.  Expressions
+ * are evaluated with an active snapshot and an executor state, so that SQL
+ * functions the planner does not inline and plpgsql work as in a query.
+ *
+ * Origins: the worker's own writes (state rows, catalog rows, outbox,
+ * timers) are tagged with the extension's private replication origin
+ * (origin.h), and cb_filter_by_origin skips them change by change; nothing
+ * else is skipped (a producer cannot forge that origin).
  *
  * Memory: definitions live in defs_cxt (rebuilt when the catalog changes);
  * each aggregate's groups and states in its batch context, reset after
@@ -49,6 +63,7 @@
 #include "replication/slot.h"
 #include "replication/snapbuild.h"
 #include "storage/proc.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -64,6 +79,8 @@
 
 #include "act_runtime.h"
 #include "aggregate.h"
+#include "origin.h"
+#include "owner.h"
 #include "stream_events.h"
 
 PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
@@ -73,7 +90,8 @@ int			se_aggregate_batch_groups = 50000;
 int			se_activation_retention = 7 * 24 * 3600;
 int			se_wake_delay_max_ms = 5;
 
-#define MOVE_PREFIX "stream_events"
+/* the prefix of the flush marker (stream.flush) */
+#define MESSAGE_PREFIX "stream_events"
 
 /* one aggregate function of an aggregate */
 typedef struct AggCall
@@ -99,6 +117,7 @@ typedef struct AggRuntime
 	Oid			state_rel;
 	Oid			stream;
 	Oid			owner;
+	char	   *search_path;	/* the schemas the query was analysed in */
 	bool		backfill;		/* not backfilled yet: no applied LSN */
 	XLogRecPtr	applied_lsn;	/* changes of commits before it are applied */
 	double		apply_rate;
@@ -112,7 +131,8 @@ typedef struct AggRuntime
 	ExprState  *where;
 	ExprState  *hop_args[4];
 	bool		has_hop;
-	ExprContext *econtext;		/* per row */
+	EState	   *estate;			/* the expressions' executor state */
+	ExprContext *econtext;		/* per row (its per-tuple memory is reset) */
 	TupleDesc	keydesc;
 	TupleTableSlot *keyslot;
 	TupleTableSlot *readslot;	/* reads keys back from hash entries */
@@ -161,7 +181,7 @@ static bool have_definitions = false;
 static LogicalDecodingContext *dctx = NULL;
 static LogicalDecodingContext *bf_ctx = NULL;	/* during a backfill's start */
 static bool consumer_active = false;	/* our callbacks run in the worker */
-static bool skip_txn = false;
+static RepOriginId own_origin = InvalidRepOriginId;	/* looked up per round */
 static bool flush_seen = false;
 static bool stop_after_commit = false;
 static int64 batch_groups = 0;
@@ -318,23 +338,45 @@ hop_var_mutator(Node *node, HopParamContext *ctx)
 	return expression_tree_mutator(node, hop_var_mutator, (void *) ctx);
 }
 
-static Expr *
-prepare_expr(Expr *expr, AggShape *shape)
+/*
+ * Plans one expression of the defining query and initialises it in the
+ * aggregate's executor state, as ExecPrepareExpr does (the hopping
+ * window's column first becomes a parameter).  In the owner's scope:
+ * expression_planner runs immutable functions with constant arguments,
+ * ExecInitExpr checks EXECUTE.
+ */
+static ExprState *
+prepare_expr(AggRuntime *rt, Expr *expr, AggShape *shape)
 {
 	HopParamContext ctx = {shape->hop_rti};
+	MemoryContext old = MemoryContextSwitchTo(rt->estate->es_query_cxt);
+	ExprState  *state;
 
 	if (shape->hop_rti != 0)
 		expr = (Expr *) hop_var_mutator((Node *) expr, &ctx);
-	return expression_planner(expr);
+	state = ExecInitExpr(expression_planner(expr), NULL);
+	MemoryContextSwitchTo(old);
+	return state;
 }
 
-/* Builds the runtime of one catalog row; in a transaction, in defs_cxt. */
-static AggRuntime *
-compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
-				   const char *tree, bool backfill, XLogRecPtr applied_lsn)
+static ExprState *
+prepare_qual(AggRuntime *rt, Expr *expr, AggShape *shape)
 {
-	AggRuntime *rt = palloc0(sizeof(AggRuntime));
-	Query	   *query = (Query *) stringToNode(tree);
+	HopParamContext ctx = {shape->hop_rti};
+	MemoryContext old = MemoryContextSwitchTo(rt->estate->es_query_cxt);
+	ExprState  *state;
+
+	if (shape->hop_rti != 0)
+		expr = (Expr *) hop_var_mutator((Node *) expr, &ctx);
+	state = ExecInitQual(make_ands_implicit(expression_planner(expr)), NULL);
+	MemoryContextSwitchTo(old);
+	return state;
+}
+
+/* compile_definition's work, in the owner's scope */
+static void
+compile_shape(AggRuntime *rt, Query *query)
+{
 	AggShape   *shape;
 	ListCell   *lc;
 	int			k = 0,
@@ -344,24 +386,9 @@ compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
 	Oid		   *eqfuncs;
 	FmgrInfo   *hashfuncs;
 	Oid		   *collations;
-	Oid			save_userid;
-	int			save_sec;
 
-	rt->agg_id = agg_id;
-	rt->name = get_rel_name(view);
-	rt->view = view;
-	rt->state_rel = state_rel;
-	rt->stream = stream;
-	rt->owner = owner;
-	rt->backfill = backfill;
-	rt->applied_lsn = applied_lsn;
-
-	/* analysed (and permission-checked) as the owner */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	shape = aggregate_shape(query, owner);
-	SetUserIdAndSecContext(save_userid, save_sec);
-	if (shape->stream != stream)
+	shape = aggregate_shape(query, rt->owner);
+	if (shape->stream != rt->stream)
 		elog(ERROR, "aggregate %s: stream changed", rt->name);
 
 	rt->nkeys = shape->nkeys;
@@ -375,8 +402,10 @@ compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
 	eqops = palloc(rt->nkeys * sizeof(Oid));
 	collations = palloc(rt->nkeys * sizeof(Oid));
 
-	rt->econtext = CreateStandaloneExprContext();
-	rt->econtext->ecxt_param_exec_vals = palloc0(sizeof(ParamExecData));
+	/* as for index expressions (FormIndexDatum): an EState of its own */
+	rt->estate = CreateExecutorState();
+	rt->estate->es_param_exec_vals = palloc0(sizeof(ParamExecData));
+	rt->econtext = CreateExprContext(rt->estate);
 
 	foreach(lc, shape->columns)
 	{
@@ -384,7 +413,7 @@ compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
 
 		if (col->is_key)
 		{
-			rt->keys[k] = ExecInitExpr(prepare_expr(col->expr, shape), NULL);
+			rt->keys[k] = prepare_expr(rt, col->expr, shape);
 			rt->keynames[k] = col->name;
 			rt->keytypes[k] = col->type;
 			TupleDescInitEntry(rt->keydesc, k + 1, col->name, col->type, col->typmod, 0);
@@ -411,25 +440,28 @@ compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
 			{
 				TargetEntry *tle = lfirst_node(TargetEntry, lc2);
 
-				call->args[i++] = ExecInitExpr(prepare_expr(tle->expr, shape), NULL);
+				call->args[i++] = prepare_expr(rt, tle->expr, shape);
 			}
 			if (aggref->aggfilter)
-				call->filter = ExecInitQual(list_make1(prepare_expr(aggref->aggfilter, shape)), NULL);
+				call->filter = prepare_qual(rt, aggref->aggfilter, shape);
 			call->colname = col->name;
 			call->statetype = col->statetype;
 		}
 	}
 	if (shape->where)
-		rt->where = ExecInitQual(make_ands_implicit(prepare_expr((Expr *) shape->where, shape)), NULL);
+		rt->where = prepare_qual(rt, (Expr *) shape->where, shape);
 	if (shape->hop)
 	{
 		FuncExpr   *hop = (FuncExpr *) expression_planner((Expr *) shape->hop);
+		MemoryContext old;
 
 		if (!IsA(hop, FuncExpr) || list_length(hop->args) != 4)
 			elog(ERROR, "unexpected hopping window expression");
 		rt->has_hop = true;
+		old = MemoryContextSwitchTo(rt->estate->es_query_cxt);
 		for (int i = 0; i < 4; i++)
 			rt->hop_args[i] = ExecInitExpr(list_nth(hop->args, i), NULL);
+		MemoryContextSwitchTo(old);
 	}
 
 	rt->keyslot = MakeSingleTupleTableSlot(rt->keydesc, &TTSOpsVirtual);
@@ -441,6 +473,41 @@ compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
 										eqfuncs, hashfuncs, collations, 1024, 0,
 										defs_cxt, rt->batchcxt,
 										rt->econtext->ecxt_per_tuple_memory, false);
+}
+
+/*
+ * Builds the runtime of one catalog row; in a transaction, in defs_cxt.
+ * Analysed, planned and initialised as the owner (owner.h).
+ */
+static AggRuntime *
+compile_definition(int32 agg_id, Oid view, Oid state_rel, Oid stream, Oid owner,
+				   const char *tree, const char *search_path, bool backfill,
+				   XLogRecPtr applied_lsn)
+{
+	AggRuntime *rt = palloc0(sizeof(AggRuntime));
+	Query	   *query = (Query *) stringToNode(tree);
+	OwnerScope	scope = {0};
+
+	rt->agg_id = agg_id;
+	rt->name = get_rel_name(view);
+	rt->view = view;
+	rt->state_rel = state_rel;
+	rt->stream = stream;
+	rt->owner = owner;
+	rt->search_path = search_path ? pstrdup(search_path) : NULL;
+	rt->backfill = backfill;
+	rt->applied_lsn = applied_lsn;
+
+	owner_enter(&scope, owner, search_path);
+	PG_TRY();
+	{
+		compile_shape(rt, query);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
 	return rt;
 }
 
@@ -493,13 +560,32 @@ feed_for(Oid stream)
 	return feed;
 }
 
+/* Runs a read-only query as owner (owner.h); SPI_OK_SELECT or an error. */
+static void
+select_as(Oid owner, const char *search_path, const char *sql, const char *what)
+{
+	OwnerScope	scope = {0};
+
+	owner_enter(&scope, owner, search_path);
+	PG_TRY();
+	{
+		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not evaluate %s", what);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+}
+
 /*
  * A new threshold starts from the groups that already satisfy its condition
  * (they fire only once they stopped and rose again): read as the
- * aggregate's owner, in the threshold's search_path, written as the worker,
- * with the threshold's applied_lsn, which marks it initialised.  Not while
- * the aggregate is backfilling: backfill() calls this when it is done.  In
- * a transaction with SPI.
+ * aggregate's owner, in the threshold's search_path, written as the worker
+ * (tagged as its own, origin.h), with the threshold's applied_lsn, which
+ * marks it initialised.  Not while the aggregate is backfilling: backfill()
+ * calls this when it is done.  In a transaction with SPI.
  */
 static void
 init_threshold(AggRuntime *rt, ActRuntime *act)
@@ -507,42 +593,43 @@ init_threshold(AggRuntime *rt, ActRuntime *act)
 	char	   *state = quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->state_rel)),
 												   get_rel_name(rt->state_rel));
 	char	   *sql;
-	Oid			save_userid;
-	int			save_sec;
-	int			nest;
 	uint64		n;
 	SPITupleTable *tuptable;
-	Oid			types[2] = {INT4OID, TEXTOID};
 	XLogRecPtr	now_lsn = GetXLogInsertRecPtr();
-	Datum		args[2];
 	MemoryContext cxt = CurrentMemoryContext;
+	OriginTag	tag = {0};
 
 	sql = psprintf("SELECT g FROM (SELECT pg_catalog.jsonb_build_array(%s)::pg_catalog.text AS g, "
 				   "(SELECT coalesce((\n%s\n), false) FROM (SELECT %s) v) AS holds FROM %s) s "
 				   "WHERE holds", rt->state_keys, act->condition, rt->view_select, state);
-	nest = act_push_search_path(act->search_path);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not evaluate threshold %s", act->name);
-	SetUserIdAndSecContext(save_userid, save_sec);
-	AtEOXact_GUC(true, nest);
+	select_as(rt->owner, act->search_path, sql, act->name);
 	n = SPI_processed;
 	tuptable = SPI_tuptable;
-	args[0] = Int32GetDatum(act->act_id);
-	for (uint64 i = 0; i < n; i++)
+	origin_tag_begin(&tag);
+	PG_TRY();
 	{
-		args[1] = CStringGetTextDatum(SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 1));
-		if (SPI_execute_with_args("INSERT INTO stream.threshold_state (act_id, grp) VALUES ($1, $2) "
-								  "ON CONFLICT DO NOTHING", 2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		Oid			types[2] = {INT4OID, TEXTOID};
+		Datum		args[2];
+
+		args[0] = Int32GetDatum(act->act_id);
+		for (uint64 i = 0; i < n; i++)
+		{
+			args[1] = CStringGetTextDatum(SPI_getvalue(tuptable->vals[i], tuptable->tupdesc, 1));
+			if (SPI_execute_with_args("INSERT INTO stream.threshold_state (act_id, grp) VALUES ($1, $2) "
+									  "ON CONFLICT DO NOTHING", 2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not initialise threshold %s", act->name);
+		}
+		types[1] = LSNOID;
+		args[1] = LSNGetDatum(now_lsn);
+		if (SPI_execute_with_args("UPDATE stream.activation_defs SET applied_lsn = $2, applied_at = now() "
+								  "WHERE act_id = $1", 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not initialise threshold %s", act->name);
 	}
-	types[1] = LSNOID;
-	args[1] = LSNGetDatum(now_lsn);
-	if (SPI_execute_with_args("UPDATE stream.activation_defs SET applied_lsn = $2, applied_at = now() "
-							  "WHERE act_id = $1", 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not initialise threshold %s", act->name);
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	act->applied_lsn = now_lsn;
 	/* evaluated from now on, with the group's upsert */
@@ -564,7 +651,7 @@ load_definitions(const char *signature)
 	free_definitions();
 	if (SPI_execute("SELECT agg_id, view::oid, state_table::oid, stream::oid, owner::oid, "
 					"query_tree, applied_lsn IS NULL, coalesce(applied_lsn, '0/0'), apply_rate, "
-					"view_select, state_keys "
+					"view_select, state_keys, search_path "
 					"FROM stream.aggregate_defs ORDER BY agg_id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.aggregate_defs");
 	n = SPI_processed;
@@ -588,7 +675,7 @@ load_definitions(const char *signature)
 
 		old = MemoryContextSwitchTo(defs_cxt);
 		rt = compile_definition(agg_id, view, state_rel, stream, owner, tree,
-								backfill, applied);
+								SPI_getvalue(tup, desc, 12), backfill, applied);
 		rt->apply_rate = isnull ? 0 : DatumGetFloat8(rate);
 		rt->view_select = SPI_getvalue(tup, desc, 10);
 		rt->state_keys = SPI_getvalue(tup, desc, 11);
@@ -613,6 +700,19 @@ load_definitions(const char *signature)
 
 				if (rt->view != act->view)
 					continue;
+
+				/*
+				 * A threshold's condition runs as the aggregate's owner
+				 * (in its upsert): only for a definer who holds that
+				 * role's rights, as stream.on_threshold demands.
+				 */
+				if (!has_privs_of_role(act->owner, rt->owner))
+				{
+					ereport(WARNING,
+							(errmsg("stream_events ignores threshold %s: its owner has no rights of the owner of continuous aggregate %s",
+									act->name, rt->name)));
+					continue;
+				}
 				if (!XLogRecPtrIsInvalid(act->applied_lsn))
 					rt->thresholds = lappend(rt->thresholds, act);
 				else if (!rt->backfill)
@@ -639,23 +739,18 @@ load_definitions(const char *signature)
 
 /* ---------- folding one event ---------- */
 
+/* fold_row's work, in the owner's scope */
 static void
-fold_row(AggRuntime *rt, TupleTableSlot *row)
+fold_row_body(AggRuntime *rt, TupleTableSlot *row)
 {
 	ExprContext *econtext = rt->econtext;
 	TimestampTz starts[HOP_MAX_WINDOWS];
 	int			nwindows = 1;
 	MemoryContext old;
-	Oid			save_userid;
-	int			save_sec;
 
 	ResetExprContext(econtext);
 	econtext->ecxt_scantuple = row;
 	old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	current_rt = rt;
 
 	if (rt->where && !ExecQual(rt->where, econtext))
 		nwindows = 0;
@@ -719,10 +814,32 @@ fold_row(AggRuntime *rt, TupleTableSlot *row)
 	}
 	if (nwindows > 0)
 		rt->events++;
-
-	current_rt = NULL;
-	SetUserIdAndSecContext(save_userid, save_sec);
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Folds one event into the aggregate's groups: WHERE, hopping windows,
+ * keys, FILTERs, arguments and transition functions all run as the owner
+ * (owner.h).  The caller has pushed an active snapshot (cb_change, the
+ * backfill's transaction).
+ */
+static void
+fold_row(AggRuntime *rt, TupleTableSlot *row)
+{
+	OwnerScope	scope = {0};
+
+	current_rt = rt;
+	owner_enter(&scope, rt->owner, rt->search_path);
+	PG_TRY();
+	{
+		fold_row_body(rt, row);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	current_rt = NULL;
 }
 
 /* ---------- output plugin callbacks ---------- */
@@ -743,7 +860,6 @@ cb_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 static void
 cb_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
-	skip_txn = false;
 }
 
 static void
@@ -753,8 +869,9 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 	PartEntry  *pe;
 	TupleTableSlot *row;
 	ListCell   *lc;
+	bool		pushed = false;
 
-	if (skip_txn || change->action != REORDER_BUFFER_CHANGE_INSERT ||
+	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
 		change->data.tp.newtuple == NULL || feeds == NIL)
 		return;
 	pe = part_lookup(relation);
@@ -766,6 +883,19 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		row = execute_attr_map_slot(pe->map->attrMap, pe->slot, pe->feed->slot);
 	else
 		row = pe->slot;
+
+	/*
+	 * Definitions may call functions that run queries (SQL functions the
+	 * planner does not inline, plpgsql): they need an active snapshot, as
+	 * in any query.  While decoding, the transaction snapshot is the
+	 * historic one of this commit (snapmgr.c).  An error aborts the
+	 * transaction, which pops it.
+	 */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
 	foreach(lc, pe->feed->runtimes)
 	{
 		AggRuntime *rt = lfirst(lc);
@@ -784,13 +914,14 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 			continue;
 		batch_groups += act_match(act, row);
 	}
+	if (pushed)
+		PopActiveSnapshot();
 	ExecClearTuple(pe->slot);
 }
 
 static void
 cb_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
-	skip_txn = false;
 	/* apply at a commit boundary once the batch is big or old enough */
 	if (batch_groups >= se_aggregate_batch_groups ||
 		(batch_groups > 0 &&
@@ -802,12 +933,15 @@ static void
 cb_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn,
 		   bool transactional, const char *prefix, Size sz, const char *message)
 {
-	if (strcmp(prefix, MOVE_PREFIX) != 0)
+	/*
+	 * Only the flush marker (stream.flush).  No message skips anything:
+	 * pg_logical_emit_message is open to everyone, so a message cannot tell
+	 * the extension's own writes from a producer's (the private origin
+	 * does, cb_filter_by_origin).
+	 */
+	if (strcmp(prefix, MESSAGE_PREFIX) != 0)
 		return;
-	/* stream._move_rows: events that move between partitions were counted */
-	if (transactional && sz == 4 && memcmp(message, "move", 4) == 0)
-		skip_txn = true;
-	else if (!transactional && sz == 5 && memcmp(message, "flush", 5) == 0)
+	if (!transactional && sz == 5 && memcmp(message, "flush", 5) == 0)
 		flush_seen = true;
 }
 
@@ -816,11 +950,18 @@ cb_shutdown(LogicalDecodingContext *ctx)
 {
 }
 
-/* the worker's own transactions (worker.c tags them) are not decoded */
+/*
+ * The extension's own writes (the worker's, maintenance's moves) carry its
+ * private origin, which only superuser code can set (origin.h): they are
+ * skipped change by change.  Records marked "do not replicate" are not for
+ * any decoder either.  own_origin is looked up once per round
+ * (decode_available), not per change.
+ */
 static bool
 cb_filter_by_origin(LogicalDecodingContext *ctx, RepOriginId origin_id)
 {
-	return origin_id == DoNotReplicateId;
+	return origin_id == DoNotReplicateId ||
+		(own_origin != InvalidRepOriginId && origin_id == own_origin);
 }
 
 void
@@ -983,7 +1124,6 @@ prepare_upsert(AggRuntime *rt, bool with_thresholds)
 		 */
 		StringInfoData wrap;
 		ListCell   *lc;
-		ActRuntime *first = linitial(rt->thresholds);
 
 		initStringInfo(&wrap);
 		appendStringInfo(&wrap, "WITH s AS (%s RETURNING *) SELECT "
@@ -1001,13 +1141,6 @@ prepare_upsert(AggRuntime *rt, bool with_thresholds)
 			appendStringInfo(&wrap, ", coalesce((\n%s\n), false)", act->condition);
 		}
 		appendStringInfo(&wrap, " FROM (SELECT %s FROM s) v", rt->view_select);
-		/*
-		 * The conditions were analysed in the first threshold's search_path
-		 * (the caller, upsert_groups, opened the GUC nest level).
-		 */
-		if (first->search_path)
-			(void) set_config_option("search_path", first->search_path, PGC_USERSET,
-									 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		sql = wrap;
 	}
 	plan = SPI_prepare(sql.data, p, types);
@@ -1018,61 +1151,51 @@ prepare_upsert(AggRuntime *rt, bool with_thresholds)
 	return plan;
 }
 
-/* Writes every group of the batch into the state table; as the owner. */
-static void
-upsert_groups(AggRuntime *rt)
+/*
+ * The search_path an aggregate's upsert is prepared and run in: with
+ * thresholds, the first threshold's (their conditions and payloads are in
+ * the statement), otherwise the aggregate's.  The same for both, so that
+ * the cached plan is not analysed again at every execution.
+ */
+static const char *
+upsert_search_path(AggRuntime *rt, bool with_thresholds)
 {
-	TupleHashIterator iter;
-	TupleHashEntry entry;
-	int			n = rt->nkeys + rt->naggs;
-	Datum	   *values;
-	char	   *nulls;
-	MemoryContext tmp,
-				old;
-	Oid			save_userid;
-	int			save_sec;
-	bool		with_thresholds;
-	SPIPlanPtr	plan;
+	if (with_thresholds)
+		return ((ActRuntime *) linitial(rt->thresholds))->search_path;
+	return rt->search_path;
+}
 
-	if (rt->ngroups == 0)
-		return;
-	/* thresholds are evaluated on changes, not on a backfill */
-	with_thresholds = (rt->thresholds != NIL && !rt->backfill);
-	plan = with_thresholds ? rt->upsert : rt->upsert_plain;
-	if (plan == NULL)
+/* the result of one group's upsert with thresholds, in the caller's memory */
+typedef struct GroupEdges
+{
+	char	   *grp;			/* the group's key as a JSON array */
+	char	  **payloads;		/* per threshold */
+	bool	   *holds;			/* per threshold */
+} GroupEdges;
+
+/*
+ * Upserts one group of the batch as the aggregate's owner (owner.h): the
+ * serialisation of its states, the combine functions in the statement and,
+ * with thresholds, their payloads and conditions.  Results into edges.
+ */
+static void
+upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
+				 TupleHashEntry entry, Datum *values, char *nulls, GroupEdges *edges)
+{
+	AggTransValue *tv = (AggTransValue *) entry->additional;
+	OwnerScope	scope = {0};
+	MemoryContext cxt = CurrentMemoryContext;
+
+	ExecStoreMinimalTuple(entry->firstTuple, rt->readslot, false);
+	slot_getallattrs(rt->readslot);
+	for (int k = 0; k < rt->nkeys; k++)
 	{
-		int			nest = NewGUCNestLevel();
-
-		old = MemoryContextSwitchTo(defs_cxt);
-		plan = prepare_upsert(rt, with_thresholds);
-		MemoryContextSwitchTo(old);
-		AtEOXact_GUC(true, nest);
-		if (with_thresholds)
-			rt->upsert = plan;
-		else
-			rt->upsert_plain = plan;
+		values[k] = rt->readslot->tts_values[k];
+		nulls[k] = rt->readslot->tts_isnull[k] ? 'n' : ' ';
 	}
-	tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events upsert",
-								ALLOCSET_DEFAULT_SIZES);
-	values = palloc(n * sizeof(Datum));
-	nulls = palloc(n * sizeof(char));
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	current_rt = rt;
-	InitTupleHashIterator(rt->groups, &iter);
-	while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
+	owner_enter(&scope, rt->owner, upsert_search_path(rt, with_thresholds));
+	PG_TRY();
 	{
-		AggTransValue *tv = (AggTransValue *) entry->additional;
-
-		old = MemoryContextSwitchTo(tmp);
-		ExecStoreMinimalTuple(entry->firstTuple, rt->readslot, false);
-		slot_getallattrs(rt->readslot);
-		for (int k = 0; k < rt->nkeys; k++)
-		{
-			values[k] = rt->readslot->tts_values[k];
-			nulls[k] = rt->readslot->tts_isnull[k] ? 'n' : ' ';
-		}
 		for (int a = 0; a < rt->naggs; a++)
 		{
 			bool		isnull;
@@ -1090,37 +1213,127 @@ upsert_groups(AggRuntime *rt)
 		{
 			HeapTuple	tup;
 			TupleDesc	desc;
-			char	   *grp;
-			ListCell   *lc;
 			int			col = 2;
+			int			nthresholds = list_length(rt->thresholds);
 
 			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT ||
 				SPI_processed != 1)
 				elog(ERROR, "could not apply to continuous aggregate %s", rt->name);
+			/* SPI returned to its procedure context: copy into ours */
+			MemoryContextSwitchTo(cxt);
 			tup = SPI_tuptable->vals[0];
 			desc = SPI_tuptable->tupdesc;
-			grp = SPI_getvalue(tup, desc, 1);
-			/* outbox and edge state are written as the worker */
-			SetUserIdAndSecContext(save_userid, save_sec);
-			foreach(lc, rt->thresholds)
+			edges->grp = SPI_getvalue(tup, desc, 1);
+			edges->payloads = palloc(nthresholds * sizeof(char *));
+			edges->holds = palloc(nthresholds * sizeof(bool));
+			for (int t = 0; t < nthresholds; t++)
 			{
 				bool		isnull;
-				char	   *payload = SPI_getvalue(tup, desc, col);
-				bool		holds = DatumGetBool(SPI_getbinval(tup, desc, col + 1, &isnull));
 
-				act_threshold_edge(lfirst(lc), grp, payload ? payload : "null", holds);
+				edges->payloads[t] = SPI_getvalue(tup, desc, col);
+				edges->holds[t] = DatumGetBool(SPI_getbinval(tup, desc, col + 1, &isnull)) &&
+					!isnull;
 				col += 2;
 			}
-			SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-								   SECURITY_RESTRICTED_OPERATION);
+			SPI_freetuptable(SPI_tuptable);
 		}
-		ExecClearTuple(rt->readslot);
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	ExecClearTuple(rt->readslot);
+}
+
+/*
+ * Prepares an aggregate's upsert as its owner, in the search_path it will
+ * run in.
+ */
+static SPIPlanPtr
+prepare_upsert_as_owner(AggRuntime *rt, bool with_thresholds)
+{
+	OwnerScope	scope = {0};
+	volatile SPIPlanPtr plan = NULL;
+	MemoryContext old = MemoryContextSwitchTo(defs_cxt);
+
+	owner_enter(&scope, rt->owner, upsert_search_path(rt, with_thresholds));
+	PG_TRY();
+	{
+		plan = prepare_upsert(rt, with_thresholds);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return plan;
+}
+
+/*
+ * Writes every group of the batch into the state table, each as the owner
+ * (upsert_one_group); a threshold's edge and firing are written as the
+ * worker, outside the owner's scope.  The caller tags the transaction's
+ * writes with the private origin.
+ */
+static void
+upsert_groups(AggRuntime *rt)
+{
+	TupleHashIterator iter;
+	TupleHashEntry entry;
+	int			n = rt->nkeys + rt->naggs;
+	Datum	   *values;
+	char	   *nulls;
+	MemoryContext tmp,
+				old;
+	bool		with_thresholds;
+	SPIPlanPtr	plan;
+
+	if (rt->ngroups == 0)
+		return;
+	/* thresholds are evaluated on changes, not on a backfill */
+	with_thresholds = (rt->thresholds != NIL && !rt->backfill);
+	plan = with_thresholds ? rt->upsert : rt->upsert_plain;
+	if (plan == NULL)
+	{
+		plan = prepare_upsert_as_owner(rt, with_thresholds);
+		if (with_thresholds)
+			rt->upsert = plan;
+		else
+			rt->upsert_plain = plan;
+	}
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events upsert",
+								ALLOCSET_DEFAULT_SIZES);
+	values = palloc(n * sizeof(Datum));
+	nulls = palloc(n * sizeof(char));
+	current_rt = rt;
+	InitTupleHashIterator(rt->groups, &iter);
+	while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
+	{
+		GroupEdges	edges = {0};
+
+		old = MemoryContextSwitchTo(tmp);
+		upsert_one_group(rt, plan, with_thresholds, entry, values, nulls, &edges);
+		if (with_thresholds)
+		{
+			ListCell   *lc;
+			int			t = 0;
+
+			foreach(lc, rt->thresholds)
+			{
+				act_threshold_edge(lfirst(lc), edges.grp,
+								   edges.payloads[t] ? edges.payloads[t] : "null",
+								   edges.holds[t]);
+				t++;
+			}
+		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(tmp);
 	}
 	TermTupleHashIterator(&iter);
 	current_rt = NULL;
-	SetUserIdAndSecContext(save_userid, save_sec);
 	MemoryContextDelete(tmp);
 }
 
@@ -1131,6 +1344,89 @@ reset_batch(AggRuntime *rt)
 	MemoryContextReset(rt->batchcxt);
 	rt->ngroups = 0;
 	rt->events = 0;
+}
+
+/*
+ * apply_batches' work in the apply transaction (SPI connected, snapshot
+ * pushed): the upserts, the catalog rows, the activations' queue.
+ * Returns the aggregates written.
+ */
+static List *
+apply_in_transaction(XLogRecPtr upto, bool write_idle, TimestampTz now)
+{
+	ListCell   *lc;
+	List	   *done = NIL;
+
+	/* first, so that thresholds see dropped activations too */
+	act_lock_definitions(acts);
+	foreach(lc, runtimes)
+	{
+		AggRuntime *rt = lfirst(lc);
+		Oid			argtypes[6] = {INT4OID, LSNOID, INT8OID, TIMESTAMPTZOID, FLOAT8OID, BOOLOID};
+		Datum		args[6];
+		char		nulls[6] = "      ";
+		double		secs;
+		XLogRecPtr	newlsn;
+
+		if (rt->backfill || !(rt->ngroups > 0 || (write_idle && upto > rt->applied_lsn)))
+			continue;
+		/* the row lock orders us with drop_aggregate and rebuild_aggregate */
+		args[0] = Int32GetDatum(rt->agg_id);
+		if (SPI_execute_with_args("SELECT 1 FROM stream.aggregate_defs WHERE agg_id = $1 "
+								  "AND applied_lsn IS NOT NULL FOR UPDATE",
+								  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock stream.aggregate_defs");
+		if (SPI_processed == 0)
+			continue;		/* dropped or being rebuilt: forget the batch */
+		upsert_groups(rt);
+		newlsn = Max(upto, rt->applied_lsn);
+		secs = rt->last_apply ? (double) (now - rt->last_apply) / USECS_PER_SEC : 0;
+		if (rt->events > 0 && secs > 0)
+			rt->apply_rate = rt->apply_rate > 0
+				? 0.7 * rt->apply_rate + 0.3 * (rt->events / secs)
+				: rt->events / secs;
+		args[1] = LSNGetDatum(newlsn);
+		args[2] = Int64GetDatum(rt->events);
+		args[3] = TimestampTzGetDatum(rt->last_commit_at);
+		nulls[3] = rt->last_commit_at ? ' ' : 'n';
+		args[4] = Float8GetDatum(rt->apply_rate);
+		if (SPI_execute_with_args("UPDATE stream.aggregate_defs SET applied_lsn = $2, "
+								  "applied_at = now(), status = 'running', last_error = NULL, "
+								  "events_applied = events_applied + $3, "
+								  "last_commit_at = coalesce($4, last_commit_at), apply_rate = $5 "
+								  "WHERE agg_id = $1",
+								  5, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update stream.aggregate_defs");
+		done = lappend(done, rt);
+	}
+	act_apply_queue();
+	act_record_applied(acts, upto);
+	return done;
+}
+
+/*
+ * apply_in_transaction with everything it writes tagged as the worker's
+ * own (origin.h): not decoded.  The combine functions and threshold
+ * conditions in the upserts run inside the tag too (as the aggregate's
+ * owner, restricted).
+ */
+static List *
+apply_tagged(XLogRecPtr upto, bool write_idle, TimestampTz now)
+{
+	OriginTag	tag = {0};
+	List	   *volatile done = NIL;
+
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		done = apply_in_transaction(upto, write_idle, now);
+	}
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+	return done;
 }
 
 /*
@@ -1168,50 +1464,7 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "stream_events: applying to continuous aggregates");
-		/* first, so that thresholds see dropped activations too */
-		act_lock_definitions(acts);
-		foreach(lc, runtimes)
-		{
-			AggRuntime *rt = lfirst(lc);
-			Oid			argtypes[6] = {INT4OID, LSNOID, INT8OID, TIMESTAMPTZOID, FLOAT8OID, BOOLOID};
-			Datum		args[6];
-			char		nulls[6] = "      ";
-			double		secs;
-			XLogRecPtr	newlsn;
-
-			if (rt->backfill || !(rt->ngroups > 0 || (write_idle && upto > rt->applied_lsn)))
-				continue;
-			/* the row lock orders us with drop_aggregate and rebuild_aggregate */
-			args[0] = Int32GetDatum(rt->agg_id);
-			if (SPI_execute_with_args("SELECT 1 FROM stream.aggregate_defs WHERE agg_id = $1 "
-									  "AND applied_lsn IS NOT NULL FOR UPDATE",
-									  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not lock stream.aggregate_defs");
-			if (SPI_processed == 0)
-				continue;		/* dropped or being rebuilt: forget the batch */
-			upsert_groups(rt);
-			newlsn = Max(upto, rt->applied_lsn);
-			secs = rt->last_apply ? (double) (now - rt->last_apply) / USECS_PER_SEC : 0;
-			if (rt->events > 0 && secs > 0)
-				rt->apply_rate = rt->apply_rate > 0
-					? 0.7 * rt->apply_rate + 0.3 * (rt->events / secs)
-					: rt->events / secs;
-			args[1] = LSNGetDatum(newlsn);
-			args[2] = Int64GetDatum(rt->events);
-			args[3] = TimestampTzGetDatum(rt->last_commit_at);
-			nulls[3] = rt->last_commit_at ? ' ' : 'n';
-			args[4] = Float8GetDatum(rt->apply_rate);
-			if (SPI_execute_with_args("UPDATE stream.aggregate_defs SET applied_lsn = $2, "
-									  "applied_at = now(), status = 'running', last_error = NULL, "
-									  "events_applied = events_applied + $3, "
-									  "last_commit_at = coalesce($4, last_commit_at), apply_rate = $5 "
-									  "WHERE agg_id = $1",
-									  5, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not update stream.aggregate_defs");
-			done = lappend(done, rt);
-		}
-		act_apply_queue();
-		act_record_applied(acts, upto);
+		done = apply_tagged(upto, write_idle, now);
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
@@ -1276,6 +1529,78 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 
 /* ---------- backfill ---------- */
 
+/* The backfill's read of the stream, as the aggregate's owner. */
+static Portal
+backfill_open(AggRuntime *rt, const char *sql)
+{
+	OwnerScope	scope = {0};
+	volatile Portal portal = NULL;
+
+	owner_enter(&scope, rt->owner, rt->search_path);
+	PG_TRY();
+	{
+		portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, true, 0);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	return portal;
+}
+
+static void
+backfill_fetch(AggRuntime *rt, Portal portal)
+{
+	OwnerScope	scope = {0};
+
+	owner_enter(&scope, rt->owner, rt->search_path);
+	PG_TRY();
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * The backfill's writes, tagged as the worker's own (origin.h): the groups
+ * folded so far (upsert_groups runs each as the owner) and, when done, the
+ * aggregate's applied LSN.
+ */
+static void
+backfill_write(AggRuntime *rt, bool done, XLogRecPtr start, int64 nevents)
+{
+	OriginTag	tag = {0};
+
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		upsert_groups(rt);
+		if (done)
+		{
+			Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
+			Datum		args[3] = {Int32GetDatum(rt->agg_id), LSNGetDatum(start), Int64GetDatum(nevents)};
+
+			if (SPI_execute_with_args("UPDATE stream.aggregate_defs SET applied_lsn = $2, applied_at = now(), "
+									  "status = 'running', last_error = NULL, events_backfilled = $3, "
+									  "events_applied = $3 WHERE agg_id = $1 AND applied_lsn IS NULL",
+									  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update stream.aggregate_defs");
+			if (SPI_processed != 1)
+				elog(ERROR, "continuous aggregate %s changed during its backfill", rt->name);
+		}
+	}
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+}
+
 /*
  * Backfills a new (or rebuilt) aggregate.  A short-lived slot gives a
  * consistent point C and a snapshot that sees exactly the transactions
@@ -1292,8 +1617,6 @@ backfill(AggRuntime *rt)
 	TupleConversionMap *map = NULL;
 	bool		map_done = false;
 	Portal		portal;
-	Oid			save_userid;
-	int			save_sec;
 	int64		nevents = 0;
 	char	   *sql;
 	MemoryContext old;
@@ -1316,22 +1639,17 @@ backfill(AggRuntime *rt)
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	sql = psprintf("SELECT * FROM %s",
 				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->stream)),
 											  get_rel_name(rt->stream)));
-	portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, true, 0);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	portal = backfill_open(rt, sql);
 	for (;;)
 	{
 		StreamFeed *feed = NULL;
 		ListCell   *lc;
 		TupleTableSlot *slot;
 
-		SetUserIdAndSecContext(rt->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		SPI_cursor_fetch(portal, true, 10000);
-		SetUserIdAndSecContext(save_userid, save_sec);
+		backfill_fetch(rt, portal);
 		if (SPI_processed == 0)
 			break;
 		foreach(lc, feeds)
@@ -1356,7 +1674,7 @@ backfill(AggRuntime *rt)
 		SPI_freetuptable(SPI_tuptable);
 		if (rt->ngroups >= se_aggregate_batch_groups)
 		{
-			upsert_groups(rt);
+			backfill_write(rt, false, 0, 0);
 			reset_batch(rt);
 		}
 		CHECK_FOR_INTERRUPTS();
@@ -1364,19 +1682,7 @@ backfill(AggRuntime *rt)
 			elog(ERROR, "backfill interrupted by shutdown");
 	}
 	SPI_cursor_close(portal);
-	upsert_groups(rt);
-	{
-		Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
-		Datum		args[3] = {Int32GetDatum(rt->agg_id), LSNGetDatum(start), Int64GetDatum(nevents)};
-
-		if (SPI_execute_with_args("UPDATE stream.aggregate_defs SET applied_lsn = $2, applied_at = now(), "
-								  "status = 'running', last_error = NULL, events_backfilled = $3, "
-								  "events_applied = $3 WHERE agg_id = $1 AND applied_lsn IS NULL",
-								  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not update stream.aggregate_defs");
-		if (SPI_processed != 1)
-			elog(ERROR, "continuous aggregate %s changed during its backfill", rt->name);
-	}
+	backfill_write(rt, true, start, nevents);
 	rt->backfill = false;		/* for init_threshold; stays so: we commit */
 	{
 		ListCell   *lc;
@@ -1419,6 +1725,8 @@ decode_available(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	owner = CurrentResourceOwner;
+	/* cb_filter_by_origin's: once per round, not per change */
+	own_origin = se_origin_id(false);
 	if (dctx == NULL)
 	{
 		old = MemoryContextSwitchTo(consumer_cxt);
@@ -1469,6 +1777,7 @@ record_error(ErrorData *edata)
 	char	   *msg = edata->message ? edata->message : "unknown error";
 	bool		all = (current_rt == NULL);
 	int32		agg_id = current_rt ? current_rt->agg_id : 0;
+	OriginTag	tag = {0};
 
 	if (last_warning == NULL || strcmp(last_warning, msg) != 0)
 	{
@@ -1487,15 +1796,21 @@ record_error(ErrorData *edata)
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		if (OidIsValid(get_extension_oid("stream_events", true)))
+		{
+			/* the worker's own write */
+			origin_tag_begin(&tag);
 			SPI_execute_with_args("UPDATE stream.aggregate_defs SET status = 'error', last_error = $1 "
 								  "WHERE $2 OR agg_id = $3",
 								  3, argtypes, args, NULL, false, 0);
+			origin_tag_end(&tag);
+		}
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
 	}
 	PG_CATCH();
 	{
+		origin_tag_end(&tag);
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
@@ -1571,6 +1886,8 @@ round_body(bool *installed)
 				free_definitions();
 			return;
 		}
+		/* the private origin exists before anything is tagged with it */
+		(void) se_origin_id(true);
 		SPI_connect();
 		load_definitions(sig);
 		SPI_finish();
@@ -1739,7 +2056,6 @@ aggregates_round(bool *installed)
 		record_error(edata);
 		FreeErrorData(edata);
 		current_rt = NULL;
-		skip_txn = false;
 		next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
 		MemoryContextSwitchTo(caller);
 	}
