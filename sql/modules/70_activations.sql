@@ -348,6 +348,12 @@ REVOKE ALL ON FUNCTION stream._priv_register_activation(regrole, text, text, reg
 CREATE FUNCTION stream._activation_stream(stream regclass) RETURNS regclass
 LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
 BEGIN
+    IF stream IS NOT NULL AND NOT coalesce(has_table_privilege(stream, 'SELECT'), true) THEN
+        RAISE EXCEPTION 'permission denied for table %', stream
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The worker evaluates an activation as its owner, who must be able to read the stream.',
+                  HINT = format('Ask the owner of %s: GRANT SELECT ON %s TO %s.', stream, stream, current_user);
+    END IF;
     IF stream IS NULL OR NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = _activation_stream.stream) THEN
         RAISE EXCEPTION 'relation % is not a stream', coalesce(stream::text, 'NULL')
             USING ERRCODE = 'wrong_object_type',
