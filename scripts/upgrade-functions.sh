@@ -7,6 +7,9 @@
 # TO; compares every member function (signature, result, definition, comment,
 # privileges).
 #   scripts/upgrade-functions.sh 0.1.0 [0.2.0] > /tmp/functions.sql
+#   scripts/upgrade-functions.sh --update sql/stream_events--0.1.0--0.2.0.sql 0.1.0
+# (--update FILE: replaces the lines from "-- ---- functions" to "-- ---- end
+# of functions ----" of FILE with the new output.)
 # Functions gone or whose arguments/result changed: DROP FUNCTION (objects
 # that depend on them, such as views and policies, must be dropped before by
 # hand); new or changed functions: CREATE OR REPLACE in the order a fresh
@@ -18,7 +21,14 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 . scripts/lib.sh
 
-FROM=${1:?usage: $0 FROM [TO]}
+UPDATE=
+if [ "${1:-}" = --update ]; then
+    UPDATE=${2:?usage: $0 [--update FILE] FROM [TO]}
+    shift 2
+    grep -q '^-- ---- functions' "$UPDATE" && grep -q '^-- ---- end of functions ----' "$UPDATE" ||
+        { echo "$UPDATE has no '-- ---- functions' ... '-- ---- end of functions ----' block" >&2; exit 1; }
+fi
+FROM=${1:?usage: $0 [--update FILE] FROM [TO]}
 TO=${2:-}
 
 DIR=$(mktemp -d /tmp/stream_events-upgrade-functions.XXXXXX)
@@ -116,4 +126,14 @@ WHERE p.existed AND NOT p.recreate AND p.def IS NOT DISTINCT FROM p.old_def
 ORDER BY p.ord;
 SELECT '-- ---- end of functions ----';
 EOF
-} | q -d new
+} | q -d new > "$DIR/functions.sql" || exit 1
+
+if [ -z "$UPDATE" ]; then
+    cat "$DIR/functions.sql"
+else
+    awk -v gen="$DIR/functions.sql" '
+        /^-- ---- functions/ { while ((getline line < gen) > 0) print line; skip = 1; next }
+        /^-- ---- end of functions ----/ { skip = 0; next }
+        !skip { print }' "$UPDATE" > "$DIR/updated.sql" && cp "$DIR/updated.sql" "$UPDATE"
+    echo "updated the functions of $UPDATE" >&2
+fi

@@ -3,10 +3,1653 @@
 -- Brings a 0.1.0 installation to exactly what a fresh 0.2.0 install
 -- (sql/modules/*.sql) creates; test/t/040_upgrade.pl compares the two with
 -- pg_dump --binary-upgrade and fails on any difference.  Rules: tables are
--- altered in place (ALTER TABLE; their rows and pg_extension_config_dump
--- registrations stay); functions whose signature or return type changes are
--- dropped and created again; views whose columns change are dropped and
--- created again; everything else is CREATE OR REPLACE.  Grants, policies and
--- comments are repeated as the modules state them.
+-- altered in place (their rows and pg_extension_config_dump registrations
+-- stay; new columns go last, as in the modules); functions whose arguments
+-- or result change are dropped and created again; views whose columns change
+-- are dropped and created again.
+--
+-- The function part between the "functions" markers is generated:
+--   scripts/upgrade-functions.sh --update sql/stream_events--0.1.0--0.2.0.sql 0.1.0
+-- (after make install); everything else is written by hand.
 
 \echo Use "ALTER EXTENSION stream_events UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---- before the functions: tables, and what depends on changed objects ----
+
+-- views whose columns change type (regclass -> text), created again below
+DROP VIEW stream.stats;
+DROP VIEW stream.compliance;
+DROP VIEW stream.stream_list;
+DROP VIEW stream.aggregates;
+
+-- policies of the catalogs: read-only now, created again below
+DROP POLICY streams_read ON stream.streams;
+DROP POLICY streams_owner_write ON stream.streams;
+DROP POLICY contracts_read ON stream.contracts;
+DROP POLICY contracts_owner_insert ON stream.contracts;
+DROP POLICY aggregate_defs_read ON stream.aggregate_defs;
+DROP POLICY aggregate_defs_owner_write ON stream.aggregate_defs;
+DROP POLICY activation_defs_read ON stream.activation_defs;
+DROP POLICY activation_defs_owner_write ON stream.activation_defs;
+
+-- new columns
+ALTER TABLE stream.streams ADD COLUMN format_assertion boolean;
+ALTER TABLE stream.schemas ADD COLUMN owner regrole;
+COMMENT ON COLUMN stream.schemas.owner IS 'The role that registered it, who alone may replace it (NULL: a contract version, written by define_contract)';
+ALTER TABLE stream.activation_defs
+    ADD COLUMN notify text NOT NULL DEFAULT 'full' CHECK (notify IN ('full', 'id'));
+COMMENT ON COLUMN stream.activation_defs.notify IS
+    'What the NOTIFY carries: full (the outbox row as JSON) or id (only {"id": N}; read the row with stream.consume, which checks the channel grant)';
+
+-- new tables
+CREATE TABLE stream.channels (
+    channel      text PRIMARY KEY,
+    owner        regrole NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('stream.channels', '');
+COMMENT ON TABLE stream.channels IS
+    'Activation channels and the role that owns each (the first to define an activation on it)';
+REVOKE ALL ON stream.channels FROM PUBLIC;
+GRANT SELECT ON stream.channels TO PUBLIC;
+
+CREATE TABLE stream.channel_grants (
+    channel      text NOT NULL REFERENCES stream.channels ON DELETE CASCADE,
+    grantee      regrole NOT NULL,
+    granted_by   regrole NOT NULL,
+    granted_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel, grantee)
+);
+SELECT pg_catalog.pg_extension_config_dump('stream.channel_grants', '');
+COMMENT ON TABLE stream.channel_grants IS
+    'Roles allowed to consume a channel they do not own (stream.grant_channel / stream.revoke_channel)';
+REVOKE ALL ON stream.channel_grants FROM PUBLIC;
+GRANT SELECT ON stream.channel_grants TO PUBLIC;
+
+CREATE TABLE stream.consumers (
+    consumer     text PRIMARY KEY,
+    role         regrole NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('stream.consumers', '');
+COMMENT ON TABLE stream.consumers IS
+    'Consumer names of stream.consume / stream.ack and the role each is bound to (the first that used it)';
+REVOKE ALL ON stream.consumers FROM PUBLIC;
+GRANT SELECT ON stream.consumers TO PUBLIC;
+ALTER TABLE stream.consumers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumers_read ON stream.consumers FOR SELECT USING (pg_catalog.pg_has_role(role, 'USAGE'));
+
+-- ---- functions (scripts/upgrade-functions.sh) ----
+DROP FUNCTION stream._prune_dedup_keys(integer);
+DROP FUNCTION stream.set_policy(regclass,text,text,text,boolean,interval);
+DROP FUNCTION stream.on_event(text,regclass,text,text,text,text,interval,text);
+DROP FUNCTION stream.on_absence(text,regclass,text,text,interval,text,text,text);
+DROP FUNCTION stream.on_threshold(text,text,text,text,text);
+
+CREATE OR REPLACE FUNCTION stream._priv(fn regproc, VARIADIC args "any")
+ RETURNS text
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_priv$function$
+;
+COMMENT ON FUNCTION stream._priv(regproc,"any") IS 'Runs a catalog writer (stream._priv_*) of this extension as its owner, passing the caller''s role first (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._check_owner(caller regrole, rel regclass, what text)
+ RETURNS void
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    own regrole;
+BEGIN
+    SELECT c.relowner::regrole INTO own FROM pg_catalog.pg_class c WHERE c.oid = rel;
+    IF own IS NULL THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', rel::oid
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(caller, own, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of % %', what, rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('%s is owned by role %s; role %s is not a member of it.', rel, own, caller),
+                  HINT = format('Ask role %s (or a superuser) to do it, or to grant you membership in role %s.', own, own);
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._check_owner(regrole,regclass,text) IS 'Raises 42501 unless caller owns the relation (or is a member of its owner) (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._check_privilege(caller regrole, rel regclass, privilege text, why text)
+ RETURNS void
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NOT coalesce(pg_catalog.has_table_privilege(caller, rel, privilege), false) THEN
+        RAISE EXCEPTION 'permission denied for %', rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s has no %s privilege on %s; %s', caller, privilege, rel, why),
+                  HINT = format('Ask the owner of %s: GRANT %s ON %s TO %s.', rel, privilege, rel, caller);
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._check_privilege(regrole,regclass,text,text) IS 'Raises 42501 unless caller holds privilege on the relation (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._stream_visible(rel regclass)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT coalesce(pg_catalog.has_table_privilege(rel, 'SELECT')
+                    OR pg_catalog.has_table_privilege(rel, 'INSERT')
+                    OR pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                               WHERE c.oid = rel), 'USAGE'), false)
+$function$
+;
+COMMENT ON FUNCTION stream._stream_visible(regclass) IS 'True if the current role owns the stream or may SELECT from or INSERT into it: what it may see of it in catalogs and views (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream.create_stream(name text, partition_interval interval DEFAULT '1 day'::interval, retention interval DEFAULT NULL::interval, dedup_window interval DEFAULT '7 days'::interval)
+ RETURNS regclass
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    parts    text[];
+    nsp      text;
+    rel      text;
+    relid    regclass;
+    n_months integer;
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION 'stream name must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a table name such as ''clicks'' or ''shop.orders''.';
+    END IF;
+    BEGIN
+        parts := parse_ident(name);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'invalid stream name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  DETAIL = 'A stream name is a table name, optionally schema-qualified.',
+                  HINT = 'Use letters, digits and underscores, or double-quote the name, e.g. ''shop.orders''.';
+    END;
+    IF array_length(parts, 1) = 1 THEN
+        nsp := current_schema();
+        IF nsp IS NULL THEN
+            RAISE EXCEPTION 'no schema has been selected to create stream "%" in', name
+                USING ERRCODE = 'invalid_schema_name',
+                      HINT = 'Qualify the name with a schema, e.g. ''public.clicks''.';
+        END IF;
+        rel := parts[1];
+    ELSIF array_length(parts, 1) = 2 THEN
+        nsp := parts[1];
+        rel := parts[2];
+    ELSE
+        RAISE EXCEPTION 'invalid stream name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  DETAIL = format('The name has %s parts; a stream name is [schema.]table.', array_length(parts, 1)),
+                  HINT = 'Use a table name, optionally schema-qualified, e.g. ''shop.orders''.';
+    END IF;
+    IF rel = '' OR octet_length(rel) > 48 THEN
+        RAISE EXCEPTION 'invalid stream name "%"', name
+            USING ERRCODE = 'invalid_name',
+                  DETAIL = format('The table name is %s bytes long; a stream name may have 1 to 48 bytes.', octet_length(rel)),
+                  HINT = 'Choose a shorter name: partitions and side tables add suffixes to it.';
+    END IF;
+    IF to_regnamespace(quote_ident(nsp)) IS NULL THEN
+        RAISE EXCEPTION 'schema "%" does not exist', nsp
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = format('Create it first with CREATE SCHEMA %I.', nsp);
+    END IF;
+    IF to_regclass(format('%I.%I', nsp, rel)) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation "%.%" already exists', nsp, rel
+            USING ERRCODE = 'duplicate_table',
+                  DETAIL = 'create_stream creates a new table and never converts an existing one.',
+                  HINT = 'Choose another name, or drop the existing relation first.';
+    END IF;
+
+    PERFORM stream._check_interval('partition_interval', partition_interval, false);
+    PERFORM stream._check_interval('retention', retention, true);
+    PERFORM stream._check_interval('dedup_window', dedup_window, true);
+    n_months := extract(year FROM partition_interval)::integer * 12
+                + extract(month FROM partition_interval)::integer;
+    IF n_months > 0 AND (extract(day FROM partition_interval) <> 0
+                         OR extract(epoch FROM partition_interval)::numeric
+                            <> extract(epoch FROM make_interval(months => n_months))::numeric) THEN
+        RAISE EXCEPTION 'partition_interval % mixes months with days or time', partition_interval
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A partition width is either whole months or a fixed duration.',
+                  HINT = 'Use e.g. ''1 month'' or ''7 days''.';
+    END IF;
+    IF n_months = 0 AND partition_interval < interval '1 hour' THEN
+        RAISE EXCEPTION 'partition_interval % is too small', partition_interval
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The smallest partition width is 1 hour.',
+                  HINT = 'Use ''1 hour'' or more; windows finer than a partition are set in aggregates.';
+    END IF;
+
+    EXECUTE format($ddl$
+        CREATE TABLE %I.%I (
+            event_id     uuid        NOT NULL DEFAULT stream.uuid_v7(),
+            event_name   text        NOT NULL,
+            occurred_at  timestamptz NOT NULL DEFAULT now(),
+            received_at  timestamptz NOT NULL DEFAULT statement_timestamp(),
+            user_id      text,
+            anonymous_id text,
+            session_id   text,
+            properties   jsonb       NOT NULL DEFAULT '{}',
+            context      jsonb       NOT NULL DEFAULT '{}'
+        ) PARTITION BY RANGE (occurred_at) $ddl$, nsp, rel);
+    relid := format('%I.%I', nsp, rel)::regclass;
+
+    EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', nsp, rel || '_default', relid);
+    EXECUTE format('CREATE TRIGGER stream_events_ingest BEFORE INSERT ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION stream._ingest_trigger()', relid);
+    EXECUTE format('CREATE TRIGGER stream_events_append_only BEFORE UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION stream._append_only_trigger()', relid);
+    PERFORM stream._add_truncate_guard(relid);
+    PERFORM stream._add_truncate_guard(format('%I.%I', nsp, rel || '_default')::regclass);
+
+    EXECUTE format('COMMENT ON TABLE %s IS %L', relid,
+                   'Event stream (stream_events): append-only, partitioned on occurred_at');
+
+    -- Events that break the stream's contracts or policy, when it says so.
+    EXECUTE format($ddl$
+        CREATE TABLE %I.%I (
+            event_id         uuid        NOT NULL,
+            event_name       text,
+            occurred_at      timestamptz,
+            received_at      timestamptz NOT NULL,
+            user_id          text,
+            anonymous_id     text,
+            session_id       text,
+            properties       jsonb,
+            context          jsonb,
+            errors           jsonb       NOT NULL,
+            contract_version integer,
+            quarantined_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+        ) $ddl$, nsp, rel || '_quarantine');
+    EXECUTE format('COMMENT ON TABLE %I.%I IS %L', nsp, rel || '_quarantine',
+                   format('Quarantined events of stream %s: envelope, errors (JSON pointer + message) and contract version; see stream.replay_quarantine', relid));
+
+    PERFORM stream._priv('stream._priv_register_stream', relid, create_stream.partition_interval,
+                         create_stream.retention, create_stream.dedup_window,
+                         format('%I.%I', nsp, rel || '_quarantine')::regclass);
+
+    PERFORM stream.maintain(relid);
+    RETURN relid;
+END
+$function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_register_stream(caller regrole, rel regclass, partition_interval interval, retention interval, dedup_window interval, quarantine regclass)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    c record;
+    q record;
+BEGIN
+    PERFORM stream._check_owner(caller, rel, 'table');
+    PERFORM stream._check_owner(caller, quarantine, 'table');
+    SELECT cl.relname, cl.relnamespace, cl.relkind INTO c FROM pg_catalog.pg_class cl WHERE cl.oid = rel;
+    SELECT cl.relname, cl.relnamespace, cl.relkind INTO q FROM pg_catalog.pg_class cl WHERE cl.oid = quarantine;
+    IF c.relkind <> 'p' OR q.relkind <> 'r' OR q.relnamespace <> c.relnamespace
+       OR q.relname <> c.relname || '_quarantine'
+       OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                      WHERE t.tgrelid = rel AND t.tgname = 'stream_events_ingest'
+                        AND t.tgfoid = 'stream._ingest_trigger()'::regprocedure)
+       OR (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+           WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped)
+          IS DISTINCT FROM ARRAY['event_id', 'event_name', 'occurred_at', 'received_at', 'user_id',
+                                 'anonymous_id', 'session_id', 'properties', 'context'] THEN
+        RAISE EXCEPTION '% is not a table made by stream.create_stream', rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only tables with the event envelope, the ingest trigger and a quarantine table next to them can be registered as streams.',
+                  HINT = 'Create streams with stream.create_stream().';
+    END IF;
+    IF EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = rel OR s.quarantine = _priv_register_stream.quarantine) THEN
+        RAISE EXCEPTION '% is already a stream', rel
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'See stream.stream_list.';
+    END IF;
+    INSERT INTO stream.streams (relid, partition_interval, retention, dedup_window, quarantine)
+    VALUES (rel, partition_interval, retention, dedup_window, quarantine);
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_register_stream(regrole,regclass,interval,interval,interval,regclass) IS 'Records a new stream in stream.streams after checking the caller owns it and create_stream made it (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_stream(regrole,regclass,interval,interval,interval,regclass) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_id integer)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    rel regclass;
+    n   bigint;
+BEGIN
+    SELECT s.relid INTO rel FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
+    IF rel IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM stream._check_owner(caller, rel, 'stream');
+    -- only keys older than the stream's own window
+    WITH gone AS (
+        DELETE FROM stream.dedup_keys d
+        USING stream.streams s
+        WHERE s.stream_id = _priv_prune_dedup_keys.stream_id AND d.stream_id = s.stream_id
+          AND s.dedup_window IS NOT NULL AND d.seen_at < now() - s.dedup_window
+        RETURNING 1)
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_prune_dedup_keys(regrole,integer) IS 'Deletes a stream''s dedup keys older than its dedup_window, for its owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_prune_dedup_keys(regrole,integer) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.maintain(target regclass DEFAULT NULL::regclass, prune boolean DEFAULT true)
+ RETURNS TABLE(stream regclass, partitions_created integer, rows_moved bigint, partitions_dropped integer, dedup_keys_pruned bigint)
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    s       record;
+    b       timestamptz;
+    n_ahead  integer := coalesce(current_setting('stream_events.partitions_ahead', true)::integer, 3);
+    n_behind integer := coalesce(current_setting('stream_events.partitions_behind', true)::integer, 3);
+    dflt    regclass;
+    p       record;
+    created integer;
+    moved   bigint;
+    dropped integer;
+    pruned  bigint;
+    n       bigint;
+BEGIN
+    -- the streams the caller owns (the worker calls it per stream as its owner)
+    FOR s IN SELECT st.* FROM stream.streams st JOIN pg_catalog.pg_class c ON c.oid = st.relid
+             WHERE (maintain.target IS NULL OR st.relid = maintain.target)
+               AND pg_catalog.pg_has_role(c.relowner, 'USAGE')
+             ORDER BY st.stream_id
+    LOOP
+        created := 0; moved := 0; dropped := 0; pruned := 0;
+      BEGIN
+        -- one maintainer per stream at a time (the worker, or a user)
+        PERFORM pg_advisory_xact_lock(24158, s.stream_id);
+        -- Partitions: n_behind before the current one (late events), the
+        -- current one and n_ahead after it, none already past retention.
+        b := stream._bucket_start(now(), s.partition_interval);
+        FOR i IN 1 .. n_behind LOOP
+            b := stream._bucket_start(b - interval '1 microsecond', s.partition_interval);
+        END LOOP;
+        FOR i IN 0 .. n_behind + n_ahead LOOP
+            IF (s.retention IS NULL OR stream._bucket_end(b, s.partition_interval) > now() - s.retention)
+               AND stream._ensure_partition(s.relid, b, s.partition_interval) IS NOT NULL THEN
+                created := created + 1;
+            END IF;
+            b := stream._bucket_end(b, s.partition_interval);
+        END LOOP;
+        -- Events that landed in the default partition (far past or future).
+        SELECT i.inhrelid::regclass INTO dflt
+        FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = s.relid AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
+        IF dflt IS NOT NULL THEN
+            FOR b IN EXECUTE format('SELECT DISTINCT stream._bucket_start(occurred_at, %L) FROM %s ORDER BY 1',
+                                    s.partition_interval, dflt)
+            LOOP
+                n := stream._ensure_partition(s.relid, b, s.partition_interval);
+                IF n IS NOT NULL THEN
+                    created := created + 1;
+                    moved := moved + n;
+                END IF;
+            END LOOP;
+        END IF;
+        -- Retention: drop whole partitions that end before now() - retention.
+        IF s.retention IS NOT NULL THEN
+            FOR p IN SELECT c.oid::regclass AS part
+                     FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                     WHERE i.inhparent = s.relid
+                       AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+                       AND (regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                         'TO \(''([^'']*)''\)'))[1]::timestamptz
+                           <= now() - s.retention
+            LOOP
+                EXECUTE format('DROP TABLE %s', p.part);
+                dropped := dropped + 1;
+            END LOOP;
+        END IF;
+        -- Dedup keys past the window.
+        IF prune AND s.dedup_window IS NOT NULL THEN
+            pruned := stream._priv('stream._priv_prune_dedup_keys', s.stream_id)::bigint;
+        END IF;
+      EXCEPTION WHEN lock_not_available THEN
+        -- a long transaction holds a lock we need (lock_timeout): this
+        -- stream's maintenance is undone and tried again at the next run
+        RAISE WARNING 'maintenance of stream % postponed: %', s.relid, SQLERRM
+            USING DETAIL = 'A transaction that read or wrote the stream holds a lock that partition maintenance needs.',
+                  HINT = 'See pg_locks and pg_stat_activity for long transactions on the stream; the worker tries again after stream_events.naptime.';
+        created := 0; moved := 0; dropped := 0; pruned := 0;
+      END;
+        stream := s.relid;
+        partitions_created := created;
+        rows_moved := moved;
+        partitions_dropped := dropped;
+        dedup_keys_pruned := pruned;
+        RETURN NEXT;
+    END LOOP;
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._stream_readable(rel regclass)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT coalesce(pg_catalog.has_table_privilege(rel, 'SELECT')
+                    OR pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                                               WHERE c.oid = rel), 'USAGE'), false)
+$function$
+;
+COMMENT ON FUNCTION stream._stream_readable(regclass) IS 'True if the current role owns the stream or may SELECT from it: what status views show it (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_define_contract(caller regrole, stream regclass, event_name text, schema jsonb, compatibility text)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    sid     integer := stream._stream_id(_priv_define_contract.stream);
+    latest  record;
+    v       integer;
+    broken  record;
+    mode    text := lower(_priv_define_contract.compatibility);
+    dir     text;
+    uri     text;
+BEGIN
+    PERFORM stream._check_owner(caller, _priv_define_contract.stream, 'stream');
+    IF event_name IS NULL OR event_name = '' THEN
+        RAISE EXCEPTION 'event_name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A contract applies to one event name, e.g. ''add_to_cart''.';
+    END IF;
+    IF schema IS NULL THEN
+        RAISE EXCEPTION 'schema must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a JSON Schema (draft 2020-12) for the event''s properties.';
+    END IF;
+    IF mode IS NULL OR NOT mode = ANY (stream._compatibility_modes()) THEN
+        RAISE EXCEPTION 'unknown compatibility mode "%"', _priv_define_contract.compatibility
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Modes are %s.', array_to_string(stream._compatibility_modes(), ', ')),
+                  HINT = 'Use ''backward'' (the default) unless consumers need another guarantee.';
+    END IF;
+    PERFORM stream.json_schema_check(schema);
+
+    SELECT c.version, c.schema INTO latest FROM stream.contracts c
+    WHERE c.stream_id = sid AND c.event_name = _priv_define_contract.event_name
+    ORDER BY c.version DESC LIMIT 1;
+    IF FOUND AND latest.schema = schema THEN
+        RETURN latest.version;            -- publishing the same schema again is a no-op
+    END IF;
+
+    IF mode <> 'none' THEN
+        dir := split_part(mode, '_', 1);
+        SELECT d.* INTO broken
+        FROM stream.contracts c, stream.schema_diff(c.schema, _priv_define_contract.schema) d
+        WHERE c.stream_id = sid AND c.event_name = _priv_define_contract.event_name
+          AND (mode LIKE '%_transitive' OR c.version = latest.version)
+          AND ((dir IN ('backward', 'full') AND d.breaks_backward)
+               OR (dir IN ('forward', 'full') AND d.breaks_forward))
+        ORDER BY c.version DESC, d.path LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'new contract for event "%" of stream % is not % compatible',
+                            _priv_define_contract.event_name, _priv_define_contract.stream, mode
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('%s (at %s).', broken.change, broken.path),
+                      HINT = 'See every difference with stream.contract_diff(); publish under a new event name, or pass compatibility => ''none'' to accept the break.';
+        END IF;
+    END IF;
+
+    v := coalesce(latest.version, 0) + 1;
+    uri := format('urn:stream-events:contract:%s:%s:%s', _priv_define_contract.stream::text,
+                  _priv_define_contract.event_name, v);
+    INSERT INTO stream.contracts (stream_id, stream, event_name, version, schema, compatibility, schema_uri)
+    VALUES (sid, _priv_define_contract.stream, _priv_define_contract.event_name, v, schema, mode, uri);
+    PERFORM stream._register_schema_internal(uri, schema);
+    PERFORM stream._stream_changed(_priv_define_contract.stream);
+    RETURN v;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_define_contract(regrole,regclass,text,jsonb,text) IS 'The body of define_contract: checks ownership and compatibility, records the version and registers its schema (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_define_contract(regrole,regclass,text,jsonb,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.define_contract(stream regclass, event_name text, schema jsonb, compatibility text DEFAULT 'backward'::text)
+ RETURNS integer
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._priv('stream._priv_define_contract', stream, event_name, schema, compatibility)::integer
+$function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_set_policy(caller regrole, stream regclass, on_violation text, on_unplanned text, event_name_pattern text, require_identity boolean, max_future interval, format_assertion boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    sid integer := stream._stream_id(_priv_set_policy.stream);
+BEGIN
+    PERFORM stream._check_owner(caller, _priv_set_policy.stream, 'stream');
+    IF on_violation IS NOT NULL AND on_violation NOT IN ('reject', 'quarantine', 'warn') THEN
+        RAISE EXCEPTION 'unknown on_violation policy "%"', on_violation
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Policies are reject, quarantine and warn.',
+                  HINT = 'Use ''quarantine'' to keep violating events aside without failing producers.';
+    END IF;
+    IF on_unplanned IS NOT NULL AND on_unplanned NOT IN ('allow', 'quarantine', 'reject') THEN
+        RAISE EXCEPTION 'unknown on_unplanned policy "%"', on_unplanned
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Policies are allow, quarantine and reject.',
+                  HINT = 'Events whose name has no contract are "unplanned"; ''allow'' stores them.';
+    END IF;
+    IF event_name_pattern IS NOT NULL AND event_name_pattern <> '' THEN
+        BEGIN
+            PERFORM '' ~ event_name_pattern;
+        EXCEPTION WHEN invalid_regular_expression THEN
+            RAISE EXCEPTION 'invalid event_name_pattern "%"', event_name_pattern
+                USING ERRCODE = 'invalid_regular_expression',
+                      DETAIL = SQLERRM,
+                      HINT = 'Use a POSIX regular expression such as ''^[a-z][a-z0-9_]*$''.';
+        END;
+    END IF;
+    IF max_future IS NOT NULL AND max_future < interval '0' THEN
+        RAISE EXCEPTION 'max_future must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The value given was %s.', max_future),
+                  HINT = 'Pass how far ahead of the server clock occurred_at may be, e.g. ''1 day''.';
+    END IF;
+    UPDATE stream.streams s SET
+        on_violation = coalesce(_priv_set_policy.on_violation, s.on_violation),
+        on_unplanned = coalesce(_priv_set_policy.on_unplanned, s.on_unplanned),
+        event_name_pattern = CASE WHEN _priv_set_policy.event_name_pattern IS NULL THEN s.event_name_pattern
+                                  ELSE nullif(_priv_set_policy.event_name_pattern, '') END,
+        require_identity = coalesce(_priv_set_policy.require_identity, s.require_identity),
+        max_future = coalesce(_priv_set_policy.max_future, s.max_future),
+        format_assertion = coalesce(_priv_set_policy.format_assertion, s.format_assertion)
+    WHERE s.stream_id = sid;
+    PERFORM stream._stream_changed(_priv_set_policy.stream);
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_set_policy(regrole,regclass,text,text,text,boolean,interval,boolean) IS 'The body of set_policy, for the stream''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_set_policy(regrole,regclass,text,text,text,boolean,interval,boolean) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.set_policy(stream regclass, on_violation text DEFAULT NULL::text, on_unplanned text DEFAULT NULL::text, event_name_pattern text DEFAULT NULL::text, require_identity boolean DEFAULT NULL::boolean, max_future interval DEFAULT NULL::interval, format_assertion boolean DEFAULT NULL::boolean)
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._priv('stream._priv_set_policy', stream, on_violation, on_unplanned,
+                        event_name_pattern, require_identity, max_future, format_assertion)
+$function$
+;
+COMMENT ON FUNCTION stream.set_policy(regclass,text,text,text,boolean,interval,boolean) IS 'Sets what happens to events that break a contract (reject, quarantine, warn), to unplanned events, the envelope rules and whether JSON Schema format asserts (format_assertion); NULL keeps a setting, '''' clears the pattern';
+
+
+CREATE OR REPLACE FUNCTION stream._register_schema_internal(uri text, schema jsonb)
+ RETURNS void
+ LANGUAGE c
+ STRICT
+AS '$libdir/stream_events', $function$stream_register_schema$function$
+;
+COMMENT ON FUNCTION stream._register_schema_internal(text,jsonb) IS 'Checks and stores a schema document under its URI in stream.schemas (internal, run by the catalog writers)';
+REVOKE ALL ON FUNCTION stream._register_schema_internal(text,jsonb) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_register_schema(caller regrole, uri text, schema jsonb)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    cur regrole;
+    found_row boolean;
+BEGIN
+    IF uri IS NULL OR schema IS NULL THEN
+        RAISE EXCEPTION 'register_schema needs a URI and a schema'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'e.g. SELECT stream.register_schema(''https://example.com/product.json'', ''{"type": "object"}'').';
+    END IF;
+    IF uri LIKE 'urn:stream-events:%' THEN
+        RAISE EXCEPTION 'permission denied to register schema "%"', uri
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'URIs under urn:stream-events: are the versions of data contracts.',
+                  HINT = 'Publish a contract with stream.define_contract(), or register the document under a URI of your own.';
+    END IF;
+    SELECT s.owner, true INTO cur, found_row FROM stream.schemas s WHERE s.uri = _priv_register_schema.uri FOR UPDATE;
+    IF found_row AND NOT (CASE WHEN cur IS NULL
+                               THEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = caller)
+                               ELSE pg_catalog.pg_has_role(caller, cur, 'USAGE') END) THEN
+        RAISE EXCEPTION 'permission denied to replace schema "%"', uri
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('It was registered by %s.', coalesce(cur::text, 'a superuser')),
+                  HINT = format('Ask %s to replace it, or register your document under another URI.',
+                                coalesce(cur::text, 'a superuser'));
+    END IF;
+    PERFORM stream._register_schema_internal(uri, schema);
+    UPDATE stream.schemas s SET owner = caller WHERE s.uri = _priv_register_schema.uri;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_register_schema(regrole,text,jsonb) IS 'The body of register_schema: a URI belongs to the role that registered it first (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_schema(regrole,text,jsonb) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.register_schema(uri text, schema jsonb)
+ RETURNS void
+ LANGUAGE sql
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._priv('stream._priv_register_schema', uri, schema)
+$function$
+;
+COMMENT ON FUNCTION stream.register_schema(text,jsonb) IS 'Stores (or replaces) schema under an absolute URI in stream.schemas, for $ref and $schema; only the role that first registered a URI may replace it';
+
+
+CREATE OR REPLACE FUNCTION stream._aggregate_analyze_as(role regrole, search_path text, query text, OUT stream regclass, OUT query_tree text, OUT column_names text[], OUT is_key boolean[], OUT visible boolean[], OUT state_types text[], OUT result_types text[], OUT aggregates regprocedure[])
+ RETURNS record
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_call_as$function$
+;
+COMMENT ON FUNCTION stream._aggregate_analyze_as(regrole,text,text) IS 'stream._aggregate_analyze run as role in search_path, restricted: the analysed tree the worker executes is made here, with the owner''s rights (internal)';
+REVOKE ALL ON FUNCTION stream._aggregate_analyze_as(regrole,text,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._aggregate_columns(column_names text[], is_key boolean[], visible boolean[], result_types text[], aggregates regprocedure[], OUT view_select text, OUT state_keys text)
+ RETURNS record
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    view_select := '';
+    state_keys := '';
+    FOR i IN 1 .. array_length(column_names, 1) LOOP
+        IF is_key[i] THEN
+            state_keys := state_keys || format('%I, ', column_names[i]);
+            IF visible[i] THEN
+                view_select := view_select || format('%I, ', column_names[i]);
+            END IF;
+        ELSE
+            view_select := view_select || format('stream.finalize_state(%I, %L::regprocedure, NULL::%s) AS %I, ',
+                                                 column_names[i], aggregates[i]::text, result_types[i],
+                                                 column_names[i]);
+        END IF;
+    END LOOP;
+    view_select := left(view_select, -2);
+    state_keys := left(state_keys, -2);
+END $function$
+;
+COMMENT ON FUNCTION stream._aggregate_columns(text[],boolean[],boolean[],text[],regprocedure[]) IS 'The view select list and state key columns of an analysed aggregate query (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_register_aggregate(caller regrole, view_rel regclass, state_rel regclass, query text, search_path text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    a record;
+    c record;
+BEGIN
+    PERFORM stream._check_owner(caller, view_rel, 'view');
+    PERFORM stream._check_owner(caller, state_rel, 'table');
+    IF EXISTS (SELECT 1 FROM stream.aggregate_defs d WHERE d.view = view_rel OR d.state_table = state_rel) THEN
+        RAISE EXCEPTION 'continuous aggregate % already exists', view_rel
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'See stream.aggregates.';
+    END IF;
+    a := stream._aggregate_analyze_as(caller, search_path, query);
+    PERFORM stream._check_privilege(caller, a.stream, 'SELECT',
+                                    'the worker reads the stream as the aggregate''s owner.');
+    c := stream._aggregate_columns(a.column_names, a.is_key, a.visible, a.result_types, a.aggregates);
+    PERFORM stream._aggregate_depend(state_rel, a.stream);
+    INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path,
+                                       view_select, state_keys)
+    VALUES (view_rel, state_rel, a.stream, caller, query, a.query_tree, search_path,
+            c.view_select, c.state_keys);
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_register_aggregate(regrole,regclass,regclass,text,text) IS 'Records a continuous aggregate after analysing its query as the caller and checking ownership and SELECT on the stream (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_aggregate(regrole,regclass,regclass,text,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.create_aggregate(name text, query text)
+ RETURNS regclass
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    n        record;
+    a        record;
+    state_rel regclass;
+    view_rel regclass;
+    cols     text := '';
+    keys     text := '';
+    sel      text := '';
+BEGIN
+    n := stream._aggregate_name(name);
+    IF to_regnamespace(quote_ident(n.schema_name)) IS NULL THEN
+        RAISE EXCEPTION 'schema "%" does not exist', n.schema_name
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = format('Create it first with CREATE SCHEMA %I.', n.schema_name);
+    END IF;
+    IF to_regclass(format('%I.%I', n.schema_name, n.rel_name)) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation "%.%" already exists', n.schema_name, n.rel_name
+            USING ERRCODE = 'duplicate_table',
+                  DETAIL = 'create_aggregate creates a view of that name.',
+                  HINT = 'Choose another name, or drop the existing aggregate with stream.drop_aggregate.';
+    END IF;
+    IF to_regclass(format('%I.%I', n.schema_name, n.rel_name || '_state')) IS NOT NULL THEN
+        RAISE EXCEPTION 'relation "%.%" already exists', n.schema_name, n.rel_name || '_state'
+            USING ERRCODE = 'duplicate_table',
+                  DETAIL = 'create_aggregate creates its state table under that name.',
+                  HINT = 'Choose another name for the aggregate.';
+    END IF;
+    IF query IS NULL THEN
+        RAISE EXCEPTION 'the defining query must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a query such as SELECT stream.tumble(occurred_at, ''1 minute'') AS minute, count(*) FROM clicks GROUP BY 1.';
+    END IF;
+
+    a := stream._aggregate_analyze(query);
+    PERFORM stream._activation_decoding();
+
+    FOR i IN 1 .. array_length(a.column_names, 1) LOOP
+        cols := cols || format('%I %s, ', a.column_names[i], a.state_types[i]);
+    END LOOP;
+    cols := left(cols, -2);
+    SELECT c.view_select, c.state_keys INTO sel, keys
+    FROM stream._aggregate_columns(a.column_names, a.is_key, a.visible, a.result_types, a.aggregates) c;
+
+    EXECUTE format('CREATE TABLE %I.%I (%s)', n.schema_name, n.rel_name || '_state', cols);
+    state_rel := format('%I.%I', n.schema_name, n.rel_name || '_state')::regclass;
+    EXECUTE format('CREATE UNIQUE INDEX %I ON %s (%s) NULLS NOT DISTINCT',
+                   n.rel_name || '_state_key', state_rel, keys);
+    EXECUTE format('COMMENT ON TABLE %s IS %L', state_rel,
+                   format('Partial aggregate states of continuous aggregate %I.%I (stream_events; written by the background worker)',
+                          n.schema_name, n.rel_name));
+    EXECUTE format('CREATE VIEW %I.%I AS SELECT %s FROM %s',
+                   n.schema_name, n.rel_name, sel, state_rel);
+    view_rel := format('%I.%I', n.schema_name, n.rel_name)::regclass;
+    EXECUTE format('COMMENT ON VIEW %s IS %L', view_rel,
+                   format('Continuous aggregate over stream %s (stream_events): %s', a.stream, query));
+    PERFORM stream._priv('stream._priv_register_aggregate', view_rel, state_rel, query,
+                         stream._search_path());
+    PERFORM stream._aggregate_wake(false);
+    RETURN view_rel;
+END
+$function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_rebuild_aggregate(caller regrole, view_rel regclass)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    def stream.aggregate_defs;
+BEGIN
+    -- The row lock orders us with the worker's apply transaction.
+    SELECT d.* INTO def FROM stream.aggregate_defs d WHERE d.view = view_rel FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'continuous aggregate % does not exist', view_rel
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM stream.aggregates.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(caller, def.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of continuous aggregate %', view_rel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Its owner is %s.', def.owner),
+                  HINT = format('Ask %s, its owner.', def.owner);
+    END IF;
+    EXECUTE format('TRUNCATE %s', def.state_table);
+    UPDATE stream.aggregate_defs d
+       SET status = 'backfill', last_error = NULL, applied_lsn = NULL, applied_at = NULL,
+           events_backfilled = NULL, apply_rate = NULL
+     WHERE d.agg_id = def.agg_id;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_rebuild_aggregate(regrole,regclass) IS 'The body of rebuild_aggregate, for the aggregate''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_rebuild_aggregate(regrole,regclass) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.rebuild_aggregate(name text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    def stream.aggregate_defs;
+BEGIN
+    def := stream._aggregate_lookup(name);
+    PERFORM stream._priv('stream._priv_rebuild_aggregate', def.view);
+    PERFORM stream._aggregate_wake(false);
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._aggregate_adopt()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    here text := stream._aggregate_origin();
+    d    record;
+    a    record;
+    n    integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM stream.aggregate_defs WHERE origin IS DISTINCT FROM here) THEN
+        RETURN 0;
+    END IF;
+    FOR d IN SELECT * FROM stream.aggregate_defs WHERE origin IS DISTINCT FROM here
+             ORDER BY agg_id FOR UPDATE
+    LOOP
+        n := n + 1;
+        IF EXISTS (SELECT 1 FROM pg_stat_activity
+                   WHERE datname = current_database() AND application_name = 'pg_restore'
+                     AND pid <> pg_backend_pid())
+           OR NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = d.stream) THEN
+            CONTINUE;       -- the restore is not finished: try again later
+        END IF;
+        a := stream._aggregate_analyze_as(d.owner, coalesce(nullif(d.search_path, ''), 'public'), d.query);
+        IF a.stream IS DISTINCT FROM d.stream THEN
+            RAISE EXCEPTION 'restored continuous aggregate % reads %, its catalog says %', d.view, a.stream, d.stream
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Drop it (SELECT stream.drop_aggregate(%L)) and create it again.', d.view::text);
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_depend
+                       WHERE classid = 'pg_class'::regclass AND objid = d.state_table::oid
+                         AND refclassid = 'pg_class'::regclass AND refobjid = d.stream::oid) THEN
+            PERFORM stream._aggregate_depend(d.state_table, d.stream);
+        END IF;
+        EXECUTE format('TRUNCATE %s', d.state_table);
+        UPDATE stream.aggregate_defs
+           SET query_tree = a.query_tree, origin = here, status = 'backfill', last_error = NULL,
+               applied_lsn = NULL, applied_at = NULL, last_commit_at = NULL, events_applied = 0,
+               events_backfilled = NULL, apply_rate = NULL
+         WHERE agg_id = d.agg_id;
+        RAISE LOG 'stream_events: continuous aggregate % was restored from a dump; it is rebuilt from its stream', d.view;
+        PERFORM stream._aggregate_wake(false);
+    END LOOP;
+    RETURN n;
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._channel_readable_by(who regrole, channel text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT EXISTS (SELECT 1 FROM stream.channels c
+                   WHERE c.channel = _channel_readable_by.channel
+                     AND (pg_catalog.pg_has_role(who, c.owner, 'USAGE')
+                          OR EXISTS (SELECT 1 FROM stream.channel_grants g
+                                     WHERE g.channel = c.channel
+                                       AND pg_catalog.pg_has_role(who, g.grantee, 'USAGE'))))
+$function$
+;
+COMMENT ON FUNCTION stream._channel_readable_by(regrole,text) IS 'True if the role owns the channel or was granted it (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._channel_readable(channel text)
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._channel_readable_by(current_user::regrole, channel)
+$function$
+;
+COMMENT ON FUNCTION stream._channel_readable(text) IS 'True if the current role owns the channel or was granted it (internal; row level security of the outbox)';
+
+
+CREATE OR REPLACE FUNCTION stream._activation_check_as(role regrole, search_path text, rel regclass, condition text, key text, payload text)
+ RETURNS void
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_call_as$function$
+;
+COMMENT ON FUNCTION stream._activation_check_as(regrole,text,regclass,text,text,text) IS 'stream._activation_check run as role in search_path, restricted (internal)';
+REVOKE ALL ON FUNCTION stream._activation_check_as(regrole,text,regclass,text,text,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._activation_validate(name text, channel text, rel regclass)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z_][A-Za-z0-9_.-]*$' OR length(name) >= 64 THEN
+        RAISE EXCEPTION 'invalid activation name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_name',
+                  HINT = 'Use at most 63 letters, digits, _ . and -, starting with a letter or _.';
+    END IF;
+    IF channel IS NULL OR channel !~ '^[a-z_][a-z0-9_$]*$' OR length(channel) >= 64 THEN
+        RAISE EXCEPTION 'invalid channel name %', coalesce(quote_ident(channel), 'NULL')
+            USING ERRCODE = 'invalid_name',
+                  DETAIL = 'The channel is what clients LISTEN on (it defaults to the activation''s name).',
+                  HINT = 'Use a lower-case identifier of at most 63 characters, e.g. cart_events, so that LISTEN works without quoting.';
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._activation_validate(text,text,regclass) IS 'Checks an activation''s name and channel (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_register_activation(caller regrole, name text, kind text, rel regclass, aggregate regclass, condition text, cancelled_by text, within interval, key text, payload text, channel text, cooldown interval, delivery text, notify text, search_path text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    watched regclass := coalesce(aggregate, rel);
+    ch_owner regrole;
+    agg stream.aggregate_defs;
+    mode text := notify;
+BEGIN
+    PERFORM stream._activation_validate(name, channel, NULL);
+    IF EXISTS (SELECT 1 FROM stream.activation_defs d WHERE d.name = _priv_register_activation.name) THEN
+        RAISE EXCEPTION 'activation "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Drop it first with stream.drop_activation, or choose another name.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = rel) THEN
+        RAISE EXCEPTION 'relation % is not a stream', coalesce(rel::text, 'NULL')
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Activations watch streams created with stream.create_stream.';
+    END IF;
+    PERFORM stream._check_privilege(caller, watched, 'SELECT',
+                                    'the worker evaluates the activation as its owner, who must be able to read what it watches.');
+    IF kind = 'threshold' THEN
+        SELECT d.* INTO agg FROM stream.aggregate_defs d WHERE d.view = aggregate;
+        IF NOT FOUND OR agg.stream <> rel THEN
+            RAISE EXCEPTION '% is not a continuous aggregate of stream %', aggregate, rel
+                USING ERRCODE = 'wrong_object_type',
+                      HINT = 'See SELECT name, stream FROM stream.aggregates.';
+        END IF;
+        IF NOT pg_catalog.pg_has_role(caller, agg.owner, 'USAGE') THEN
+            RAISE EXCEPTION 'permission denied for continuous aggregate %', aggregate
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('The condition is evaluated as the aggregate is applied, as its owner %s.', agg.owner),
+                      HINT = 'Define thresholds as the aggregate''s owner (or a member of that role).';
+        END IF;
+    END IF;
+    IF mode IS NOT NULL AND mode NOT IN ('full', 'id') THEN
+        RAISE EXCEPTION 'invalid notify %', quote_literal(mode)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'full: the NOTIFY carries the outbox row as JSON; id: only its id.',
+                  HINT = 'Pass notify => ''full'' or ''id'' (LISTEN has no access control: use id for private data).';
+    END IF;
+    -- LISTEN/NOTIFY has no access control: unless told otherwise, a stream
+    -- that PUBLIC cannot read notifies ids only.
+    mode := coalesce(mode, CASE WHEN coalesce(pg_catalog.has_table_privilege('public', watched, 'SELECT'), false)
+                                THEN 'full' ELSE 'id' END);
+    -- the expressions, analysed as the caller in the caller's search_path
+    PERFORM stream._activation_check_as(caller, search_path, watched, condition,
+                                        CASE WHEN kind = 'threshold' THEN NULL ELSE key END, payload);
+    IF cancelled_by IS NOT NULL THEN
+        PERFORM stream._activation_check_as(caller, search_path, rel, cancelled_by, NULL::text, NULL::text);
+    END IF;
+    -- the channel: new (the caller owns it from now on) or the caller's
+    INSERT INTO stream.channels (channel, owner) VALUES (_priv_register_activation.channel, caller)
+    ON CONFLICT DO NOTHING;
+    SELECT c.owner INTO ch_owner FROM stream.channels c WHERE c.channel = _priv_register_activation.channel;
+    IF NOT pg_catalog.pg_has_role(caller, ch_owner, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied for channel %', channel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Channel %s belongs to role %s.', channel, ch_owner),
+                  HINT = 'Choose another channel name: a channel carries the activations of the role that owns it.';
+    END IF;
+    INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
+                                        payload, channel, cooldown, delivery, owner, search_path,
+                                        applied_lsn, notify)
+    VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
+            cooldown, delivery, caller, search_path,
+            -- a threshold's stays NULL until the worker has noted which groups
+            -- already satisfy it (they fire only after they stop, then rise)
+            CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
+            mode);
+    IF delivery = 'immediate' THEN
+        PERFORM stream._activation_sync_trigger(rel);
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_register_activation(regrole,text,text,regclass,regclass,text,text,interval,text,text,text,interval,text,text,text) IS 'Records an activation for the caller after checking its name, channel, SELECT on what it watches and its expressions (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_activation(regrole,text,text,regclass,regclass,text,text,interval,text,text,text,interval,text,text,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._activation_stream(stream regclass)
+ RETURNS regclass
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    IF stream IS NOT NULL AND NOT coalesce(has_table_privilege(stream, 'SELECT'), true) THEN
+        RAISE EXCEPTION 'permission denied for table %', stream
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The worker evaluates an activation as its owner, who must be able to read the stream.',
+                  HINT = format('Ask the owner of %s: GRANT SELECT ON %s TO %s.', stream, stream, current_user);
+    END IF;
+    IF stream IS NULL OR NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = _activation_stream.stream) THEN
+        RAISE EXCEPTION 'relation % is not a stream', coalesce(stream::text, 'NULL')
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Activations watch streams created with stream.create_stream.';
+    END IF;
+    RETURN stream;
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream.on_event(name text, stream regclass, condition text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, key text DEFAULT 'coalesce(user_id, anonymous_id)'::text, cooldown interval DEFAULT NULL::interval, delivery text DEFAULT 'batched'::text, notify text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    ch text := coalesce(channel, name);
+BEGIN
+    PERFORM stream._activation_stream(stream);
+    PERFORM stream._activation_validate(name, ch, stream);
+    IF cooldown <= interval '0' THEN
+        RAISE EXCEPTION 'cooldown must be positive, not %', cooldown
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass e.g. cooldown => ''1 hour'', or NULL to fire on every matching event.';
+    END IF;
+    IF delivery IS NULL OR delivery NOT IN ('batched', 'immediate') THEN
+        RAISE EXCEPTION 'invalid delivery %', coalesce(quote_literal(delivery), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'batched: the worker fires from committed changes (producers never wait on NOTIFY); immediate: the producer''s transaction fires (lowest latency, serialises notifying commits).',
+                  HINT = 'Pass delivery => ''batched'' or ''immediate''.';
+    END IF;
+    IF delivery = 'batched' THEN
+        PERFORM stream._activation_decoding();
+    END IF;
+    PERFORM stream._priv('stream._priv_register_activation', name, 'event'::text, stream, NULL::regclass,
+                         condition, NULL::text, NULL::interval, key, payload, ch, cooldown, delivery,
+                         on_event.notify, stream._search_path());
+    IF delivery = 'batched' THEN
+        PERFORM stream._aggregate_wake(false);
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream.on_event(text,regclass,text,text,text,text,interval,text,text) IS 'Defines an activation: every committed event of the stream that satisfies condition is written to stream.activations and sent with NOTIFY on channel (default: the name), at most once per key per cooldown';
+
+
+CREATE OR REPLACE FUNCTION stream.on_absence(name text, stream regclass, started_by text, cancelled_by text, within interval, key text DEFAULT 'coalesce(user_id, anonymous_id)'::text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, notify text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    ch text := coalesce(channel, name);
+BEGIN
+    PERFORM stream._activation_stream(stream);
+    PERFORM stream._activation_validate(name, ch, stream);
+    IF within IS NULL OR within <= interval '0' THEN
+        RAISE EXCEPTION 'within must be a positive interval, not %', coalesce(within::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass e.g. within => ''30 minutes''.';
+    END IF;
+    IF key IS NULL THEN
+        RAISE EXCEPTION 'an absence activation needs a key'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = 'Timers are kept per key: started_by opens the key''s timer, cancelled_by for the same key cancels it.',
+                  HINT = 'Pass e.g. key => ''user_id''.';
+    END IF;
+    IF cancelled_by IS NULL THEN
+        RAISE EXCEPTION 'the cancelled_by of an activation must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a boolean expression, e.g. event_name = ''purchase''.';
+    END IF;
+    PERFORM stream._activation_decoding();
+    PERFORM stream._priv('stream._priv_register_activation', name, 'absence'::text, stream, NULL::regclass,
+                         started_by, cancelled_by, within, key, payload, ch, NULL::interval,
+                         'batched'::text, on_absence.notify, stream._search_path());
+    PERFORM stream._aggregate_wake(false);
+END $function$
+;
+COMMENT ON FUNCTION stream.on_absence(text,regclass,text,text,interval,text,text,text,text) IS 'Defines an absence activation: an event matching started_by opens a timer for its key, one matching cancelled_by cancels it; a timer that runs out (within, after the start event was received) fires once';
+
+
+CREATE OR REPLACE FUNCTION stream.on_threshold(name text, aggregate text, condition text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, notify text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    ch  text := coalesce(channel, name);
+    def stream.aggregate_defs;
+BEGIN
+    def := stream._aggregate_lookup(aggregate);
+    PERFORM stream._activation_validate(name, ch, def.view);
+    IF def.view_select IS NULL THEN
+        RAISE EXCEPTION 'continuous aggregate % predates thresholds', def.view
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rebuild it with stream.drop_aggregate and stream.create_aggregate.';
+    END IF;
+    PERFORM stream._priv('stream._priv_register_activation', name, 'threshold'::text, def.stream, def.view,
+                         condition, NULL::text, NULL::interval, NULL::text, payload, ch, NULL::interval,
+                         'batched'::text, on_threshold.notify, stream._search_path());
+    PERFORM stream._aggregate_wake(false);
+END $function$
+;
+COMMENT ON FUNCTION stream.on_threshold(text,text,text,text,text,text) IS 'Defines a threshold activation on a continuous aggregate: fires once when a group starts to satisfy condition (again only after it stopped), evaluated by the worker as it applies changes';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_drop_activation(caller regrole, name text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    d stream.activation_defs;
+BEGIN
+    SELECT a.* INTO d FROM stream.activation_defs a WHERE a.name = _priv_drop_activation.name FOR UPDATE;
+    IF NOT FOUND OR NOT (pg_catalog.pg_has_role(caller, d.owner, 'USAGE')
+                         OR stream._channel_readable_by(caller, d.channel)) THEN
+        RAISE EXCEPTION 'activation "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT activation FROM stream.activation_stats.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(caller, d.owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of activation %', name
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Its owner is %s.', d.owner),
+                  HINT = format('Ask %s to drop it.', d.owner);
+    END IF;
+    DELETE FROM stream.activation_defs a WHERE a.act_id = d.act_id;
+    IF d.delivery = 'immediate' THEN
+        PERFORM stream._activation_sync_trigger(d.stream);
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_drop_activation(regrole,text) IS 'The body of drop_activation, for its owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_drop_activation(regrole,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.drop_activation(name text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM stream._priv('stream._priv_drop_activation', name);
+    PERFORM stream._aggregate_wake(false);
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_grant_channel(caller regrole, channel text, role regrole, revoke boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    own regrole;
+BEGIN
+    IF channel IS NULL OR role IS NULL THEN
+        RAISE EXCEPTION 'a channel and a role are needed'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'e.g. SELECT stream.grant_channel(''cart_events'', ''mailer'').';
+    END IF;
+    SELECT c.owner INTO own FROM stream.channels c WHERE c.channel = _priv_grant_channel.channel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'channel "%" does not exist', channel
+            USING ERRCODE = 'undefined_object',
+                  DETAIL = 'A channel exists once an activation has been defined on it.',
+                  HINT = 'See SELECT channel, owner FROM stream.channels.';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(caller, own, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of channel %', channel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Channel %s belongs to role %s.', channel, own),
+                  HINT = format('Ask %s to run stream.grant_channel(%L, %L).', own, channel, role::text);
+    END IF;
+    IF revoke THEN
+        DELETE FROM stream.channel_grants g WHERE g.channel = _priv_grant_channel.channel AND g.grantee = role;
+    ELSE
+        INSERT INTO stream.channel_grants (channel, grantee, granted_by)
+        VALUES (_priv_grant_channel.channel, role, caller)
+        ON CONFLICT ON CONSTRAINT channel_grants_pkey DO NOTHING;
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_grant_channel(regrole,text,regrole,boolean) IS 'The body of grant_channel and revoke_channel, for the channel''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_grant_channel(regrole,text,regrole,boolean) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.grant_channel(channel text, role regrole)
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._priv('stream._priv_grant_channel', channel, role, false)
+$function$
+;
+COMMENT ON FUNCTION stream.grant_channel(text,regrole) IS 'Lets role read the activations of a channel you own with stream.consume (and see them in stream.activations)';
+
+
+CREATE OR REPLACE FUNCTION stream.revoke_channel(channel text, role regrole)
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._priv('stream._priv_grant_channel', channel, role, true)
+$function$
+;
+COMMENT ON FUNCTION stream.revoke_channel(text,regrole) IS 'Takes back grant_channel';
+
+
+CREATE OR REPLACE FUNCTION stream._consumer_claim(caller regrole, consumer text, channel text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    bound regrole;
+BEGIN
+    INSERT INTO stream.consumers (consumer, role) VALUES (_consumer_claim.consumer, caller)
+    ON CONFLICT DO NOTHING;
+    SELECT c.role INTO bound FROM stream.consumers c WHERE c.consumer = _consumer_claim.consumer;
+    IF NOT pg_catalog.pg_has_role(caller, bound, 'USAGE') THEN
+        RAISE EXCEPTION 'consumer "%" belongs to another role', consumer
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Consumer name %s is bound to role %s, the first to use it.', consumer, bound),
+                  HINT = 'Choose a consumer name of your own.';
+    END IF;
+    IF channel IS NOT NULL AND NOT stream._channel_readable_by(caller, channel) THEN
+        RAISE EXCEPTION 'permission denied for channel %', channel
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s neither owns channel %s nor was granted it.', caller, channel),
+                  HINT = format('Ask the channel''s owner to run stream.grant_channel(%L, %L).', channel, caller::text);
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._consumer_claim(regrole,text,text) IS 'Binds a consumer name to the caller on first use and checks the caller may read the channel (internal)';
+REVOKE ALL ON FUNCTION stream._consumer_claim(regrole,text,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_consume_position(caller regrole, consumer text, channel text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    pos stream.consumer_offsets;
+BEGIN
+    PERFORM stream._consumer_claim(caller, _priv_consume_position.consumer, _priv_consume_position.channel);
+    INSERT INTO stream.consumer_offsets AS o (consumer, channel)
+    VALUES (_priv_consume_position.consumer, _priv_consume_position.channel)
+    ON CONFLICT (consumer, channel) DO NOTHING;
+    -- held until the caller's transaction ends: one consume at a time per consumer and channel
+    SELECT o.* INTO pos FROM stream.consumer_offsets o
+    WHERE o.consumer = _priv_consume_position.consumer AND o.channel = _priv_consume_position.channel FOR UPDATE;
+    RETURN pos.acked_id;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_consume_position(regrole,text,text) IS 'Claims the consumer name, checks the channel grant, locks and returns the acknowledged position (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_consume_position(regrole,text,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._priv_consume_delivered(caller regrole, consumer text, channel text, upto_id bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+BEGIN
+    PERFORM stream._consumer_claim(caller, _priv_consume_delivered.consumer, _priv_consume_delivered.channel);
+    UPDATE stream.consumer_offsets o
+       SET delivered_id = greatest(o.delivered_id, upto_id)
+     WHERE o.consumer = _priv_consume_delivered.consumer AND o.channel = _priv_consume_delivered.channel;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_consume_delivered(regrole,text,text,bigint) IS 'Records how far stream.consume delivered (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_consume_delivered(regrole,text,text,bigint) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.consume(consumer text, channel text, max integer DEFAULT 100)
+ RETURNS SETOF stream.activations
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    acked bigint;
+    batch stream.activations[];
+BEGIN
+    IF consumer IS NULL OR channel IS NULL OR max IS NULL OR max < 1 THEN
+        RAISE EXCEPTION 'stream.consume needs a consumer, a channel and max >= 1'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. SELECT * FROM stream.consume(''mailer'', ''cart_events'', 100).';
+    END IF;
+    acked := stream._priv('stream._priv_consume_position', consume.consumer, consume.channel)::bigint;
+    -- read with the caller's rights: row level security shows granted channels only
+    SELECT array_agg(b ORDER BY b.id) INTO batch
+    FROM (SELECT a.* FROM stream.activations a
+          WHERE a.channel = consume.channel AND a.id > acked
+          ORDER BY a.id LIMIT max) b;
+    IF batch IS NOT NULL THEN
+        PERFORM stream._priv('stream._priv_consume_delivered', consume.consumer, consume.channel,
+                             batch[array_length(batch, 1)].id);
+        RETURN QUERY SELECT * FROM unnest(batch);
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream.consume(text,text,integer) IS 'Activations of channel not yet acknowledged by consumer, oldest first (at most max); delivered again until stream.ack; the consumer name is bound to the first role that used it, and the channel must be owned or granted';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_ack(caller regrole, consumer text, upto_id bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    ch  text;
+    pos stream.consumer_offsets;
+BEGIN
+    SELECT a.channel INTO ch FROM stream.activations a WHERE a.id = upto_id;
+    IF NOT FOUND OR NOT stream._channel_readable_by(caller, ch) THEN
+        RAISE EXCEPTION 'activation % does not exist', coalesce(upto_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Acknowledge an id returned by stream.consume.';
+    END IF;
+    PERFORM stream._consumer_claim(caller, _priv_ack.consumer, ch);
+    SELECT o.* INTO pos FROM stream.consumer_offsets o
+    WHERE o.consumer = _priv_ack.consumer AND o.channel = ch FOR UPDATE;
+    IF NOT FOUND OR upto_id > pos.delivered_id THEN
+        RAISE EXCEPTION 'consumer "%" never received activation %', _priv_ack.consumer, upto_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Channel %s: delivered up to %s.', ch, coalesce(pos.delivered_id, 0)),
+                  HINT = 'Acknowledge only ids that stream.consume returned to this consumer.';
+    END IF;
+    IF upto_id > pos.acked_id THEN
+        INSERT INTO stream.consumer_acks (consumer, id, acked_at)
+        SELECT _priv_ack.consumer, a.id, now() FROM stream.activations a
+        WHERE a.channel = ch AND a.id > pos.acked_id AND a.id <= upto_id
+        ON CONFLICT DO NOTHING;
+    END IF;
+    UPDATE stream.consumer_offsets o
+       SET acked_id = greatest(o.acked_id, upto_id), acked_at = now()
+     WHERE o.consumer = _priv_ack.consumer AND o.channel = ch;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_ack(regrole,text,bigint) IS 'The body of ack, for the role the consumer name is bound to (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_ack(regrole,text,bigint) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.ack(consumer text, upto_id bigint)
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._priv('stream._priv_ack', consumer, upto_id)
+$function$
+;
+
+REVOKE ALL ON FUNCTION stream._stream_changed(regclass) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION stream._aggregate_depend(regclass,regclass) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION stream._activation_sync_trigger(regclass) FROM PUBLIC;
+
+-- ---- end of functions ----
+
+-- ---- after the functions: privileges, row level security, views, data ----
+
+-- catalogs: written only by the extension's functions
+REVOKE ALL ON stream.streams FROM PUBLIC;
+GRANT SELECT ON stream.streams TO PUBLIC;
+REVOKE ALL ON SEQUENCE stream.streams_stream_id_seq FROM PUBLIC;
+CREATE POLICY streams_read ON stream.streams FOR SELECT USING (stream._stream_visible(relid));
+
+REVOKE ALL ON stream.contracts FROM PUBLIC;
+GRANT SELECT ON stream.contracts TO PUBLIC;
+CREATE POLICY contracts_read ON stream.contracts FOR SELECT USING (stream._stream_visible(stream));
+
+REVOKE ALL ON stream.schemas FROM PUBLIC;
+GRANT SELECT ON stream.schemas TO PUBLIC;
+ALTER TABLE stream.schemas ENABLE ROW LEVEL SECURITY;
+CREATE POLICY schemas_read ON stream.schemas FOR SELECT
+    USING (uri NOT LIKE 'urn:stream-events:%'
+           OR EXISTS (SELECT 1 FROM stream.contracts c WHERE c.schema_uri = schemas.uri));
+
+REVOKE ALL ON stream.aggregate_defs FROM PUBLIC;
+GRANT SELECT ON stream.aggregate_defs TO PUBLIC;
+REVOKE ALL ON SEQUENCE stream.aggregate_defs_agg_id_seq FROM PUBLIC;
+CREATE POLICY aggregate_defs_read ON stream.aggregate_defs FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE')
+           OR coalesce(pg_catalog.has_table_privilege(view, 'SELECT'), false));
+
+REVOKE ALL ON stream.activation_defs FROM PUBLIC;
+GRANT SELECT ON stream.activation_defs TO PUBLIC;
+REVOKE ALL ON SEQUENCE stream.activation_defs_act_id_seq FROM PUBLIC;
+CREATE POLICY activation_defs_read ON stream.activation_defs FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE') OR stream._channel_readable(channel));
+
+REVOKE ALL ON stream.activations FROM PUBLIC;
+GRANT SELECT ON stream.activations TO PUBLIC;
+ALTER TABLE stream.activations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY activations_read ON stream.activations FOR SELECT USING (stream._channel_readable(channel));
+
+REVOKE ALL ON stream.absence_timers FROM PUBLIC;
+GRANT SELECT ON stream.absence_timers TO PUBLIC;
+ALTER TABLE stream.absence_timers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY absence_timers_read ON stream.absence_timers FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.activation_defs d
+                   WHERE d.act_id = absence_timers.act_id AND pg_catalog.pg_has_role(d.owner, 'USAGE')));
+
+REVOKE ALL ON stream.threshold_state FROM PUBLIC;
+GRANT SELECT ON stream.threshold_state TO PUBLIC;
+ALTER TABLE stream.threshold_state ENABLE ROW LEVEL SECURITY;
+CREATE POLICY threshold_state_read ON stream.threshold_state FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.activation_defs d
+                   WHERE d.act_id = threshold_state.act_id AND pg_catalog.pg_has_role(d.owner, 'USAGE')));
+
+REVOKE ALL ON stream.consumer_offsets FROM PUBLIC;
+GRANT SELECT ON stream.consumer_offsets TO PUBLIC;
+ALTER TABLE stream.consumer_offsets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumer_offsets_read ON stream.consumer_offsets FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.consumers c
+                   WHERE c.consumer = consumer_offsets.consumer AND pg_catalog.pg_has_role(c.role, 'USAGE')));
+
+REVOKE ALL ON stream.consumer_acks FROM PUBLIC;
+GRANT SELECT ON stream.consumer_acks TO PUBLIC;
+ALTER TABLE stream.consumer_acks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY consumer_acks_read ON stream.consumer_acks FOR SELECT
+    USING (EXISTS (SELECT 1 FROM stream.consumers c
+                   WHERE c.consumer = consumer_acks.consumer AND pg_catalog.pg_has_role(c.role, 'USAGE')));
+
+-- views: streams and definitions the caller may see; key columns as text
+CREATE VIEW stream.stream_list AS
+SELECT s.relid::text AS stream,
+       n.nspname AS schema_name,
+       c.relname AS stream_name,
+       c.relowner::regrole AS owner,
+       s.partition_interval,
+       s.retention,
+       s.dedup_window,
+       (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = s.relid) AS partitions,
+       s.created_at
+FROM stream.streams s
+JOIN pg_catalog.pg_class c ON c.oid = s.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE stream._stream_visible(s.relid);
+COMMENT ON VIEW stream.stream_list IS
+    'Streams with their options and partition count';
+GRANT SELECT ON stream.stream_list TO PUBLIC;
+
+CREATE VIEW stream.stats AS
+SELECT s.relid::text AS stream,
+       coalesce(k.events_accepted, 0) AS events,
+       coalesce(k.duplicates, 0) AS duplicates,
+       CASE WHEN coalesce(k.events_accepted, 0) + coalesce(k.duplicates, 0) > 0
+            THEN round(k.duplicates::numeric / (k.events_accepted + k.duplicates), 4)
+       END AS duplicate_rate,
+       CASE WHEN k.counting_since IS NOT NULL AND now() > k.counting_since
+            THEN round(k.events_accepted / extract(epoch FROM now() - k.counting_since)::numeric, 2)
+       END AS events_per_second,
+       coalesce(k.checked, 0) AS checked,
+       coalesce(k.passed, 0) AS passed,
+       coalesce(k.failed, 0) AS failed,
+       coalesce(k.quarantined, 0) AS quarantined,
+       coalesce(k.rejected, 0) AS rejected,
+       coalesce(k.unplanned, 0) AS unplanned,
+       CASE WHEN k.checked > 0 THEN round(k.passed::numeric / k.checked, 4) END AS compliance_rate,
+       k.last_received_at,
+       k.last_occurred_at,
+       now() - k.last_received_at AS freshness,
+       k.counting_since
+FROM stream.streams s
+LEFT JOIN stream._stream_counters() k ON k.relid = s.relid::oid AND k.event_name IS NULL
+WHERE stream._stream_readable(s.relid);
+COMMENT ON VIEW stream.stats IS
+    'Per-stream counters since counting_since (server start or reset): events accepted, duplicates dropped, contract checks and compliance rate, freshness';
+GRANT SELECT ON stream.stats TO PUBLIC;
+
+CREATE VIEW stream.compliance AS
+SELECT s.relid::text AS stream,
+       k.event_name,
+       k.checked, k.passed, k.failed, k.quarantined, k.rejected, k.unplanned,
+       CASE WHEN k.checked > 0 THEN round(k.passed::numeric / k.checked, 4) END AS compliance_rate
+FROM stream.streams s
+JOIN stream._stream_counters() k ON k.relid = s.relid::oid AND k.event_name IS NOT NULL
+WHERE stream._stream_readable(s.relid);
+COMMENT ON VIEW stream.compliance IS
+    'Contract compliance per stream and event name: checked, passed, failed (stored under warn), quarantined, rejected, unplanned';
+GRANT SELECT ON stream.compliance TO PUBLIC;
+
+CREATE VIEW stream.aggregates AS
+SELECT d.view::text AS name,
+       d.stream::text AS stream,
+       d.owner,
+       d.query,
+       d.status AS state,
+       d.last_error,
+       d.applied_lsn,
+       CASE WHEN d.applied_lsn IS NOT NULL
+            THEN greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), d.applied_lsn), 0)
+       END AS lag_bytes,
+       CASE WHEN d.applied_lsn IS NULL THEN NULL
+            WHEN pg_catalog.pg_current_wal_lsn() <= d.applied_lsn THEN 0::double precision
+            ELSE extract(epoch FROM now() - d.applied_at)::double precision
+       END AS lag_seconds,
+       d.apply_rate,
+       d.events_applied,
+       d.events_backfilled,
+       d.applied_at,
+       d.last_commit_at,
+       d.state_table,
+       d.created_at
+FROM stream.aggregate_defs d
+WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
+   OR coalesce(pg_catalog.has_table_privilege(d.view, 'SELECT'), false);
+COMMENT ON VIEW stream.aggregates IS
+    'Continuous aggregates: stream, defining query, state (backfill/running/error), applied LSN, lag in bytes and seconds, apply rate (events/s)';
+GRANT SELECT ON stream.aggregates TO PUBLIC;
+
+CREATE OR REPLACE VIEW stream.activation_stats AS
+WITH fired AS (
+    SELECT a.activation, count(*) AS fired, max(a.id) AS last_id,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.fired_at - a.occurred_at))
+               * interval '1 second' AS fire_p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM a.fired_at - a.occurred_at))
+               * interval '1 second' AS fire_p99
+    FROM stream.activations a GROUP BY a.activation),
+acked AS (
+    SELECT a.activation, k.consumer, count(*) AS delivered,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM k.acked_at - a.fired_at))
+               * interval '1 second' AS ack_p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM k.acked_at - a.fired_at))
+               * interval '1 second' AS ack_p99
+    FROM stream.consumer_acks k JOIN stream.activations a ON a.id = k.id
+    GROUP BY a.activation, k.consumer)
+SELECT d.name AS activation, d.kind, d.channel, o.consumer,
+       coalesce(f.fired, 0) AS fired,
+       coalesce(k.delivered, 0) AS delivered,
+       (SELECT count(*) FROM stream.activations a
+         WHERE a.activation = d.name AND a.id > coalesce(o.acked_id, 0)) AS pending,
+       f.fire_p50 AS latency_p50, f.fire_p99 AS latency_p99,
+       k.ack_p50 AS ack_latency_p50, k.ack_p99 AS ack_latency_p99,
+       d.applied_lsn, d.applied_at
+FROM stream.activation_defs d
+LEFT JOIN stream.consumer_offsets o ON o.channel = d.channel
+LEFT JOIN fired f ON f.activation = d.name
+LEFT JOIN acked k ON k.activation = d.name AND k.consumer = o.consumer
+WHERE pg_catalog.pg_has_role(d.owner, 'USAGE') OR stream._channel_readable(d.channel);
+
+
+-- ---- data: what 0.1.0 catalogs did not record ----
+
+-- Channels become owned: each channel in use belongs to the owner of its
+-- oldest activation; the owners of its other activations keep reading it
+-- through a grant from that owner.
+INSERT INTO stream.channels (channel, owner, created_at)
+SELECT DISTINCT ON (d.channel) d.channel, d.owner, d.created_at
+FROM stream.activation_defs d
+ORDER BY d.channel, d.act_id;
+INSERT INTO stream.channel_grants (channel, grantee, granted_by, granted_at)
+SELECT DISTINCT d.channel, d.owner, c.owner, now()
+FROM stream.activation_defs d JOIN stream.channels c ON c.channel = d.channel
+WHERE d.owner <> c.owner
+ON CONFLICT DO NOTHING;
+-- Consumer names stay unbound: each is bound to the first role that uses it
+-- with 0.2.0 (which must own or have been granted the channel).
+
+-- LISTEN has no access control: activations of streams (or aggregates) that
+-- PUBLIC cannot read notify ids only, as new ones do unless told otherwise.
+UPDATE stream.activation_defs d SET notify = 'id'
+WHERE NOT coalesce(pg_catalog.has_table_privilege('public', coalesce(d.aggregate, d.stream), 'SELECT'), false);
+
+-- 0.1.0 let any role write aggregate_defs rows of its own: the analysed
+-- tree the worker executes, the view's select list and the key columns are
+-- made again here from the query text, analysed as the owner in the
+-- recorded search_path (restricted), as stream.create_aggregate does now.
+-- An aggregate that no longer analyses is left in error.
+DO $upgrade$
+DECLARE
+    d record;
+    a record;
+    c record;
+BEGIN
+    FOR d IN SELECT * FROM stream.aggregate_defs ORDER BY agg_id LOOP
+        BEGIN
+            a := stream._aggregate_analyze_as(d.owner, d.search_path, d.query);
+            c := stream._aggregate_columns(a.column_names, a.is_key, a.visible, a.result_types, a.aggregates);
+            UPDATE stream.aggregate_defs
+               SET query_tree = a.query_tree, view_select = c.view_select, state_keys = c.state_keys
+             WHERE agg_id = d.agg_id;
+        EXCEPTION WHEN OTHERS THEN
+            UPDATE stream.aggregate_defs
+               SET status = 'error',
+                   last_error = format('not analysed again when updating to 0.2.0: %s', SQLERRM)
+             WHERE agg_id = d.agg_id;
+            RAISE WARNING 'continuous aggregate % could not be analysed again as its owner %: %',
+                          d.view, d.owner, SQLERRM
+                USING HINT = 'Drop it and create it again with stream.create_aggregate.';
+        END;
+    END LOOP;
+END
+$upgrade$;
