@@ -294,24 +294,69 @@ eval_bool(ExprState *expr, ExprContext *econtext)
  * Evaluates an event or absence activation on one event: the condition
  * (absence: started_by and cancelled_by), then the key when either holds,
  * and the payload (its expression, or the event as JSON) when it starts
- * something.  Everything runs as the activation's owner, restricted, in its
- * search_path (owner.h), in act->econtext's per-tuple memory, with an
- * active snapshot: SQL functions that are not inlined and plpgsql run
- * queries, and need one (the decoding callbacks run without).  Key and
+ * something; in act->econtext's per-tuple memory.  The caller is in the
+ * activation owner's scope (owner.h) and has an active snapshot.  Key and
  * payload are copied into the caller's CurrentMemoryContext.
  */
-void
-act_evaluate(ActRuntime *act, TupleTableSlot *row, ActEval *ev)
+static void
+evaluate_in_scope(ActRuntime *act, TupleTableSlot *row, ActEval *ev)
 {
 	ExprContext *econtext = act->econtext;
 	MemoryContext caller = CurrentMemoryContext;
-	OwnerScope	scope = {0};
-	volatile bool pushed = false;
 
 	memset(ev, 0, sizeof(ActEval));
 	ev->keynull = true;
 	ResetExprContext(econtext);
 	econtext->ecxt_scantuple = row;
+	MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+	ev->starts = eval_bool(act->cond, econtext);
+	if (act->kind == ACT_ABSENCE)
+		ev->cancels = eval_bool(act->cancel, econtext);
+	if (ev->starts || ev->cancels)
+	{
+		bool		isnull;
+		Datum		k = ExecEvalExpr(act->key, econtext, &isnull);
+
+		if (!isnull)
+		{
+			ev->key = MemoryContextStrdup(caller, TextDatumGetCString(k));
+			ev->keynull = false;
+		}
+	}
+	/* absence events without a key open nothing: no payload needed */
+	if (ev->starts && (act->kind == ACT_EVENT || !ev->keynull))
+	{
+		char	   *payload;
+
+		if (act->payload)
+		{
+			bool		isnull;
+			Datum		v = ExecEvalExpr(act->payload, econtext, &isnull);
+
+			payload = isnull ? "null" : TextDatumGetCString(v);
+		}
+		else
+		{
+			slot_getallattrs(row);
+			payload = TextDatumGetCString(DirectFunctionCall1(row_to_json,
+															  ExecFetchSlotHeapTupleDatum(row)));
+		}
+		ev->payload = MemoryContextStrdup(caller, payload);
+	}
+	MemoryContextSwitchTo(caller);
+}
+
+/*
+ * evaluate_in_scope as the activation's owner, restricted, in its
+ * search_path (owner.h), with an active snapshot: SQL functions that are
+ * not inlined and plpgsql run queries, and need one.
+ */
+void
+act_evaluate(ActRuntime *act, TupleTableSlot *row, ActEval *ev)
+{
+	OwnerScope	scope = {0};
+	volatile bool pushed = false;
+
 	if (!ActiveSnapshotSet())
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -320,42 +365,7 @@ act_evaluate(ActRuntime *act, TupleTableSlot *row, ActEval *ev)
 	owner_enter(&scope, act->owner, act->search_path);
 	PG_TRY();
 	{
-		MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
-		ev->starts = eval_bool(act->cond, econtext);
-		if (act->kind == ACT_ABSENCE)
-			ev->cancels = eval_bool(act->cancel, econtext);
-		if (ev->starts || ev->cancels)
-		{
-			bool		isnull;
-			Datum		k = ExecEvalExpr(act->key, econtext, &isnull);
-
-			if (!isnull)
-			{
-				ev->key = MemoryContextStrdup(caller, TextDatumGetCString(k));
-				ev->keynull = false;
-			}
-		}
-		/* absence events without a key open nothing: no payload needed */
-		if (ev->starts && (act->kind == ACT_EVENT || !ev->keynull))
-		{
-			char	   *payload;
-
-			if (act->payload)
-			{
-				bool		isnull;
-				Datum		v = ExecEvalExpr(act->payload, econtext, &isnull);
-
-				payload = isnull ? "null" : TextDatumGetCString(v);
-			}
-			else
-			{
-				slot_getallattrs(row);
-				payload = TextDatumGetCString(DirectFunctionCall1(row_to_json,
-																  ExecFetchSlotHeapTupleDatum(row)));
-			}
-			ev->payload = MemoryContextStrdup(caller, payload);
-		}
-		MemoryContextSwitchTo(caller);
+		evaluate_in_scope(act, row, ev);
 	}
 	PG_FINALLY();
 	{
@@ -407,13 +417,15 @@ queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, const char *key,
 }
 
 /*
- * Evaluates an event or absence activation on a decoded event (as its
- * owner, restricted: act_evaluate); what matched is queued for the next
- * apply.  An event that matches both cancelled_by and started_by cancels,
- * then restarts.  Absence events without a key open nothing.
+ * Evaluates an event or absence activation on a decoded event; what
+ * matched is queued for the next apply.  The caller (decode.c) is in the
+ * activation owner's scope (owner.h), shared by the definitions of one
+ * owner and search_path, and has pushed an active snapshot.  An event that
+ * matches both cancelled_by and started_by cancels, then restarts.  Absence
+ * events without a key open nothing.
  */
 int
-act_match(ActRuntime *act, TupleTableSlot *row)
+act_match_in_scope(ActRuntime *act, TupleTableSlot *row)
 {
 	ActEval		ev;
 	int			queued = 0;
@@ -421,8 +433,7 @@ act_match(ActRuntime *act, TupleTableSlot *row)
 	if (fire_cxt == NULL)
 		fire_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events activations",
 										 ALLOCSET_DEFAULT_SIZES);
-	/* key and payload land in the per-tuple memory of the next event */
-	act_evaluate(act, row, &ev);
+	evaluate_in_scope(act, row, &ev);
 	if (act->kind == ACT_EVENT)
 	{
 		if (ev.starts)

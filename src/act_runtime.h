@@ -81,8 +81,11 @@ extern void act_evaluate(ActRuntime *act, TupleTableSlot *row, ActEval *ev);
 extern void act_event_envelope(TupleTableSlot *row, Datum *event_id,
 							   TimestampTz *occurred_at, TimestampTz *received_at);
 
-/* matching decoded events; returns the number of queued operations */
-extern int	act_match(ActRuntime *act, TupleTableSlot *row);
+/*
+ * matching decoded events, in the activation owner's scope (owner.h) with
+ * an active snapshot; returns the number of queued operations
+ */
+extern int	act_match_in_scope(ActRuntime *act, TupleTableSlot *row);
 
 /* in the apply transaction (SPI connected, snapshot pushed) */
 extern void act_lock_definitions(List *acts);

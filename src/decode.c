@@ -862,13 +862,92 @@ cb_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
 }
 
+/*
+ * The owner scope cb_change evaluates definitions in: entered again only
+ * when the next definition has another owner or search_path, so that the
+ * definitions of one owner share one scope per event (a scope costs a GUC
+ * nest level).
+ */
+typedef struct FoldScope
+{
+	OwnerScope	scope;
+	Oid			owner;
+	const char *search_path;
+} FoldScope;
+
+static void
+fold_scope_switch(FoldScope *fs, Oid owner, const char *search_path)
+{
+	if (fs->scope.active && fs->owner == owner &&
+		(fs->search_path == search_path ||
+		 (fs->search_path && search_path && strcmp(fs->search_path, search_path) == 0)))
+		return;
+	owner_exit(&fs->scope);
+	owner_enter(&fs->scope, owner, search_path);
+	fs->owner = owner;
+	fs->search_path = search_path;
+}
+
+/* fold_change's work; the caller exits the last scope, also on error */
+static void
+fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, FoldScope *fs)
+{
+	ListCell   *lc;
+
+	foreach(lc, feed->runtimes)
+	{
+		AggRuntime *rt = lfirst(lc);
+
+		/* exactly once: commits before applied_lsn are in the state already */
+		if (rt->backfill || txn->final_lsn < rt->applied_lsn)
+			continue;
+		fold_scope_switch(fs, rt->owner, rt->search_path);
+		current_rt = rt;
+		fold_row_body(rt, row);
+		current_rt = NULL;
+		rt->last_commit_at = txn->xact_time.commit_time;
+	}
+	foreach(lc, feed->acts)
+	{
+		ActRuntime *act = lfirst(lc);
+
+		if (txn->final_lsn < act->applied_lsn)
+			continue;
+		fold_scope_switch(fs, act->owner, act->search_path);
+		batch_groups += act_match_in_scope(act, row);
+	}
+}
+
+/*
+ * One decoded event through every definition of its stream, in order
+ * (aggregates, then activations), each in its owner's scope, which is
+ * left on every path (PG_CATCH rather than PG_FINALLY: gcc's -Wclobbered
+ * misreads the latter here).
+ */
+static void
+fold_change(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row)
+{
+	FoldScope	fs = {{0}};
+
+	PG_TRY();
+	{
+		fold_change_body(feed, txn, row, &fs);
+	}
+	PG_CATCH();
+	{
+		owner_exit(&fs.scope);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	owner_exit(&fs.scope);
+}
+
 static void
 cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		  ReorderBufferChange *change)
 {
 	PartEntry  *pe;
 	TupleTableSlot *row;
-	ListCell   *lc;
 	bool		pushed = false;
 
 	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
@@ -896,24 +975,7 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pushed = true;
 	}
-	foreach(lc, pe->feed->runtimes)
-	{
-		AggRuntime *rt = lfirst(lc);
-
-		/* exactly once: commits before applied_lsn are in the state already */
-		if (rt->backfill || txn->final_lsn < rt->applied_lsn)
-			continue;
-		fold_row(rt, row);
-		rt->last_commit_at = txn->xact_time.commit_time;
-	}
-	foreach(lc, pe->feed->acts)
-	{
-		ActRuntime *act = lfirst(lc);
-
-		if (txn->final_lsn < act->applied_lsn)
-			continue;
-		batch_groups += act_match(act, row);
-	}
+	fold_change(pe->feed, txn, row);
 	if (pushed)
 		PopActiveSnapshot();
 	ExecClearTuple(pe->slot);
