@@ -4,7 +4,10 @@
 # ALTER EXTENSION stream_events UPDATE, has the same objects as a fresh
 # install of the current version with the same user objects, and keeps
 # working: its aggregates equal their defining queries (the oracle), new
-# events fire its activations exactly once, and a second UPDATE is a no-op.
+# events fire its activations exactly once, an ordinary role's channel stays
+# its own, and a second UPDATE is a no-op.  The catalogs' rows (options,
+# contracts, definitions, channels, notify modes) must also be those a fresh
+# install makes from the same calls.
 #
 # The comparison: pg_dump --schema-only --binary-upgrade of both databases
 # (binary-upgrade mode dumps the extension's member objects, each followed by
@@ -15,8 +18,8 @@
 # sorted; any difference is printed as a unified diff.  The extension's own
 # objects and the user's objects (which the extension created: stream tables,
 # triggers, quarantine tables, aggregate tables and views) are two tests.
-# Negative controls show the comparison sees a changed column, a changed
-# grant and a changed function.
+# Negative controls show the comparison sees a changed column, grant, row
+# level security, configuration table, function, user object and catalog row.
 #
 # To finish sql/stream_events--A--B.sql: run this file alone
 # (scripts/tap.sh test/t/040_upgrade.pl) and make the printed diffs empty.
@@ -83,11 +86,23 @@ sub create_user_objects
 	my ($db) = @_;
 	sql($db, q{
 CREATE ROLE upgrade_analyst;
+CREATE ROLE upgrade_owner;
 }) if $db eq 'a';
+	# a stream of an ordinary role, which PUBLIC cannot read, with an
+	# activation on a channel of its own
+	sql($db, q{
+CREATE SCHEMA app AUTHORIZATION upgrade_owner;
+GRANT USAGE ON SCHEMA stream TO upgrade_owner, upgrade_analyst;
+SET ROLE upgrade_owner;
+SELECT stream.create_stream('app.private_clicks');
+SELECT stream.on_event('private_buys', 'app.private_clicks', $$event_name = 'buy'$$, channel => 'private');
+RESET ROLE;
+});
 	sql($db, q{
 SELECT stream.create_stream('clicks', partition_interval => '1 day', dedup_window => '1 day');
 SELECT stream.create_stream('orders', retention => '90 days');
 GRANT SELECT ON clicks TO upgrade_analyst;
+GRANT SELECT ON orders TO PUBLIC;
 SELECT stream.register_schema('https://example.com/schemas/money.json',
     '{"type": "number", "minimum": 0}');
 SELECT stream.define_contract('clicks', 'buy', '{
@@ -249,6 +264,38 @@ sub diff_texts
 	return $out;
 }
 
+# The catalogs' rows that must come out of the upgrade as a fresh install
+# makes them (not ids, times, LSNs, counters or analysed trees, which hold
+# OIDs).  stream.schemas.owner is left out: NULL after an upgrade means
+# "registered by a superuser" (0.1.0 let only superusers register).
+sub catalog_rows
+{
+	my ($db) = @_;
+	return sql($db, q{
+SELECT 'streams', relid::text, partition_interval::text, retention::text, dedup_window::text,
+       quarantine::text, on_violation, on_unplanned, event_name_pattern, require_identity::text,
+       max_future::text, format_assertion::text
+FROM stream.streams
+UNION ALL
+SELECT 'contracts', stream::text, event_name, version::text, schema::text, compatibility, schema_uri,
+       NULL, NULL, NULL, NULL, NULL FROM stream.contracts
+UNION ALL
+SELECT 'schemas', uri, schema::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM stream.schemas
+UNION ALL
+SELECT 'aggregate_defs', view::text, state_table::text, stream::text, owner::text, query, search_path,
+       view_select, state_keys, status, NULL, NULL FROM stream.aggregate_defs
+UNION ALL
+SELECT 'activation_defs', name, kind, stream::text, aggregate::text, condition, cancelled_by,
+       concat_ws(' | ', within, key, payload, channel, cooldown, delivery), owner::text, search_path,
+       notify, NULL FROM stream.activation_defs
+UNION ALL
+SELECT 'channels', channel, owner::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM stream.channels
+UNION ALL
+SELECT 'channel_grants', channel, grantee::text, granted_by::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM stream.channel_grants
+ORDER BY 1, 2, 3, 4});
+}
+
 # Compares two databases; returns (extension diff, user objects diff).
 sub compare_schemas
 {
@@ -287,6 +334,10 @@ ok($ext_diff eq '', "the extension's objects after $FIRST -> $current equal a fr
 diag("extension objects differ (- upgraded, + fresh):\n$ext_diff") if $ext_diff ne '';
 ok($user_diff eq '', "the user's objects (streams, quarantine, aggregates) equal those of a fresh install");
 diag("user objects differ (- upgraded, + fresh):\n$user_diff") if $user_diff ne '';
+
+my $rows_diff = diff_texts('catalog rows', catalog_rows('a'), catalog_rows('b'));
+ok($rows_diff eq '', 'the catalogs\' rows after the update are those a fresh install makes');
+diag("catalog rows differ (- upgraded, + fresh):\n$rows_diff") if $rows_diff ne '';
 
 # a second UPDATE is a no-op
 my ($before_ext, $before_user) = normalised_schema('a');
@@ -336,6 +387,21 @@ for my $db ('a', 'b')
 		'1',
 		"$kind: on_threshold fires when a new group rises");
 	oracle_equal($db, "$kind ($db) at the end");
+
+	# the ordinary role's channel is its own: it consumes it, others do not
+	sql($db, q{INSERT INTO app.private_clicks (event_name, user_id) VALUES ('buy', 'p1'), ('buy', 'p2')});
+	is( wait_for(
+			$db, q{SELECT count(*) FROM stream.activations WHERE activation = 'private_buys'}, '2'),
+		'2', "$kind: the private stream's activation fires");
+	is( sql($db, q{SET ROLE upgrade_owner;
+                   SELECT count(*) FROM stream.consume('upgrade_consumer', 'private')}),
+		'2', "$kind: the stream's owner consumes its channel");
+	is( sql($db, q{SET ROLE upgrade_analyst;
+                   SELECT count(*) FROM stream.activations WHERE channel = 'private'}),
+		'0', "$kind: another role sees none of its outbox rows");
+	my ($rc, $o, $e) = $node->psql($db, q{SET ROLE upgrade_analyst;
+                   SELECT * FROM stream.consume('upgrade_snoop', 'private')});
+	like($e, qr/permission denied/, "$kind: another role cannot consume it");
 }
 
 # -- negative controls: the comparison sees a difference ---------------------------
@@ -372,6 +438,11 @@ sql('b', q{UPDATE pg_catalog.pg_extension
            WHERE extname = 'stream_events'});
 like(changes('config'), qr/^\+stream\.consumer_acks ''/m,
 	'negative control: a configuration table registration is seen');
+
+my $rows_before = catalog_rows('b');
+sql('b', q{UPDATE stream.activation_defs SET notify = 'full' WHERE name = 'buys'});
+like(diff_texts('control rows', $rows_before, catalog_rows('b')), qr/^\+activation_defs\|buys\|.*\|full\|/m,
+	'negative control: a different catalog row is seen');
 
 sql('b', q{CREATE OR REPLACE FUNCTION stream._search_path() RETURNS text
            LANGUAGE sql STABLE AS $$SELECT 'not the same'$$});
