@@ -1653,3 +1653,6 @@ BEGIN
     END LOOP;
 END
 $upgrade$;
+
+-- sessions that cached a stream's options under 0.1.0 read them again
+SELECT stream._stream_changed(s.relid) FROM stream.streams s;

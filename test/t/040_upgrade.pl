@@ -366,6 +366,31 @@ for my $db ('a', 'b')
 	is(sql($db, q{SELECT count(*) FROM stream.activations WHERE activation = 'big_order'}),
 		'10', "$kind: the immediate on_event fired once per order");
 
+	# NOTIFY: ids only for the stream PUBLIC cannot read (clicks), the row
+	# for the one it can (orders, immediate delivery).  After the update
+	# this needs the worker to load the definitions again (notify was
+	# set by the upgrade script).
+	my ($in, $out, $err) = ('', '', '');
+	my $listener = IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr($db) ],
+		'<', \$in, '>', \$out, '2>', \$err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	$in .= "LISTEN shop;\nLISTEN big_order;\nSELECT 'listening';\n";
+	$listener->pump until $out =~ /listening/;
+	sql($db, q{INSERT INTO clicks (event_name, user_id, properties) VALUES ('buy', 'listened', '{"price": 1}');
+               INSERT INTO orders (event_name, user_id, properties) VALUES ('placed', 'listened', '{}')});
+	sql($db, q{SELECT stream.flush(timeout => '60 s')});
+	$in .= "SELECT pg_sleep(0.5);\nSELECT 'done';\n";
+	$listener->pump until $out =~ /done/;
+	$in .= "\\q\n";
+	$listener->finish;
+	my @shop = ($out =~ /notification "shop" with payload "(.*?)" received/g);
+	my @orders = ($out =~ /notification "big_order" with payload "(.*?)" received/g);
+	ok(@shop == 1 && $shop[0] =~ /^\{"id": \d+\}$/,
+		"$kind: the activation of a stream PUBLIC cannot read notifies its id only (@shop)");
+	ok(@orders == 1 && $orders[0] =~ /"key": ?"listened"/,
+		"$kind: the activation of a stream PUBLIC can read notifies the row");
+
 	# an absence timer started and not cancelled runs out and fires
 	sql($db, q{INSERT INTO clicks (event_name, user_id, properties) VALUES ('cart', 'lonely', '{}')});
 	is( wait_for(
