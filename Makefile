@@ -3,6 +3,9 @@
 
 EXTENSION  = stream_events
 EXTVERSION = 0.2.0
+# the version before (its install script is frozen in sql/): the current
+# upgrade script is sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql
+PREVVERSION = 0.1.0
 
 MODULE_big = stream_events
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
@@ -38,7 +41,7 @@ EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql tmp_check tmp_check_regress re
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
-.PHONY: deps test demo demo-stop bench bench-activation
+.PHONY: deps test demo demo-stop bench bench-activation upgrade-functions test-upgrade
 
 ifneq ($(PGXS),)
 include $(PGXS)
@@ -68,6 +71,15 @@ deps:
 
 test:
 	@scripts/test.sh
+
+# The upgrade script: `make upgrade-functions` regenerates its function part
+# from the installed versions; `make test-upgrade` runs test/t/040_upgrade.pl
+# alone (it prints what still differs from a fresh install).
+upgrade-functions: install
+	@scripts/upgrade-functions.sh --update sql/$(EXTENSION)--$(PREVVERSION)--$(EXTVERSION).sql $(PREVVERSION)
+
+test-upgrade:
+	@scripts/tap.sh test/t/040_upgrade.pl
 
 demo:
 	@scripts/demo.sh
