@@ -41,7 +41,9 @@ sub reset_state
 DROP TABLE IF EXISTS public.canary;
 CREATE TABLE public.canary (id int, tag text);
 INSERT INTO public.canary VALUES (1, NULL), (2, NULL), (3, NULL);
-CREATE TABLE IF NOT EXISTS public.victim (x int);
+DROP TABLE IF EXISTS public.victim;
+CREATE TABLE public.victim (x int);
+INSERT INTO public.victim VALUES (1);
 TRUNCATE public.loot;});
 }
 
@@ -145,6 +147,7 @@ GRANT CREATE ON SCHEMA public TO alice, bob, mallory;
 CREATE TABLE public.canary (id int, tag text);
 INSERT INTO public.canary VALUES (1, NULL), (2, NULL), (3, NULL);
 CREATE TABLE public.victim (x int);
+INSERT INTO public.victim VALUES (1);
 CREATE TABLE public.loot (tag text, n bigint);
 GRANT INSERT ON public.loot TO PUBLIC;
 CREATE SCHEMA sec;
@@ -158,7 +161,7 @@ BEGIN
         EXECUTE format('SELECT coalesce(string_agg(CASE WHEN tag IS NULL THEN id::text ELSE id || '':'' || tag END, '','' ORDER BY id, tag), ''empty'') FROM %s', canary) INTO c;
     END IF;
     RETURN 'canary=' || c
-        || ' victim=' || (to_regclass('public.victim') IS NOT NULL)
+        || ' victim=' || (to_regclass('public.victim') IS NOT NULL AND (SELECT count(*) = 1 FROM public.victim))
         || ' supers=' || coalesce((SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles
                                    WHERE rolsuper AND rolname <> current_user), '')
         || ' loot=' || coalesce((SELECT string_agg(DISTINCT tag, ',') FROM public.loot), '');
@@ -184,6 +187,7 @@ BEGIN
     BEGIN EXECUTE 'ALTER ROLE $r SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN INSERT INTO public.canary VALUES (666, tag); EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN DELETE FROM public.canary WHERE id = 1; EXCEPTION WHEN OTHERS THEN NULL; END;
+    BEGIN DELETE FROM public.victim; EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN DROP TABLE public.victim; EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN INSERT INTO public.loot SELECT tag, count(*) FROM public.bob_private; EXCEPTION WHEN OTHERS THEN NULL; END;
     BEGIN
@@ -262,6 +266,7 @@ reset_state();    # analysis in mallory's own session ran it as mallory: harmles
 flush();
 is($t->query('postgres', q{SELECT n FROM public.m_agg2 WHERE event_name = 'e'}), '4', '1b: the worker applied it');
 attack_ok('1b constant-folded immutable call');
+$t->run('mallory', q{SELECT stream.drop_aggregate('m_agg2')});
 
 # 1c. activation condition, key and payload (batched: the worker)
 $t->succeeds('alice', q{
@@ -297,7 +302,8 @@ $t->run('alice', q{SELECT stream.drop_activation('a_abs')});
 
 # 1e. threshold condition over an aggregate
 $t->succeeds('mallory', q{
-SELECT stream.on_threshold('m_thr', 'm_agg2', $c$ public.evil_mallory_b('1e threshold') AND n > 0 $c$);},
+SELECT stream.create_aggregate('m_agg2h', $q$ SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1 $q$);
+SELECT stream.on_threshold('m_thr', 'm_agg2h', $c$ public.evil_mallory_b('1e threshold') AND n > 0 $c$);},
 	'1e: mallory defines a threshold calling her function');
 reset_state();
 flush();
@@ -306,7 +312,7 @@ flush();
 cmp_ok($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation = 'm_thr'}) // 0, '>=', 1,
 	'1e: the threshold fired for the new group');
 attack_ok('1e threshold condition');
-$t->run('mallory', q{SELECT stream.drop_activation('m_thr'); SELECT stream.drop_aggregate('m_agg2');});
+$t->run('mallory', q{SELECT stream.drop_activation('m_thr'); SELECT stream.drop_aggregate('m_agg2h');});
 
 # 1f. a row trigger of the owner fires while maintenance moves rows out of the default partition
 $t->succeeds('alice', q{
@@ -387,6 +393,14 @@ is(scalar(grep { !/^\{"id": ?\d+\}$/ } @bob_notes), 0,
 ok(!(grep { /ssn|bob_secret|b2/ } @bob_notes), '3: no payload of bob\'s events reaches mallory by NOTIFY');
 ok((grep { /pub_user/ } @pub_notes), '3 control: in full mode the NOTIFY carries the payload')
   or diag(join("\n", @pub_notes));
+
+# definitions over what mallory cannot read
+$t->refused('mallory', q{SELECT stream.on_event('m_read', 'bob_private', 'true')}, '42501',
+	'3: mallory cannot define an activation on bob\'s stream');
+$t->refused('mallory', q{SELECT stream.create_aggregate('m_read', $q$ SELECT event_name, count(*) FROM public.bob_private GROUP BY 1 $q$)}, '42501',
+	'3: mallory cannot define an aggregate over bob\'s stream');
+$t->refused('mallory', q{SELECT stream.on_threshold('m_read', 'bob_agg', 'n > 0')}, '42501',
+	'3: mallory cannot define a threshold on bob\'s aggregate');
 
 # consumers
 $t->refused('mallory', q{SELECT stream.grant_channel('bob_ch', 'mallory')}, '42501',
@@ -507,6 +521,12 @@ $t->refused('pat', q{SET stream_events.format_assertion = off}, '42501', '6: pat
 $t->refused('pat', q{SET stream_events.max_future = ''}, '42501', '6: pat cannot SET stream_events.max_future');
 $t->refused('pat', q{SELECT set_config('stream_events.max_future', '', false)}, '42501', '6: nor with set_config');
 $t->refused('pat', q{BEGIN; SET LOCAL stream_events.format_assertion = off; COMMIT;}, '42501', '6: nor with SET LOCAL');
+$t->refused('pat', q{ALTER ROLE pat SET stream_events.format_assertion = off}, '42501', '6: nor with ALTER ROLE pat SET');
+{
+	# a connection-time setting fails the connection (libpq shows no SQLSTATE there)
+	my ($rc, undef, $ec) = $t->run("pat options='-c stream_events.max_future='", q{SELECT 1});
+	like($ec, qr/FATAL:.*permission denied to set parameter/, '6: nor in the connection\'s startup options (FATAL permission denied)');
+}
 $t->succeeds('postgres', q{SET stream_events.format_assertion = off; SET stream_events.max_future = ''},
 	'6 control: the superuser can SET both (the names exist)');
 $t->succeeds('alice', q{
@@ -579,16 +599,16 @@ attack_ok('8: names in consume, grant_channel, queries and conditions');
 # ================================================================ 2. forged catalog rows
 note('--- 2. forged catalog rows are refused');
 my $bob_sid = su(q{SELECT stream_id FROM stream.streams WHERE relid = 'public.bob_private'::regclass});
-my %forged = (
+my @forged = (
 	'streams INSERT (quarantine = canary)' =>
 	  q{INSERT INTO stream.streams (relid, partition_interval, quarantine) VALUES ('public.m_fake', '1 day', 'public.canary')},
 	'streams UPDATE (quarantine = canary)' =>
 	  q{UPDATE stream.streams SET quarantine = 'public.canary' WHERE relid = 'public.m_tmp'::regclass},
 	'streams DELETE (bob\'s row)' =>
 	  q{DELETE FROM stream.streams WHERE relid = 'public.bob_private'::regclass},
-	'aggregate_defs INSERT (state_table = canary, from elsewhere)' =>
+	'aggregate_defs INSERT (state_table = victim, from elsewhere)' =>
 	  q{INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, origin)
-	    VALUES ('public.m_view', 'public.canary', 'public.m_stream', 'mallory', 'SELECT 1', '{QUERY}', 'elsewhere')},
+	    VALUES ('public.m_view', 'public.victim', 'public.m_stream', 'mallory', 'SELECT 1', '{QUERY}', 'elsewhere')},
 	'aggregate_defs UPDATE (own row: state_table = canary)' =>
 	  q{UPDATE stream.aggregate_defs SET state_table = 'public.canary', origin = 'elsewhere' WHERE view = 'public.m_agg3'::regclass},
 	'aggregate_defs UPDATE (own row: read bob\'s stream)' =>
@@ -618,15 +638,16 @@ SELECT stream.create_stream('m_tmp');
 SELECT stream.create_aggregate('m_agg3', $q$ SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1 $q$);},
 	'2: mallory\'s own objects for the forgeries');
 flush();
-for my $what (sort keys %forged)
+while (my ($what, $sql) = splice(@forged, 0, 2))
 {
 	# control: the statement is well-formed and does something as the superuser
-	my ($rc, undef, $ec) = $t->run('postgres', "BEGIN; $forged{$what}; ROLLBACK;");
+	my ($rc, undef, $ec) = $t->run('postgres', "BEGIN; $sql; ROLLBACK;");
 	is($rc, 0, "2 control: $what works as the superuser") or diag($ec);
-	$t->refused('mallory', $forged{$what}, '42501', "2: $what by mallory: 42501");
+	$t->refused('mallory', $sql, '42501', "2: $what by mallory: 42501");
 }
 # what the forgeries would have done
-$t->run('mallory', q{DROP TABLE public.m_fake; SELECT stream.drop_stream('m_tmp');});
+$t->run('mallory', q{DROP TABLE public.m_fake; SELECT stream.drop_stream('m_tmp');
+SELECT stream.on_event('m_wake', 'm_stream', 'true'); SELECT stream.drop_activation('m_wake');});   # the worker reloads definitions
 $t->run('bob', q{INSERT INTO public.bob_private (event_name, user_id, properties) VALUES ('bob_secret', 'b4', '{"ssn": "1"}')});
 flush();
 attack_ok('2: forged streams/aggregate_defs rows (drop, adoption)');
@@ -644,7 +665,7 @@ is($t->query('postgres', q{SELECT count(*) FROM stream.activation_defs WHERE nam
 su(q{
 DELETE FROM stream.activation_defs WHERE name = 'm_spy';
 DELETE FROM stream.contracts WHERE schema_uri = 'urn:m';
-DELETE FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass OR state_table = 'public.canary'::regclass;
+DELETE FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass OR state_table IN ('public.canary'::regclass, 'public.victim'::regclass);
 DELETE FROM stream.activations WHERE payload = '{"fake": true}';
 SELECT stream._stream_changed('public.bob_private');});
 reset_state();
