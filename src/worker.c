@@ -18,9 +18,10 @@
  * stream.maintain(stream) (partitions ahead, adoption of default-partition
  * rows, retention) for each stream as that stream's owner, in a
  * subtransaction per stream (one stream's failure is a WARNING naming it,
- * the others are maintained), then dedup pruning and the outbox's
- * retention as itself (fixed SQL on the extension's private tables).  It
- * reacts to SIGTERM, SIGHUP and postmaster death.
+ * the others are maintained; dedup keys are pruned there too, through
+ * stream._priv), then the outbox's retention as itself (fixed SQL on the
+ * extension's private tables).  It reacts to SIGTERM, SIGHUP and
+ * postmaster death.
  * Every loop it also runs the continuous-aggregate consumer (decode.c),
  * and while there are aggregates it loops every
  * stream_events.aggregate_poll_interval; its latch is set by
@@ -687,14 +688,15 @@ worker_set_error(const char *message)
 }
 
 /*
- * Runs sql (with up to one argument) in a subtransaction, as `owner` when
- * valid (an owner scope: the stream owner's triggers, index expressions
- * and functions never run with the worker's superuser rights).  A failure
+ * Runs sql (with up to one argument) in a subtransaction, as the owner of
+ * relation as_owner_of when valid (an owner scope: the stream owner's
+ * triggers, index expressions and functions never run with the worker's
+ * superuser rights).  A failure (the relation dropped meanwhile included)
  * is a WARNING naming `what`, and the worker carries on; returns false
  * then, with the message in the worker's status.
  */
 static bool
-worker_run_isolated(const char *what, Oid owner, const char *sql,
+worker_run_isolated(const char *what, Oid as_owner_of, const char *sql,
 					Oid argtype, Datum arg)
 {
 	MemoryContext ctx = CurrentMemoryContext;
@@ -706,12 +708,12 @@ worker_run_isolated(const char *what, Oid owner, const char *sql,
 	{
 		OwnerScope	scope;
 
-		if (OidIsValid(owner))
-			owner_enter(&scope, owner, NULL);
+		if (OidIsValid(as_owner_of))
+			owner_enter(&scope, owner_of_relation(as_owner_of), NULL);
 		if (SPI_execute_with_args(sql, OidIsValid(argtype) ? 1 : 0, &argtype, &arg,
 								  NULL, false, 0) < 0)
 			elog(ERROR, "could not run %s", sql);
-		if (OidIsValid(owner))
+		if (OidIsValid(as_owner_of))
 			owner_exit(&scope);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(ctx);
@@ -745,9 +747,9 @@ worker_run_isolated(const char *what, Oid owner, const char *sql,
  * One maintenance run: each stream as its owner, in a subtransaction of
  * its own, so that one stream's failure (a lock it cannot get within
  * lock_timeout, an owner's trigger that fails, a partition it may not
- * create) names that stream and leaves the others maintained.  Dedup keys
- * and the outbox are pruned as the worker itself: fixed SQL on the
- * extension's private tables, no user code.
+ * create) names that stream and leaves the others maintained.  The
+ * outbox is pruned as the worker itself: fixed SQL on the extension's
+ * private tables, no user code.
  */
 static void
 worker_maintain(bool prune)
@@ -755,19 +757,17 @@ worker_maintain(bool prune)
 	MemoryContext ctx = CurrentMemoryContext;
 	int			nstreams;
 	Oid		   *relids;
-	int32	   *ids;
 	char	  **names;
 	bool		all_ok = true;
 
 	SPI_connect();
 	/* for the whole transaction, so also inside the owner scopes */
 	SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0);
-	if (SPI_execute("SELECT relid::pg_catalog.oid, stream_id, relid::pg_catalog.text "
+	if (SPI_execute("SELECT relid::pg_catalog.oid, relid::pg_catalog.text "
 					"FROM stream.streams ORDER BY stream_id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list the streams");
 	nstreams = (int) SPI_processed;
 	relids = MemoryContextAlloc(ctx, sizeof(Oid) * Max(nstreams, 1));
-	ids = MemoryContextAlloc(ctx, sizeof(int32) * Max(nstreams, 1));
 	names = MemoryContextAlloc(ctx, sizeof(char *) * Max(nstreams, 1));
 	for (int i = 0; i < nstreams; i++)
 	{
@@ -775,30 +775,23 @@ worker_maintain(bool prune)
 		bool		isnull;
 
 		relids[i] = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		ids[i] = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
-		names[i] = MemoryContextStrdup(ctx, SPI_getvalue(tup, SPI_tuptable->tupdesc, 3));
+		names[i] = MemoryContextStrdup(ctx, SPI_getvalue(tup, SPI_tuptable->tupdesc, 2));
 	}
 	SPI_freetuptable(SPI_tuptable);
 
 	for (int i = 0; i < nstreams; i++)
 	{
-		Oid			owner = InvalidOid;
 		char	   *what = psprintf("stream %s", names[i]);
 
 		CHECK_FOR_INTERRUPTS();
 		/* dropped since it was listed: nothing to maintain */
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relids[i])))
 			continue;
-		owner = owner_of_relation(relids[i]);
-		if (!worker_run_isolated(what, owner,
-								 "SELECT count(*) FROM stream.maintain($1, false)",
+		/* dedup keys past the stream's window: at most once a minute */
+		if (!worker_run_isolated(what, relids[i],
+								 prune ? "SELECT count(*) FROM stream.maintain($1, true)"
+								 : "SELECT count(*) FROM stream.maintain($1, false)",
 								 REGCLASSOID, ObjectIdGetDatum(relids[i])))
-			all_ok = false;
-		/* dedup keys past the stream's window (at most once a minute) */
-		if (prune &&
-			!worker_run_isolated(what, InvalidOid,
-								 "SELECT stream._prune_dedup_keys($1)",
-								 INT4OID, Int32GetDatum(ids[i])))
 			all_ok = false;
 	}
 	/* acknowledged activations past stream_events.activation_retention */
