@@ -1603,6 +1603,30 @@ WHERE pg_catalog.pg_has_role(d.owner, 'USAGE') OR stream._channel_readable(d.cha
 
 -- ---- data: what 0.1.0 catalogs did not record ----
 
+-- 0.1.0 let any role insert activation_defs rows of its own, past the
+-- check that its owner may read what the activation watches (and the
+-- worker does not check it again): definitions whose owner cannot read
+-- their stream (or aggregate view) are removed, with their timers and
+-- threshold state (their outbox rows stay, visible to the channel's owner).
+DO $upgrade$
+DECLARE
+    d record;
+BEGIN
+    FOR d IN SELECT a.act_id, a.name, a.owner, coalesce(a.aggregate, a.stream) AS watched, a.stream, a.delivery
+             FROM stream.activation_defs a
+             WHERE NOT coalesce(pg_catalog.has_table_privilege(a.owner, coalesce(a.aggregate, a.stream), 'SELECT'), false)
+             ORDER BY a.act_id LOOP
+        DELETE FROM stream.activation_defs WHERE act_id = d.act_id;
+        RAISE WARNING 'activation "%" removed: its owner % cannot read %', d.name, d.owner, d.watched
+            USING DETAIL = 'stream_events 0.1.0 let a role record an activation on a relation it cannot read; 0.2.0 does not.',
+                  HINT = 'Grant SELECT and define it again with stream.on_event, on_absence or on_threshold.';
+        IF d.delivery = 'immediate' THEN
+            PERFORM stream._activation_sync_trigger(d.stream);
+        END IF;
+    END LOOP;
+END
+$upgrade$;
+
 -- Channels become owned: each channel in use belongs to the owner of its
 -- oldest activation; the owners of its other activations keep reading it
 -- through a grant from that owner.

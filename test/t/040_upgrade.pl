@@ -318,7 +318,26 @@ insert_events('a', 'r1_');
 # on the old version the worker may or may not have caught up: not tested here
 sql('a', q{SELECT stream.flush(timeout => '60 s')});
 
-sql('a', 'ALTER EXTENSION stream_events UPDATE');
+# 0.1.0 let any role write its own activation_defs rows: one on a stream
+# its owner cannot read, which the update removes (inserted in the update's
+# transaction, so that the worker never loads it)
+my $private_oid = sql('a', q{SELECT 'app.private_clicks'::regclass::oid});
+sql('a', q{CREATE ROLE upgrade_outsider; GRANT USAGE ON SCHEMA stream TO upgrade_outsider});
+my ($update_out, $update_err) = ('', '');
+$node->psql('a', qq{
+BEGIN;
+SET ROLE upgrade_outsider;
+INSERT INTO stream.activation_defs (name, stream, condition, key, channel, owner, search_path)
+VALUES ('forged', $private_oid, 'true', 'user_id', 'forged', 'upgrade_outsider', 'public');
+RESET ROLE;
+ALTER EXTENSION stream_events UPDATE;
+COMMIT;
+}, stdout => \$update_out, stderr => \$update_err, on_error_die => 1);
+like($update_err, qr/WARNING:  activation "forged" removed: its owner upgrade_outsider cannot read app\.private_clicks/,
+	'the update removes an activation whose owner cannot read its stream, with a warning');
+is(sql('a', q{SELECT count(*) FROM stream.activation_defs WHERE name = 'forged'}), '0',
+	'the forged activation is gone');
+sql('a', q{REVOKE USAGE ON SCHEMA stream FROM upgrade_outsider});
 is(sql('a', q{SELECT extversion FROM pg_extension WHERE extname = 'stream_events'}),
 	$current, "a: updated to $current");
 
