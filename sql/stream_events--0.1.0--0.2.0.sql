@@ -1603,6 +1603,56 @@ WHERE pg_catalog.pg_has_role(d.owner, 'USAGE') OR stream._channel_readable(d.cha
 
 -- ---- data: what 0.1.0 catalogs did not record ----
 
+-- 0.1.0 let any role write catalog rows for relations it owns, with any
+-- values in the other columns, which superuser code then trusted: rows that
+-- the functions could not have written are put right or removed, each with
+-- a warning.
+DO $upgrade$
+DECLARE
+    r record;
+BEGIN
+    -- a stream's quarantine is the <stream>_quarantine table next to it,
+    -- with the same owner (the sql_drop trigger drops it with the stream)
+    FOR r IN SELECT s.stream_id, s.relid, s.quarantine
+             FROM stream.streams s
+             JOIN pg_catalog.pg_class c ON c.oid = s.relid
+             LEFT JOIN pg_catalog.pg_class q ON q.oid = s.quarantine
+             WHERE s.quarantine IS NOT NULL
+               AND (q.oid IS NULL OR q.relkind <> 'r' OR q.relnamespace <> c.relnamespace
+                    OR q.relname <> c.relname || '_quarantine' OR q.relowner <> c.relowner)
+             ORDER BY s.stream_id LOOP
+        UPDATE stream.streams SET quarantine = NULL WHERE stream_id = r.stream_id;
+        RAISE WARNING 'stream %: quarantine % is not its quarantine table; cleared', r.relid, r.quarantine
+            USING HINT = 'Quarantined events of this stream are rejected until it has a quarantine table again.';
+    END LOOP;
+    -- a contract belongs to the stream its stream_id names
+    FOR r IN SELECT c.stream_id, c.stream, c.event_name, c.version
+             FROM stream.contracts c
+             WHERE NOT EXISTS (SELECT 1 FROM stream.streams s
+                               WHERE s.stream_id = c.stream_id AND s.relid = c.stream)
+             ORDER BY 1, 3, 4 LOOP
+        DELETE FROM stream.contracts c
+         WHERE c.stream_id = r.stream_id AND c.event_name = r.event_name AND c.version = r.version;
+        RAISE WARNING 'contract for event "%" version % of % removed: it named stream id % of another stream',
+                      r.event_name, r.version, r.stream, r.stream_id;
+    END LOOP;
+    -- an aggregate's view and state table belong to its owner
+    FOR r IN SELECT d.agg_id, d.view, d.state_table, d.owner
+             FROM stream.aggregate_defs d
+             LEFT JOIN pg_catalog.pg_class v ON v.oid = d.view
+             LEFT JOIN pg_catalog.pg_class t ON t.oid = d.state_table
+             WHERE v.oid IS NULL OR t.oid IS NULL
+                OR NOT pg_catalog.pg_has_role(d.owner, v.relowner, 'USAGE')
+                OR NOT pg_catalog.pg_has_role(d.owner, t.relowner, 'USAGE')
+             ORDER BY d.agg_id LOOP
+        DELETE FROM stream.aggregate_defs WHERE agg_id = r.agg_id;
+        RAISE WARNING 'continuous aggregate % removed: its owner % does not own its view or its state table %',
+                      r.view, r.owner, r.state_table
+            USING HINT = 'Create it again with stream.create_aggregate.';
+    END LOOP;
+END
+$upgrade$;
+
 -- 0.1.0 let any role insert activation_defs rows of its own, past the
 -- check that its owner may read what the activation watches (and the
 -- worker does not check it again): definitions whose owner cannot read

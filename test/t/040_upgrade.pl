@@ -90,6 +90,7 @@ CREATE ROLE upgrade_owner;
 }) if $db eq 'a';
 	# a stream of an ordinary role, which PUBLIC cannot read, with an
 	# activation on a channel of its own
+	sql($db, q{CREATE TABLE upgrade_victim_v (); CREATE TABLE upgrade_victim_s ()});
 	sql($db, q{
 CREATE SCHEMA app AUTHORIZATION upgrade_owner;
 GRANT USAGE ON SCHEMA stream TO upgrade_owner, upgrade_analyst;
@@ -330,6 +331,13 @@ SET ROLE upgrade_outsider;
 INSERT INTO stream.activation_defs (name, stream, condition, key, channel, owner, search_path)
 VALUES ('forged', $private_oid, 'true', 'user_id', 'forged', 'upgrade_outsider', 'public');
 RESET ROLE;
+-- (as 0.1.0 let a stream's owner write them: other forged values)
+UPDATE stream.streams SET quarantine = 'clicks_quarantine' WHERE relid = 'orders'::regclass;
+INSERT INTO stream.contracts (stream_id, stream, event_name, version, schema, compatibility, schema_uri)
+VALUES ((SELECT stream_id FROM stream.streams WHERE relid = 'clicks'::regclass), 'orders', 'forged', 1,
+        '{"not": {}}', 'none', 'urn:forged');
+INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree)
+VALUES ('upgrade_victim_v', 'upgrade_victim_s', 'clicks', 'upgrade_outsider', 'SELECT 1', '{FORGED}');
 ALTER EXTENSION stream_events UPDATE;
 COMMIT;
 }, stdout => \$update_out, stderr => \$update_err, on_error_die => 1);
@@ -337,6 +345,17 @@ like($update_err, qr/WARNING:  activation "forged" removed: its owner upgrade_ou
 	'the update removes an activation whose owner cannot read its stream, with a warning');
 is(sql('a', q{SELECT count(*) FROM stream.activation_defs WHERE name = 'forged'}), '0',
 	'the forged activation is gone');
+like($update_err, qr/WARNING:  stream (public\.)?orders: quarantine (public\.)?clicks_quarantine is not its quarantine table; cleared/,
+	'the update clears a quarantine that is not the stream\'s');
+like($update_err, qr/WARNING:  contract for event "forged" version 1 of (public\.)?orders removed/,
+	'the update removes a contract filed under another stream\'s id');
+like($update_err, qr/WARNING:  continuous aggregate (public\.)?upgrade_victim_v removed: its owner upgrade_outsider does not own/,
+	'the update removes an aggregate whose owner does not own its tables');
+is(sql('a', q{SELECT count(*) FROM stream.contracts WHERE event_name = 'forged'})
+	  . sql('a', q{SELECT count(*) FROM stream.aggregate_defs WHERE view = 'upgrade_victim_v'::regclass}),
+	'00', 'the forged contract and aggregate are gone');
+# (the quarantine put back, for the comparisons below)
+sql('a', q{UPDATE stream.streams SET quarantine = 'orders_quarantine' WHERE relid = 'orders'::regclass});
 sql('a', q{REVOKE USAGE ON SCHEMA stream FROM upgrade_outsider});
 is(sql('a', q{SELECT extversion FROM pg_extension WHERE extname = 'stream_events'}),
 	$current, "a: updated to $current");
