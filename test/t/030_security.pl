@@ -265,7 +265,6 @@ $t->succeeds('mallory',
 	q{SELECT stream.create_aggregate('m_agg2', $q$ SELECT event_name, count(*) AS n FROM public.m_stream WHERE public.evil_mallory_b('1b folded constant') GROUP BY 1 $q$);
 	  INSERT INTO public.m_stream (event_name, user_id) VALUES ('e', 'u4');},
 	'1b: mallory defines an aggregate with an IMMUTABLE call on constants');
-reset_state();    # analysis in mallory's own session ran it as mallory: harmless, but start clean
 flush();
 is($t->query('postgres', q{SELECT n FROM public.m_agg2 WHERE event_name = 'e'}), '4', '1b: the worker applied it');
 attack_ok('1b constant-folded immutable call');
@@ -279,7 +278,6 @@ SELECT stream.on_event('a_evil', 'clicks',
     key => $c$ public.evil_alice('1c key', user_id) $c$,
     payload => $c$ jsonb_build_object('u', public.evil_alice('1c payload', user_id)) $c$);},
 	'1c: alice defines an activation whose condition, key and payload call her function');
-reset_state();
 $t->run('alice', q{INSERT INTO public.clicks (event_name, user_id) VALUES ('evil1c', 'u1')});
 flush();
 is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation = 'a_evil'}), '1',
@@ -294,7 +292,6 @@ SELECT stream.on_absence('a_abs', 'clicks',
     cancelled_by => $c$ public.evil_alice_b('1d cancelled_by') AND event_name = 'never' $c$,
     within => '1 hour', key => 'user_id');},
 	'1d: alice defines an absence activation calling her function');
-reset_state();
 $t->run('alice', q{INSERT INTO public.clicks (event_name, user_id) VALUES ('evil1d', 'u1')});
 flush();
 is($t->query('postgres',
@@ -308,7 +305,6 @@ $t->succeeds('mallory', q{
 SELECT stream.create_aggregate('m_agg2h', $q$ SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1 $q$);
 SELECT stream.on_threshold('m_thr', 'm_agg2h', $c$ public.evil_mallory_b('1e threshold') AND n > 0 $c$);},
 	'1e: mallory defines a threshold calling her function');
-reset_state();
 flush();
 $t->run('mallory', q{INSERT INTO public.m_stream (event_name, user_id) VALUES ('new_group', 'u1')});
 flush();
@@ -324,12 +320,10 @@ BEGIN PERFORM public.evil_alice_v('1f ' || TG_OP || ' trigger'); RETURN NULL; EN
 CREATE TRIGGER alice_t AFTER INSERT OR DELETE ON public.clicks FOR EACH ROW EXECUTE FUNCTION public.alice_trig();
 INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('old', 'u1', '2001-03-04 12:00+00');},
 	'1f: alice puts a row trigger on clicks and inserts an event far in the past');
-reset_state();
 ok(wait_for(q{SELECT count(*) FROM ONLY public.clicks_default}, '0'),
 	'1f: the worker moved the event out of the default partition');
 attack_ok('1f trigger during the worker\'s move');
 $t->run('alice', q{INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('old', 'u1', '2002-05-06 12:00+00')});
-reset_state();
 su(q{SELECT * FROM stream.maintain()});
 is($t->query('postgres', q{SELECT count(*) FROM ONLY public.clicks_default}), '0',
 	'1f: the superuser\'s stream.maintain() moved it');
@@ -341,7 +335,6 @@ $t->succeeds('alice', q{
 SELECT stream.on_event('a_imm', 'clicks', $c$ public.evil_alice_b('1g immediate condition') AND event_name = 'imm' $c$,
                        channel => 'a_imm', delivery => 'immediate');},
 	'1g: alice defines an immediate activation calling her function');
-reset_state();
 $t->succeeds('postgres', q{INSERT INTO public.clicks (event_name, user_id) VALUES ('imm', 'su')},
 	'1g: the superuser inserts into clicks');
 is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation = 'a_imm'}), '1',
@@ -603,13 +596,82 @@ attack_ok('8: names in consume, grant_channel, queries and conditions');
 # ================================================================ 2. forged catalog rows
 note('--- 2. forged catalog rows are refused');
 my $bob_sid = su(q{SELECT stream_id FROM stream.streams WHERE relid = 'public.bob_private'::regclass});
-my @forged = (
+$t->succeeds('mallory', q{
+CREATE TABLE public.m_fake (x int);
+CREATE VIEW public.m_view AS SELECT 1 AS one;
+SELECT stream.create_stream('m_tmp');
+SELECT stream.create_aggregate('m_agg3', $q$ SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1 $q$);},
+	'2: mallory\'s own objects for the forgeries');
+flush();
+
+# Each forged statement: the superuser can run it (control: well-formed, it
+# does something), mallory gets 42501.  Then what it would have done.
+sub forge
+{
+	my @pairs = @_;
+	while (my ($what, $sql) = splice(@pairs, 0, 2))
+	{
+		my ($rc, undef, $ec) = $t->run('postgres', "BEGIN; $sql; ROLLBACK;");
+		is($rc, 0, "2 control: $what works as the superuser") or diag($ec);
+		$t->refused('mallory', $sql, '42501', "2: $what by mallory: 42501");
+	}
+}
+# the worker reloads definitions when one is created or dropped
+sub wake_worker { $t->run('mallory', q{SELECT stream.on_event('m_wake', 'm_stream', 'true'); SELECT stream.drop_activation('m_wake');}); }
+
+# outbox, offsets, registry
+forge(
+	'activations INSERT (fake outbox row on bob\'s channel)' =>
+	  q{INSERT INTO stream.activations (activation, payload, channel) VALUES ('bob_act', '{"fake": true}', 'bob_ch')},
+	'consumer_offsets UPDATE (carl\'s position)' =>
+	  q{UPDATE stream.consumer_offsets SET acked_id = 0, delivered_id = 0 WHERE consumer = 'carl_c'},
+	'schemas INSERT' => q{INSERT INTO stream.schemas (uri, schema) VALUES ('urn:mallory', '{}')},
+	'schemas UPDATE' => q{UPDATE stream.schemas SET schema = '{"not": {}}'});
+is($t->query('carl', q{SELECT count(*) FROM stream.consume('carl_c', 'bob_ch', 10)}), '0',
+	'2: carl gets no fake row and no rewound position');
+
+# streams: the sql_drop trigger drops the table named in quarantine
+forge(
 	'streams INSERT (quarantine = canary)' =>
 	  q{INSERT INTO stream.streams (relid, partition_interval, quarantine) VALUES ('public.m_fake', '1 day', 'public.canary')},
 	'streams UPDATE (quarantine = canary)' =>
 	  q{UPDATE stream.streams SET quarantine = 'public.canary' WHERE relid = 'public.m_tmp'::regclass},
 	'streams DELETE (bob\'s row)' =>
-	  q{DELETE FROM stream.streams WHERE relid = 'public.bob_private'::regclass},
+	  q{DELETE FROM stream.streams WHERE relid = 'public.bob_private'::regclass});
+$t->run('mallory', q{DROP TABLE public.m_fake; SELECT stream.drop_stream('m_tmp');});
+attack_ok('2: forged stream rows, then their tables dropped');
+is($t->query('postgres', q{SELECT count(*) FROM stream.streams WHERE relid = 'public.bob_private'::regclass}), '1',
+	'2: bob\'s catalog row is still there');
+
+# contracts: another owner's events
+forge(
+	'contracts INSERT (on bob\'s stream)' =>
+	  qq{INSERT INTO stream.contracts (stream_id, stream, event_name, version, schema, compatibility, schema_uri)
+	    VALUES ($bob_sid, 'public.m_stream', 'bob_secret', 99, '{"required": ["never"]}', 'none', 'urn:m')});
+$t->run('postgres', q{SELECT stream._stream_changed('public.bob_private')});
+$t->run('bob', q{INSERT INTO public.bob_private (event_name, user_id, properties) VALUES ('bob_secret', 'b4', '{"ssn": "1"}')});
+is($t->query('postgres', q{SELECT count(*) FROM public.bob_private WHERE user_id = 'b4'}), '1',
+	'2: bob\'s insert is not rejected by a forged contract');
+su(q{DELETE FROM stream.contracts WHERE schema_uri = 'urn:m'; SELECT stream._stream_changed('public.bob_private');});
+
+# activation_defs: an activation on a stream mallory cannot read
+forge(
+	'activation_defs INSERT (on bob\'s stream)' =>
+	  q{INSERT INTO stream.activation_defs (name, kind, stream, condition, channel, owner, search_path, applied_lsn)
+	    VALUES ('m_spy', 'event', 'public.bob_private', 'true', 'm_spy', 'mallory', 'public', pg_current_wal_insert_lsn())},
+	'activation_defs DELETE (bob\'s activation)' =>
+	  q{DELETE FROM stream.activation_defs WHERE name = 'bob_act'});
+wake_worker();
+$t->run('bob', q{INSERT INTO public.bob_private (event_name, user_id, properties) VALUES ('bob_secret', 'b5', '{"ssn": "2"}')});
+flush();
+is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation = 'm_spy'}), '0',
+	'2: no forged activation fired on bob\'s stream');
+is($t->query('postgres', q{SELECT count(*) FROM stream.activation_defs WHERE name = 'bob_act'}), '1',
+	'2: bob\'s activation is still there');
+su(q{DELETE FROM stream.activation_defs WHERE name = 'm_spy'});
+
+# aggregate_defs: adoption truncates state_table; a forged tree reads another stream
+forge(
 	'aggregate_defs INSERT (state_table = victim, from elsewhere)' =>
 	  q{INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, origin)
 	    VALUES ('public.m_view', 'public.victim', 'public.m_stream', 'mallory', 'SELECT 1', '{QUERY}', 'elsewhere')},
@@ -619,59 +681,15 @@ my @forged = (
 	  q{UPDATE stream.aggregate_defs SET stream = 'public.bob_private',
 	           query_tree = replace(query_tree, ':relid ' || 'public.m_stream'::regclass::oid, ':relid ' || 'public.bob_private'::regclass::oid),
 	           status = 'backfill', applied_lsn = NULL
-	    WHERE view = 'public.m_agg3'::regclass},
-	'activation_defs INSERT (on bob\'s stream)' =>
-	  q{INSERT INTO stream.activation_defs (name, kind, stream, condition, channel, owner, search_path, applied_lsn)
-	    VALUES ('m_spy', 'event', 'public.bob_private', 'true', 'm_spy', 'mallory', 'public', pg_current_wal_insert_lsn())},
-	'activation_defs DELETE (bob\'s activation)' =>
-	  q{DELETE FROM stream.activation_defs WHERE name = 'bob_act'},
-	'contracts INSERT (on bob\'s stream)' =>
-	  qq{INSERT INTO stream.contracts (stream_id, stream, event_name, version, schema, compatibility, schema_uri)
-	    VALUES ($bob_sid, 'public.m_stream', 'bob_secret', 99, '{"required": ["never"]}', 'none', 'urn:m')},
-	'schemas INSERT' => q{INSERT INTO stream.schemas (uri, schema) VALUES ('urn:mallory', '{}')},
-	'schemas UPDATE' => q{UPDATE stream.schemas SET schema = '{"not": {}}'},
-	'activations INSERT (fake outbox row on bob\'s channel)' =>
-	  q{INSERT INTO stream.activations (activation, payload, channel) VALUES ('bob_act', '{"fake": true}', 'bob_ch')},
-	'consumer_offsets UPDATE (carl\'s position)' =>
-	  q{UPDATE stream.consumer_offsets SET acked_id = 0, delivered_id = 0 WHERE consumer = 'carl_c'},
-);
-$t->succeeds('mallory', q{
-CREATE TABLE public.m_fake (x int);
-CREATE VIEW public.m_view AS SELECT 1 AS one;
-SELECT stream.create_stream('m_tmp');
-SELECT stream.create_aggregate('m_agg3', $q$ SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1 $q$);},
-	'2: mallory\'s own objects for the forgeries');
+	    WHERE view = 'public.m_agg3'::regclass});
+wake_worker();
 flush();
-while (my ($what, $sql) = splice(@forged, 0, 2))
-{
-	# control: the statement is well-formed and does something as the superuser
-	my ($rc, undef, $ec) = $t->run('postgres', "BEGIN; $sql; ROLLBACK;");
-	is($rc, 0, "2 control: $what works as the superuser") or diag($ec);
-	$t->refused('mallory', $sql, '42501', "2: $what by mallory: 42501");
-}
-# what the forgeries would have done
-$t->run('mallory', q{DROP TABLE public.m_fake; SELECT stream.drop_stream('m_tmp');
-SELECT stream.on_event('m_wake', 'm_stream', 'true'); SELECT stream.drop_activation('m_wake');});   # the worker reloads definitions
-$t->run('bob', q{INSERT INTO public.bob_private (event_name, user_id, properties) VALUES ('bob_secret', 'b4', '{"ssn": "1"}')});
-flush();
-attack_ok('2: forged streams/aggregate_defs rows (drop, adoption)');
-is($t->query('postgres', q{SELECT count(*) FROM public.bob_private WHERE user_id = 'b4'}), '1',
-	'2: bob\'s insert is not rejected by a forged contract');
-is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation = 'm_spy'}), '0',
-	'2: no forged activation fired on bob\'s stream');
+attack_ok('2: forged aggregate rows (adoption, backfill)');
 is($t->query('mallory', q{SELECT count(*) FROM public.m_agg3 WHERE event_name LIKE 'bob%'}) // '0', '0',
 	'2: mallory\'s aggregate never read bob\'s stream');
-is($t->query('postgres', q{SELECT count(*) FROM stream.streams WHERE relid = 'public.bob_private'::regclass}), '1',
-	'2: bob\'s catalog row is still there');
-is($t->query('postgres', q{SELECT count(*) FROM stream.activation_defs WHERE name = 'bob_act'}), '1',
-	'2: bob\'s activation is still there');
 # clean up whatever got through, as the superuser
-su(q{
-DELETE FROM stream.activation_defs WHERE name = 'm_spy';
-DELETE FROM stream.contracts WHERE schema_uri = 'urn:m';
-DELETE FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass OR state_table IN ('public.canary'::regclass, 'public.victim'::regclass);
-DELETE FROM stream.activations WHERE payload = '{"fake": true}';
-SELECT stream._stream_changed('public.bob_private');});
+su(q{DELETE FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass OR state_table IN ('public.canary'::regclass, 'public.victim'::regclass);
+DELETE FROM stream.activations WHERE payload = '{"fake": true}';});
 reset_state();
 
 # ================================================================ 7. internal functions
