@@ -670,13 +670,25 @@ is($t->query('postgres', q{SELECT count(*) FROM stream.activation_defs WHERE nam
 	'2: bob\'s activation is still there');
 su(q{DELETE FROM stream.activation_defs WHERE name = 'm_spy'});
 
-# aggregate_defs: adoption truncates state_table; a forged tree reads another stream
+# aggregate_defs: adoption (a row "from elsewhere") truncates state_table; a forged tree reads another stream
+my $here = su(q{SELECT origin FROM stream.aggregate_defs WHERE view = 'public.clicks_daily'::regclass});
+forge(
+	'aggregate_defs UPDATE (own row: state_table = canary, from elsewhere)' =>
+	  q{UPDATE stream.aggregate_defs SET state_table = 'public.canary', origin = 'elsewhere' WHERE view = 'public.m_agg3'::regclass});
+wake_worker();
+flush();
+attack_ok('2: own aggregate row pointed at the canary (adoption truncates it)');
+su(qq{UPDATE stream.aggregate_defs SET state_table = 'public.m_agg3_state', origin = '$here' WHERE view = 'public.m_agg3'::regclass});
 forge(
 	'aggregate_defs INSERT (state_table = victim, from elsewhere)' =>
 	  q{INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, origin)
-	    VALUES ('public.m_view', 'public.victim', 'public.m_stream', 'mallory', 'SELECT 1', '{QUERY}', 'elsewhere')},
-	'aggregate_defs UPDATE (own row: state_table = canary)' =>
-	  q{UPDATE stream.aggregate_defs SET state_table = 'public.canary', origin = 'elsewhere' WHERE view = 'public.m_agg3'::regclass},
+	    VALUES ('public.m_view', 'public.victim', 'public.m_stream', 'mallory',
+	            'SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1', '{QUERY}', 'elsewhere')});
+wake_worker();
+flush();
+attack_ok('2: forged aggregate row with the victim as state table (adoption truncates it)');
+su(q{DELETE FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass});
+forge(
 	'aggregate_defs UPDATE (own row: read bob\'s stream)' =>
 	  q{UPDATE stream.aggregate_defs SET stream = 'public.bob_private',
 	           query_tree = replace(query_tree, ':relid ' || 'public.m_stream'::regclass::oid, ':relid ' || 'public.bob_private'::regclass::oid),
@@ -684,11 +696,9 @@ forge(
 	    WHERE view = 'public.m_agg3'::regclass});
 wake_worker();
 flush();
-attack_ok('2: forged aggregate rows (adoption, backfill)');
 is($t->query('mallory', q{SELECT count(*) FROM public.m_agg3 WHERE event_name LIKE 'bob%'}) // '0', '0',
 	'2: mallory\'s aggregate never read bob\'s stream');
-# clean up whatever got through, as the superuser
-su(q{DELETE FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass OR state_table IN ('public.canary'::regclass, 'public.victim'::regclass);
+su(q{UPDATE stream.aggregate_defs SET stream = 'public.m_stream' WHERE view = 'public.m_agg3'::regclass;
 DELETE FROM stream.activations WHERE payload = '{"fake": true}';});
 reset_state();
 
