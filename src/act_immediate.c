@@ -180,7 +180,7 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 	TupleTableSlot *row;
 	ListCell   *lc;
 	bool		connected = false;
-	bool		pushed = false;
+	volatile bool pushed = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -242,6 +242,9 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 		TimestampTz occurred_at,
 					received_at;
 
+		/* checked at every firing: a REVOKE does not reset this cache */
+		if (!act_owner_may_read(act))
+			continue;
 		/* the user's expressions, as the activation's owner */
 		act_evaluate(act, row, &ev);
 		if (!ev.starts)

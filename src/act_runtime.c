@@ -36,10 +36,12 @@
 #include "pgstat.h"
 #include "storage/lmgr.h"
 #include "optimizer/optimizer.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
@@ -114,6 +116,33 @@ keep_plan(const char *sql, int nargs, Oid *types)
 		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+/*
+ * SPI_execute_plan (plan) or SPI_execute (sql) with the WAL it writes
+ * tagged as the worker's own (origin.h): not decoded.  Only for the
+ * extension's fixed statements, never user code.
+ */
+static int
+execute_tagged(SPIPlanPtr plan, const char *sql, Datum *args)
+{
+	OriginTag	tag = {0};
+	volatile int rc;
+
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		if (plan)
+			rc = SPI_execute_plan(plan, args, NULL, false, 0);
+		else
+			rc = SPI_execute(sql, false, 0);
+	}
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+	return rc;
 }
 
 /* ---------- compiling ---------- */
@@ -202,6 +231,23 @@ act_compile(int32 act_id, const char *name, ActKind kind, Oid rel, Oid owner,
 }
 
 /*
+ * Whether an activation's owner may read what it watches (the stream, or a
+ * threshold's aggregate view).  The expressions are analysed as the owner,
+ * but only they run, never the query around them, so the SELECT privilege
+ * that query would need is checked here: when the definitions are loaded
+ * and in every apply transaction (a REVOKE does not reload them).  An
+ * activation whose owner may not is "denied": its events are not looked
+ * at, nothing fires, its applied LSN still advances.
+ */
+bool
+act_owner_may_read(ActRuntime *act)
+{
+	Oid			rel = act->kind == ACT_THRESHOLD ? act->view : act->stream;
+
+	return pg_class_aclcheck(rel, act->owner, ACL_SELECT) == ACLCHECK_OK;
+}
+
+/*
  * Compiles every activation the worker runs (delivery 'batched') into
  * CurrentMemoryContext; in a transaction with SPI.  Rows restored from a dump of another database are
  * adopted first: they start from the current WAL position.
@@ -213,22 +259,12 @@ act_load_batched(void)
 	uint64		n;
 	SPITupleTable *tuptable;
 	MemoryContext cxt = CurrentMemoryContext;
-	OriginTag	tag = {0};
 
 	/* the worker's own write: not decoded (origin.h) */
-	origin_tag_begin(&tag);
-	PG_TRY();
-	{
-		if (SPI_execute("UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
-						"origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
-						false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not adopt restored activations");
-	}
-	PG_FINALLY();
-	{
-		origin_tag_end(&tag);
-	}
-	PG_END_TRY();
+	if (execute_tagged(NULL, "UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
+					   "origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
+					   NULL) != SPI_OK_UPDATE)
+		elog(ERROR, "could not adopt restored activations");
 
 	/*
 	 * notify is read through to_jsonb so that this works with catalogs
@@ -274,6 +310,13 @@ act_load_batched(void)
 			act->within = datumCopy(d, false, sizeof(Interval));
 		act->applied_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 13, &isnull));
 		act->notify_id = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
+		act->denied = !act_owner_may_read(act);
+		if (act->denied)
+			ereport(WARNING,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("stream_events skips the events of activation %s: its owner may not read %s",
+							act->name, get_rel_name(act->kind == ACT_THRESHOLD ? act->view : act->stream)),
+					 errhint("GRANT SELECT on it to the activation's owner, or drop the activation.")));
 		acts = lappend(acts, act);
 	}
 	return acts;
@@ -474,6 +517,8 @@ act_queue_pending(void)
  * Locks the definitions' rows, which orders us with drop_activation: an
  * activation dropped since the definitions were loaded fires nothing more
  * (its DELETE may have committed before events decoded with the old set).
+ * Nor does one whose owner lost the right to read what it watches (a
+ * REVOKE does not reload the definitions).
  */
 void
 act_lock_definitions(List *acts)
@@ -491,6 +536,7 @@ act_lock_definitions(List *acts)
 								  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not lock stream.activation_defs");
 		act->gone = (SPI_processed == 0);
+		act->denied = !act->gone && !act_owner_may_read(act);
 	}
 }
 
@@ -631,7 +677,7 @@ act_apply_queue(void)
 	{
 		ActOp	   *o = lfirst(lc);
 
-		if (o->act->gone)
+		if (o->act->gone || o->act->denied)
 			continue;
 		CHECK_FOR_INTERRUPTS();
 		if (o->op == OP_FIRE)
@@ -698,7 +744,7 @@ act_threshold_edge(ActRuntime *act, const char *grp, const char *payload, bool h
 {
 	Datum		args[2];
 
-	if (act->gone)
+	if (act->gone || act->denied)
 		return;
 	if (edge_on_plan == NULL)
 	{
@@ -739,26 +785,6 @@ void
 act_forget_timers(void)
 {
 	next_due = 0;
-}
-
-/* SPI_execute_plan with the WAL it writes tagged as the extension's own */
-static int
-execute_tagged(SPIPlanPtr plan, Datum *args)
-{
-	OriginTag	tag = {0};
-	volatile int rc;
-
-	origin_tag_begin(&tag);
-	PG_TRY();
-	{
-		rc = SPI_execute_plan(plan, args, NULL, false, 0);
-	}
-	PG_FINALLY();
-	{
-		origin_tag_end(&tag);
-	}
-	PG_END_TRY();
-	return rc;
 }
 
 /*
@@ -812,7 +838,7 @@ act_fire_due_timers(TimestampTz horizon)
 		/* ids in commit order: see act_fire_row */
 		LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
 		/* the worker's own writes (no user code here): not decoded */
-		if (execute_tagged(due_plan, args) != SPI_OK_SELECT)
+		if (execute_tagged(due_plan, NULL, args) != SPI_OK_SELECT)
 			elog(ERROR, "could not fire absence timers");
 		n = SPI_processed;
 		for (uint64 i = 0; i < n; i++)

@@ -49,6 +49,7 @@ typedef struct ActRuntime
 	ExprContext *econtext;		/* its per-tuple context (reset per event) */
 	int64		fired;			/* firings in this batch */
 	bool		gone;			/* dropped since the definitions were loaded */
+	bool		denied;			/* its owner may not read what it watches */
 } ActRuntime;
 
 /* activation.c */
@@ -58,6 +59,7 @@ extern void activation_analyze(Oid rel, const char *condition, const char *key,
 
 /* act_runtime.c: loading (in a transaction with SPI, into CurrentMemoryContext) */
 extern List *act_load_batched(void);
+extern bool act_owner_may_read(ActRuntime *act);
 extern ActRuntime *act_compile(int32 act_id, const char *name, ActKind kind, Oid rel,
 							   Oid owner, const char *condition, const char *cancelled_by,
 							   const char *key, const char *payload,

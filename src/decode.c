@@ -911,7 +911,8 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 	{
 		ActRuntime *act = lfirst(lc);
 
-		if (txn->final_lsn < act->applied_lsn)
+		/* denied: its owner may not read the stream (act_owner_may_read) */
+		if (txn->final_lsn < act->applied_lsn || act->denied)
 			continue;
 		fold_scope_switch(fs, act->owner, act->search_path);
 		batch_groups += act_match_in_scope(act, row);

@@ -211,6 +211,31 @@ SKIP:
 	is(sql(q{SELECT string_agg(payload->>'as', ',' ORDER BY id) FROM stream.activations
 	         WHERE activation = 'alice_batched'}),
 		'alice,alice', "worker: alice's expressions run as alice");
+
+	# bob reads alice's stream by a grant; once revoked, his activations
+	# stop (the compiled definitions stay loaded: checked at every firing)
+	sql(q{CREATE ROLE bob LOGIN; GRANT USAGE ON SCHEMA stream TO bob});
+	sql(q{SET ROLE alice; GRANT SELECT ON alice_clicks TO bob});
+	my ($bok, $bout, $berr) = $node->psql('postgres', q{
+SET ROLE bob;
+SELECT stream.on_event('bob_batched', 'alice_clicks', 'true', notify => 'id');
+SELECT stream.on_event('bob_now', 'alice_clicks', 'true', notify => 'id', delivery => 'immediate');
+}, on_error_stop => 1);
+	SKIP:
+	{
+		skip "bob could not define activations on alice's stream: $berr", 2 if $bok != 0;
+		sql(q{SELECT stream.flush(timeout => '60 s')});
+		sql(q{INSERT INTO alice_clicks (event_name, user_id) VALUES ('x', 'p3')});
+		sql(q{SELECT stream.flush(timeout => '60 s')});
+		sql(q{SET ROLE alice; REVOKE SELECT ON alice_clicks FROM bob});
+		sql(q{INSERT INTO alice_clicks (event_name, user_id) VALUES ('x', 'p4')});
+		sql(q{SELECT stream.flush(timeout => '60 s')});
+		is(sql(q{SELECT activation || ':' || count(*) FROM stream.activations
+		         WHERE activation LIKE 'bob%' GROUP BY activation ORDER BY activation}),
+			"bob_batched:1\nbob_now:1", 'bob\'s activations fired while he could read the stream, not after the REVOKE');
+		is(sql(q{SELECT count(*) FROM stream.activations WHERE activation LIKE 'alice%'}),
+			'8', "alice's activations went on (4 events, 2 activations)");
+	}
 }
 
 # -- notify => 'id' ----------------------------------------------------------
