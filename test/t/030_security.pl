@@ -342,6 +342,32 @@ is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activat
 attack_ok('1g immediate activation in a superuser producer');
 $t->run('alice', q{SELECT stream.drop_activation('a_imm')});
 
+# 1i. a user-defined aggregate: its transition, combine and final functions
+my ($r1i, undef, $e1i) = $t->run('mallory', q{
+CREATE FUNCTION public.m_sfunc(s int, v int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN PERFORM public.evil_mallory_v('1i sfunc'); RETURN coalesce(s, 0) + coalesce(v, 0); END $f$;
+CREATE FUNCTION public.m_cfunc(a int, b int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN PERFORM public.evil_mallory_v('1i combinefunc'); RETURN coalesce(a, 0) + coalesce(b, 0); END $f$;
+CREATE FUNCTION public.m_ffunc(s int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN PERFORM public.evil_mallory_v('1i finalfunc'); RETURN s; END $f$;
+CREATE AGGREGATE public.m_sum(int) (sfunc = public.m_sfunc, stype = int, combinefunc = public.m_cfunc,
+                                    finalfunc = public.m_ffunc, initcond = '0');
+SELECT stream.create_aggregate('m_agg_udf', $q$ SELECT event_name, public.m_sum(1) AS n FROM public.m_stream GROUP BY 1 $q$);
+INSERT INTO public.m_stream (event_name, user_id) VALUES ('e', 'u5');});
+if ($r1i == 0)
+{
+	flush();
+	is($t->query('mallory', q{SELECT n FROM public.m_agg_udf WHERE event_name = 'e'}), '5',
+		'1i: the worker applied mallory\'s user-defined aggregate');
+	attack_ok('1i user-defined aggregate (sfunc, combinefunc)');
+	$t->run('mallory', q{SELECT stream.drop_aggregate('m_agg_udf')});
+}
+else
+{
+	pass('1i: a user-defined aggregate is refused: ' . SecurityTest::first_error($e1i));
+	reset_state();
+}
+
 # the worker keeps working
 $t->run('alice', q{INSERT INTO public.clicks (event_name, user_id) SELECT 'after_attacks', 'u' || i FROM generate_series(1, 5) i});
 ok(flush(), 'after class 1: stream.flush succeeds');
@@ -780,6 +806,7 @@ is($t->crashes_in_log, '', '7: no backend crashed (log)');
 $t->mark_log;
 $t->refused('mallory', q{UPDATE stream.aggregate_defs SET query_tree = '{QUERY :commandType 1 :querySource 0 :canSetTag true}', status = 'backfill', applied_lsn = NULL WHERE view = 'public.m_agg3'::regclass},
 	'42501', '2: a forged query_tree by mallory: 42501');
+wake_worker();
 flush(undef, '5 s');
 is($t->query('postgres', 'SELECT 1'), '1', '2: the server answers after the forged query_tree');
 is($t->crashes_in_log, '', '2: no crash or restart in the log');
