@@ -46,7 +46,6 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "replication/origin.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -830,20 +829,14 @@ stream_events_worker_main(Datum main_arg)
 	pgstat_report_appname("stream_events worker");
 
 	/*
-	 * Everything this worker writes (aggregate states, outbox rows, timers)
-	 * is tagged with the "do not replicate" origin, so that its own logical
-	 * decoding consumer skips it before decoding (decode.c,
-	 * cb_filter_by_origin): no work spent on its own writes, and no
-	 * relfilenode lookups for state tables a rebuild has truncated since.
-	 * Rows moved by maintenance carry the private origin (maintain.c) in
-	 * any session, the worker's included.
-	 *
-	 * XXX: to go once decode.c tags its apply transactions with the private
-	 * origin (origin_tag_begin/end) and filters that origin: this one hides
-	 * the worker's writes from every other subscriber too.
+	 * No session-wide origin: what this worker writes for itself (state
+	 * rows, outbox, timers: decode.c, act_runtime.c; rows moved by
+	 * maintenance: maintain.c) is tagged record by record with the
+	 * extension's private origin (origin.h), which its own decoding
+	 * consumer skips.  Other subscribers still see those writes, as they
+	 * would not under DoNotReplicateId.  The rest of maintenance (partition
+	 * DDL, retention, dedup pruning) writes no stream rows.
 	 */
-	replorigin_session_origin = DoNotReplicateId;
-
 
 	loop_context = AllocSetContextCreate(TopMemoryContext, "stream_events worker loop",
 										 ALLOCSET_DEFAULT_SIZES);
