@@ -30,6 +30,7 @@
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_check_event);
+PG_FUNCTION_INFO_V1(stream_contract_schema_check);
 
 
 /* errors named in a rejection's DETAIL, and kept per quarantined event */
@@ -424,4 +425,34 @@ stream_check_event(PG_FUNCTION_ARGS)
 	else
 		result[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum("[]"));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, rnulls)));
+}
+
+/*
+ * stream._contract_schema_check(stream regclass, schema jsonb, uri text):
+ * compiles a contract's schema the way ingest will, with the stream's
+ * format_assertion (else the server default), and raises what compiling
+ * raises (an unsupported format, say).  For define_contract and
+ * set_policy: a contract that only fails to compile at ingest would refuse
+ * every event of its stream.
+ */
+Datum
+stream_contract_schema_check(PG_FUNCTION_ARGS)
+{
+	Relation	rel;
+	StreamInfo *info;
+	bool		format_assertion;
+	char	   *uri = NULL;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream and schema must not be null")));
+	if (!PG_ARGISNULL(2))
+		uri = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	rel = relation_open(PG_GETARG_OID(0), AccessShareLock);
+	info = stream_lookup(rel);
+	format_assertion = info->format_assertion;
+	relation_close(rel, AccessShareLock);
+	jsonschema_free(jsonschema_compile_opts(PG_GETARG_JSONB_P(1), uri, format_assertion));
+	PG_RETURN_VOID();
 }
