@@ -448,6 +448,33 @@ is($t->query('carl', q{SELECT count(*) FROM stream.consume('carl_c', 'bob_ch', 1
 $t->refused('mallory', q{SELECT stream.on_event('m_inject', 'm_stream', 'true', channel => 'bob_ch')}, '42501',
 	'3: mallory cannot define an activation on bob\'s channel (inject into it)');
 
+# revoke
+$t->succeeds('bob', q{SELECT stream.revoke_channel('bob_ch', 'carl')}, '3: bob revokes carl\'s grant');
+$t->refused('carl', q{SELECT * FROM stream.consume('carl_c', 'bob_ch', 10)}, '42501', '3: after the revoke carl cannot consume');
+$t->succeeds('bob', q{SELECT stream.grant_channel('bob_ch', 'carl')}, '3: bob grants it again');
+
+# what only bob may do with his objects (refused as forbidden, or as not there for mallory)
+my %owner_only = (
+	'ingest into bob\'s stream' => q{SELECT * FROM stream.ingest('public.bob_private', '[{"event_name": "m_fake"}]')},
+	'define_contract on bob\'s stream' => q{SELECT stream.define_contract('public.bob_private', 'bob_secret', '{"required": ["never"]}', 'none')},
+	'set_policy on bob\'s stream' => q{SELECT stream.set_policy('public.bob_private', on_violation => 'reject', on_unplanned => 'reject')},
+	'replay_quarantine of bob\'s stream' => q{SELECT stream.replay_quarantine('public.bob_private')},
+	'drop_stream of bob\'s stream' => q{SELECT stream.drop_stream('public.bob_private')},
+	'drop_aggregate of bob\'s aggregate' => q{SELECT stream.drop_aggregate('bob_agg')},
+	'rebuild_aggregate of bob\'s aggregate' => q{SELECT stream.rebuild_aggregate('bob_agg')},
+	'drop_activation of bob\'s activation' => q{SELECT stream.drop_activation('bob_act')},
+	'revoke_channel on bob\'s channel' => q{SELECT stream.revoke_channel('bob_ch', 'carl')},
+	'contract_diff against bob\'s contract' => q{SELECT * FROM stream.contract_diff('public.bob_private', 'bob_secret', '{}')},
+);
+for my $what (sort keys %owner_only)
+{
+	my $st = $t->refused_any('mallory', $owner_only{$what}, "3: mallory: $what is refused");
+	like($st, qr/^(42501|42704|42809|42P01)$/, "3: ... as forbidden or not visible ($what: $st)");
+}
+is($t->query('postgres', q{SELECT count(*) FROM public.bob_private WHERE event_name = 'm_fake'}), '0', '3: nothing of mallory\'s in bob\'s stream');
+is($t->query('postgres', q{SELECT count(*) FROM stream.activation_defs WHERE name IN ('bob_act', 'bob_abs', 'bob_thr')}), '3', '3: bob\'s activations are all there');
+is($t->query('carl', q{SELECT count(*) FROM stream.consume('carl_c', 'bob_ch', 10)}), '0', '3: carl\'s grant survived mallory\'s revoke');
+
 # outbox, timers, threshold state of others
 cmp_ok($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE channel IN ('bob_ch', 'bob_abs', 'bob_thr')}) // 0,
 	'>=', 2, '3 control: bob\'s outbox rows exist');
