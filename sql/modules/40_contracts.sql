@@ -201,6 +201,13 @@ COMMENT ON FUNCTION stream.contract_diff(regclass, text, jsonb) IS
     'What a proposed schema changes against every published version of a contract, before define_contract';
 
 
+CREATE FUNCTION stream._contract_schema_check(stream regclass, schema jsonb, uri text DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'stream_contract_schema_check'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION stream._contract_schema_check(regclass, jsonb, text) IS
+    'Compiles a contract''s schema as ingest will (with the stream''s format_assertion), raising what would otherwise refuse every event (internal)';
+
 -- The body of define_contract, run as the extension's owner for the
 -- stream's owner (the contract and its registry entry are catalog rows).
 CREATE FUNCTION stream._priv_define_contract(caller regrole, stream regclass, event_name text, schema jsonb,
@@ -234,6 +241,7 @@ BEGIN
                   HINT = 'Use ''backward'' (the default) unless consumers need another guarantee.';
     END IF;
     PERFORM stream.json_schema_check(schema);
+    PERFORM stream._contract_schema_check(_priv_define_contract.stream, schema, NULL);
 
     SELECT c.version, c.schema INTO latest FROM stream.contracts c
     WHERE c.stream_id = sid AND c.event_name = _priv_define_contract.event_name
@@ -331,6 +339,12 @@ BEGIN
         format_assertion = coalesce(_priv_set_policy.format_assertion, s.format_assertion)
     WHERE s.stream_id = sid;
     PERFORM stream._stream_changed(_priv_set_policy.stream);
+    -- every current contract must still compile as ingest will compile it
+    IF _priv_set_policy.format_assertion IS NOT NULL THEN
+        PERFORM stream._contract_schema_check(_priv_set_policy.stream, c.schema, c.schema_uri)
+        FROM (SELECT DISTINCT ON (k.event_name) k.schema, k.schema_uri FROM stream.contracts k
+              WHERE k.stream_id = sid ORDER BY k.event_name, k.version DESC) c;
+    END IF;
 END $$;
 COMMENT ON FUNCTION stream._priv_set_policy(regrole, regclass, text, text, text, boolean, interval, boolean) IS
     'The body of set_policy, for the stream''s owner (internal, through stream._priv)';
