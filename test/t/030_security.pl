@@ -599,6 +599,10 @@ INSERT INTO public.orders (event_name, user_id, occurred_at, properties) VALUES 
 	undef, 1);
 is($t->query('postgres', q{SELECT count(*) FROM public.orders WHERE user_id IN ('p_format', 'p_future')}), '0',
 	'6: pat\'s SETs do not weaken the stream\'s format_assertion and max_future (neither event stored)');
+$t->succeeds('pat', q{SELECT * FROM stream.ingest('public.orders', '[{"event_name": "signup", "user_id": "p_ingest", "properties": {"email": "i@example.com"}}, {"event_name": "signup", "user_id": "p_ingest_bad", "properties": {}}]')},
+	'6: pat (INSERT only) uses stream.ingest');
+is($t->query('postgres', q{SELECT (SELECT count(*) FROM public.orders WHERE user_id = 'p_ingest') || '/' || (SELECT count(*) FROM public.orders_quarantine WHERE user_id = 'p_ingest_bad')}),
+	'1/1', '6: ... the good event is stored, the bad one quarantined');
 my $eid = '0190d1f0-0000-7000-8000-000000000001';
 $t->succeeds('pat', qq{
 INSERT INTO public.orders (event_id, event_name, user_id, properties) VALUES ('$eid', 'signup', 'p_dup', '{"email": "d\@example.com"}');
