@@ -462,6 +462,14 @@ $function$
 COMMENT ON FUNCTION stream._stream_readable(regclass) IS 'True if the current role owns the stream or may SELECT from it: what status views show it (internal)';
 
 
+CREATE OR REPLACE FUNCTION stream._contract_schema_check(stream regclass, schema jsonb, uri text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_contract_schema_check$function$
+;
+COMMENT ON FUNCTION stream._contract_schema_check(regclass,jsonb,text) IS 'Compiles a contract''s schema as ingest will (with the stream''s format_assertion), raising what would otherwise refuse every event (internal)';
+
+
 CREATE OR REPLACE FUNCTION stream._priv_define_contract(caller regrole, stream regclass, event_name text, schema jsonb, compatibility text)
  RETURNS integer
  LANGUAGE plpgsql
@@ -494,6 +502,7 @@ BEGIN
                   HINT = 'Use ''backward'' (the default) unless consumers need another guarantee.';
     END IF;
     PERFORM stream.json_schema_check(schema);
+    PERFORM stream._contract_schema_check(_priv_define_contract.stream, schema, NULL);
 
     SELECT c.version, c.schema INTO latest FROM stream.contracts c
     WHERE c.stream_id = sid AND c.event_name = _priv_define_contract.event_name
@@ -591,6 +600,12 @@ BEGIN
         format_assertion = coalesce(_priv_set_policy.format_assertion, s.format_assertion)
     WHERE s.stream_id = sid;
     PERFORM stream._stream_changed(_priv_set_policy.stream);
+    -- every current contract must still compile as ingest will compile it
+    IF _priv_set_policy.format_assertion IS NOT NULL THEN
+        PERFORM stream._contract_schema_check(_priv_set_policy.stream, c.schema, c.schema_uri)
+        FROM (SELECT DISTINCT ON (k.event_name) k.schema, k.schema_uri FROM stream.contracts k
+              WHERE k.stream_id = sid ORDER BY k.event_name, k.version DESC) c;
+    END IF;
 END $function$
 ;
 COMMENT ON FUNCTION stream._priv_set_policy(regrole,regclass,text,text,text,boolean,interval,boolean) IS 'The body of set_policy, for the stream''s owner (internal, through stream._priv)';
