@@ -1669,41 +1669,58 @@ END
 $upgrade$;
 
 -- 0.1.0 let any role insert activation_defs rows of its own, past the
--- check that its owner may read what the activation watches (and the
--- worker does not check it again): definitions whose owner cannot read
--- their stream (or aggregate view) are removed, with their timers and
--- threshold state (their outbox rows stay, visible to the channel's owner).
+-- check that its owner may read what the activation watches.  0.2.0 checks
+-- it as the worker loads and applies definitions (such an activation gets
+-- no events): they are kept, with a warning.
 DO $upgrade$
 DECLARE
     d record;
 BEGIN
-    FOR d IN SELECT a.act_id, a.name, a.owner, coalesce(a.aggregate, a.stream) AS watched, a.stream, a.delivery
+    FOR d IN SELECT a.name, a.owner, coalesce(a.aggregate, a.stream) AS watched
              FROM stream.activation_defs a
              WHERE NOT coalesce(pg_catalog.has_table_privilege(a.owner, coalesce(a.aggregate, a.stream), 'SELECT'), false)
              ORDER BY a.act_id LOOP
-        DELETE FROM stream.activation_defs WHERE act_id = d.act_id;
-        RAISE WARNING 'activation "%" removed: its owner % cannot read %', d.name, d.owner, d.watched
-            USING DETAIL = 'stream_events 0.1.0 let a role record an activation on a relation it cannot read; 0.2.0 does not.',
-                  HINT = 'Grant SELECT and define it again with stream.on_event, on_absence or on_threshold.';
-        IF d.delivery = 'immediate' THEN
-            PERFORM stream._activation_sync_trigger(d.stream);
-        END IF;
+        RAISE WARNING 'activation "%": its owner % cannot read %, so it gets no events', d.name, d.owner, d.watched
+            USING DETAIL = 'stream_events 0.1.0 let a role record an activation on a relation it cannot read; 0.2.0 runs an activation only for an owner who may read what it watches.',
+                  HINT = format('GRANT SELECT ON %s TO %s, or drop the activation with stream.drop_activation.', d.watched, d.owner);
     END LOOP;
 END
 $upgrade$;
 
--- Channels become owned: each channel in use belongs to the owner of its
--- oldest activation; the owners of its other activations keep reading it
--- through a grant from that owner.
-INSERT INTO stream.channels (channel, owner, created_at)
-SELECT DISTINCT ON (d.channel) d.channel, d.owner, d.created_at
-FROM stream.activation_defs d
-ORDER BY d.channel, d.act_id;
-INSERT INTO stream.channel_grants (channel, grantee, granted_by, granted_at)
-SELECT DISTINCT d.channel, d.owner, c.owner, now()
-FROM stream.activation_defs d JOIN stream.channels c ON c.channel = d.channel
-WHERE d.owner <> c.owner
-ON CONFLICT DO NOTHING;
+-- Channels become owned.  A channel whose activations (those whose owner
+-- may read what they watch; else all of them) belong to one role is that
+-- role's.  0.1.0 let every role use any channel, and the order in which
+-- rows were written could be forged: a channel used by several roles goes
+-- to the extension's owner, who grants it with stream.grant_channel.
+DO $upgrade$
+DECLARE
+    c record;
+    ext_owner regrole := (SELECT e.extowner::regrole FROM pg_catalog.pg_extension e
+                          WHERE e.extname = 'stream_events');
+BEGIN
+    FOR c IN SELECT d.channel,
+                    array_agg(DISTINCT d.owner::oid) FILTER (
+                        WHERE coalesce(pg_catalog.has_table_privilege(d.owner, coalesce(d.aggregate, d.stream), 'SELECT'), false)) AS readers,
+                    array_agg(DISTINCT d.owner::oid) AS owners,
+                    min(d.created_at) AS since
+             FROM stream.activation_defs d
+             GROUP BY d.channel ORDER BY d.channel LOOP
+        IF cardinality(c.readers) = 1 OR (c.readers IS NULL AND cardinality(c.owners) = 1) THEN
+            INSERT INTO stream.channels (channel, owner, created_at)
+            VALUES (c.channel, (coalesce(c.readers, c.owners))[1]::regrole, c.since);
+        ELSE
+            INSERT INTO stream.channels (channel, owner, created_at) VALUES (c.channel, ext_owner, c.since);
+            RAISE WARNING 'channel "%" is used by activations of several roles (%): it now belongs to %',
+                          c.channel,
+                          (SELECT string_agg(o::regrole::text, ', ' ORDER BY o::regrole::text) FROM unnest(c.owners) o),
+                          ext_owner
+                USING DETAIL = 'A channel belongs to one role in 0.2.0; its activations keep firing, but only the channel''s owner and the roles it grants read them.',
+                      HINT = format('As %s: SELECT stream.grant_channel(%L, <role>) for each role that should consume it.',
+                                    ext_owner, c.channel);
+        END IF;
+    END LOOP;
+END
+$upgrade$;
 -- Consumer names stay unbound: each is bound to the first role that uses it
 -- with 0.2.0 (which must own or have been granted the channel).
 

@@ -320,17 +320,22 @@ insert_events('a', 'r1_');
 sql('a', q{SELECT stream.flush(timeout => '60 s')});
 
 # 0.1.0 let any role write its own activation_defs rows: one on a stream
-# its owner cannot read, which the update removes (inserted in the update's
-# transaction, so that the worker never loads it)
+# its owner cannot read, kept with a warning (0.2.0 gives it no events),
+# and roles sharing a channel; inserted in the update's transaction and
+# immediate, so that the worker never loads them)
 my $private_oid = sql('a', q{SELECT 'app.private_clicks'::regclass::oid});
 sql('a', q{CREATE ROLE upgrade_outsider; GRANT USAGE ON SCHEMA stream TO upgrade_outsider});
 my ($update_out, $update_err) = ('', '');
 $node->psql('a', qq{
 BEGIN;
 SET ROLE upgrade_outsider;
-INSERT INTO stream.activation_defs (name, stream, condition, key, channel, owner, search_path)
-VALUES ('forged', $private_oid, 'true', 'user_id', 'forged', 'upgrade_outsider', 'public');
+INSERT INTO stream.activation_defs (name, stream, condition, key, channel, owner, search_path, delivery)
+VALUES ('forged', $private_oid, 'true', 'user_id', 'forged', 'upgrade_outsider', 'public', 'immediate');
 RESET ROLE;
+-- (0.1.0 let roles share a channel)
+INSERT INTO stream.activation_defs (name, stream, condition, key, channel, owner, search_path, delivery)
+VALUES ('shared_a', 'app.private_clicks', 'true', 'user_id', 'shared', 'upgrade_owner', 'public', 'immediate'),
+       ('shared_b', 'clicks', 'true', 'user_id', 'shared', 'upgrade_analyst', 'public', 'immediate');
 -- (as 0.1.0 let a stream's owner write them: other forged values)
 UPDATE stream.streams SET quarantine = 'clicks_quarantine' WHERE relid = 'orders'::regclass;
 INSERT INTO stream.contracts (stream_id, stream, event_name, version, schema, compatibility, schema_uri)
@@ -341,10 +346,17 @@ VALUES ('upgrade_victim_v', 'upgrade_victim_s', 'clicks', 'upgrade_outsider', 'S
 ALTER EXTENSION stream_events UPDATE;
 COMMIT;
 }, stdout => \$update_out, stderr => \$update_err, on_error_die => 1);
-like($update_err, qr/WARNING:  activation "forged" removed: its owner upgrade_outsider cannot read app\.private_clicks/,
-	'the update removes an activation whose owner cannot read its stream, with a warning');
-is(sql('a', q{SELECT count(*) FROM stream.activation_defs WHERE name = 'forged'}), '0',
-	'the forged activation is gone');
+like($update_err, qr/WARNING:  activation "forged": its owner upgrade_outsider cannot read app\.private_clicks, so it gets no events/,
+	'the update warns of an activation whose owner cannot read its stream');
+like($update_err, qr/WARNING:  channel "shared" is used by activations of several roles \(upgrade_analyst, upgrade_owner\): it now belongs to postgres/,
+	'the update warns of a channel used by several roles');
+is(sql('a', q{SELECT string_agg(channel || '=' || owner, ',' ORDER BY channel) FROM stream.channels
+              WHERE channel IN ('forged', 'shared', 'private')}),
+	'forged=upgrade_outsider,private=upgrade_owner,shared=postgres',
+	"a channel belongs to its activations' owner, a shared one to the extension's owner");
+# (gone again, for the comparisons below)
+sql('a', q{DELETE FROM stream.activation_defs WHERE name IN ('forged', 'shared_a', 'shared_b');
+           DELETE FROM stream.channels WHERE channel IN ('forged', 'shared')});
 like($update_err, qr/WARNING:  stream (public\.)?orders: quarantine (public\.)?clicks_quarantine is not its quarantine table; cleared/,
 	'the update clears a quarantine that is not the stream\'s');
 like($update_err, qr/WARNING:  contract for event "forged" version 1 of (public\.)?orders removed/,
