@@ -623,18 +623,33 @@ is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activat
 
 # ================================================================ 8. names
 note('--- 8. names with quotes and semicolons are quoted or refused, never executed');
-my $evil_name = q{x"; DROP TABLE public.canary; --};
-(my $evil_ident = $evil_name) =~ s/"/""/g;
-(my $evil_lit = qq{"$evil_ident"}) =~ s/'/''/g;
-$t->run('alice', qq{SELECT stream.create_stream('$evil_lit');
-INSERT INTO public."$evil_ident" (event_name, user_id, occurred_at) VALUES ('old', 'u1', '2003-01-02 12:00+00');});
+my $evil_name = q{x'"; DROP TABLE public.canary; --};
+sub lit { my ($v) = @_; return "'" . ($v =~ s/'/''/gr) . "'"; }
+sub ident { my ($v) = @_; return '"' . ($v =~ s/"/""/gr) . '"'; }
+my $evil_rel = 'public.' . ident($evil_name);
+my $evil_dflt = 'public.' . ident($evil_name . '_default');
+$t->succeeds('alice', 'SELECT stream.create_stream(' . lit(ident($evil_name)) . ");
+INSERT INTO $evil_rel (event_name, user_id, occurred_at) VALUES ('old', 'u1', '2003-01-02 12:00+00');",
+	'8: alice creates a stream whose name has quotes and a semicolon (a legal identifier)');
 su(q{SELECT * FROM stream.maintain()});
-$t->run('alice', qq{SELECT stream.create_aggregate('"a$evil_ident"', \$q\$ SELECT event_name, count(*) FROM public."$evil_ident" GROUP BY 1 \$q\$);});
+is($t->query('postgres', "SELECT count(*) FROM ONLY $evil_dflt"), '0', '8: maintenance moved its event into a new partition');
+$t->succeeds('alice', 'SELECT stream.create_aggregate(' . lit(ident("a$evil_name")) . ", \$q\$ SELECT event_name, count(*) AS n FROM $evil_rel GROUP BY 1 \$q\$)",
+	'8: alice creates an aggregate with such a name over it');
+$t->succeeds('postgres', 'SELECT stream.create_aggregate(' . lit(ident("s$evil_name")) . ", \$q\$ SELECT event_name, count(*) AS n FROM $evil_rel GROUP BY 1 \$q\$)",
+	'8: the superuser creates one too');
 flush();
-$t->run('postgres', qq{SELECT stream.create_aggregate('"s$evil_ident"', \$q\$ SELECT event_name, count(*) FROM public."$evil_ident" GROUP BY 1 \$q\$);});
+is($t->query('postgres', 'SELECT (SELECT n FROM public.' . ident("a$evil_name") . ') || \'/\' || (SELECT n FROM public.' . ident("s$evil_name") . ')'),
+	'1/1', '8: the worker maintains both');
+$t->succeeds('alice', 'SELECT stream.on_event(' . join(', ', "'q_imm'", lit($evil_rel), "'true'", "channel => 'q_imm'", "delivery => 'immediate'") . ');'
+	  . 'SELECT stream.on_event(' . join(', ', "'q_bat'", lit($evil_rel), "'true'", "channel => 'q_bat'") . ');',
+	'8: alice defines immediate and batched activations on it');
+$t->run('alice', "INSERT INTO $evil_rel (event_name, user_id) VALUES ('now', 'u2')");
 flush();
-$t->run('postgres', qq{SELECT stream.drop_aggregate('"s$evil_ident"')});
-$t->run('alice', qq{SELECT stream.drop_aggregate('"a$evil_ident"'); SELECT stream.drop_stream('$evil_lit');});
+is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation IN ('q_imm', 'q_bat')}), '2', '8: both fired');
+$t->succeeds('postgres', 'SELECT stream.drop_aggregate(' . lit(ident("s$evil_name")) . ')', '8: the superuser drops his');
+$t->succeeds('alice', 'SELECT stream.drop_aggregate(' . lit(ident("a$evil_name")) . '); SELECT stream.drop_stream(' . lit(ident($evil_name)) . ')',
+	'8: alice drops hers and the stream (the sql_drop trigger drops its quarantine table)');
+is($t->query('postgres', 'SELECT count(*) FROM pg_class WHERE relname LIKE ' . lit('%DROP TABLE%')), '0', '8: nothing of it is left');
 attack_ok('8: stream and aggregate names with quotes and semicolons (create, maintain, worker, drop)');
 my $evil_sq = $evil_name =~ s/'/''/gr;
 $t->refused('alice', qq{SELECT stream.on_event('$evil_sq', 'clicks', 'true', channel => 'ok_channel')}, '42602',
