@@ -368,7 +368,7 @@ END $$;
 \echo '   not stored, by reason:'
 SELECT s.stream,
        (SELECT sum(sent) - sum(accepted) FROM demo_gen.delivery_log
-        WHERE (phase = 'orders') = (s.stream = 'shop.orders'::regclass)) AS not_stored,
+        WHERE (phase = 'orders') = (s.stream::regclass = 'shop.orders'::regclass)) AS not_stored,
        s.duplicates AS dropped_as_duplicates,
        demo_gen.count_since(to_regclass(s.stream::text || '_quarantine'), 'quarantined_at', :'delivery_started') AS quarantined
 FROM stream.stats AS s ORDER BY 1;

@@ -88,7 +88,7 @@ FROM stream.worker_status();
 -- ---------------------------------------------------------------- proofs
 \echo
 \echo '-- dedup: a producer sends the same event twice (a retry); the second INSERT stores nothing'
-SELECT duplicates AS duplicates_before FROM stream.stats WHERE stream = 'clicks'::regclass \gset
+SELECT duplicates AS duplicates_before FROM stream.stats WHERE stream = 'clicks' \gset
 \set QUIET off
 INSERT INTO clicks (event_id, event_name, user_id, session_id, properties)
 VALUES ('01936b2e-7c3f-7a10-8d4e-5f1a2b3c4d5e', 'add_to_cart', 'user_00042', 'sess_demo',
@@ -98,7 +98,7 @@ VALUES ('01936b2e-7c3f-7a10-8d4e-5f1a2b3c4d5e', 'add_to_cart', 'user_00042', 'se
         '{"product_id": "prod_0042", "sku": "SKU-32598", "price": 59.90, "quantity": 1, "currency": "EUR", "cart_id": "cart_demo"}');
 \set QUIET on
 SELECT count(*) AS stored_copies,
-       (SELECT duplicates FROM stream.stats WHERE stream = 'clicks'::regclass) - :duplicates_before AS duplicates_counted
+       (SELECT duplicates FROM stream.stats WHERE stream = 'clicks') - :duplicates_before AS duplicates_counted
 FROM clicks WHERE event_id = '01936b2e-7c3f-7a10-8d4e-5f1a2b3c4d5e';
 
 \echo

@@ -10,7 +10,7 @@ FROM clicks_quarantine ORDER BY quarantined_at LIMIT 12;
 
 \echo '-- compliance per event name (SELECT * FROM stream.compliance):'
 SELECT event_name, checked, passed, quarantined, unplanned, compliance_rate
-FROM stream.compliance WHERE stream = 'clicks'::regclass ORDER BY checked DESC;
+FROM stream.compliance WHERE stream = 'clicks' ORDER BY checked DESC;
 
 \echo '-- and per stream (stream.stats):'
 SELECT stream, events, checked, passed, quarantined, compliance_rate FROM stream.stats ORDER BY 1;

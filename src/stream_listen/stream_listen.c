@@ -739,8 +739,11 @@ catch_up_plain(void)
 }
 
 /*
- * Reads the id at the start of a NOTIFY payload, {"id":n,... or
- * {"id": n, "truncated": true}.
+ * Reads the id at the start of a NOTIFY payload: {"id":n,... (the row),
+ * {"id": n, "truncated": true} (too long for NOTIFY) or {"id": n} (an
+ * activation with notify => 'id').  *truncated: the row must be read from
+ * the outbox by its id, where row level security shows it only to roles
+ * that own or were granted the channel.
  */
 static bool
 parse_payload(const char *p, int64_t *id, bool *truncated)
@@ -766,11 +769,11 @@ parse_payload(const char *p, int64_t *id, bool *truncated)
 	*id = strtoll(p, &end, 10);
 	if (end == p || errno != 0)
 		return false;
-	*truncated = strcmp(end, ", \"truncated\": true}") == 0;
+	*truncated = strcmp(end, ", \"truncated\": true}") == 0 || strcmp(end, "}") == 0;
 	return true;
 }
 
-/* A truncated NOTIFY: the row is read from the outbox by its id. */
+/* A NOTIFY that carries the id only: the row is read from the outbox. */
 static Step
 handle_truncated(int64_t id)
 {
@@ -792,7 +795,7 @@ handle_truncated(int64_t id)
 	}
 	if (PQntuples(res) == 0)
 	{
-		warn("activation %" PRId64 " (a truncated NOTIFY) is no longer in stream.activations", id);
+		warn("activation %" PRId64 " is not in stream.activations for this role: pruned, or its channel is not granted to it (stream.grant_channel)", id);
 		PQclear(res);
 		return STEP_OK;
 	}

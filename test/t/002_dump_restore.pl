@@ -247,7 +247,7 @@ is( $node->safe_psql(
 	'stream.ingest drops retries of restored orders');
 is( $node->safe_psql(
 		'restored',
-		q{SELECT duplicates FROM stream.stats WHERE stream = 'clicks'::regclass}),
+		q{SELECT duplicates FROM stream.stats WHERE stream = 'clicks'}),
 	'3',
 	'stream.stats of the restored database counts the dropped retries');
 

@@ -19,7 +19,7 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION stream_events');
 $node->safe_psql('postgres', q{SELECT stream.create_stream('clicks')});
 $node->safe_psql('postgres',
-	q{SELECT stream.on_event('buy', 'clicks', $$event_name = 'buy'$$, channel => 'buys')});
+	q{SELECT stream.on_event('buy', 'clicks', $$event_name = 'buy'$$, channel => 'buys', notify => 'full')});
 $node->safe_psql('postgres', q{SELECT stream.flush(timeout => '60 s')});
 
 # -- a LISTEN client -------------------------------------------------------

@@ -399,6 +399,8 @@ SKIP:
 {
 	sql(q{CREATE ROLE listener LOGIN});
 	sql(q{GRANT USAGE ON SCHEMA stream TO listener});
+	# the channel's owner lets it read the channel (docs/security.md)
+	sql(q{SELECT stream.grant_channel('rp_ch', 'listener')});
 	my $c = start_client_on("$connstr user=listener", '-c', 'rp_ch');
 	ok(wait_listening($c), 'plain reconnect: listening (as a non-superuser)');
 	insert_events('rp', 'q1');
