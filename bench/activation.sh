@@ -174,7 +174,7 @@ create_stream() {
     if [ "$delivery" = notify ]; then
         sql "CREATE TRIGGER raw_notify AFTER INSERT ON $s FOR EACH ROW WHEN ($(echo "$cond" | sed 's/event_name/NEW.event_name/')) EXECUTE FUNCTION raw_notify()" >/dev/null
     elif [ -n "$delivery" ]; then
-        sql "SELECT stream.on_event('act', '$s', \$c\$$cond\$c\$, channel => 'act', delivery => '$delivery')" >/dev/null
+        sql "SELECT stream.on_event('act', '$s', \$c\$$cond\$c\$, channel => 'act', delivery => '$delivery', notify => 'full')" >/dev/null
     fi
 }
 
@@ -298,7 +298,7 @@ open_sql() {
 on_absence() {
     sql "SELECT stream.on_absence('$1', 'carts', started_by => \$\$event_name = '$2'\$\$,
                                   cancelled_by => \$\$event_name = '$3'\$\$,
-                                  within => '$4 seconds', key => 'user_id')" >/dev/null
+                                  within => '$4 seconds', key => 'user_id', notify => 'full')" >/dev/null
 }
 # How many timers of activation $1 should have fired: started, and no
 # cancelling event for the key before the deadline.
