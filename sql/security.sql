@@ -102,6 +102,7 @@ SET ROLE sec_outsider;
 SELECT count(*) FROM stream.streams;
 SELECT count(*) FROM stream.stats;
 SELECT count(*) FROM stream.compliance;
+SELECT count(*) FROM stream._stream_counters();
 SELECT count(*) FROM stream.stream_list;
 SELECT count(*) FROM stream.contracts;
 RESET ROLE;

@@ -21,6 +21,7 @@
 #include "storage/spin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "stream_events.h"
@@ -375,16 +376,72 @@ stats_init(void)
 	RegisterSubXactCallback(stats_subxact_callback, NULL);
 }
 
+/*
+ * True if the current role owns the relation or may SELECT from it: the
+ * counters of other streams are not shown (their names and volumes are
+ * the stream owner's business, as pg_stat_statements hides other users'
+ * queries).
+ */
+static bool
+counters_visible(Oid relid)
+{
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		return false;
+	return pg_class_ownercheck(relid, GetUserId()) ||
+		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+}
+
+static int
+counters_oid_cmp(const void *a, const void *b)
+{
+	Oid			x = *(const Oid *) a;
+	Oid			y = *(const Oid *) b;
+
+	return (x > y) - (x < y);
+}
+
 Datum
 stream_stream_counters(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS status;
 	StatsEntry *e;
+	Oid		   *visible;
+	int			nvisible = 0;
+	int			cap = 16;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (stats_hash == NULL)
 		return (Datum) 0;		/* not preloaded: no shared counters */
+
+	/*
+	 * The relations of this database's entries, checked without the lock
+	 * held (privilege checks read catalogs).
+	 */
+	visible = palloc(cap * sizeof(Oid));
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	hash_seq_init(&status, stats_hash);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		if (e->key.dboid != MyDatabaseId)
+			continue;
+		if (nvisible == cap)
+		{
+			cap *= 2;
+			visible = repalloc(visible, cap * sizeof(Oid));
+		}
+		visible[nvisible++] = e->key.relid;
+	}
+	LWLockRelease(stats_shared->lock);
+	qsort(visible, nvisible, sizeof(Oid), counters_oid_cmp);
+	{
+		int			kept = 0;
+
+		for (int i = 0; i < nvisible; i++)
+			if ((i == 0 || visible[i] != visible[i - 1]) && counters_visible(visible[i]))
+				visible[kept++] = visible[i];
+		nvisible = kept;
+	}
 
 	LWLockAcquire(stats_shared->lock, LW_SHARED);
 	hash_seq_init(&status, stats_hash);
@@ -394,7 +451,8 @@ stream_stream_counters(PG_FUNCTION_ARGS)
 		bool		nulls[13] = {0};
 		Counters	c;
 
-		if (e->key.dboid != MyDatabaseId)
+		if (e->key.dboid != MyDatabaseId ||
+			bsearch(&e->key.relid, visible, nvisible, sizeof(Oid), counters_oid_cmp) == NULL)
 			continue;
 		SpinLockAcquire(&e->mutex);
 		c = e->c;
