@@ -374,6 +374,30 @@ END $$;
 COMMENT ON FUNCTION stream.rebuild_aggregate(text) IS
     'Empties a continuous aggregate and has the worker backfill it again from the stream';
 
+-- What stream.flush says when it gives up: the cause, as far as it can tell.
+CREATE FUNCTION stream._flush_hint(status text, last_error text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN current_setting('shared_preload_libraries') !~ '(^|[ ,])"?stream_events"?($|[ ,])' THEN
+            'The background worker is not running: add stream_events to shared_preload_libraries in postgresql.conf and restart the server.'
+        WHEN current_setting('wal_level') <> 'logical' THEN
+            'The worker reads changes by logical decoding: set wal_level = logical in postgresql.conf and restart the server.'
+        WHEN last_error LIKE '%may not be used as an output plugin%' THEN
+            'The server refuses this library as an output plugin: add stream_events to output_plugin_libraries (superuser setting, PostgreSQL 15.20 and later) and reload.'
+        WHEN NOT EXISTS (SELECT 1 FROM stream.worker_status() w
+                         WHERE w.datname = current_database() AND w.pid IS NOT NULL) THEN
+            'This database has no running stream_events worker: see stream.worker_status() and the server log (max_worker_processes may be too low).'
+        WHEN status = 'error' THEN
+            'The aggregate stopped on the error above: fix its cause, then SELECT stream.rebuild_aggregate(...).'
+        WHEN status = 'backfill' THEN
+            'The aggregate is still backfilling its stream: pass a longer timeout (see stream.aggregates for progress).'
+        ELSE
+            'The worker is behind: pass a longer timeout, and see lag_bytes and apply_rate in stream.aggregates.'
+    END
+$$;
+COMMENT ON FUNCTION stream._flush_hint(text, text) IS
+    'The HINT of stream.flush when it times out: the likeliest cause (internal)';
+
 CREATE FUNCTION stream.flush(name text DEFAULT NULL, timeout interval DEFAULT '10 s')
 RETURNS pg_lsn
 LANGUAGE plpgsql SECURITY INVOKER AS $$
@@ -414,7 +438,7 @@ BEGIN
                       DETAIL = format('Status %s, applied up to %s, waiting for %s.%s', behind.status,
                                       coalesce(behind.applied_lsn::text, 'nothing yet'), target,
                                       coalesce(' Last error: ' || behind.last_error, '')),
-                      HINT = 'Check stream.aggregates and stream.worker_status(); the background worker needs shared_preload_libraries = ''stream_events''. Pass a longer timeout for large backfills.';
+                      HINT = stream._flush_hint(behind.status, behind.last_error);
         END IF;
         PERFORM pg_sleep(0.005);
     END LOOP;
