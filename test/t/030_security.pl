@@ -380,6 +380,9 @@ $t->succeeds('bob', q{
 SELECT stream.on_event('bob_act', 'bob_private', $c$ event_name = 'bob_secret' $c$, channel => 'bob_ch');},
 	'3: bob defines an activation on his private stream (notify defaults to id)');
 $t->succeeds('bob', q{
+SELECT stream.on_event('bob_vip', 'bob_private', $c$ (properties->>'price')::numeric >= 100 $c$, channel => 'bob_ch');},
+	'3: bob defines a second activation on his channel');
+$t->succeeds('bob', q{
 SELECT stream.on_absence('bob_abs', 'bob_private', started_by => $c$ event_name = 'bob_secret' $c$,
                          cancelled_by => $c$ event_name = 'bob_done' $c$, within => '1 day', key => 'user_id');
 SELECT stream.create_aggregate('bob_agg', $q$ SELECT event_name, count(*) AS n FROM public.bob_private GROUP BY 1 $q$);
@@ -859,6 +862,32 @@ is($t->crashes_in_log, '', '2: no crash or restart in the log');
 
 # ================================================================ availability (last: a failing definition must not stop the others)
 note('--- a definition the worker cannot run stops no one else');
+
+# Back to a working worker for alice's definitions once a failing one is gone.
+sub recover
+{
+	$t->run('alice', q{SELECT stream.rebuild_aggregate('clicks_daily')})
+	  if ($t->query('postgres', q{SELECT status FROM stream.aggregate_defs WHERE view = 'public.clicks_daily'::regclass}) // '') eq 'error';
+	my ($r) = $t->run('postgres', q{SELECT stream.flush(timeout => '10 s')});
+	note('after recovery: clicks_daily ' . ($t->query('postgres', q{SELECT status || ' ' || coalesce(last_error, '') FROM stream.aggregate_defs WHERE view = 'public.clicks_daily'::regclass}) // '?')
+		  . ($r == 0 ? ', flush ok' : ', flush failed'));
+}
+
+# alice's aggregate and activation keep up while another role's definition fails
+my $a_count = $t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation = 'a_count'}) // 0;
+sub alice_keeps_working
+{
+	my ($why) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$a_count++;
+	$t->run('alice', q{INSERT INTO public.clicks (event_name, user_id) VALUES ('after_failure', 'u1'), ('hidden', 'u9')});
+	my ($rb, undef, $eb) = $t->run('postgres', q{SELECT stream.flush('clicks_daily', timeout => '8 s')});
+	is($rb, 0, "availability ($why): alice's aggregate still catches up") or diag($eb);
+	is(oracle_diff('clicks_daily', $oracle_q), '0/0', "availability ($why): clicks_daily still equals its defining query");
+	ok(wait_for(q{SELECT count(*) FROM stream.activations WHERE activation = 'a_count'}, $a_count, undef, 3),
+		"availability ($why): alice's activation still fires");
+}
+
 # 1h. a function the owner may not EXECUTE (EXECUTE checks are the owner's)
 $t->refused('alice',
 	q{SELECT stream.create_aggregate('a_su', $q$ SELECT event_name, count(*) AS n FROM public.clicks WHERE public.su_only('1h') GROUP BY 1 $q$)},
@@ -866,30 +895,54 @@ $t->refused('alice',
 $t->refused('alice',
 	q{SELECT stream.on_event('a_su', 'clicks', $c$ public.su_only('1h act') $c$)},
 	'42501', '1h: an activation calling a function its owner cannot execute is refused');
-$t->run('postgres', q{SELECT stream.flush('clicks_daily', timeout => '10 s')});
+$t->run('postgres', q{SELECT stream.flush('clicks_daily', timeout => '5 s')});
 is($t->query('postgres', q{SELECT count(*) FROM sec.su_only_calls}), '0',
 	'1h: the superuser-only function never ran');
-
 $t->run('alice', q{SELECT stream.drop_aggregate('a_su')});
 $t->run('alice', q{SELECT stream.drop_activation('a_su')});
-# (once it is gone, a rebuild brings alice's aggregate back if it was caught in the failure)
-$t->run('alice', q{SELECT stream.rebuild_aggregate('clicks_daily')})
-  if ($t->query('postgres', q{SELECT status FROM stream.aggregate_defs WHERE view = 'public.clicks_daily'::regclass}) // '') eq 'error';
-$t->run('postgres', q{SELECT stream.flush('clicks_daily', timeout => '20 s')});
-note('clicks_daily after a_su is dropped: ' . ($t->query('postgres', q{SELECT status || ' ' || coalesce(last_error, '') FROM stream.aggregate_defs WHERE view = 'public.clicks_daily'::regclass}) // '?'));
+recover();
+
+# an aggregate that raises on one of its owner's events
 $t->succeeds('mallory', q{
 CREATE FUNCTION public.m_boom(t text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS $f$
 BEGIN IF t = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN t; END $f$;
 SELECT stream.create_aggregate('m_boom_agg', $q$ SELECT public.m_boom(event_name) AS k, count(*) AS n FROM public.m_stream GROUP BY 1 $q$);
 INSERT INTO public.m_stream (event_name) VALUES ('boom');},
 	'availability: mallory defines an aggregate that fails on her own event');
-$t->run('alice', q{INSERT INTO public.clicks (event_name, user_id) VALUES ('after_boom', 'u1'), ('hidden', 'u9')});
-my ($rb, undef, $eb) = $t->run('postgres', q{SELECT stream.flush('clicks_daily', timeout => '20 s')});
-is($rb, 0, 'availability: alice\'s aggregate still catches up while mallory\'s fails') or diag($eb);
-is(oracle_diff('clicks_daily', $oracle_q), '0/0', 'availability: clicks_daily still equals its defining query');
-ok(wait_for(q{SELECT count(*) FROM stream.activations WHERE activation = 'a_count'}, '6', undef, 20),
-	'availability: alice\'s activation still fires');
+alice_keeps_working('an aggregate of mallory\'s raises');
 $t->run('mallory', q{SELECT stream.drop_aggregate('m_boom_agg')});
+recover();
+
+# an activation whose condition writes (an XID inside logical decoding)
+$t->succeeds('mallory', q{
+CREATE TABLE public.m_log (x text);
+CREATE FUNCTION public.m_log_v(t text) RETURNS void LANGUAGE sql AS $f$ INSERT INTO public.m_log VALUES (t) $f$;
+CREATE FUNCTION public.m_log_b(t text) RETURNS boolean IMMUTABLE LANGUAGE plpgsql AS $f$
+BEGIN PERFORM public.m_log_v(t); RETURN true; END $f$;
+SELECT stream.on_event('m_writer', 'm_stream', $c$ public.m_log_b(event_name) $c$);
+INSERT INTO public.m_stream (event_name) VALUES ('write');},
+	'availability: mallory defines an activation whose condition writes to her own table');
+alice_keeps_working('an activation of mallory\'s writes');
+$t->run('mallory', q{SELECT stream.drop_activation('m_writer')});
+recover();
+
+# 1j. an operator planted later in a schema of bob's search_path is not picked up by bob's
+# activation in the worker (bob's condition was analysed when he defined it)
+$t->mark_log;
+$t->succeeds('mallory', q{
+CREATE FUNCTION public.m_trojan(a numeric, b integer) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $f$
+BEGIN RAISE WARNING 'TROJAN ran as %', current_user; RETURN a >= b::numeric; END $f$;
+CREATE OPERATOR public.>= (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = public.m_trojan);},
+	'1j: mallory plants an operator >= (numeric, integer) in public, which bob\'s search_path has');
+$node->restart;    # the worker loads every definition again
+$t->run('bob', q{INSERT INTO public.bob_private (event_name, user_id, properties) VALUES ('bob_secret', 'b_vip', '{"price": 150}')});
+flush();
+is($t->query('postgres', q{SELECT count(*) FROM stream.activations WHERE activation = 'bob_vip'}), '1',
+	'1j: bob\'s activation fired');
+my @trojan = grep { /WARNING:\s+TROJAN ran as \w/ } split /\n/, slurp_file($node->logfile, $t->{log_offset});
+is(scalar(@trojan), 0, '1j: mallory\'s operator never ran in bob\'s activation (as bob, in the worker)')
+  or diag($trojan[0]);
+$t->run('mallory', q{DROP OPERATOR public.>= (numeric, integer)});
 
 # ---------------------------------------------------------------- end
 is(sec_state(), $CLEAN, 'end: clean');
