@@ -48,6 +48,7 @@
 #include "utils/typcache.h"
 
 #include "aggregate.h"
+#include "owner.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_aggregate_analyze);
@@ -93,18 +94,34 @@ aggregate_hop_oid(void)
 						  4, argtypes, true);
 }
 
+/*
+ * Whether relid is a stream: read as the extension's owner, since the
+ * catalog shows a role only the streams it may read, and one it may not
+ * read deserves "permission denied" (aggregate_shape), not "not a stream".
+ */
 static bool
 relation_is_stream(Oid relid)
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
-	bool		found;
+	volatile bool found = false;
+	OwnerScope	scope = {0};
 
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT 1 FROM stream.streams WHERE relid = $1::regclass",
-							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read stream.streams");
-	found = SPI_processed > 0;
+	owner_enter(&scope, owner_of_extension(), NULL);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args("SELECT 1 FROM stream.streams "
+								  "WHERE relid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read stream.streams");
+		found = SPI_processed > 0;
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
 	SPI_finish();
 	return found;
 }
