@@ -10,6 +10,7 @@
 
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "parser/analyze.h"
@@ -19,6 +20,7 @@
 #include "utils/regproc.h"
 
 #include "act_runtime.h"
+#include "aggregate.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_activation_check);
@@ -76,6 +78,9 @@ static void
 check_act_expr(Node *expr, const char *what)
 {
 	ActWalk		w = {InvalidOid, NULL};
+
+	/* analysed as the role it will run as (the owner): its EXECUTE rights */
+	definition_check_execute(expr, GetUserId());
 
 	if (!act_walker(expr, &w))
 		return;

@@ -126,6 +126,46 @@ relation_is_stream(Oid relid)
 	return found;
 }
 
+/*
+ * EXECUTE on every function a definition calls, for the role it runs as.
+ * PostgreSQL checks it only when an expression is initialised for
+ * execution; a definition is refused when created instead, with the same
+ * 42501, rather than failing in the worker.
+ */
+static bool
+execute_checker(Oid func_id, void *context)
+{
+	Oid			roleid = *(Oid *) context;
+
+	if (pg_proc_aclcheck(func_id, roleid, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", get_func_name(func_id)),
+				 errdetail("The worker runs the definition as its owner, role %s.",
+						   GetUserNameFromId(roleid, false)),
+				 errhint("Ask the function's owner for GRANT EXECUTE ON FUNCTION %s TO %s.",
+						 format_procedure(func_id),
+						 quote_identifier(GetUserNameFromId(roleid, false)))));
+	return false;
+}
+
+static bool
+execute_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, execute_walker, context, 0);
+	(void) check_functions_in_node(node, execute_checker, context);
+	return expression_tree_walker(node, execute_walker, context);
+}
+
+void
+definition_check_execute(Node *node, Oid roleid)
+{
+	(void) execute_walker(node, &roleid);
+}
+
 /* the first function that is not immutable */
 static bool
 mutable_checker(Oid func_id, void *context)
@@ -426,6 +466,7 @@ aggregate_shape(Query *query, Oid owner)
 		}
 	}
 
+	definition_check_execute((Node *) query, owner);
 	if (pg_class_aclcheck(shape->stream, owner, ACL_SELECT) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

@@ -212,6 +212,19 @@ SKIP:
 	         WHERE activation = 'alice_batched'}),
 		'alice,alice', "worker: alice's expressions run as alice");
 
+	# a function alice may not EXECUTE: refused when she defines it
+	sql(q{CREATE FUNCTION su_only(t text) RETURNS boolean IMMUTABLE LANGUAGE sql
+	      SET search_path = public AS $$ SELECT t IS NOT NULL $$;
+	      REVOKE EXECUTE ON FUNCTION su_only(text) FROM PUBLIC});
+	for my $def (
+		q{SELECT stream.create_aggregate('alice_su', $q$ SELECT event_name, count(*) FROM alice_clicks WHERE su_only(user_id) GROUP BY 1 $q$)},
+		q{SELECT stream.on_event('alice_su', 'alice_clicks', 'su_only(user_id)')})
+	{
+		my ($rc, undef, $e) = $node->psql('postgres', "SET ROLE alice; $def");
+		like($e, qr/permission denied for function su_only/,
+			'a definition calling a function its owner may not EXECUTE is refused');
+	}
+
 	# bob reads alice's stream by a grant; once revoked, his activations
 	# stop (the compiled definitions stay loaded: checked at every firing)
 	sql(q{CREATE ROLE bob LOGIN; GRANT USAGE ON SCHEMA stream TO bob});
