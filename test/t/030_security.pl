@@ -752,6 +752,8 @@ forge(
 	  q{UPDATE stream.aggregate_defs SET state_table = 'public.canary', origin = 'elsewhere' WHERE view = 'public.m_agg3'::regclass});
 wake_worker();
 flush();
+# (if the forgery got through, adoption resets origin once it has truncated the table)
+wait_for(qq{SELECT origin = '$here' FROM stream.aggregate_defs WHERE view = 'public.m_agg3'::regclass}, 't', undef, 5);
 attack_ok('2: own aggregate row pointed at the canary (adoption truncates it)');
 su(qq{UPDATE stream.aggregate_defs SET state_table = 'public.m_agg3_state', origin = '$here' WHERE view = 'public.m_agg3'::regclass});
 forge(
@@ -761,6 +763,7 @@ forge(
 	            'SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1', '{QUERY}', 'elsewhere')});
 wake_worker();
 flush();
+wait_for(qq{SELECT count(*) = 0 FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass AND origin <> '$here'}, 't', undef, 5);
 attack_ok('2: forged aggregate row with the victim as state table (adoption truncates it)');
 su(q{DELETE FROM stream.aggregate_defs WHERE view = 'public.m_view'::regclass});
 forge(
@@ -857,6 +860,8 @@ $t->refused('mallory', q{UPDATE stream.aggregate_defs SET query_tree = '{QUERY :
 	'42501', '2: a forged query_tree by mallory: 42501');
 wake_worker();
 flush(undef, '5 s');
+# (if the forgery got through, give the worker the time to load it)
+wait_for(q{SELECT status <> 'backfill' FROM stream.aggregate_defs WHERE view = 'public.m_agg3'::regclass}, 't', undef, 5);
 is($t->query('postgres', 'SELECT 1'), '1', '2: the server answers after the forged query_tree');
 is($t->crashes_in_log, '', '2: no crash or restart in the log');
 
