@@ -87,6 +87,19 @@ static SPIPlanPtr edge_on_plan = NULL;
 static SPIPlanPtr edge_off_plan = NULL;
 static SPIPlanPtr due_plan = NULL;
 
+int32		act_blame = 0;
+XLogRecPtr	act_blame_lsn = InvalidXLogRecPtr;
+char		act_blame_name[NAMEDATALEN * 2];
+
+/* names the activation an error now would belong to (copied: SPI memory goes at abort) */
+void
+act_set_blame(int32 act_id, const char *name, XLogRecPtr applied_lsn)
+{
+	act_blame = act_id;
+	act_blame_lsn = applied_lsn;
+	strlcpy(act_blame_name, name ? name : "?", sizeof(act_blame_name));
+}
+
 /* earliest open deadline: 0 = unknown (ask the table), DT_NOEND = none */
 static TimestampTz next_due = 0;
 
@@ -253,7 +266,7 @@ act_owner_may_read(ActRuntime *act)
  * adopted first: they start from the current WAL position.
  */
 List *
-act_load_batched(void)
+act_load_batched(List *skip)
 {
 	List	   *acts = NIL;
 	uint64		n;
@@ -293,8 +306,14 @@ act_load_batched(void)
 		bool		isnull;
 		Datum		d;
 		ActRuntime *act;
+		int32		act_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 
-		act = act_compile(DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull)),
+		if (list_member_int(skip, act_id))
+			continue;
+		/* a definition that does not compile is blamed for it */
+		act_set_blame(act_id, SPI_getvalue(tup, desc, 2),
+					  DatumGetLSN(SPI_getbinval(tup, desc, 13, &isnull)));
+		act = act_compile(act_id,
 						  SPI_getvalue(tup, desc, 2), kind,
 						  DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull)),
 						  DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull)),
@@ -310,6 +329,7 @@ act_load_batched(void)
 			act->within = datumCopy(d, false, sizeof(Interval));
 		act->applied_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 13, &isnull));
 		act->notify_id = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
+		act_blame = 0;
 		act->denied = !act_owner_may_read(act);
 		if (act->denied)
 			ereport(WARNING,
@@ -476,7 +496,10 @@ act_match_in_scope(ActRuntime *act, TupleTableSlot *row)
 	if (fire_cxt == NULL)
 		fire_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events activations",
 										 ALLOCSET_DEFAULT_SIZES);
+	/* an error now is this activation's own (decode.c parks it) */
+	act_set_blame(act->act_id, act->name, act->applied_lsn);
 	evaluate_in_scope(act, row, &ev);
+	act_blame = 0;
 	if (act->kind == ACT_EVENT)
 	{
 		if (ev.starts)

@@ -57,8 +57,21 @@ extern void activation_analyze(Oid rel, const char *condition, const char *key,
 							   const char *payload, Node **cond_expr,
 							   Node **key_expr, Node **payload_expr);
 
-/* act_runtime.c: loading (in a transaction with SPI, into CurrentMemoryContext) */
-extern List *act_load_batched(void);
+/*
+ * The activation whose compilation or evaluation is under way (0: none),
+ * and its applied LSN: an error then is its own (decode.c parks it).
+ */
+extern int32 act_blame;
+extern XLogRecPtr act_blame_lsn;
+extern char act_blame_name[NAMEDATALEN * 2];
+
+extern void act_set_blame(int32 act_id, const char *name, XLogRecPtr applied_lsn);
+
+/*
+ * act_runtime.c: loading (in a transaction with SPI, into
+ * CurrentMemoryContext); the act_ids in skip (parked) are not compiled
+ */
+extern List *act_load_batched(List *skip);
 extern bool act_owner_may_read(ActRuntime *act);
 extern ActRuntime *act_compile(int32 act_id, const char *name, ActKind kind, Oid rel,
 							   Oid owner, const char *condition, const char *cancelled_by,

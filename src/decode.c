@@ -189,6 +189,25 @@ static TimestampTz batch_started = 0;
 static TimestampTz next_attempt = 0;
 static TimestampTz last_idle_write = 0;
 static AggRuntime *current_rt = NULL;	/* for error attribution */
+static int32 blame_agg = 0;		/* the aggregate being compiled */
+static XLogRecPtr blame_lsn = InvalidXLogRecPtr;
+static char blame_name[NAMEDATALEN];
+
+/*
+ * Definitions parked after an error of their own (a failure boundary per
+ * definition): not loaded, so the others go on; their applied LSN still
+ * holds the slot, so a parked definition replays from it once it runs
+ * again.  Kept by this worker only: an aggregate runs again when rebuilt
+ * (stream.rebuild_aggregate), either kind when the worker restarts.
+ */
+typedef struct ParkedDef
+{
+	bool		is_act;
+	int32		id;
+	XLogRecPtr	applied_lsn;	/* invalid: was backfilling */
+} ParkedDef;
+
+static List *parked = NIL;		/* ParkedDef, in consumer_cxt */
 static char *last_warning = NULL;
 static int	se_slot_warning_mb = 1024;
 static TimestampTz last_slot_warning = 0;
@@ -639,6 +658,83 @@ init_threshold(AggRuntime *rt, ActRuntime *act)
 	rt->thresholds = lappend(rt->thresholds, act);
 }
 
+/*
+ * Whether a definition is parked.  An aggregate stays parked while its
+ * catalog row says 'error'; rebuilt (or set right otherwise), it runs again.
+ */
+static bool
+is_parked(bool is_act, int32 id, bool in_error)
+{
+	ListCell   *lc;
+
+	foreach(lc, parked)
+	{
+		ParkedDef  *p = lfirst(lc);
+
+		if (p->is_act != is_act || p->id != id)
+			continue;
+		if (is_act || in_error)
+			return true;
+		parked = foreach_delete_current(parked, lc);
+		return false;
+	}
+	return false;
+}
+
+/*
+ * After an error: the definition it belongs to, if any, is parked (*what
+ * names it), unless the error is one that passes by itself (deadlock,
+ * serialisation, lock or statement timeout, shutdown, resources), which is
+ * retried as before.  Returns the aggregate the error belongs to (0: none
+ * or an activation).
+ */
+static int32
+park_blamed(ErrorData *edata, char **what)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+	ParkedDef  *p;
+	MemoryContext old;
+
+	*what = NULL;
+	if (class == ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_OPERATOR_INTERVENTION) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_SYSTEM_ERROR) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_CONNECTION_EXCEPTION))
+		return current_rt ? current_rt->agg_id : blame_agg;
+	old = MemoryContextSwitchTo(consumer_cxt);
+	p = palloc0(sizeof(ParkedDef));
+	if (current_rt)
+	{
+		p->id = current_rt->agg_id;
+		p->applied_lsn = current_rt->backfill ? InvalidXLogRecPtr : current_rt->applied_lsn;
+		*what = psprintf("continuous aggregate %s", current_rt->name);
+	}
+	else if (blame_agg)
+	{
+		p->id = blame_agg;
+		p->applied_lsn = blame_lsn;
+		*what = psprintf("continuous aggregate %s", blame_name);
+	}
+	else if (act_blame)
+	{
+		p->is_act = true;
+		p->id = act_blame;
+		p->applied_lsn = act_blame_lsn;
+		*what = psprintf("activation %s", act_blame_name);
+	}
+	else
+	{
+		pfree(p);
+		p = NULL;
+	}
+	if (p)
+		parked = lappend(parked, p);
+	MemoryContextSwitchTo(old);
+	return (p && !p->is_act) ? p->id : 0;
+}
+
 /* reads the catalog and compiles every aggregate; in a transaction with SPI */
 static void
 load_definitions(const char *signature)
@@ -651,7 +747,7 @@ load_definitions(const char *signature)
 	free_definitions();
 	if (SPI_execute("SELECT agg_id, view::oid, state_table::oid, stream::oid, owner::oid, "
 					"query_tree, applied_lsn IS NULL, coalesce(applied_lsn, '0/0'), apply_rate, "
-					"view_select, state_keys, search_path "
+					"view_select, state_keys, search_path, status = 'error' "
 					"FROM stream.aggregate_defs ORDER BY agg_id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.aggregate_defs");
 	n = SPI_processed;
@@ -670,12 +766,20 @@ load_definitions(const char *signature)
 		bool		backfill = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 		XLogRecPtr	applied = DatumGetLSN(SPI_getbinval(tup, desc, 8, &isnull));
 		Datum		rate = SPI_getbinval(tup, desc, 9, &isnull);
+		bool		in_error = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
 		AggRuntime *rt;
 		StreamFeed *feed;
 
+		if (is_parked(false, agg_id, in_error))
+			continue;
 		old = MemoryContextSwitchTo(defs_cxt);
+		/* an error while compiling is this aggregate's own */
+		blame_agg = agg_id;
+		blame_lsn = backfill ? InvalidXLogRecPtr : applied;
+		strlcpy(blame_name, get_rel_name(view) ? get_rel_name(view) : "?", sizeof(blame_name));
 		rt = compile_definition(agg_id, view, state_rel, stream, owner, tree,
 								SPI_getvalue(tup, desc, 12), backfill, applied);
+		blame_agg = 0;
 		rt->apply_rate = isnull ? 0 : DatumGetFloat8(rate);
 		rt->view_select = SPI_getvalue(tup, desc, 10);
 		rt->state_keys = SPI_getvalue(tup, desc, 11);
@@ -685,7 +789,14 @@ load_definitions(const char *signature)
 		MemoryContextSwitchTo(old);
 	}
 	old = MemoryContextSwitchTo(defs_cxt);
-	acts = act_load_batched();
+	{
+		List	   *skip = NIL;
+
+		foreach(lc, parked)
+			if (((ParkedDef *) lfirst(lc))->is_act)
+				skip = lappend_int(skip, ((ParkedDef *) lfirst(lc))->id);
+		acts = act_load_batched(skip);
+	}
 	foreach(lc, acts)
 	{
 		ActRuntime *act = lfirst(lc);
@@ -716,7 +827,12 @@ load_definitions(const char *signature)
 				if (!XLogRecPtrIsInvalid(act->applied_lsn))
 					rt->thresholds = lappend(rt->thresholds, act);
 				else if (!rt->backfill)
+				{
+					/* an error in its condition is the threshold's own */
+					act_set_blame(act->act_id, act->name, InvalidXLogRecPtr);
 					init_threshold(rt, act);
+					act_blame = 0;
+				}
 				else
 					rt->pending_thresholds = lappend(rt->pending_thresholds, act);
 			}
@@ -1572,6 +1688,15 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 		if (XLogRecPtrIsInvalid(confirm) || act->applied_lsn < confirm)
 			confirm = act->applied_lsn;
 	}
+	/* a parked definition replays from its applied LSN when it runs again */
+	foreach(lc, parked)
+	{
+		ParkedDef  *p = lfirst(lc);
+
+		if (!XLogRecPtrIsInvalid(p->applied_lsn) &&
+			!XLogRecPtrIsInvalid(confirm) && p->applied_lsn < confirm)
+			confirm = p->applied_lsn;
+	}
 	/*
 	 * The slot may forget WAL only once the commits that recorded these
 	 * applied LSNs are flushed (they are, with synchronous_commit on; kept
@@ -1834,15 +1959,24 @@ decode_available(void)
 
 /* ---------- errors ---------- */
 
+/*
+ * Reports an error of a round; what names the definition parked for it
+ * (park_blamed), agg_id the aggregate whose catalog row says so (0: the
+ * error is nobody's own, every aggregate's row says it).
+ */
 static void
-record_error(ErrorData *edata)
+record_error(ErrorData *edata, int32 agg_id, const char *what)
 {
 	char	   *msg = edata->message ? edata->message : "unknown error";
-	bool		all = (current_rt == NULL);
-	int32		agg_id = current_rt ? current_rt->agg_id : 0;
+	bool		all = (agg_id == 0 && what == NULL);
 	OriginTag	tag = {0};
 
-	if (last_warning == NULL || strcmp(last_warning, msg) != 0)
+	if (what != NULL)
+		ereport(WARNING,
+				(errmsg("stream_events parked %s after its error: %s", what, msg),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 errhint("The other definitions go on. Fix the cause, then stream.rebuild_aggregate() an aggregate, or drop and create an activation again; the worker also retries it when it restarts.")));
+	else if (last_warning == NULL || strcmp(last_warning, msg) != 0)
 	{
 		ereport(WARNING,
 				(errmsg("stream_events could not maintain continuous aggregates: %s", msg),
@@ -1899,7 +2033,7 @@ read_signature(bool *installed)
 	 * rebuilt and adopted aggregates show in agg_id and applied_lsn.
 	 */
 	if (SPI_execute("SELECT nullif(concat_ws('|', "
-					"(SELECT string_agg(agg_id || ':' || (applied_lsn IS NULL)::text, ',' ORDER BY agg_id) "
+					"(SELECT string_agg(agg_id || ':' || (applied_lsn IS NULL)::text || (status = 'error')::text, ',' ORDER BY agg_id) "
 					" FROM stream.aggregate_defs), "
 					"(SELECT 'a' || string_agg(act_id::text, ',' ORDER BY act_id) "
 					" FROM stream.activation_defs WHERE delivery = 'batched')), '')", true, 0) == SPI_OK_SELECT &&
@@ -2097,6 +2231,8 @@ aggregates_round(bool *installed)
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		int32		park_agg;
+		char	   *park_what;
 
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
@@ -2115,10 +2251,14 @@ aggregates_round(bool *installed)
 				ReplicationSlotRelease();
 		}
 		PG_END_TRY();
+		/* before free_definitions: current_rt lives in defs_cxt */
+		park_agg = park_blamed(edata, &park_what);
 		free_definitions();
-		record_error(edata);
+		record_error(edata, park_agg, park_what);
 		FreeErrorData(edata);
 		current_rt = NULL;
+		blame_agg = 0;
+		act_blame = 0;
 		next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
 		MemoryContextSwitchTo(caller);
 	}

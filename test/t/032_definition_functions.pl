@@ -281,14 +281,43 @@ SKIP:
 		'NOTIFY payloads are {"id": n} only') or diag(join("\n", @notes));
 }
 
+# -- a definition that fails is parked; the others go on ----------------------
+sql(q{CREATE TABLE fragile (bad text);
+CREATE FUNCTION fragile_key(u text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN IF u = 'poison' THEN RAISE EXCEPTION 'poisoned key'; END IF; RETURN u; END $$;
+CREATE FUNCTION fragile_cond(u text) RETURNS boolean IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN IF u = 'poison' THEN RAISE EXCEPTION 'poisoned condition'; END IF; RETURN true; END $$;});
+$query{fragile_agg} = q{SELECT fragile_key(user_id) AS u, count(*) AS n FROM clicks GROUP BY 1};
+sql(qq{SELECT stream.create_aggregate('fragile_agg', \$q\$ $query{fragile_agg} \$q\$)});
+sql(q{SELECT stream.on_event('fragile_act', 'clicks', 'fragile_cond(user_id)', notify => 'id')});
+sql(q{SELECT stream.flush('fragile_agg', timeout => '60 s')});
+my $buys_before = sql(q{SELECT count(*) FROM stream.activations WHERE activation = 'buys_sql'});
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('buy', 'poison'), ('buy', 'fine')});
+sql(q{SELECT stream.flush('by_who_sql', timeout => '60 s')});
+oracle_equal('by_who_sql', 'while another definition fails');
+is(wait_for(q{SELECT count(*) FROM stream.activations WHERE activation = 'buys_sql'}, $buys_before + 2),
+	$buys_before + 2, 'activations go on while another definition fails');
+is(wait_for(q{SELECT status FROM stream.aggregate_defs WHERE view = 'fragile_agg'::regclass}, 'error'),
+	'error', 'the failing aggregate is parked (status error)');
+like(sql(q{SELECT last_error FROM stream.aggregate_defs WHERE view = 'fragile_agg'::regclass}),
+	qr/poisoned key/, 'its last_error says why');
+# fixed and rebuilt: equal to its defining query again
+sql(q{CREATE OR REPLACE FUNCTION fragile_key(u text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN RETURN u; END $$});
+sql(q{SELECT stream.rebuild_aggregate('fragile_agg')});
+sql(q{SELECT stream.flush('fragile_agg', timeout => '60 s')});
+oracle_equal('fragile_agg', 'fixed and rebuilt');
+
 # -- the worker never crashed ------------------------------------------------
-sql(q{SELECT stream.flush(timeout => '60 s')});
+sql(q{SELECT stream.flush('by_who_sql', timeout => '60 s')});
 is(sql(q{SELECT pid FROM pg_stat_activity WHERE application_name = 'stream_events worker'}),
 	$worker_pid, 'the same worker ran throughout');
 my $log = slurp_file($node->logfile);
 unlike($log, qr/terminated by signal/, 'no process was terminated by a signal');
 is(sql(q{SELECT count(*) FROM stream.aggregates WHERE state <> 'running'}), '0',
 	'every aggregate is running');
+my @crashes = ($log =~ /(server process .* was terminated|terminating any other active server processes)/g);
+is(scalar(@crashes), 0, 'no restart of the cluster');
 
 $node->stop;
 done_testing();
