@@ -866,6 +866,84 @@ END $function$
 ;
 
 
+CREATE OR REPLACE FUNCTION stream._flush_hint(status text, last_error text)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT CASE
+        WHEN current_setting('shared_preload_libraries') !~ '(^|[ ,])"?stream_events"?($|[ ,])' THEN
+            'The background worker is not running: add stream_events to shared_preload_libraries in postgresql.conf and restart the server.'
+        WHEN current_setting('wal_level') <> 'logical' THEN
+            'The worker reads changes by logical decoding: set wal_level = logical in postgresql.conf and restart the server.'
+        WHEN last_error LIKE '%may not be used as an output plugin%' THEN
+            'The server refuses this library as an output plugin: add stream_events to output_plugin_libraries (superuser setting, PostgreSQL 15.20 and later) and reload.'
+        WHEN NOT EXISTS (SELECT 1 FROM stream.worker_status() w
+                         WHERE w.datname = current_database() AND w.pid IS NOT NULL) THEN
+            'This database has no running stream_events worker: see stream.worker_status() and the server log (max_worker_processes may be too low).'
+        WHEN status = 'error' THEN
+            'The aggregate stopped on the error above: fix its cause, then SELECT stream.rebuild_aggregate(...).'
+        WHEN status = 'backfill' THEN
+            'The aggregate is still backfilling its stream: pass a longer timeout (see stream.aggregates for progress).'
+        ELSE
+            'The worker is behind: pass a longer timeout, and see lag_bytes and apply_rate in stream.aggregates.'
+    END
+$function$
+;
+COMMENT ON FUNCTION stream._flush_hint(text,text) IS 'The HINT of stream.flush when it times out: the likeliest cause (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream.flush(name text DEFAULT NULL::text, timeout interval DEFAULT '00:00:10'::interval)
+ RETURNS pg_lsn
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    target   pg_lsn;
+    deadline timestamptz := clock_timestamp() + coalesce(timeout, interval '10 s');
+    one      stream.aggregate_defs;
+    behind   record;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'stream.flush cannot wait inside a % transaction', current_setting('transaction_isolation')
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = 'Its snapshot would never show the worker''s progress.',
+                  HINT = 'Call stream.flush in a READ COMMITTED transaction, before starting the REPEATABLE READ one.';
+    END IF;
+    IF name IS NOT NULL THEN
+        one := stream._aggregate_lookup(name);
+    END IF;
+    -- Every change committed before this call ends before target.
+    target := stream._aggregate_wake(true);
+    LOOP
+        SELECT d.view, d.status, d.last_error, d.applied_lsn INTO behind
+        FROM stream.aggregate_defs d
+        WHERE (one.agg_id IS NULL OR d.agg_id = one.agg_id)
+          AND (d.status <> 'running' OR d.applied_lsn IS NULL OR d.applied_lsn < target)
+        ORDER BY d.agg_id LIMIT 1;
+        IF NOT FOUND AND one.agg_id IS NULL THEN
+            -- activations (piece 70) are looked at by the same consumer
+            SELECT d.name AS view, 'running' AS status, NULL::text AS last_error, d.applied_lsn INTO behind
+            FROM stream.activation_defs d
+            WHERE d.delivery = 'batched' AND (d.applied_lsn IS NULL OR d.applied_lsn < target)
+            ORDER BY d.act_id LIMIT 1;
+        END IF;
+        EXIT WHEN NOT FOUND;
+        IF clock_timestamp() >= deadline THEN
+            RAISE EXCEPTION 'continuous aggregate % has not caught up within %', behind.view, timeout
+                USING ERRCODE = 'query_canceled',
+                      DETAIL = format('Status %s, applied up to %s, waiting for %s.%s', behind.status,
+                                      coalesce(behind.applied_lsn::text, 'nothing yet'), target,
+                                      coalesce(' Last error: ' || behind.last_error, '')),
+                      HINT = stream._flush_hint(behind.status, behind.last_error);
+        END IF;
+        PERFORM pg_sleep(0.005);
+    END LOOP;
+    RETURN target;
+END $function$
+;
+
+
 CREATE OR REPLACE FUNCTION stream._aggregate_adopt()
  RETURNS integer
  LANGUAGE plpgsql
