@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  * stream_events.c
  *	  Module entry point: _PG_init, the GUCs, the shared-memory hooks and
- *	  the utility hook that stops a database's worker before a DROP DATABASE
- *	  that would pass its permission checks.
+ *	  the utility hook: it stops a database's worker before a DROP DATABASE
+ *	  that would pass its permission checks, and keeps streams append-only
+ *	  at the DDL level (ddl_guard.c: no DROP/DETACH/TRUNCATE of a stream's
+ *	  partitions, no change to envelope columns).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -25,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "aggregate.h"
+#include "ddl_guard.h"
 #include "stream_events.h"
 
 PG_MODULE_MAGIC;
@@ -37,6 +40,8 @@ const char *const envelope_column_names[ENV_NCOLUMNS] = {
 int			se_naptime = 5;
 int			se_partitions_ahead = 3;
 int			se_partitions_behind = 3;
+static int	se_max_partitions_behind = 100;
+static int	se_max_partitions_per_run = 16;
 int			se_max_streams = 1000;
 bool		se_preloaded = false;
 
@@ -226,6 +231,9 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	const char *volatile busy_name = NULL;
 	MemoryContext ccxt = CurrentMemoryContext;
 
+	/* append-only: TRUNCATE, DETACH, envelope ALTERs refused up front */
+	ddl_guard_before(parsetree);
+
 	if (se_preloaded)
 	{
 		if (IsA(parsetree, DropdbStmt))
@@ -284,6 +292,9 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	}
 	PG_END_TRY();
 
+	/* a stream's partition dropped while the stream stays: undone */
+	ddl_guard_after();
+
 	/* once the transaction ends: the launcher sees only committed databases */
 	if (created != NULL)
 	{
@@ -309,6 +320,18 @@ _PG_init(void)
 							"Partitions the worker keeps created before the current one, for late events.",
 							NULL, &se_partitions_behind, 3, 0, 1000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+	/* the bound of partition creation (stream.maintain, docs/streams.md) */
+	DefineCustomIntVariable("stream_events.max_partitions_behind",
+							"Oldest partition maintenance creates for late events, in partitions before the current one.",
+							"Events older than that (or than now() - retention) stay in the default partition, "
+							"as do events after the last partition kept ahead (stream_events.partitions_ahead).",
+							&se_max_partitions_behind, 100, 0, 100000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.max_partitions_per_run",
+							"Partitions one maintenance run creates per stream for events in its default partition.",
+							"The rest are created at the next runs.",
+							&se_max_partitions_per_run, 16, 1, 10000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	DefineCustomStringVariable("stream_events.max_future",
 							   "How far ahead of the server clock occurred_at may be, for streams with no max_future of their own (empty: no limit).",
@@ -319,6 +342,15 @@ _PG_init(void)
 	jsonschema_init();
 	stats_init();
 	aggregate_init();
+
+	/*
+	 * The DDL guard works wherever the library is loaded (with
+	 * shared_preload_libraries: every backend); the utility hook's
+	 * DROP DATABASE part acts only when preloaded (se_preloaded).
+	 */
+	ddl_guard_init();
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = se_ProcessUtility;
 
 	if (!process_shared_preload_libraries_in_progress)
 	{
@@ -338,8 +370,6 @@ _PG_init(void)
 	shmem_request_hook = se_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = se_shmem_startup;
-	prev_ProcessUtility = ProcessUtility_hook;
-	ProcessUtility_hook = se_ProcessUtility;
 
 	worker_register_launcher();
 }

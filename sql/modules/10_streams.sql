@@ -363,7 +363,8 @@ BEGIN
                    RETURNING k.schema_uri),
              r AS (DELETE FROM stream.schemas g USING c WHERE g.uri = c.schema_uri)
         DELETE FROM stream.dedup_keys d USING s WHERE d.stream_id = s.stream_id;
-        IF q IS NOT NULL THEN
+        -- (DROP SCHEMA ... CASCADE and DROP OWNED drop it in the same command)
+        IF q IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = q) THEN
             EXECUTE format('DROP TABLE IF EXISTS %s', q);
         END IF;
     END LOOP;
@@ -387,7 +388,24 @@ COMMENT ON FUNCTION stream._partition_name(regclass, timestamptz, interval) IS
 
 -- Creates the partition [lower_bound, upper_bound) of a stream unless it
 -- exists, moving any events the default partition holds for that range.  The
--- table is created detached and then attached, which does not block producers.
+-- table is created detached, the events are moved into it while producers
+-- go on, and it is attached with ATTACH PARTITION, which takes only SHARE
+-- UPDATE EXCLUSIVE on the stream (producers' ROW EXCLUSIVE does not
+-- conflict) and ACCESS EXCLUSIVE on the default partition.
+--
+-- The race: a producer statement that began before the ATTACH commits
+-- routes with the partitions it saw then; a row of the new range goes to
+-- the default partition and fails its new constraint (23514).  So:
+-- - a range that starts more than an hour ahead and has no events in the
+--   default partition (the partitions kept ahead: the usual case) is
+--   attached under the default partition's lock alone: producers of
+--   current events never wait; only an event more than an hour ahead, in
+--   the very range, sent during the attach could meet the race;
+-- - any other range (events are arriving for it: late events, a backfill,
+--   partitions_ahead = 0) waits for in-flight producers of the stream
+--   (LOCK ... IN SHARE MODE) before attaching, as before, but only after
+--   the bulk of its events has been moved, so producers wait for the
+--   attach, not for the move.
 CREATE FUNCTION stream._ensure_partition(rel regclass, lower_bound timestamptz, width interval)
 RETURNS bigint LANGUAGE plpgsql SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -410,26 +428,63 @@ BEGIN
     FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
     WHERE i.inhparent = rel AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
 
-    -- Producers route rows with the partitions they saw when their statement
-    -- began; one that routed a row to the default partition before this
-    -- ATTACH committed would then fail the default partition's new
-    -- constraint.  So wait for in-flight producer transactions first (and
-    -- make new ones wait for this one; the worker gives up after its
-    -- lock_timeout and tries again at its next run).
-    EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
     EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING STORAGE)', nsp, pname, rel);
     part := format('%I.%I', nsp, pname)::regclass;
     EXECUTE format('ALTER TABLE %s OWNER TO %I', part, owner::text);
     IF dflt IS NOT NULL THEN
+        -- the bulk, while producers go on
         moved := stream._move_rows(dflt, part, lower_bound, upper_bound);
+        IF moved = 0 AND lower_bound > now() + interval '1 hour' THEN
+            -- ahead: only producers writing to the default partition wait
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', dflt);
+        ELSE
+            -- the range receives events: in-flight producers finish first
+            EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
+        END IF;
+        -- what arrived since the bulk move (the lock stops more)
+        moved := moved + stream._move_rows(dflt, part, lower_bound, upper_bound);
     END IF;
-    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
-                   rel, part, lower_bound, upper_bound);
+    -- bounds in UTC ISO form, whatever the session's DateStyle and TimeZone
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', rel, part,
+                   to_char(lower_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
+                   to_char(upper_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
     PERFORM stream._add_truncate_guard(part);
     RETURN moved;
 END $$;
 COMMENT ON FUNCTION stream._ensure_partition(regclass, timestamptz, interval) IS
     'Creates one partition of a stream if missing, adopting matching rows of the default partition; returns the rows adopted, NULL if it existed (internal)';
+
+-- Retention: the one way a partition leaves a stream that stays (the DDL
+-- guard, src/ddl_guard.c, refuses DROP/DETACH/TRUNCATE of partitions).
+CREATE FUNCTION stream._drop_expired_partition(part regclass) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'stream_drop_expired_partition' LANGUAGE C STRICT;
+COMMENT ON FUNCTION stream._drop_expired_partition(regclass) IS
+    'Drops a partition of a stream that ends before now() - the stream''s retention (true), else nothing (false); DROP TABLE checks ownership (internal, stream.maintain)';
+
+-- Events in a stream's default partition: those outside the partitions
+-- maintenance creates (stream_events.partitions_ahead,
+-- stream_events.max_partitions_behind, retention) and those not adopted yet.
+-- NULL for a role that may not read the stream.
+CREATE FUNCTION stream._default_partition_events(stream regclass) RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dflt regclass;
+    n    bigint;
+BEGIN
+    IF NOT pg_catalog.has_table_privilege(stream, 'SELECT') THEN
+        RETURN NULL;
+    END IF;
+    SELECT i.inhrelid::regclass INTO dflt
+    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = stream AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
+    IF dflt IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %s', dflt) INTO n;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION stream._default_partition_events(regclass) IS
+    'Events a stream''s default partition holds (outside the partition bound, or not adopted yet); NULL without SELECT on the stream (internal, stream.stream_list)';
 
 CREATE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_id integer) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -465,6 +520,10 @@ DECLARE
     b       timestamptz;
     n_ahead  integer := coalesce(current_setting('stream_events.partitions_ahead', true)::integer, 3);
     n_behind integer := coalesce(current_setting('stream_events.partitions_behind', true)::integer, 3);
+    max_behind integer := coalesce(current_setting('stream_events.max_partitions_behind', true)::integer, 100);
+    per_run  integer := coalesce(current_setting('stream_events.max_partitions_per_run', true)::integer, 16);
+    lo      timestamptz;
+    hi      timestamptz;
     dflt    regclass;
     p       record;
     created integer;
@@ -496,14 +555,30 @@ BEGIN
             END IF;
             b := stream._bucket_end(b, s.partition_interval);
         END LOOP;
-        -- Events that landed in the default partition (far past or future).
+        -- Events that landed in the default partition (late or early):
+        -- partitions for them only within the bound, at most per_run per
+        -- run.  The bound: from max_behind partitions before the current
+        -- one (not before now() - retention) to the end of the last one
+        -- kept ahead.  Events outside stay in the default partition
+        -- (stream.stream_list.default_partition_events), so random far-past
+        -- or far-future timestamps cannot create thousands of partitions.
+        b := stream._bucket_start(now(), s.partition_interval);
+        lo := ((b AT TIME ZONE 'UTC') - s.partition_interval * max_behind) AT TIME ZONE 'UTC';
+        hi := ((b AT TIME ZONE 'UTC') + s.partition_interval * (n_ahead + 1)) AT TIME ZONE 'UTC';
+        IF s.retention IS NOT NULL AND lo < now() - s.retention THEN
+            lo := now() - s.retention;
+        END IF;
         SELECT i.inhrelid::regclass INTO dflt
         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = s.relid AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
-        IF dflt IS NOT NULL THEN
-            FOR b IN EXECUTE format('SELECT DISTINCT stream._bucket_start(occurred_at, %L) FROM %s ORDER BY 1',
-                                    s.partition_interval, dflt)
+        IF dflt IS NOT NULL AND lo < hi THEN
+            FOR b IN EXECUTE format('SELECT DISTINCT stream._bucket_start(occurred_at, $1) FROM %s '
+                                    'WHERE occurred_at >= $2 AND occurred_at < $3 ORDER BY 1 DESC LIMIT $4', dflt)
+                     USING s.partition_interval, lo, hi, per_run
             LOOP
+                -- a bucket that starts before lo may end after now() - retention
+                CONTINUE WHEN s.retention IS NOT NULL
+                              AND stream._bucket_end(b, s.partition_interval) <= now() - s.retention;
                 n := stream._ensure_partition(s.relid, b, s.partition_interval);
                 IF n IS NOT NULL THEN
                     created := created + 1;
@@ -521,8 +596,9 @@ BEGIN
                                          'TO \(''([^'']*)''\)'))[1]::timestamptz
                            <= now() - s.retention
             LOOP
-                EXECUTE format('DROP TABLE %s', p.part);
-                dropped := dropped + 1;
+                IF stream._drop_expired_partition(p.part) THEN
+                    dropped := dropped + 1;
+                END IF;
             END LOOP;
         END IF;
         -- Dedup keys past the window.
@@ -557,11 +633,12 @@ SELECT s.relid::text AS stream,
        s.retention,
        s.dedup_window,
        (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = s.relid) AS partitions,
-       s.created_at
+       s.created_at,
+       stream._default_partition_events(s.relid) AS default_partition_events
 FROM stream.streams s
 JOIN pg_catalog.pg_class c ON c.oid = s.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE stream._stream_visible(s.relid);
 COMMENT ON VIEW stream.stream_list IS
-    'Streams with their options and partition count';
+    'Streams with their options, partition count and the events their default partition holds (outside the partition bound, or not adopted yet)';
 GRANT SELECT ON stream.stream_list TO PUBLIC;
