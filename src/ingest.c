@@ -47,7 +47,11 @@ typedef struct IngestRow
 {
 	Datum		values[N_INGEST_COLS];
 	bool		nulls[N_INGEST_COLS];
+	const char *occurred_field; /* the key occurred_at came from, or NULL */
 } IngestRow;
+
+/* the chunk being inserted, counted by the insert trigger (stream.c) */
+IngestProgress *se_ingest_progress = NULL;
 
 /* column order of the INSERT below */
 enum
@@ -233,6 +237,35 @@ default_row(IngestRow *row)
 	row->nulls[C_USER_ID] = row->nulls[C_ANONYMOUS_ID] = row->nulls[C_SESSION_ID] = true;
 	row->values[C_PROPERTIES] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	row->values[C_CONTEXT] = row->values[C_PROPERTIES];
+	row->occurred_field = NULL;
+}
+
+static char *
+row_event_id(IngestRow *row)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, row->values[C_EVENT_ID]));
+}
+
+/*
+ * occurred_at 'infinity' / '-infinity' fits no partition and no window
+ * (the insert trigger refuses it too; here the error names the element).
+ */
+static void
+check_finite(int index, IngestRow *row)
+{
+	TimestampTz t = DatumGetTimestampTz(row->values[C_OCCURRED_AT]);
+
+	if (!TIMESTAMP_NOT_FINITE(t))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+			 errmsg("invalid event at index %d of the batch: field \"%s\" must be a finite time",
+					index, row->occurred_field ? row->occurred_field : "occurred_at"),
+			 errdetail("The value at JSON pointer \"/%d/%s\" is %s (event_id %s).",
+					   index, row->occurred_field ? row->occurred_field : "occurred_at",
+					   TIMESTAMP_IS_NOBEGIN(t) ? "-infinity" : "infinity",
+					   row_event_id(row)),
+			 errhint("Send the time the event happened as an ISO 8601 string, e.g. \"2026-11-23T10:00:00Z\", or omit it to use the time of ingest.")));
 }
 
 /* An element named like the envelope columns. */
@@ -282,7 +315,10 @@ map_envelope(int index, Jsonb *obj, IngestRow *row)
 			Datum		d = timestamp_field(index, key, &v, &isnull);
 
 			if (!isnull)
+			{
 				row->values[C_OCCURRED_AT] = d;
+				row->occurred_field = "occurred_at";
+			}
 		}
 		else if (strcmp(key, "received_at") == 0)
 			bad_field(index, key, "is set by the server",
@@ -433,6 +469,7 @@ map_segment(int index, Jsonb *obj, IngestRow *row)
 			if (!isnull)
 			{
 				row->values[C_OCCURRED_AT] = d;
+				row->occurred_field = key[0] == 't' ? "timestamp" : "originalTimestamp";
 				have_timestamp = (key[0] == 't');
 			}
 			if (key[0] == 'o')
@@ -545,8 +582,41 @@ looks_like_segment(Jsonb *obj)
 	return false;
 }
 
+/*
+ * An error the insert trigger raised for one row of the chunk (a contract
+ * rejection, an envelope check), re-raised naming the batch index and the
+ * event_id, without the internal INSERT in its CONTEXT.  Other errors
+ * (cancel, lock timeout, ...) go on as they are.
+ */
+static void
+insert_chunk_error(ErrorData *edata, IngestRow *rows, int n, int base, int seen)
+{
+	int			cls = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+	int			i = seen - 1;
+
+	if (cls != ERRCODE_DATA_EXCEPTION && cls != ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION &&
+		cls != ERRCODE_TO_CATEGORY(ERRCODE_INVALID_PARAMETER_VALUE))
+		ReThrowError(edata);
+	if (i < 0 || i >= n)
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg_internal("%s", edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+	ereport(ERROR,
+			(errcode(edata->sqlerrcode),
+			 errmsg_internal("invalid event at index %d of the batch: %s",
+							 base + i, edata->message),
+			 edata->detail ?
+			 errdetail_internal("At JSON pointer \"/%d\", event_id %s: %s",
+								base + i, row_event_id(&rows[i]), edata->detail) :
+			 errdetail_internal("At JSON pointer \"/%d\", event_id %s.",
+								base + i, row_event_id(&rows[i])),
+			 edata->hint ? errhint("%s", edata->hint) : 0));
+}
+
 static uint64
-insert_chunk(const char *sql, IngestRow *rows, int n)
+insert_chunk(const char *sql, Oid relid, IngestRow *rows, int n, int base)
 {
 	Datum		args[N_INGEST_COLS];
 	char		nulls[N_INGEST_COLS];
@@ -574,10 +644,29 @@ insert_chunk(const char *sql, IngestRow *rows, int n)
 	}
 	{
 		Oid			argtypes[N_INGEST_COLS];
+		IngestProgress progress = {.stream_relid = relid,.rows_seen = 0};
+		IngestProgress *saved = se_ingest_progress;
+		MemoryContext ctx = CurrentMemoryContext;
 
 		for (int c = 0; c < N_INGEST_COLS; c++)
 			argtypes[c] = get_array_type(col_types[c]);
-		ret = SPI_execute_with_args(sql, N_INGEST_COLS, argtypes, args, nulls, false, 0);
+		se_ingest_progress = &progress;
+		PG_TRY();
+		{
+			ret = SPI_execute_with_args(sql, N_INGEST_COLS, argtypes, args, nulls, false, 0);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			se_ingest_progress = saved;
+			MemoryContextSwitchTo(ctx);
+			edata = CopyErrorData();
+			FlushErrorState();
+			insert_chunk_error(edata, rows, n, base, progress.rows_seen);
+		}
+		PG_END_TRY();
+		se_ingest_progress = saved;
 	}
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "stream.ingest: insert failed: %s", SPI_result_code_string(ret));
@@ -659,15 +748,16 @@ stream_ingest(PG_FUNCTION_ARGS)
 			map_segment(index, obj, &rows[n_rows]);
 		else
 			map_envelope(index, obj, &rows[n_rows]);
+		check_finite(index, &rows[n_rows]);
 		n_rows++;
 		if (n_rows == INGEST_CHUNK)
 		{
-			accepted += insert_chunk(sql, rows, n_rows);
+			accepted += insert_chunk(sql, relid, rows, n_rows, index + 1 - n_rows);
 			n_rows = 0;
 		}
 	}
 	if (n_rows > 0)
-		accepted += insert_chunk(sql, rows, n_rows);
+		accepted += insert_chunk(sql, relid, rows, n_rows, index + 1 - n_rows);
 	SPI_finish();
 
 	result[0] = Int64GetDatum((int64) accepted);

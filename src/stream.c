@@ -284,6 +284,28 @@ check_object(StreamInfo *info, Datum *values, bool *nulls, EnvelopeColumn col)
 }
 
 /*
+ * occurred_at = 'infinity' or '-infinity' fits no partition and no window:
+ * refused at the door (stream.ingest refuses it earlier, naming the batch
+ * index).
+ */
+static void
+check_finite_occurred_at(StreamInfo *info, Datum *values)
+{
+	TimestampTz occurred = DatumGetTimestampTz(values[info->attnums[ENV_OCCURRED_AT] - 1]);
+
+	if (TIMESTAMP_NOT_FINITE(occurred))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("occurred_at must be a finite time"),
+				 errdetail("Event %s sent to stream \"%s\" has occurred_at = %s.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out,
+															   values[info->attnums[ENV_EVENT_ID] - 1])),
+						   get_rel_name(info->stream_relid),
+						   TIMESTAMP_IS_NOBEGIN(occurred) ? "-infinity" : "infinity"),
+				 errhint("Send the time the event happened, or omit occurred_at to use the time of ingest.")));
+}
+
+/*
  * BEFORE INSERT FOR EACH ROW on every stream (cloned onto its partitions).
  */
 Datum
@@ -317,6 +339,11 @@ stream_ingest_trigger(PG_FUNCTION_ARGS)
 	nulls = palloc(natts * sizeof(bool));
 	heap_deform_tuple(trigdata->tg_trigtuple, desc, values, nulls);
 
+	/* stream.ingest: one more row of its batch */
+	if (se_ingest_progress != NULL &&
+		se_ingest_progress->stream_relid == info->stream_relid)
+		se_ingest_progress->rows_seen++;
+
 	check_not_null(rel, info, nulls, ENV_EVENT_ID,
 				   "Omit event_id to get a generated one, or send a UUID.");
 	check_not_null(rel, info, nulls, ENV_EVENT_NAME,
@@ -329,6 +356,7 @@ stream_ingest_trigger(PG_FUNCTION_ARGS)
 				   "Omit context or send '{}' when the event has none.");
 	check_object(info, values, nulls, ENV_PROPERTIES);
 	check_object(info, values, nulls, ENV_CONTEXT);
+	check_finite_occurred_at(info, values);
 
 	/* received_at is always the server's: the start of the statement */
 	received_at = GetCurrentStatementStartTimestamp();

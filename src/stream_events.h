@@ -95,6 +95,18 @@ extern char *se_max_future;
 extern bool se_max_future_set;	/* stream_events.max_future is not '' */
 extern int64 se_max_future_usecs;
 
+/*
+ * ingest.c: while stream.ingest inserts a chunk, the insert trigger counts
+ * the rows of that stream it sees, so that an error names the batch index.
+ */
+typedef struct IngestProgress
+{
+	Oid			stream_relid;
+	int			rows_seen;
+} IngestProgress;
+
+extern IngestProgress *se_ingest_progress;
+
 /* dedup.c */
 extern bool dedup_register(Relation streamrel, int32 stream_id, Datum event_id,
 						   TimestampTz seen_at);
