@@ -13,6 +13,13 @@
  * (stream_events.c); the slot is left to DROP DATABASE itself.  A worker
  * that fails is started again after stream_events.naptime.
  *
+ * There is a slot per database that can have a worker: as many as
+ * max_worker_processes (at least 64), so any number of databases is
+ * served as long as max_worker_processes lets their workers run.  A worker
+ * that cannot start (max_worker_processes all in use) is asked for again
+ * every second, quietly: one WARNING per database per minute, with the
+ * reason in stream.worker_status().
+ *
  * The worker's loop runs maintenance every naptime, in a transaction of
  * its own with a short lock_timeout, in a memory context reset every loop:
  * stream.maintain(stream) (partitions ahead, adoption of default-partition
@@ -71,7 +78,12 @@ PG_FUNCTION_INFO_V1(stream_extension_created);
 PGDLLEXPORT void stream_events_launcher_main(Datum main_arg);
 PGDLLEXPORT void stream_events_worker_main(Datum main_arg);
 
-#define SE_MAX_DATABASES 64
+/* worker slots: Max(SE_MIN_SLOTS, max_worker_processes) */
+#define SE_MIN_SLOTS 64
+#define NSLOTS (worker_shared->n_slots)
+/* a database whose worker cannot start: one WARNING per this interval */
+#define START_WARNING_INTERVAL_MS (60 * 1000)
+#define START_RETRY_MS 1000
 #define SE_ERROR_LEN 256
 
 typedef enum SlotState
@@ -102,9 +114,11 @@ typedef struct WorkerShared
 {
 	slock_t		mutex;
 	Latch	   *launcher_latch;
+	int			n_slots;
 	int			n_requests;
-	Oid			requests[SE_MAX_DATABASES];
-	WorkerSlot	slots[SE_MAX_DATABASES];
+	bool		rescan;			/* a request did not fit: look at every database */
+	Oid		   *requests;		/* n_slots of them, after the slots */
+	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } WorkerShared;
 
 static WorkerShared *worker_shared = NULL;
@@ -114,10 +128,25 @@ static void request_database(Oid dboid);
 
 /* ---------- shared memory ---------- */
 
+/* max_worker_processes is PGC_POSTMASTER: the same in every process */
+static int
+worker_slot_count(void)
+{
+	return Max(SE_MIN_SLOTS, max_worker_processes);
+}
+
+static Size
+worker_shmem_size(void)
+{
+	return add_size(MAXALIGN(add_size(offsetof(WorkerShared, slots),
+									  mul_size(worker_slot_count(), sizeof(WorkerSlot)))),
+					mul_size(worker_slot_count(), sizeof(Oid)));
+}
+
 void
 worker_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
+	RequestAddinShmemSpace(MAXALIGN(worker_shmem_size()));
 }
 
 void
@@ -126,11 +155,15 @@ worker_shmem_startup(void)
 	bool		found;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	worker_shared = ShmemInitStruct("stream_events workers", sizeof(WorkerShared), &found);
+	worker_shared = ShmemInitStruct("stream_events workers", worker_shmem_size(), &found);
 	if (!found)
 	{
-		memset(worker_shared, 0, sizeof(WorkerShared));
+		memset(worker_shared, 0, worker_shmem_size());
 		SpinLockInit(&worker_shared->mutex);
+		worker_shared->n_slots = worker_slot_count();
+		worker_shared->requests = (Oid *)
+			((char *) worker_shared +
+			 MAXALIGN(offsetof(WorkerShared, slots) + worker_shared->n_slots * sizeof(WorkerSlot)));
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -189,9 +222,11 @@ request_database(Oid dboid)
 	for (int i = 0; i < worker_shared->n_requests; i++)
 		if (worker_shared->requests[i] == dboid)
 			queued = true;
-	if (!queued && worker_shared->n_requests < SE_MAX_DATABASES)
+	if (!queued && worker_shared->n_requests < NSLOTS)
 		worker_shared->requests[worker_shared->n_requests++] = dboid;
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	else if (!queued)
+		worker_shared->rescan = true;	/* the launcher looks at every database */
+	for (int i = 0; i < NSLOTS; i++)
 		if (worker_shared->slots[i].dboid == dboid)
 			worker_shared->slots[i].stop_requested = false;
 	latch = worker_shared->launcher_latch;
@@ -204,13 +239,13 @@ request_database(Oid dboid)
 void
 worker_wake_database(Oid dboid)
 {
-	pid_t		pids[SE_MAX_DATABASES];
+	pid_t		pids[4];
 	int			n = 0;
 
 	if (worker_shared == NULL)
 		return;
 	SpinLockAcquire(&worker_shared->mutex);
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS && n < lengthof(pids); i++)
 		if (worker_shared->slots[i].dboid == dboid &&
 			worker_shared->slots[i].state == SLOT_RUNNING &&
 			worker_shared->slots[i].pid != 0)
@@ -257,7 +292,7 @@ worker_wake_consumer_at_commit(void)
 	if (cached < 0 || worker_shared->slots[cached].dboid != MyDatabaseId)
 	{
 		cached = -1;
-		for (int i = 0; i < SE_MAX_DATABASES; i++)
+		for (int i = 0; i < NSLOTS; i++)
 			if (worker_shared->slots[i].dboid == MyDatabaseId)
 			{
 				cached = i;
@@ -321,7 +356,7 @@ worker_database_pid(Oid dboid)
 	if (worker_shared == NULL)
 		return 0;
 	SpinLockAcquire(&worker_shared->mutex);
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS; i++)
 		if (worker_shared->slots[i].dboid == dboid &&
 			worker_shared->slots[i].state == SLOT_RUNNING)
 			pid = worker_shared->slots[i].pid;
@@ -347,7 +382,7 @@ worker_stop_database(Oid dboid)
 	for (int i = 0; i < worker_shared->n_requests; i++)
 		if (worker_shared->requests[i] == dboid)
 			worker_shared->requests[i] = InvalidOid;
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS; i++)
 	{
 		WorkerSlot *slot = &worker_shared->slots[i];
 
@@ -426,23 +461,109 @@ list_databases(void)
 	return result;
 }
 
-static BackgroundWorkerHandle *handles[SE_MAX_DATABASES];
+/* the launcher's own state, one entry per slot (launcher_init_local) */
+static BackgroundWorkerHandle **handles;
 
 /* failed workers wait a naptime before they are started again */
-static TimestampTz restart_at[SE_MAX_DATABASES];
-static Oid	restart_db[SE_MAX_DATABASES];
+static TimestampTz *restart_at;
+static Oid *restart_db;
+
+/*
+ * Databases whose worker the launcher is to start, with when to try next
+ * (a worker that could not start is tried again every START_RETRY_MS) and
+ * when it last warned about one (at most one WARNING per database per
+ * START_WARNING_INTERVAL_MS).  Launcher-local, in TopMemoryContext.
+ */
+typedef struct PendingStart
+{
+	Oid			dboid;
+	TimestampTz next_try;
+	TimestampTz last_warning;	/* 0: never */
+	int64		failures;		/* since last_warning */
+} PendingStart;
+
+static PendingStart *pending;
+static int	n_pending = 0;
+static int	max_pending = 0;
+
+typedef enum StartResult
+{
+	START_DONE,					/* started, already running, or no such database */
+	START_NO_ROOM				/* no background worker slot: try again later */
+} StartResult;
 
 static void
+launcher_init_local(void)
+{
+	handles = MemoryContextAllocZero(TopMemoryContext, NSLOTS * sizeof(*handles));
+	restart_at = MemoryContextAllocZero(TopMemoryContext, NSLOTS * sizeof(*restart_at));
+	restart_db = MemoryContextAllocZero(TopMemoryContext, NSLOTS * sizeof(*restart_db));
+}
+
+static void
+pending_add(Oid dboid)
+{
+	for (int i = 0; i < n_pending; i++)
+		if (pending[i].dboid == dboid)
+			return;
+	if (n_pending == max_pending)
+	{
+		max_pending = Max(64, max_pending * 2);
+		pending = pending == NULL ?
+			MemoryContextAlloc(TopMemoryContext, max_pending * sizeof(PendingStart)) :
+			repalloc(pending, max_pending * sizeof(PendingStart));
+	}
+	pending[n_pending].dboid = dboid;
+	pending[n_pending].next_try = 0;
+	pending[n_pending].last_warning = 0;
+	pending[n_pending].failures = 0;
+	n_pending++;
+}
+
+static char *
+launcher_database_name(Oid dboid)
+{
+	char	   *name;
+	MemoryContext caller = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	name = get_database_name(dboid);
+	if (name)
+		name = MemoryContextStrdup(caller, name);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	return name ? name : psprintf("%u", dboid);
+}
+
+/* Records in the slot why the database has no worker (stream.worker_status). */
+static void
+launcher_no_room(int slot_index, Oid dboid, const char *why)
+{
+	SpinLockAcquire(&worker_shared->mutex);
+	if (slot_index >= 0)
+	{
+		WorkerSlot *slot = &worker_shared->slots[slot_index];
+
+		memset(slot, 0, sizeof(WorkerSlot));
+		slot->dboid = dboid;
+		slot->state = SLOT_STOPPED;
+		slot->reaped = true;	/* the pending list retries it, not launcher_reap */
+		strlcpy(slot->last_error, why, SE_ERROR_LEN);
+	}
+	SpinLockRelease(&worker_shared->mutex);
+}
+
+static StartResult
 launcher_start_worker(Oid dboid, List *databases)
 {
 	BackgroundWorker bgw;
 	int			free_slot = -1;
 
 	if (!list_member_oid(databases, dboid))
-		return;					/* gone, template or not connectable */
+		return START_DONE;		/* gone, template or not connectable */
 
 	SpinLockAcquire(&worker_shared->mutex);
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS; i++)
 	{
 		WorkerSlot *slot = &worker_shared->slots[i];
 
@@ -450,7 +571,7 @@ launcher_start_worker(Oid dboid, List *databases)
 			(slot->state == SLOT_STARTING || slot->state == SLOT_RUNNING))
 		{
 			SpinLockRelease(&worker_shared->mutex);
-			return;				/* already there */
+			return START_DONE;	/* already there */
 		}
 		if (free_slot < 0 && (slot->state == SLOT_FREE ||
 							  (slot->state == SLOT_STOPPED && slot->dboid == dboid)))
@@ -458,7 +579,7 @@ launcher_start_worker(Oid dboid, List *databases)
 	}
 	if (free_slot < 0)
 	{
-		for (int i = 0; i < SE_MAX_DATABASES; i++)
+		for (int i = 0; i < NSLOTS; i++)
 			if (worker_shared->slots[i].state == SLOT_STOPPED)
 			{
 				free_slot = i;
@@ -467,11 +588,9 @@ launcher_start_worker(Oid dboid, List *databases)
 	}
 	if (free_slot < 0)
 	{
+		/* as many slots as max_worker_processes: every one is running */
 		SpinLockRelease(&worker_shared->mutex);
-		ereport(WARNING,
-				(errmsg("stream_events cannot start a worker for database %u: all %d worker slots are in use",
-						dboid, SE_MAX_DATABASES)));
-		return;
+		return START_NO_ROOM;
 	}
 	memset(&worker_shared->slots[free_slot], 0, sizeof(WorkerSlot));
 	worker_shared->slots[free_slot].dboid = dboid;
@@ -491,16 +610,63 @@ launcher_start_worker(Oid dboid, List *databases)
 
 	if (!RegisterDynamicBackgroundWorker(&bgw, &handles[free_slot]))
 	{
-		SpinLockAcquire(&worker_shared->mutex);
-		worker_shared->slots[free_slot].state = SLOT_FREE;
-		SpinLockRelease(&worker_shared->mutex);
 		handles[free_slot] = NULL;
-		ereport(WARNING,
-				(errmsg("stream_events could not start a worker for database %u", dboid),
-				 errhint("Raise max_worker_processes.")));
-		/* ask again next time round */
-		request_database(dboid);
+		launcher_no_room(free_slot, dboid,
+						 psprintf("could not start: all %d background worker processes (max_worker_processes) are in use",
+								  max_worker_processes));
+		return START_NO_ROOM;
 	}
+	return START_DONE;
+}
+
+/*
+ * Tries to start the worker of every pending database whose time has come.
+ * One that cannot start stays pending, tried again in START_RETRY_MS (not
+ * at once: that loop wrote 150,000 WARNINGs a second), with one WARNING per
+ * database per START_WARNING_INTERVAL_MS.
+ */
+static void
+launcher_start_pending(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *databases = NIL;
+	bool		listed = false;
+	int			kept = 0;
+
+	for (int i = 0; i < n_pending; i++)
+	{
+		PendingStart *p = &pending[i];
+
+		if (p->next_try <= now)
+		{
+			if (!listed)
+			{
+				databases = list_databases();
+				listed = true;
+			}
+			if (launcher_start_worker(p->dboid, databases) == START_DONE)
+				continue;		/* dropped from the list */
+			p->failures++;
+			p->next_try = TimestampTzPlusMilliseconds(now, START_RETRY_MS);
+			if (p->last_warning == 0 ||
+				TimestampDifferenceExceeds(p->last_warning, now, START_WARNING_INTERVAL_MS))
+			{
+				ereport(WARNING,
+						(errmsg("stream_events could not start a worker for database \"%s\": all %d background worker processes are in use",
+								launcher_database_name(p->dboid), max_worker_processes),
+						 p->last_warning == 0 ?
+						 errdetail("Partitions, retention, continuous aggregates and batched activations of that database wait; the launcher tries again every second and warns once a minute.") :
+						 errdetail("%lld attempts failed since the last warning.",
+								   (long long) p->failures),
+						 errhint("Raise max_worker_processes (stream_events needs one per database that has the extension, plus one for its launcher) and restart the server.")));
+				p->last_warning = now;
+				p->failures = 0;
+			}
+		}
+		pending[kept++] = *p;
+	}
+	n_pending = kept;
+	list_free(databases);
 }
 
 /*
@@ -512,7 +678,7 @@ launcher_start_worker(Oid dboid, List *databases)
 static void
 launcher_reap(void)
 {
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS; i++)
 	{
 		pid_t		pid;
 		bool		restart = false;
@@ -562,7 +728,7 @@ launcher_schedule_restarts(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS; i++)
 	{
 		if (OidIsValid(restart_db[i]) && now >= restart_at[i])
 		{
@@ -582,6 +748,7 @@ stream_events_launcher_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("stream_events launcher");
+	launcher_init_local();
 
 	/*
 	 * After a restart of the launcher alone, the workers of the previous one
@@ -590,7 +757,7 @@ stream_events_launcher_main(Datum main_arg)
 	 */
 	SpinLockAcquire(&worker_shared->mutex);
 	worker_shared->launcher_latch = MyLatch;
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS; i++)
 	{
 		WorkerSlot *slot = &worker_shared->slots[i];
 
@@ -610,14 +777,15 @@ stream_events_launcher_main(Datum main_arg)
 		ListCell   *lc;
 
 		foreach(lc, databases)
-			request_database(lfirst_oid(lc));
+			pending_add(lfirst_oid(lc));
 	}
 	list_free(databases);
 
 	while (!ShutdownRequestPending)
 	{
-		Oid			requests[SE_MAX_DATABASES];
+		Oid		   *requests = palloc(NSLOTS * sizeof(Oid));
 		int			n;
+		bool		rescan;
 
 		if (ConfigReloadPending)
 		{
@@ -632,15 +800,24 @@ stream_events_launcher_main(Datum main_arg)
 		n = worker_shared->n_requests;
 		memcpy(requests, worker_shared->requests, n * sizeof(Oid));
 		worker_shared->n_requests = 0;
+		rescan = worker_shared->rescan;
+		worker_shared->rescan = false;
 		SpinLockRelease(&worker_shared->mutex);
-		if (n > 0)
+		for (int i = 0; i < n; i++)
+			if (OidIsValid(requests[i]))
+				pending_add(requests[i]);
+		pfree(requests);
+		if (rescan)
 		{
+			/* more requests than the queue holds: every database */
+			ListCell   *lc;
+
 			databases = list_databases();
-			for (int i = 0; i < n; i++)
-				if (OidIsValid(requests[i]))
-					launcher_start_worker(requests[i], databases);
+			foreach(lc, databases)
+				pending_add(lfirst_oid(lc));
 			list_free(databases);
 		}
+		launcher_start_pending();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
@@ -952,17 +1129,18 @@ Datum
 stream_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	WorkerSlot	slots[SE_MAX_DATABASES];
+	WorkerSlot *slots;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (worker_shared == NULL)
 		return (Datum) 0;
 
+	slots = palloc(NSLOTS * sizeof(WorkerSlot));
 	SpinLockAcquire(&worker_shared->mutex);
-	memcpy(slots, worker_shared->slots, sizeof(slots));
+	memcpy(slots, worker_shared->slots, NSLOTS * sizeof(WorkerSlot));
 	SpinLockRelease(&worker_shared->mutex);
 
-	for (int i = 0; i < SE_MAX_DATABASES; i++)
+	for (int i = 0; i < NSLOTS; i++)
 	{
 		Datum		values[7];
 		bool		nulls[7] = {0};
