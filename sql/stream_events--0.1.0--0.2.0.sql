@@ -326,6 +326,126 @@ COMMENT ON FUNCTION stream._priv_register_stream(regrole,regclass,interval,inter
 REVOKE ALL ON FUNCTION stream._priv_register_stream(regrole,regclass,interval,interval,interval,regclass) FROM PUBLIC;
 
 
+CREATE OR REPLACE FUNCTION stream._on_sql_drop()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    gone record;
+    q    regclass;
+BEGIN
+    -- activations of a dropped stream, or of a dropped aggregate's view
+    -- (piece 70), go with it: their outbox rows stay
+    DELETE FROM stream.activation_defs a
+    USING pg_event_trigger_dropped_objects() o
+    WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
+      AND (a.stream = o.objid OR a.aggregate = o.objid);
+    FOR gone IN SELECT objid FROM pg_event_trigger_dropped_objects()
+                WHERE classid = 'pg_class'::regclass AND objsubid = 0
+                  AND object_type IN ('table', 'partitioned table')
+    LOOP
+        SELECT quarantine INTO q FROM stream.streams WHERE relid = gone.objid;
+        WITH s AS (DELETE FROM stream.streams WHERE relid = gone.objid RETURNING stream_id),
+             c AS (DELETE FROM stream.contracts k USING s WHERE k.stream_id = s.stream_id
+                   RETURNING k.schema_uri),
+             r AS (DELETE FROM stream.schemas g USING c WHERE g.uri = c.schema_uri)
+        DELETE FROM stream.dedup_keys d USING s WHERE d.stream_id = s.stream_id;
+        -- (DROP SCHEMA ... CASCADE and DROP OWNED drop it in the same command)
+        IF q IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = q) THEN
+            EXECUTE format('DROP TABLE IF EXISTS %s', q);
+        END IF;
+    END LOOP;
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._ensure_partition(rel regclass, lower_bound timestamp with time zone, width interval)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    moved       bigint := 0;
+    upper_bound timestamptz := stream._bucket_end(lower_bound, width);
+    nsp         text;
+    owner       regrole;
+    pname       text := stream._partition_name(rel, lower_bound, width);
+    part        regclass;
+    dflt        regclass;
+BEGIN
+    SELECT n.nspname, c.relowner::regrole INTO nsp, owner
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = rel;
+    IF to_regclass(format('%I.%I', nsp, pname)) IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT i.inhrelid::regclass INTO dflt
+    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = rel AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
+
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING STORAGE)', nsp, pname, rel);
+    part := format('%I.%I', nsp, pname)::regclass;
+    EXECUTE format('ALTER TABLE %s OWNER TO %I', part, owner::text);
+    IF dflt IS NOT NULL THEN
+        -- the bulk, while producers go on
+        moved := stream._move_rows(dflt, part, lower_bound, upper_bound);
+        IF moved = 0 AND lower_bound > now() + interval '1 hour' THEN
+            -- ahead: only producers writing to the default partition wait
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', dflt);
+        ELSE
+            -- the range receives events: in-flight producers finish first
+            EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
+        END IF;
+        -- what arrived since the bulk move (the lock stops more)
+        moved := moved + stream._move_rows(dflt, part, lower_bound, upper_bound);
+    END IF;
+    -- bounds in UTC ISO form, whatever the session's DateStyle and TimeZone
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', rel, part,
+                   to_char(lower_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
+                   to_char(upper_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
+    PERFORM stream._add_truncate_guard(part);
+    RETURN moved;
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._drop_expired_partition(part regclass)
+ RETURNS boolean
+ LANGUAGE c
+ STRICT
+AS '$libdir/stream_events', $function$stream_drop_expired_partition$function$
+;
+COMMENT ON FUNCTION stream._drop_expired_partition(regclass) IS 'Drops a partition of a stream that ends before now() - the stream''s retention (true), else nothing (false); DROP TABLE checks ownership (internal, stream.maintain)';
+
+
+CREATE OR REPLACE FUNCTION stream._default_partition_events(stream regclass)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    dflt regclass;
+    n    bigint;
+BEGIN
+    IF NOT pg_catalog.has_table_privilege(stream, 'SELECT') THEN
+        RETURN NULL;
+    END IF;
+    SELECT i.inhrelid::regclass INTO dflt
+    FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = stream AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
+    IF dflt IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %s', dflt) INTO n;
+    RETURN n;
+END $function$
+;
+COMMENT ON FUNCTION stream._default_partition_events(regclass) IS 'Events a stream''s default partition holds (outside the partition bound, or not adopted yet); NULL without SELECT on the stream (internal, stream.stream_list)';
+
+
 CREATE OR REPLACE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_id integer)
  RETURNS bigint
  LANGUAGE plpgsql
@@ -365,6 +485,10 @@ DECLARE
     b       timestamptz;
     n_ahead  integer := coalesce(current_setting('stream_events.partitions_ahead', true)::integer, 3);
     n_behind integer := coalesce(current_setting('stream_events.partitions_behind', true)::integer, 3);
+    max_behind integer := coalesce(current_setting('stream_events.max_partitions_behind', true)::integer, 100);
+    per_run  integer := coalesce(current_setting('stream_events.max_partitions_per_run', true)::integer, 16);
+    lo      timestamptz;
+    hi      timestamptz;
     dflt    regclass;
     p       record;
     created integer;
@@ -396,14 +520,30 @@ BEGIN
             END IF;
             b := stream._bucket_end(b, s.partition_interval);
         END LOOP;
-        -- Events that landed in the default partition (far past or future).
+        -- Events that landed in the default partition (late or early):
+        -- partitions for them only within the bound, at most per_run per
+        -- run.  The bound: from max_behind partitions before the current
+        -- one (not before now() - retention) to the end of the last one
+        -- kept ahead.  Events outside stay in the default partition
+        -- (stream.stream_list.default_partition_events), so random far-past
+        -- or far-future timestamps cannot create thousands of partitions.
+        b := stream._bucket_start(now(), s.partition_interval);
+        lo := ((b AT TIME ZONE 'UTC') - s.partition_interval * max_behind) AT TIME ZONE 'UTC';
+        hi := ((b AT TIME ZONE 'UTC') + s.partition_interval * (n_ahead + 1)) AT TIME ZONE 'UTC';
+        IF s.retention IS NOT NULL AND lo < now() - s.retention THEN
+            lo := now() - s.retention;
+        END IF;
         SELECT i.inhrelid::regclass INTO dflt
         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = s.relid AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
-        IF dflt IS NOT NULL THEN
-            FOR b IN EXECUTE format('SELECT DISTINCT stream._bucket_start(occurred_at, %L) FROM %s ORDER BY 1',
-                                    s.partition_interval, dflt)
+        IF dflt IS NOT NULL AND lo < hi THEN
+            FOR b IN EXECUTE format('SELECT DISTINCT stream._bucket_start(occurred_at, $1) FROM %s '
+                                    'WHERE occurred_at >= $2 AND occurred_at < $3 ORDER BY 1 DESC LIMIT $4', dflt)
+                     USING s.partition_interval, lo, hi, per_run
             LOOP
+                -- a bucket that starts before lo may end after now() - retention
+                CONTINUE WHEN s.retention IS NOT NULL
+                              AND stream._bucket_end(b, s.partition_interval) <= now() - s.retention;
                 n := stream._ensure_partition(s.relid, b, s.partition_interval);
                 IF n IS NOT NULL THEN
                     created := created + 1;
@@ -421,8 +561,9 @@ BEGIN
                                          'TO \(''([^'']*)''\)'))[1]::timestamptz
                            <= now() - s.retention
             LOOP
-                EXECUTE format('DROP TABLE %s', p.part);
-                dropped := dropped + 1;
+                IF stream._drop_expired_partition(p.part) THEN
+                    dropped := dropped + 1;
+                END IF;
             END LOOP;
         END IF;
         -- Dedup keys past the window.
@@ -1585,13 +1726,14 @@ SELECT s.relid::text AS stream,
        s.retention,
        s.dedup_window,
        (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = s.relid) AS partitions,
-       s.created_at
+       s.created_at,
+       stream._default_partition_events(s.relid) AS default_partition_events
 FROM stream.streams s
 JOIN pg_catalog.pg_class c ON c.oid = s.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE stream._stream_visible(s.relid);
 COMMENT ON VIEW stream.stream_list IS
-    'Streams with their options and partition count';
+    'Streams with their options, partition count and the events their default partition holds (outside the partition bound, or not adopted yet)';
 GRANT SELECT ON stream.stream_list TO PUBLIC;
 
 CREATE VIEW stream.stats AS
