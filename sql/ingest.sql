@@ -98,6 +98,31 @@ SELECT * FROM stream.ingest('events', '[{"type": "launch", "userId": "u1"}]');
 SELECT * FROM stream.ingest('events', '[{"type": "track", "event": "E", "messageId": 12}]');
 SELECT * FROM stream.ingest('events', '[{"type": "track", "event": "E", "timestamp": "not a time"}]');
 SELECT * FROM stream.ingest('pg_class', '[]');
+
+-- occurred_at infinity / -infinity fits no partition: refused on every path
+-- with 22008, the value, the event_id (and for stream.ingest the element)
+INSERT INTO events (event_id, event_name, occurred_at)
+VALUES ('66666666-6666-7666-8666-666666666666', 'too_late', 'infinity');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO events (event_id, event_name, occurred_at)
+VALUES ('66666666-6666-7666-8666-666666666666', 'too_early', '-infinity');
+\echo :LAST_ERROR_SQLSTATE
+\set SHOW_CONTEXT errors
+COPY events (event_id, event_name, occurred_at) FROM stdin;
+66666666-6666-7666-8666-666666666661	fine	2026-11-20 09:00:00+00
+66666666-6666-7666-8666-666666666662	too_late	infinity
+\.
+\echo :LAST_ERROR_SQLSTATE
+\set SHOW_CONTEXT never
+SELECT * FROM stream.ingest('events', '[{"event_name": "fine"}, {"event_name": "fine"},
+  {"event_name": "too_late", "event_id": "66666666-6666-7666-8666-666666666663", "occurred_at": "infinity"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM stream.ingest('events', '[{"event_name": "fine"}, {"event_name": "fine"}, {"event_name": "fine"},
+  {"type": "track", "event": "E", "messageId": "m-3", "timestamp": "-infinity"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM stream.ingest('events', '[{"type": "track", "event": "E", "messageId": "m-4", "originalTimestamp": "infinity"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS stored_infinite FROM events WHERE event_name IN ('fine', 'too_late', 'too_early', 'E');
 -- a failed batch stores nothing
 SELECT count(*) AS stored_after_errors FROM events;
 -- an empty batch is fine
@@ -109,6 +134,30 @@ SELECT * FROM stream.ingest('events',
                                        'occurred_at', '2026-11-23T00:00:00Z'))
    FROM generate_series(1, 25000) g));
 SELECT count(*) FROM events WHERE event_name = 'bulk';
+
+-- a contract rejection inside stream.ingest names the element and its
+-- event_id, and its CONTEXT shows no internal statement
+SELECT stream.define_contract('events', 'purchase',
+  '{"type": "object", "properties": {"price": {"type": "number"}}, "required": ["price"]}');
+\set SHOW_CONTEXT errors
+SELECT * FROM stream.ingest('events', '[{"event_name": "purchase", "properties": {"price": 1}},
+  {"event_name": "page_view"},
+  {"event_name": "purchase", "event_id": "77777777-7777-7777-8777-777777777777", "properties": {"price": "N/A"}}]');
+\echo :LAST_ERROR_SQLSTATE
+-- the same in a Segment message
+SELECT * FROM stream.ingest('events', '[{"type": "track", "event": "purchase", "messageId": "order-1", "properties": {}}]');
+\echo :LAST_ERROR_SQLSTATE
+-- past the first chunk: the index counts from the start of the batch
+SELECT * FROM stream.ingest('events',
+  (SELECT jsonb_agg(CASE WHEN g = 10003
+                         THEN jsonb_build_object('event_name', 'purchase', 'event_id', '77777777-7777-7777-8777-777777777778')
+                         ELSE jsonb_build_object('event_name', 'bulk2') END ORDER BY g)
+   FROM generate_series(0, 10005) g));
+\echo :LAST_ERROR_SQLSTATE
+-- INSERT's and COPY's own errors are unchanged
+INSERT INTO events (event_name, properties) VALUES ('purchase', '{}');
+\set SHOW_CONTEXT never
+SELECT count(*) AS stored_after_rejections FROM events WHERE event_name IN ('purchase', 'bulk2');
 
 SELECT stream.drop_stream('events');
 SELECT stream.drop_stream('nodedup');
