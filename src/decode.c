@@ -1004,6 +1004,24 @@ fold_scope_switch(FoldScope *fs, Oid owner, const char *search_path)
 	fs->search_path = search_path;
 }
 
+/*
+ * A definition that wrote to the database while it was evaluated (a
+ * volatile function called from an immutable one can): logical decoding
+ * refuses a transaction ID taken in an output plugin ("output plugin used
+ * XID"), after the callback, where the error would be nobody's; say it
+ * here, where it is the definition's own, which is then parked.
+ */
+static void
+check_no_writes(const char *what, const char *name)
+{
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s %s wrote to the database while evaluating an event", what, name),
+				 errdetail("Its expressions run while the worker decodes committed changes, where nothing may be written."),
+				 errhint("Use functions that only compute a value from the event.")));
+}
+
 /* fold_change's work; the caller exits the last scope, also on error */
 static void
 fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, FoldScope *fs)
@@ -1020,6 +1038,7 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 		fold_scope_switch(fs, rt->owner, rt->search_path);
 		current_rt = rt;
 		fold_row_body(rt, row);
+		check_no_writes("continuous aggregate", rt->name);
 		current_rt = NULL;
 		rt->last_commit_at = txn->xact_time.commit_time;
 	}
@@ -1032,6 +1051,11 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 			continue;
 		fold_scope_switch(fs, act->owner, act->search_path);
 		batch_groups += act_match_in_scope(act, row);
+		if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		{
+			act_set_blame(act->act_id, act->name, act->applied_lsn);
+			check_no_writes("activation", act->name);
+		}
 	}
 }
 

@@ -290,6 +290,11 @@ BEGIN IF u = 'poison' THEN RAISE EXCEPTION 'poisoned condition'; END IF; RETURN 
 $query{fragile_agg} = q{SELECT fragile_key(user_id) AS u, count(*) AS n FROM clicks GROUP BY 1};
 sql(qq{SELECT stream.create_aggregate('fragile_agg', \$q\$ $query{fragile_agg} \$q\$)});
 sql(q{SELECT stream.on_event('fragile_act', 'clicks', 'fragile_cond(user_id)', notify => 'id')});
+# a write from an immutable function (through a volatile one) while decoding
+sql(q{CREATE FUNCTION log_v(t text) RETURNS void LANGUAGE sql AS $$ INSERT INTO fragile VALUES (t) $$;
+CREATE FUNCTION log_b(t text) RETURNS boolean IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN PERFORM log_v(t); RETURN true; END $$;
+SELECT stream.on_event('writer_act', 'clicks', 'log_b(user_id)', notify => 'id');});
 sql(q{SELECT stream.flush('fragile_agg', timeout => '60 s')});
 my $buys_before = sql(q{SELECT count(*) FROM stream.activations WHERE activation = 'buys_sql'});
 sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('buy', 'poison'), ('buy', 'fine')});
@@ -301,6 +306,12 @@ is(wait_for(q{SELECT status FROM stream.aggregate_defs WHERE view = 'fragile_agg
 	'error', 'the failing aggregate is parked (status error)');
 like(sql(q{SELECT last_error FROM stream.aggregate_defs WHERE view = 'fragile_agg'::regclass}),
 	qr/poisoned key/, 'its last_error says why');
+my $log_now = slurp_file($node->logfile);
+like($log_now, qr/parked activation fragile_act after its error: poisoned condition/,
+	'an activation whose condition fails is parked');
+like($log_now, qr/parked activation writer_act after its error: activation writer_act wrote to the database/,
+	'an activation that writes while decoding is parked');
+is(sql(q{SELECT count(*) FROM fragile}), '0', 'nothing it wrote stayed');
 # fixed and rebuilt: equal to its defining query again
 sql(q{CREATE OR REPLACE FUNCTION fragile_key(u text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS $$
 BEGIN RETURN u; END $$});
