@@ -72,7 +72,7 @@ deps:
 test:
 	@scripts/test.sh
 
-# The upgrade script: `make upgrade-functions` regenerates its function part
+# The upgrade script: `make upgrade-functions` regenerates its function and view part
 # from the installed versions; `make test-upgrade` runs test/t/040_upgrade.pl
 # alone (it prints what still differs from a fresh install).
 upgrade-functions: install

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Prints the function part of an upgrade script: what turns the functions of
-# the installed extension at version FROM into those of version TO (default:
-# the control file's default_version), as SQL for
+# Prints the function and view part of an upgrade script: what turns the
+# functions and views of the installed extension at version FROM into those
+# of version TO (default: the control file's default_version), as SQL for
 # sql/stream_events--FROM--TO.sql.  Uses the installed extension (make
 # install first) in a throwaway cluster: one database created at FROM, one at
 # TO; compares every member function (signature, result, definition, comment,
-# privileges).
+# privileges) and view (columns, definition, comment, privileges).
 #   scripts/upgrade-functions.sh 0.1.0 [0.2.0] > /tmp/functions.sql
 #   scripts/upgrade-functions.sh --update sql/stream_events--0.1.0--0.2.0.sql 0.1.0
 # (--update FILE: replaces the lines from "-- ---- functions" to "-- ---- end
-# of functions ----" of FILE with the new output.)
-# Functions gone or whose arguments/result changed: DROP FUNCTION (objects
-# that depend on them, such as views and policies, must be dropped before by
-# hand); new or changed functions: CREATE OR REPLACE in the order a fresh
-# install creates them, with their comments and grants.  Tables, views,
-# policies and grants on tables are not covered: test/t/040_upgrade.pl shows
-# what is left.
+# of functions" of FILE with the new output.)
+# Views gone or whose columns changed: DROP VIEW, first; functions gone or
+# whose arguments/result changed: DROP FUNCTION (other objects that depend on
+# them, such as policies, must be dropped before by hand); new or changed
+# functions: CREATE OR REPLACE in the order a fresh install creates them,
+# with their comments and grants; then new or changed views (CREATE OR
+# REPLACE VIEW when the columns stay) with theirs.  Tables, policies and
+# grants on tables are not covered: test/t/040_upgrade.pl shows what is left
+# (the block goes after the script's table changes and before its policies).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -25,8 +27,8 @@ UPDATE=
 if [ "${1:-}" = --update ]; then
     UPDATE=${2:?usage: $0 [--update FILE] FROM [TO]}
     shift 2
-    grep -q '^-- ---- functions' "$UPDATE" && grep -q '^-- ---- end of functions ----' "$UPDATE" ||
-        { echo "$UPDATE has no '-- ---- functions' ... '-- ---- end of functions ----' block" >&2; exit 1; }
+    grep -q '^-- ---- functions' "$UPDATE" && grep -q '^-- ---- end of functions' "$UPDATE" ||
+        { echo "$UPDATE has no '-- ---- functions' ... '-- ---- end of functions' block" >&2; exit 1; }
 fi
 FROM=${1:?usage: $0 [--update FILE] FROM [TO]}
 TO=${2:-}
@@ -65,23 +67,47 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass AND d.
      AND d.deptype = 'e'
 JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'stream_events'"
 
-# the old functions, copied into the new database's temp schema
+VIEWS="
+SELECT c.oid::regclass::text AS ident, c.oid::bigint AS ord,
+       (SELECT string_agg(pg_catalog.quote_ident(a.attname) || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod),
+                          ', ' ORDER BY a.attnum)
+        FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS cols,
+       pg_catalog.pg_get_viewdef(c.oid) AS def,
+       pg_catalog.obj_description(c.oid, 'pg_class') AS comment,
+       (SELECT array_agg(i ORDER BY i)
+        FROM (SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END
+                     || ':' || a.privilege_type || ':' || a.is_grantable AS i
+              FROM pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
+              LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+              WHERE a.grantee <> c.relowner) x) AS acl
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+     AND d.deptype = 'e'
+JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'stream_events'
+WHERE c.relkind = 'v'"
+
+# the old functions and views, copied into the new database's temp schema
 {
     echo "CREATE TEMP TABLE old_f (ident text, ord bigint, args text, result text, def text, comment text, acl text[]);"
     echo "COPY old_f FROM STDIN;"
     q -d old -At -c "COPY ($INFO) TO STDOUT"
     echo '\.'
+    echo "CREATE TEMP TABLE old_v (ident text, ord bigint, cols text, def text, comment text, acl text[]);"
+    echo "COPY old_v FROM STDIN;"
+    q -d old -At -c "COPY ($VIEWS) TO STDOUT"
+    echo '\.'
+    echo "CREATE TEMP TABLE new_v AS $VIEWS;"
     cat <<'EOF'
 CREATE TEMP TABLE new_f AS
 EOF
     echo "$INFO;"
     cat <<'EOF'
-CREATE FUNCTION pg_temp.acl_sql(ident text, old_acl text[], new_acl text[]) RETURNS text
+CREATE FUNCTION pg_temp.acl_sql(ident text, old_acl text[], new_acl text[], kind text DEFAULT 'FUNCTION') RETURNS text
 LANGUAGE sql AS $$
-    SELECT coalesce((SELECT string_agg(format('REVOKE ALL ON FUNCTION %s FROM %s;', ident, g), E'\n')
+    SELECT coalesce((SELECT string_agg(format('REVOKE ALL ON %s %s FROM %s;', kind, ident, g), E'\n')
                      FROM (SELECT DISTINCT split_part(x, ':', 1) AS g FROM unnest(old_acl) x
                            WHERE x <> ALL (coalesce(new_acl, '{}'))) o) || E'\n', '')
-        || coalesce((SELECT string_agg(format('GRANT %s ON FUNCTION %s TO %s%s;', split_part(x, ':', 2), ident,
+        || coalesce((SELECT string_agg(format('GRANT %s ON %s %s TO %s%s;', split_part(x, ':', 2), kind, ident,
                                               split_part(x, ':', 1),
                                               CASE WHEN split_part(x, ':', 3) = 'true' THEN ' WITH GRANT OPTION' ELSE '' END),
                                        E'\n')
@@ -100,7 +126,21 @@ FROM new_f n LEFT JOIN old_f o USING (ident);
 \pset format unaligned
 \pset tuples_only on
 \pset fieldsep ''
-SELECT '-- ---- functions (scripts/upgrade-functions.sh) ----';
+-- views: the default privileges of a new view are its owner's only
+CREATE TEMP TABLE vplan AS
+SELECT n.ident, n.ord, n.def, n.comment, n.acl, n.cols,
+       o.ident IS NOT NULL AS existed,
+       o.ident IS NOT NULL AND o.cols IS DISTINCT FROM n.cols AS recreate,
+       o.def AS old_def, o.comment AS old_comment,
+       CASE WHEN o.ident IS NULL OR o.cols IS DISTINCT FROM n.cols THEN NULL ELSE o.acl END AS old_acl
+FROM new_v n LEFT JOIN old_v o USING (ident);
+
+SELECT '-- ---- functions and views (scripts/upgrade-functions.sh) ----';
+SELECT format('DROP VIEW %s;', o.ident)
+FROM old_v o
+WHERE NOT EXISTS (SELECT 1 FROM new_v n WHERE n.ident = o.ident)
+   OR EXISTS (SELECT 1 FROM vplan p WHERE p.ident = o.ident AND p.recreate)
+ORDER BY o.ord DESC;
 SELECT format('DROP FUNCTION %s;', o.ident)
 FROM old_f o
 WHERE NOT EXISTS (SELECT 1 FROM new_f n WHERE n.ident = o.ident)
@@ -124,7 +164,26 @@ FROM plan p
 WHERE p.existed AND NOT p.recreate AND p.def IS NOT DISTINCT FROM p.old_def
   AND p.acl IS DISTINCT FROM p.old_acl
 ORDER BY p.ord;
-SELECT '-- ---- end of functions ----';
+SELECT E'\n' || format('CREATE %sVIEW %s AS', CASE WHEN p.existed AND NOT p.recreate THEN 'OR REPLACE ' ELSE '' END, p.ident)
+       || regexp_replace(E'\n' || p.def, ';\s*$', '') || E';\n'
+       || CASE WHEN p.comment IS DISTINCT FROM CASE WHEN p.existed AND NOT p.recreate THEN p.old_comment END
+               THEN format(E'COMMENT ON VIEW %s IS %s;\n', p.ident, coalesce(quote_literal(p.comment), 'NULL'))
+               ELSE '' END
+       || pg_temp.acl_sql(p.ident, p.old_acl, p.acl, 'TABLE')
+FROM vplan p
+WHERE NOT p.existed OR p.recreate OR p.def IS DISTINCT FROM p.old_def
+ORDER BY p.ord;
+SELECT format('COMMENT ON VIEW %s IS %s;', p.ident, coalesce(quote_literal(p.comment), 'NULL'))
+FROM vplan p
+WHERE p.existed AND NOT p.recreate AND p.def IS NOT DISTINCT FROM p.old_def
+  AND p.comment IS DISTINCT FROM p.old_comment
+ORDER BY p.ord;
+SELECT pg_temp.acl_sql(p.ident, p.old_acl, p.acl, 'TABLE')
+FROM vplan p
+WHERE p.existed AND NOT p.recreate AND p.def IS NOT DISTINCT FROM p.old_def
+  AND p.acl IS DISTINCT FROM p.old_acl
+ORDER BY p.ord;
+SELECT '-- ---- end of functions and views ----';
 EOF
 } | q -d new > "$DIR/functions.sql" || exit 1
 
@@ -133,7 +192,7 @@ if [ -z "$UPDATE" ]; then
 else
     awk -v gen="$DIR/functions.sql" '
         /^-- ---- functions/ { while ((getline line < gen) > 0) print line; skip = 1; next }
-        /^-- ---- end of functions ----/ { skip = 0; next }
+        /^-- ---- end of functions/ { skip = 0; next }
         !skip { print }' "$UPDATE" > "$DIR/updated.sql" && cp "$DIR/updated.sql" "$UPDATE"
-    echo "updated the functions of $UPDATE" >&2
+    echo "updated the functions and views of $UPDATE" >&2
 fi

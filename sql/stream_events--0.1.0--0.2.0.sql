@@ -8,19 +8,14 @@
 -- or result change are dropped and created again; views whose columns change
 -- are dropped and created again.
 --
--- The function part between the "functions" markers is generated:
---   scripts/upgrade-functions.sh --update sql/stream_events--0.1.0--0.2.0.sql 0.1.0
--- (after make install); everything else is written by hand.
+-- The function and view part between the "functions and views" markers is
+-- generated (and then replaced as a whole):
+--   make upgrade-functions   (scripts/upgrade-functions.sh --update THIS-FILE 0.1.0)
+-- everything else is written by hand; make test-upgrade shows what differs.
 
 \echo Use "ALTER EXTENSION stream_events UPDATE TO '0.2.0'" to load this file. \quit
 
--- ---- before the functions: tables, and what depends on changed objects ----
-
--- views whose columns change type (regclass -> text), created again below
-DROP VIEW stream.stats;
-DROP VIEW stream.compliance;
-DROP VIEW stream.stream_list;
-DROP VIEW stream.aggregates;
+-- ---- before the functions and views: tables, and what depends on changed objects ----
 
 -- policies of the catalogs: read-only now, created again below
 DROP POLICY streams_read ON stream.streams;
@@ -79,7 +74,11 @@ GRANT SELECT ON stream.consumers TO PUBLIC;
 ALTER TABLE stream.consumers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY consumers_read ON stream.consumers FOR SELECT USING (pg_catalog.pg_has_role(role, 'USAGE'));
 
--- ---- functions (scripts/upgrade-functions.sh) ----
+-- ---- functions and views (scripts/upgrade-functions.sh) ----
+DROP VIEW stream.aggregates;
+DROP VIEW stream.compliance;
+DROP VIEW stream.stats;
+DROP VIEW stream.stream_list;
 DROP FUNCTION stream._prune_dedup_keys(integer);
 DROP FUNCTION stream.set_policy(regclass,text,text,text,boolean,interval);
 DROP FUNCTION stream.on_event(text,regclass,text,text,text,text,interval,text);
@@ -1649,9 +1648,154 @@ REVOKE ALL ON FUNCTION stream._aggregate_depend(regclass,regclass) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION stream._activation_sync_trigger(regclass) FROM PUBLIC;
 
--- ---- end of functions ----
 
--- ---- after the functions: privileges, row level security, views, data ----
+CREATE VIEW stream.stream_list AS
+ SELECT (s.relid)::text AS stream,
+    n.nspname AS schema_name,
+    c.relname AS stream_name,
+    (c.relowner)::regrole AS owner,
+    s.partition_interval,
+    s.retention,
+    s.dedup_window,
+    ( SELECT count(*) AS count
+           FROM pg_inherits i
+          WHERE (i.inhparent = (s.relid)::oid)) AS partitions,
+    s.created_at,
+    stream._default_partition_events(s.relid) AS default_partition_events
+   FROM ((stream.streams s
+     JOIN pg_class c ON ((c.oid = (s.relid)::oid)))
+     JOIN pg_namespace n ON ((n.oid = c.relnamespace)))
+  WHERE stream._stream_visible(s.relid);
+COMMENT ON VIEW stream.stream_list IS 'Streams with their options, partition count and the events their default partition holds (outside the partition bound, or not adopted yet)';
+GRANT SELECT ON TABLE stream.stream_list TO PUBLIC;
+
+
+CREATE VIEW stream.stats AS
+ SELECT (s.relid)::text AS stream,
+    COALESCE(k.events_accepted, (0)::bigint) AS events,
+    COALESCE(k.duplicates, (0)::bigint) AS duplicates,
+        CASE
+            WHEN ((COALESCE(k.events_accepted, (0)::bigint) + COALESCE(k.duplicates, (0)::bigint)) > 0) THEN round(((k.duplicates)::numeric / ((k.events_accepted + k.duplicates))::numeric), 4)
+            ELSE NULL::numeric
+        END AS duplicate_rate,
+        CASE
+            WHEN ((k.counting_since IS NOT NULL) AND (now() > k.counting_since)) THEN round(((k.events_accepted)::numeric / EXTRACT(epoch FROM (now() - k.counting_since))), 2)
+            ELSE NULL::numeric
+        END AS events_per_second,
+    COALESCE(k.checked, (0)::bigint) AS checked,
+    COALESCE(k.passed, (0)::bigint) AS passed,
+    COALESCE(k.failed, (0)::bigint) AS failed,
+    COALESCE(k.quarantined, (0)::bigint) AS quarantined,
+    COALESCE(k.rejected, (0)::bigint) AS rejected,
+    COALESCE(k.unplanned, (0)::bigint) AS unplanned,
+        CASE
+            WHEN (k.checked > 0) THEN round(((k.passed)::numeric / (k.checked)::numeric), 4)
+            ELSE NULL::numeric
+        END AS compliance_rate,
+    k.last_received_at,
+    k.last_occurred_at,
+    (now() - k.last_received_at) AS freshness,
+    k.counting_since
+   FROM (stream.streams s
+     LEFT JOIN stream._stream_counters() k(relid, event_name, events_accepted, duplicates, last_received_at, last_occurred_at, counting_since, checked, passed, failed, quarantined, rejected, unplanned) ON (((k.relid = (s.relid)::oid) AND (k.event_name IS NULL))))
+  WHERE stream._stream_readable(s.relid);
+COMMENT ON VIEW stream.stats IS 'Per-stream counters since counting_since (server start or reset): events accepted, duplicates dropped, contract checks and compliance rate, freshness';
+GRANT SELECT ON TABLE stream.stats TO PUBLIC;
+
+
+CREATE VIEW stream.compliance AS
+ SELECT (s.relid)::text AS stream,
+    k.event_name,
+    k.checked,
+    k.passed,
+    k.failed,
+    k.quarantined,
+    k.rejected,
+    k.unplanned,
+        CASE
+            WHEN (k.checked > 0) THEN round(((k.passed)::numeric / (k.checked)::numeric), 4)
+            ELSE NULL::numeric
+        END AS compliance_rate
+   FROM (stream.streams s
+     JOIN stream._stream_counters() k(relid, event_name, events_accepted, duplicates, last_received_at, last_occurred_at, counting_since, checked, passed, failed, quarantined, rejected, unplanned) ON (((k.relid = (s.relid)::oid) AND (k.event_name IS NOT NULL))))
+  WHERE stream._stream_readable(s.relid);
+COMMENT ON VIEW stream.compliance IS 'Contract compliance per stream and event name: checked, passed, failed (stored under warn), quarantined, rejected, unplanned';
+GRANT SELECT ON TABLE stream.compliance TO PUBLIC;
+
+
+CREATE VIEW stream.aggregates AS
+ SELECT (d.view)::text AS name,
+    (d.stream)::text AS stream,
+    d.owner,
+    d.query,
+    d.status AS state,
+    d.last_error,
+    d.applied_lsn,
+        CASE
+            WHEN (d.applied_lsn IS NOT NULL) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(), d.applied_lsn), (0)::numeric)
+            ELSE NULL::numeric
+        END AS lag_bytes,
+        CASE
+            WHEN (d.applied_lsn IS NULL) THEN NULL::double precision
+            WHEN (pg_current_wal_lsn() <= d.applied_lsn) THEN (0)::double precision
+            ELSE (EXTRACT(epoch FROM (now() - d.applied_at)))::double precision
+        END AS lag_seconds,
+    d.apply_rate,
+    d.events_applied,
+    d.events_backfilled,
+    d.applied_at,
+    d.last_commit_at,
+    d.state_table,
+    d.created_at
+   FROM stream.aggregate_defs d
+  WHERE (pg_has_role((d.owner)::oid, 'USAGE'::text) OR COALESCE(has_table_privilege((d.view)::oid, 'SELECT'::text), false));
+COMMENT ON VIEW stream.aggregates IS 'Continuous aggregates: stream, defining query, state (backfill/running/error), applied LSN, lag in bytes and seconds, apply rate (events/s)';
+GRANT SELECT ON TABLE stream.aggregates TO PUBLIC;
+
+
+CREATE OR REPLACE VIEW stream.activation_stats AS
+ WITH fired AS (
+         SELECT a.activation,
+            count(*) AS fired,
+            max(a.id) AS last_id,
+            (percentile_cont((0.5)::double precision) WITHIN GROUP (ORDER BY ((EXTRACT(epoch FROM (a.fired_at - a.occurred_at)))::double precision)) * '00:00:01'::interval) AS fire_p50,
+            (percentile_cont((0.99)::double precision) WITHIN GROUP (ORDER BY ((EXTRACT(epoch FROM (a.fired_at - a.occurred_at)))::double precision)) * '00:00:01'::interval) AS fire_p99
+           FROM stream.activations a
+          GROUP BY a.activation
+        ), acked AS (
+         SELECT a.activation,
+            k_1.consumer,
+            count(*) AS delivered,
+            (percentile_cont((0.5)::double precision) WITHIN GROUP (ORDER BY ((EXTRACT(epoch FROM (k_1.acked_at - a.fired_at)))::double precision)) * '00:00:01'::interval) AS ack_p50,
+            (percentile_cont((0.99)::double precision) WITHIN GROUP (ORDER BY ((EXTRACT(epoch FROM (k_1.acked_at - a.fired_at)))::double precision)) * '00:00:01'::interval) AS ack_p99
+           FROM (stream.consumer_acks k_1
+             JOIN stream.activations a ON ((a.id = k_1.id)))
+          GROUP BY a.activation, k_1.consumer
+        )
+ SELECT d.name AS activation,
+    d.kind,
+    d.channel,
+    o.consumer,
+    COALESCE(f.fired, (0)::bigint) AS fired,
+    COALESCE(k.delivered, (0)::bigint) AS delivered,
+    ( SELECT count(*) AS count
+           FROM stream.activations a
+          WHERE ((a.activation = d.name) AND (a.id > COALESCE(o.acked_id, (0)::bigint)))) AS pending,
+    f.fire_p50 AS latency_p50,
+    f.fire_p99 AS latency_p99,
+    k.ack_p50 AS ack_latency_p50,
+    k.ack_p99 AS ack_latency_p99,
+    d.applied_lsn,
+    d.applied_at
+   FROM (((stream.activation_defs d
+     LEFT JOIN stream.consumer_offsets o ON ((o.channel = d.channel)))
+     LEFT JOIN fired f ON ((f.activation = d.name)))
+     LEFT JOIN acked k ON (((k.activation = d.name) AND (k.consumer = o.consumer))))
+  WHERE (pg_has_role((d.owner)::oid, 'USAGE'::text) OR stream._channel_readable(d.channel));
+
+-- ---- end of functions and views ----
+
+-- ---- after the functions and views: privileges, row level security, data ----
 
 -- catalogs: written only by the extension's functions
 REVOKE ALL ON stream.streams FROM PUBLIC;
@@ -1715,126 +1859,6 @@ ALTER TABLE stream.consumer_acks ENABLE ROW LEVEL SECURITY;
 CREATE POLICY consumer_acks_read ON stream.consumer_acks FOR SELECT
     USING (EXISTS (SELECT 1 FROM stream.consumers c
                    WHERE c.consumer = consumer_acks.consumer AND pg_catalog.pg_has_role(c.role, 'USAGE')));
-
--- views: streams and definitions the caller may see; key columns as text
-CREATE VIEW stream.stream_list AS
-SELECT s.relid::text AS stream,
-       n.nspname AS schema_name,
-       c.relname AS stream_name,
-       c.relowner::regrole AS owner,
-       s.partition_interval,
-       s.retention,
-       s.dedup_window,
-       (SELECT count(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = s.relid) AS partitions,
-       s.created_at,
-       stream._default_partition_events(s.relid) AS default_partition_events
-FROM stream.streams s
-JOIN pg_catalog.pg_class c ON c.oid = s.relid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE stream._stream_visible(s.relid);
-COMMENT ON VIEW stream.stream_list IS
-    'Streams with their options, partition count and the events their default partition holds (outside the partition bound, or not adopted yet)';
-GRANT SELECT ON stream.stream_list TO PUBLIC;
-
-CREATE VIEW stream.stats AS
-SELECT s.relid::text AS stream,
-       coalesce(k.events_accepted, 0) AS events,
-       coalesce(k.duplicates, 0) AS duplicates,
-       CASE WHEN coalesce(k.events_accepted, 0) + coalesce(k.duplicates, 0) > 0
-            THEN round(k.duplicates::numeric / (k.events_accepted + k.duplicates), 4)
-       END AS duplicate_rate,
-       CASE WHEN k.counting_since IS NOT NULL AND now() > k.counting_since
-            THEN round(k.events_accepted / extract(epoch FROM now() - k.counting_since)::numeric, 2)
-       END AS events_per_second,
-       coalesce(k.checked, 0) AS checked,
-       coalesce(k.passed, 0) AS passed,
-       coalesce(k.failed, 0) AS failed,
-       coalesce(k.quarantined, 0) AS quarantined,
-       coalesce(k.rejected, 0) AS rejected,
-       coalesce(k.unplanned, 0) AS unplanned,
-       CASE WHEN k.checked > 0 THEN round(k.passed::numeric / k.checked, 4) END AS compliance_rate,
-       k.last_received_at,
-       k.last_occurred_at,
-       now() - k.last_received_at AS freshness,
-       k.counting_since
-FROM stream.streams s
-LEFT JOIN stream._stream_counters() k ON k.relid = s.relid::oid AND k.event_name IS NULL
-WHERE stream._stream_readable(s.relid);
-COMMENT ON VIEW stream.stats IS
-    'Per-stream counters since counting_since (server start or reset): events accepted, duplicates dropped, contract checks and compliance rate, freshness';
-GRANT SELECT ON stream.stats TO PUBLIC;
-
-CREATE VIEW stream.compliance AS
-SELECT s.relid::text AS stream,
-       k.event_name,
-       k.checked, k.passed, k.failed, k.quarantined, k.rejected, k.unplanned,
-       CASE WHEN k.checked > 0 THEN round(k.passed::numeric / k.checked, 4) END AS compliance_rate
-FROM stream.streams s
-JOIN stream._stream_counters() k ON k.relid = s.relid::oid AND k.event_name IS NOT NULL
-WHERE stream._stream_readable(s.relid);
-COMMENT ON VIEW stream.compliance IS
-    'Contract compliance per stream and event name: checked, passed, failed (stored under warn), quarantined, rejected, unplanned';
-GRANT SELECT ON stream.compliance TO PUBLIC;
-
-CREATE VIEW stream.aggregates AS
-SELECT d.view::text AS name,
-       d.stream::text AS stream,
-       d.owner,
-       d.query,
-       d.status AS state,
-       d.last_error,
-       d.applied_lsn,
-       CASE WHEN d.applied_lsn IS NOT NULL
-            THEN greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), d.applied_lsn), 0)
-       END AS lag_bytes,
-       CASE WHEN d.applied_lsn IS NULL THEN NULL
-            WHEN pg_catalog.pg_current_wal_lsn() <= d.applied_lsn THEN 0::double precision
-            ELSE extract(epoch FROM now() - d.applied_at)::double precision
-       END AS lag_seconds,
-       d.apply_rate,
-       d.events_applied,
-       d.events_backfilled,
-       d.applied_at,
-       d.last_commit_at,
-       d.state_table,
-       d.created_at
-FROM stream.aggregate_defs d
-WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
-   OR coalesce(pg_catalog.has_table_privilege(d.view, 'SELECT'), false);
-COMMENT ON VIEW stream.aggregates IS
-    'Continuous aggregates: stream, defining query, state (backfill/running/error), applied LSN, lag in bytes and seconds, apply rate (events/s)';
-GRANT SELECT ON stream.aggregates TO PUBLIC;
-
-CREATE OR REPLACE VIEW stream.activation_stats AS
-WITH fired AS (
-    SELECT a.activation, count(*) AS fired, max(a.id) AS last_id,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.fired_at - a.occurred_at))
-               * interval '1 second' AS fire_p50,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM a.fired_at - a.occurred_at))
-               * interval '1 second' AS fire_p99
-    FROM stream.activations a GROUP BY a.activation),
-acked AS (
-    SELECT a.activation, k.consumer, count(*) AS delivered,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM k.acked_at - a.fired_at))
-               * interval '1 second' AS ack_p50,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM k.acked_at - a.fired_at))
-               * interval '1 second' AS ack_p99
-    FROM stream.consumer_acks k JOIN stream.activations a ON a.id = k.id
-    GROUP BY a.activation, k.consumer)
-SELECT d.name AS activation, d.kind, d.channel, o.consumer,
-       coalesce(f.fired, 0) AS fired,
-       coalesce(k.delivered, 0) AS delivered,
-       (SELECT count(*) FROM stream.activations a
-         WHERE a.activation = d.name AND a.id > coalesce(o.acked_id, 0)) AS pending,
-       f.fire_p50 AS latency_p50, f.fire_p99 AS latency_p99,
-       k.ack_p50 AS ack_latency_p50, k.ack_p99 AS ack_latency_p99,
-       d.applied_lsn, d.applied_at
-FROM stream.activation_defs d
-LEFT JOIN stream.consumer_offsets o ON o.channel = d.channel
-LEFT JOIN fired f ON f.activation = d.name
-LEFT JOIN acked k ON k.activation = d.name AND k.consumer = o.consumer
-WHERE pg_catalog.pg_has_role(d.owner, 'USAGE') OR stream._channel_readable(d.channel);
-
 
 -- ---- data: what 0.1.0 catalogs did not record ----
 
