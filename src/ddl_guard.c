@@ -376,10 +376,10 @@ check_truncate(TruncateStmt *stmt)
 			continue;
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 is_partition ?
-				 errmsg("TRUNCATE is not allowed on partition \"%s\" of stream \"%s\"",
-						get_rel_name(relid), rel_display(stream)) :
 				 errmsg("TRUNCATE is not allowed on stream \"%s\"", rel_display(stream)),
+				 is_partition ?
+				 errdetail("\"%s\" is a partition of stream %s, which is append-only: events are never removed once accepted.",
+						   get_rel_name(relid), rel_display(stream)) :
 				 errdetail("Stream %s is append-only: events are never removed once accepted.",
 						   rel_display(stream)),
 				 errhint("%s", retention_hint(stream))));
