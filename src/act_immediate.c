@@ -101,7 +101,7 @@ load_entry(ImmediateEntry *entry, Relation rel)
 		if (SPI_execute_with_args("SELECT act_id, name, owner::oid, condition, key, payload, channel, "
 								  "cooldown, search_path, "
 								  "coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'notify', 'full') "
-								  "OPERATOR(pg_catalog.=) 'id' "
+								  "OPERATOR(pg_catalog.=) 'id', " ACT_TREES_SQL
 								  "FROM stream.activation_defs d "
 								  "WHERE stream OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'event' "
 								  "AND delivery OPERATOR(pg_catalog.=) 'immediate' "
@@ -123,13 +123,14 @@ load_entry(ImmediateEntry *entry, Relation rel)
 		bool		isnull;
 		Datum		d;
 		ActRuntime *act;
+		ActTrees	trees;
 
 		act = act_compile(DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull)),
 						  SPI_getvalue(tup, desc, 2), ACT_EVENT, entry->stream,
 						  DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull)),
 						  SPI_getvalue(tup, desc, 4), NULL, SPI_getvalue(tup, desc, 5),
 						  SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 7),
-						  SPI_getvalue(tup, desc, 9));
+						  SPI_getvalue(tup, desc, 9), act_stored_trees(tup, desc, 11, &trees));
 		d = SPI_getbinval(tup, desc, 8, &isnull);
 		act->has_cooldown = !isnull;
 		if (!isnull)

@@ -161,6 +161,23 @@ execute_tagged(SPIPlanPtr plan, const char *sql, Datum *args)
 /* ---------- compiling ---------- */
 
 /*
+ * The analysed trees the catalog keeps (columns condition_tree, key_tree,
+ * payload_tree, cancelled_by_tree), from SPI columns first.. first+3 of
+ * ACT_TREES_SQL; NULL when the row has none (it predates them).
+ */
+const ActTrees *
+act_stored_trees(HeapTuple tup, TupleDesc desc, int first, ActTrees *trees)
+{
+	trees->condition = SPI_getvalue(tup, desc, first);
+	trees->key = SPI_getvalue(tup, desc, first + 1);
+	trees->payload = SPI_getvalue(tup, desc, first + 2);
+	trees->cancelled_by = SPI_getvalue(tup, desc, first + 3);
+	if (trees->condition == NULL || trees->key == NULL)
+		return NULL;
+	return trees;
+}
+
+/*
  * Plans and initialises one analysed expression in the activation's
  * executor state, as ExecPrepareExpr does; the caller is in the owner's
  * scope, since expression_planner runs immutable functions with constant
@@ -187,7 +204,8 @@ prepare_act_expr(ActRuntime *act, Node *expr)
 ActRuntime *
 act_compile(int32 act_id, const char *name, ActKind kind, Oid rel, Oid owner,
 			const char *condition, const char *cancelled_by, const char *key,
-			const char *payload, const char *channel, const char *search_path)
+			const char *payload, const char *channel, const char *search_path,
+			const ActTrees *trees)
 {
 	ActRuntime *act = palloc0(sizeof(ActRuntime));
 	OwnerScope	scope = {0};
@@ -221,10 +239,28 @@ act_compile(int32 act_id, const char *name, ActKind kind, Oid rel, Oid owner,
 				   *xexpr = NULL,
 				   *dummy;
 
-		activation_analyze(rel, condition, kind == ACT_THRESHOLD ? NULL : key, payload,
-						   &cexpr, &kexpr, &pexpr);
-		if (cancelled_by)
-			activation_analyze(rel, cancelled_by, NULL, NULL, &xexpr, &dummy, &dummy);
+		if (trees && kind != ACT_THRESHOLD)
+		{
+			/* what was analysed when it was defined (activation_stored_expr) */
+			cexpr = activation_stored_expr(rel, trees->condition, BOOLOID, "condition");
+			kexpr = activation_stored_expr(rel, trees->key, TEXTOID, "key");
+			pexpr = trees->payload
+				? activation_stored_expr(rel, trees->payload, TEXTOID, "payload") : NULL;
+			if (cancelled_by)
+			{
+				if (trees->cancelled_by == NULL)
+					elog(ERROR, "activation %s: no stored cancelled_by", name);
+				xexpr = activation_stored_expr(rel, trees->cancelled_by, BOOLOID,
+											   "cancelled_by");
+			}
+		}
+		else
+		{
+			activation_analyze(rel, condition, kind == ACT_THRESHOLD ? NULL : key, payload,
+							   &cexpr, &kexpr, &pexpr);
+			if (cancelled_by)
+				activation_analyze(rel, cancelled_by, NULL, NULL, &xexpr, &dummy, &dummy);
+		}
 		if (kind != ACT_THRESHOLD)
 		{
 			act->cond = prepare_act_expr(act, cexpr);
@@ -287,7 +323,7 @@ act_load_batched(List *skip)
 					"condition, cancelled_by, key, payload, channel, cooldown, within, "
 					"coalesce(applied_lsn, '0/0'), search_path, "
 					"coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'notify', 'full') "
-					"OPERATOR(pg_catalog.=) 'id' "
+					"OPERATOR(pg_catalog.=) 'id', " ACT_TREES_SQL
 					"FROM stream.activation_defs d WHERE delivery = 'batched' ORDER BY act_id",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.activation_defs");
@@ -306,6 +342,7 @@ act_load_batched(List *skip)
 		bool		isnull;
 		Datum		d;
 		ActRuntime *act;
+		ActTrees	trees;
 		int32		act_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 
 		if (list_member_int(skip, act_id))
@@ -319,7 +356,8 @@ act_load_batched(List *skip)
 						  DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull)),
 						  SPI_getvalue(tup, desc, 6), SPI_getvalue(tup, desc, 7),
 						  SPI_getvalue(tup, desc, 8), SPI_getvalue(tup, desc, 9),
-						  SPI_getvalue(tup, desc, 10), SPI_getvalue(tup, desc, 14));
+						  SPI_getvalue(tup, desc, 10), SPI_getvalue(tup, desc, 14),
+						  act_stored_trees(tup, desc, 16, &trees));
 		d = SPI_getbinval(tup, desc, 11, &isnull);
 		act->has_cooldown = !isnull;
 		if (!isnull)

@@ -56,6 +56,29 @@ typedef struct ActRuntime
 extern void activation_analyze(Oid rel, const char *condition, const char *key,
 							   const char *payload, Node **cond_expr,
 							   Node **key_expr, Node **payload_expr);
+extern Node *activation_stored_expr(Oid rel, const char *tree, Oid type, const char *what);
+
+/*
+ * The analysed expressions the catalog keeps (stream._activation_trees),
+ * when it does: the worker runs them instead of analysing the text again.
+ */
+typedef struct ActTrees
+{
+	char	   *condition;
+	char	   *key;
+	char	   *payload;		/* NULL: none */
+	char	   *cancelled_by;	/* NULL: none */
+} ActTrees;
+
+/* the four columns act_stored_trees reads, through to_jsonb (also before they exist) */
+#define ACT_TREES_SQL \
+	"pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'condition_tree', " \
+	"pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'key_tree', " \
+	"pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'payload_tree', " \
+	"pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'cancelled_by_tree' "
+
+extern const ActTrees *act_stored_trees(HeapTuple tup, TupleDesc desc, int first,
+										ActTrees *trees);
 
 /*
  * The activation whose compilation or evaluation is under way (0: none),
@@ -76,7 +99,8 @@ extern bool act_owner_may_read(ActRuntime *act);
 extern ActRuntime *act_compile(int32 act_id, const char *name, ActKind kind, Oid rel,
 							   Oid owner, const char *condition, const char *cancelled_by,
 							   const char *key, const char *payload,
-							   const char *channel, const char *search_path);
+							   const char *channel, const char *search_path,
+							   const ActTrees *trees);
 
 /*
  * What an event is to an activation (worker, immediate trigger): computed

@@ -15,8 +15,11 @@
 #include "optimizer/optimizer.h"
 #include "parser/analyze.h"
 #include "parser/parser.h"
+#include "access/relation.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/regproc.h"
 
 #include "act_runtime.h"
@@ -24,6 +27,7 @@
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_activation_check);
+PG_FUNCTION_INFO_V1(stream_activation_trees);
 
 typedef struct ActWalk
 {
@@ -238,4 +242,106 @@ stream_activation_check(PG_FUNCTION_ARGS)
 					   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
 					   &c, &k, &p);
 	PG_RETURN_VOID();
+}
+
+/*
+ * stream._activation_trees(rel regclass, condition text, key text,
+ * payload text, cancelled_by text) returns text[]: the expressions analysed
+ * as the caller, in the caller's search_path, as node trees (condition,
+ * key, payload or NULL, cancelled_by or NULL), for the catalog to keep, so
+ * that the worker runs what was analysed when the activation was defined,
+ * not the text analysed again later (an operator planted since in a schema
+ * of the search_path would be picked up).
+ */
+Datum
+stream_activation_trees(PG_FUNCTION_ARGS)
+{
+	Node	   *c,
+			   *k,
+			   *p,
+			   *x = NULL,
+			   *dummy;
+	Datum		elems[4];
+	bool		nulls[4] = {false, false, true, true};
+	int			dims[1] = {4};
+	int			lbs[1] = {1};
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("an activation needs a stream")));
+	activation_analyze(PG_GETARG_OID(0),
+					   PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+					   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
+					   &c, &k, &p);
+	if (!PG_ARGISNULL(4))
+		activation_analyze(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(4)),
+						   NULL, NULL, &x, &dummy, &dummy);
+	elems[0] = CStringGetTextDatum(nodeToString(c));
+	elems[1] = CStringGetTextDatum(nodeToString(k));
+	if (p)
+	{
+		elems[2] = CStringGetTextDatum(nodeToString(p));
+		nulls[2] = false;
+	}
+	if (x)
+	{
+		elems[3] = CStringGetTextDatum(nodeToString(x));
+		nulls[3] = false;
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, nulls, 1, dims, lbs,
+											 TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* a stored tree refers to columns of the stream that exist (by number) */
+static bool
+stored_vars_walker(Node *node, int *natts)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		if (var->varno != 1 || var->varlevelsup != 0 ||
+			var->varattno < 1 || var->varattno > *natts)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("a stored activation expression refers to a column the stream does not have")));
+		return false;
+	}
+	return expression_tree_walker(node, stored_vars_walker, (void *) natts);
+}
+
+/*
+ * An expression kept by stream._activation_trees, read back for the worker
+ * (rel: the stream; type: what it must return).  Checked as it was when
+ * analysed (no volatile functions, subqueries, parameters...), and for
+ * columns the stream has: the tree is the extension's, but it is read from
+ * a table.
+ */
+Node *
+activation_stored_expr(Oid rel, const char *tree, Oid type, const char *what)
+{
+	Node	   *expr = stringToNode(tree);
+	Relation	r;
+	int			natts;
+
+	/* exprType refuses what is not an expression */
+	if (expr == NULL || IsA(expr, List) || IsA(expr, Query))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the stored %s of an activation is not an expression", what)));
+	if (exprType(expr) != type)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the stored %s of an activation returns %s, not %s", what,
+						format_type_be(exprType(expr)), format_type_be(type))));
+	r = relation_open(rel, AccessShareLock);
+	natts = RelationGetDescr(r)->natts;
+	relation_close(r, AccessShareLock);
+	(void) stored_vars_walker(expr, &natts);
+	check_act_expr(expr, what);
+	return expr;
 }
