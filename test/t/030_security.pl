@@ -318,12 +318,12 @@ $t->succeeds('alice', q{
 CREATE FUNCTION public.alice_trig() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN PERFORM public.evil_alice_v('1f ' || TG_OP || ' trigger'); RETURN NULL; END $f$;
 CREATE TRIGGER alice_t AFTER INSERT OR DELETE ON public.clicks FOR EACH ROW EXECUTE FUNCTION public.alice_trig();
-INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('old', 'u1', '2001-03-04 12:00+00');},
-	'1f: alice puts a row trigger on clicks and inserts an event far in the past');
+INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('old', 'u1', now() - interval '20 days');},
+	'1f: alice puts a row trigger on clicks and inserts an event 20 days old (default partition)');
 ok(wait_for(q{SELECT count(*) FROM ONLY public.clicks_default}, '0'),
 	'1f: the worker moved the event out of the default partition');
 attack_ok('1f trigger during the worker\'s move');
-$t->run('alice', q{INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('old', 'u1', '2002-05-06 12:00+00')});
+$t->run('alice', q{INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('old', 'u1', now() - interval '30 days')});
 su(q{SELECT * FROM stream.maintain()});
 is($t->query('postgres', q{SELECT count(*) FROM ONLY public.clicks_default}), '0',
 	'1f: the superuser\'s stream.maintain() moved it');
@@ -526,7 +526,7 @@ is($r5, 0, '5: pat emits a "move" message with the extension\'s prefix, then ins
   or diag($e5);
 $t->succeeds('alice', q{
 BEGIN;
-INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('part_old', 'u1', '1999-06-07 12:00+00');
+INSERT INTO public.clicks (event_name, user_id, occurred_at) VALUES ('part_old', 'u1', now() - interval '50 days');
 SELECT * FROM stream.maintain('clicks');
 INSERT INTO public.clicks (event_name, user_id) VALUES ('after_part', 'a1'), ('after_part', 'a2');
 COMMIT;},
@@ -632,7 +632,7 @@ sub ident { my ($v) = @_; return '"' . ($v =~ s/"/""/gr) . '"'; }
 my $evil_rel = 'public.' . ident($evil_name);
 my $evil_dflt = 'public.' . ident($evil_name . '_default');
 $t->succeeds('alice', 'SELECT stream.create_stream(' . lit(ident($evil_name)) . ");
-INSERT INTO $evil_rel (event_name, user_id, occurred_at) VALUES ('old', 'u1', '2003-01-02 12:00+00');",
+INSERT INTO $evil_rel (event_name, user_id, occurred_at) VALUES ('old', 'u1', now() - interval '40 days');",
 	'8: alice creates a stream whose name has quotes and a semicolon (a legal identifier)');
 su(q{SELECT * FROM stream.maintain()});
 is($t->query('postgres', "SELECT count(*) FROM ONLY $evil_dflt"), '0', '8: maintenance moved its event into a new partition');
