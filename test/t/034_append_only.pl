@@ -184,24 +184,28 @@ sub p99_across
 	return ($n, $p->(0.5), $p->(0.99), $p->(0.999), $lat[-1] / 1000.0, $slow_inserts);
 }
 
-# each loop creates one partition ahead per iteration, then sleeps 100 ms
+# each iteration creates one partition ahead, then sleeps 20 ms, for as
+# long as the producers run
 my $ahead_loop = q{
 DO $$
+DECLARE
+  t0 timestamptz := clock_timestamp();
 BEGIN
-  FOR k IN 4 .. 60 LOOP
+  FOR k IN 4 .. 1000 LOOP
+    EXIT WHEN clock_timestamp() > t0 + interval '%d seconds';
     PERFORM set_config('stream_events.partitions_ahead', k::text, false);
     %s
     PERFORM * FROM stream.maintain('bench');
     COMMIT;
-    PERFORM pg_sleep(0.1);
+    PERFORM pg_sleep(0.02);
   END LOOP;
 END $$};
 my %r;
 $r{none} = [ p99_across('none', q{SELECT 1}) ];
-$r{before} = [ p99_across('before', sprintf($ahead_loop, q{LOCK TABLE bench IN SHARE MODE;})) ];
+$r{before} = [ p99_across('before', sprintf($ahead_loop, $seconds, q{LOCK TABLE bench IN SHARE MODE;})) ];
 $node->safe_psql('postgres', q{SELECT stream.drop_stream('bench');
 	SELECT stream.create_stream('bench', dedup_window => NULL)});
-$r{after} = [ p99_across('after', sprintf($ahead_loop, '')) ];
+$r{after} = [ p99_across('after', sprintf($ahead_loop, $seconds, '')) ];
 # late events, 200 per day for 60 days, adopted one partition per maintain
 $node->safe_psql('postgres', q{
 	INSERT INTO bench (event_name, occurred_at)
@@ -214,7 +218,7 @@ BEGIN
     PERFORM set_config('stream_events.max_partitions_per_run', '1', false);
     PERFORM * FROM stream.maintain('bench');
     COMMIT;
-    PERFORM pg_sleep(0.1);
+    PERFORM pg_sleep(0.02);
   END LOOP;
 END $$}) ];
 is($node->safe_psql('postgres', q{SELECT count(*) FROM bench_default WHERE event_name = 'late'}), '0',
