@@ -145,8 +145,16 @@ sub fast_stop
 	my $pid = $node->{_pid};
 	local $ENV{PGCTLTIMEOUT} = 30;
 	my $ok = $node->stop('fast', fail_ok => 1);
-	ok($ok, "$when: the server stops on a fast shutdown (every worker ends on SIGTERM)")
-	  or diag(`ps --ppid $pid -o pid,stat,wchan:32,args 2>&1`);
+	if (!ok($ok, "$when: the server stops on a fast shutdown (every worker ends on SIGTERM)"))
+	{
+		my $ps = `ps --ppid $pid -o pid,stat,wchan:32,args 2>&1`;
+		diag($ps);
+		# where the processes left hang (diagnostics only)
+		for my $child ($ps =~ /^\s*(\d+)\s.*stream_events/mg)
+		{
+			diag(`gdb -p $child -batch -ex bt 2>/dev/null | grep '^#' | head -25`) if -x '/usr/bin/gdb';
+		}
+	}
 	$node->stop('immediate') unless $ok;
 }
 
