@@ -8,24 +8,24 @@
 -- or result change are dropped and created again; views whose columns change
 -- are dropped and created again.
 --
--- The function and view part between the "functions and views" markers is
--- generated (and then replaced as a whole):
+-- The block from "-- ---- functions, views, privileges and policies" to its
+-- end marker is generated (functions, views, privileges on tables and
+-- sequences, row level security, policies) and replaced as a whole by
 --   make upgrade-functions   (scripts/upgrade-functions.sh --update THIS-FILE 0.1.0)
 -- everything else is written by hand; make test-upgrade shows what differs.
 
 \echo Use "ALTER EXTENSION stream_events UPDATE TO '0.2.0'" to load this file. \quit
 
--- ---- before the functions and views: tables, and what depends on changed objects ----
+-- The catalogs this script changes, locked up front in the order the
+-- worker reads them (aggregate_defs, then activation_defs): taken one by
+-- one as the script goes, they deadlocked with a worker round.
+LOCK TABLE stream.aggregate_defs, stream.activation_defs, stream.streams, stream.contracts,
+           stream.schemas, stream.activations, stream.absence_timers, stream.threshold_state,
+           stream.consumer_offsets, stream.consumer_acks
+    IN ACCESS EXCLUSIVE MODE;
 
--- policies of the catalogs: read-only now, created again below
-DROP POLICY streams_read ON stream.streams;
-DROP POLICY streams_owner_write ON stream.streams;
-DROP POLICY contracts_read ON stream.contracts;
-DROP POLICY contracts_owner_insert ON stream.contracts;
-DROP POLICY aggregate_defs_read ON stream.aggregate_defs;
-DROP POLICY aggregate_defs_owner_write ON stream.aggregate_defs;
-DROP POLICY activation_defs_read ON stream.activation_defs;
-DROP POLICY activation_defs_owner_write ON stream.activation_defs;
+-- ---- before the generated block: tables (their privileges, row level ----
+-- ---- security and policies are in the block)                          ----
 
 -- new columns
 ALTER TABLE stream.streams ADD COLUMN format_assertion boolean;
@@ -45,8 +45,6 @@ CREATE TABLE stream.channels (
 SELECT pg_catalog.pg_extension_config_dump('stream.channels', '');
 COMMENT ON TABLE stream.channels IS
     'Activation channels and the role that owns each (the first to define an activation on it)';
-REVOKE ALL ON stream.channels FROM PUBLIC;
-GRANT SELECT ON stream.channels TO PUBLIC;
 
 CREATE TABLE stream.channel_grants (
     channel      text NOT NULL REFERENCES stream.channels ON DELETE CASCADE,
@@ -58,8 +56,6 @@ CREATE TABLE stream.channel_grants (
 SELECT pg_catalog.pg_extension_config_dump('stream.channel_grants', '');
 COMMENT ON TABLE stream.channel_grants IS
     'Roles allowed to consume a channel they do not own (stream.grant_channel / stream.revoke_channel)';
-REVOKE ALL ON stream.channel_grants FROM PUBLIC;
-GRANT SELECT ON stream.channel_grants TO PUBLIC;
 
 CREATE TABLE stream.consumers (
     consumer     text PRIMARY KEY,
@@ -69,12 +65,16 @@ CREATE TABLE stream.consumers (
 SELECT pg_catalog.pg_extension_config_dump('stream.consumers', '');
 COMMENT ON TABLE stream.consumers IS
     'Consumer names of stream.consume / stream.ack and the role each is bound to (the first that used it)';
-REVOKE ALL ON stream.consumers FROM PUBLIC;
-GRANT SELECT ON stream.consumers TO PUBLIC;
-ALTER TABLE stream.consumers ENABLE ROW LEVEL SECURITY;
-CREATE POLICY consumers_read ON stream.consumers FOR SELECT USING (pg_catalog.pg_has_role(role, 'USAGE'));
 
--- ---- functions and views (scripts/upgrade-functions.sh) ----
+-- ---- functions, views, privileges and policies (scripts/upgrade-functions.sh) ----
+DROP POLICY streams_read ON stream.streams;
+DROP POLICY streams_owner_write ON stream.streams;
+DROP POLICY contracts_read ON stream.contracts;
+DROP POLICY contracts_owner_insert ON stream.contracts;
+DROP POLICY aggregate_defs_read ON stream.aggregate_defs;
+DROP POLICY aggregate_defs_owner_write ON stream.aggregate_defs;
+DROP POLICY activation_defs_read ON stream.activation_defs;
+DROP POLICY activation_defs_owner_write ON stream.activation_defs;
 DROP VIEW stream.aggregates;
 DROP VIEW stream.compliance;
 DROP VIEW stream.stats;
@@ -1793,72 +1793,73 @@ CREATE OR REPLACE VIEW stream.activation_stats AS
      LEFT JOIN acked k ON (((k.activation = d.name) AND (k.consumer = o.consumer))))
   WHERE (pg_has_role((d.owner)::oid, 'USAGE'::text) OR stream._channel_readable(d.channel));
 
--- ---- end of functions and views ----
 
--- ---- after the functions and views: privileges, row level security, data ----
-
--- catalogs: written only by the extension's functions
-REVOKE ALL ON stream.streams FROM PUBLIC;
-GRANT SELECT ON stream.streams TO PUBLIC;
-REVOKE ALL ON SEQUENCE stream.streams_stream_id_seq FROM PUBLIC;
-CREATE POLICY streams_read ON stream.streams FOR SELECT USING (stream._stream_visible(relid));
-
-REVOKE ALL ON stream.contracts FROM PUBLIC;
-GRANT SELECT ON stream.contracts TO PUBLIC;
-CREATE POLICY contracts_read ON stream.contracts FOR SELECT USING (stream._stream_visible(stream));
-
-REVOKE ALL ON stream.schemas FROM PUBLIC;
-GRANT SELECT ON stream.schemas TO PUBLIC;
+-- tables and sequences: row level security and privileges
 ALTER TABLE stream.schemas ENABLE ROW LEVEL SECURITY;
-CREATE POLICY schemas_read ON stream.schemas FOR SELECT
-    USING (uri NOT LIKE 'urn:stream-events:%'
-           OR EXISTS (SELECT 1 FROM stream.contracts c WHERE c.schema_uri = schemas.uri));
-
-REVOKE ALL ON stream.aggregate_defs FROM PUBLIC;
-GRANT SELECT ON stream.aggregate_defs TO PUBLIC;
-REVOKE ALL ON SEQUENCE stream.aggregate_defs_agg_id_seq FROM PUBLIC;
-CREATE POLICY aggregate_defs_read ON stream.aggregate_defs FOR SELECT
-    USING (pg_catalog.pg_has_role(owner, 'USAGE')
-           OR coalesce(pg_catalog.has_table_privilege(view, 'SELECT'), false));
-
-REVOKE ALL ON stream.activation_defs FROM PUBLIC;
-GRANT SELECT ON stream.activation_defs TO PUBLIC;
-REVOKE ALL ON SEQUENCE stream.activation_defs_act_id_seq FROM PUBLIC;
-CREATE POLICY activation_defs_read ON stream.activation_defs FOR SELECT
-    USING (pg_catalog.pg_has_role(owner, 'USAGE') OR stream._channel_readable(channel));
-
-REVOKE ALL ON stream.activations FROM PUBLIC;
-GRANT SELECT ON stream.activations TO PUBLIC;
+ALTER TABLE stream.consumers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE stream.activations ENABLE ROW LEVEL SECURITY;
-CREATE POLICY activations_read ON stream.activations FOR SELECT USING (stream._channel_readable(channel));
-
-REVOKE ALL ON stream.absence_timers FROM PUBLIC;
-GRANT SELECT ON stream.absence_timers TO PUBLIC;
 ALTER TABLE stream.absence_timers ENABLE ROW LEVEL SECURITY;
-CREATE POLICY absence_timers_read ON stream.absence_timers FOR SELECT
-    USING (EXISTS (SELECT 1 FROM stream.activation_defs d
-                   WHERE d.act_id = absence_timers.act_id AND pg_catalog.pg_has_role(d.owner, 'USAGE')));
-
-REVOKE ALL ON stream.threshold_state FROM PUBLIC;
-GRANT SELECT ON stream.threshold_state TO PUBLIC;
 ALTER TABLE stream.threshold_state ENABLE ROW LEVEL SECURITY;
-CREATE POLICY threshold_state_read ON stream.threshold_state FOR SELECT
-    USING (EXISTS (SELECT 1 FROM stream.activation_defs d
-                   WHERE d.act_id = threshold_state.act_id AND pg_catalog.pg_has_role(d.owner, 'USAGE')));
-
-REVOKE ALL ON stream.consumer_offsets FROM PUBLIC;
-GRANT SELECT ON stream.consumer_offsets TO PUBLIC;
 ALTER TABLE stream.consumer_offsets ENABLE ROW LEVEL SECURITY;
-CREATE POLICY consumer_offsets_read ON stream.consumer_offsets FOR SELECT
-    USING (EXISTS (SELECT 1 FROM stream.consumers c
-                   WHERE c.consumer = consumer_offsets.consumer AND pg_catalog.pg_has_role(c.role, 'USAGE')));
-
-REVOKE ALL ON stream.consumer_acks FROM PUBLIC;
-GRANT SELECT ON stream.consumer_acks TO PUBLIC;
 ALTER TABLE stream.consumer_acks ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON SEQUENCE stream.streams_stream_id_seq FROM PUBLIC;
+
+REVOKE ALL ON TABLE stream.streams FROM PUBLIC;
+GRANT SELECT ON TABLE stream.streams TO PUBLIC;
+
+REVOKE ALL ON TABLE stream.contracts FROM PUBLIC;
+GRANT SELECT ON TABLE stream.contracts TO PUBLIC;
+
+REVOKE ALL ON SEQUENCE stream.aggregate_defs_agg_id_seq FROM PUBLIC;
+
+REVOKE ALL ON TABLE stream.aggregate_defs FROM PUBLIC;
+GRANT SELECT ON TABLE stream.aggregate_defs TO PUBLIC;
+
+REVOKE ALL ON SEQUENCE stream.activation_defs_act_id_seq FROM PUBLIC;
+
+REVOKE ALL ON TABLE stream.activation_defs FROM PUBLIC;
+GRANT SELECT ON TABLE stream.activation_defs TO PUBLIC;
+
+GRANT SELECT ON TABLE stream.channels TO PUBLIC;
+
+GRANT SELECT ON TABLE stream.channel_grants TO PUBLIC;
+
+GRANT SELECT ON TABLE stream.consumers TO PUBLIC;
+
+-- policies
+CREATE POLICY streams_read ON stream.streams FOR SELECT
+    USING (stream._stream_visible(relid));
+CREATE POLICY contracts_read ON stream.contracts FOR SELECT
+    USING (stream._stream_visible(stream));
+CREATE POLICY schemas_read ON stream.schemas FOR SELECT
+    USING (((uri !~~ 'urn:stream-events:%'::text) OR (EXISTS ( SELECT 1
+   FROM stream.contracts c
+  WHERE (c.schema_uri = schemas.uri)))));
+CREATE POLICY aggregate_defs_read ON stream.aggregate_defs FOR SELECT
+    USING ((pg_has_role((owner)::oid, 'USAGE'::text) OR COALESCE(has_table_privilege((view)::oid, 'SELECT'::text), false)));
+CREATE POLICY consumers_read ON stream.consumers FOR SELECT
+    USING (pg_has_role((role)::oid, 'USAGE'::text));
+CREATE POLICY activation_defs_read ON stream.activation_defs FOR SELECT
+    USING ((pg_has_role((owner)::oid, 'USAGE'::text) OR stream._channel_readable(channel)));
+CREATE POLICY activations_read ON stream.activations FOR SELECT
+    USING (stream._channel_readable(channel));
+CREATE POLICY absence_timers_read ON stream.absence_timers FOR SELECT
+    USING ((EXISTS ( SELECT 1
+   FROM stream.activation_defs d
+  WHERE ((d.act_id = absence_timers.act_id) AND pg_has_role((d.owner)::oid, 'USAGE'::text)))));
+CREATE POLICY threshold_state_read ON stream.threshold_state FOR SELECT
+    USING ((EXISTS ( SELECT 1
+   FROM stream.activation_defs d
+  WHERE ((d.act_id = threshold_state.act_id) AND pg_has_role((d.owner)::oid, 'USAGE'::text)))));
+CREATE POLICY consumer_offsets_read ON stream.consumer_offsets FOR SELECT
+    USING ((EXISTS ( SELECT 1
+   FROM stream.consumers c
+  WHERE ((c.consumer = consumer_offsets.consumer) AND pg_has_role((c.role)::oid, 'USAGE'::text)))));
 CREATE POLICY consumer_acks_read ON stream.consumer_acks FOR SELECT
-    USING (EXISTS (SELECT 1 FROM stream.consumers c
-                   WHERE c.consumer = consumer_acks.consumer AND pg_catalog.pg_has_role(c.role, 'USAGE')));
+    USING ((EXISTS ( SELECT 1
+   FROM stream.consumers c
+  WHERE ((c.consumer = consumer_acks.consumer) AND pg_has_role((c.role)::oid, 'USAGE'::text)))));
+-- ---- end of functions, views, privileges and policies ----
 
 -- ---- data: what 0.1.0 catalogs did not record ----
 

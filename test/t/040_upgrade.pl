@@ -267,7 +267,7 @@ sub diff_texts
 
 # The catalogs' rows that must come out of the upgrade as a fresh install
 # makes them (not ids, times, LSNs, counters or analysed trees, which hold
-# OIDs).  stream.schemas.owner is left out: NULL after an upgrade means
+# OIDs), nor the worker's status.  stream.schemas.owner is left out: NULL after an upgrade means
 # "registered by a superuser" (0.1.0 let only superusers register).
 sub catalog_rows
 {
@@ -284,7 +284,7 @@ UNION ALL
 SELECT 'schemas', uri, schema::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM stream.schemas
 UNION ALL
 SELECT 'aggregate_defs', view::text, state_table::text, stream::text, owner::text, query, search_path,
-       view_select, state_keys, status, NULL, NULL FROM stream.aggregate_defs
+       view_select, state_keys, NULL, NULL, NULL FROM stream.aggregate_defs
 UNION ALL
 SELECT 'activation_defs', name, kind, stream::text, aggregate::text, condition, cancelled_by,
        concat_ws(' | ', within, key, payload, channel, cooldown, delivery), owner::text, search_path,
