@@ -735,6 +735,37 @@ park_blamed(ErrorData *edata, char **what)
 	return (p && !p->is_act) ? p->id : 0;
 }
 
+/*
+ * Forgets parked definitions that no longer exist (dropped): their applied
+ * LSN must not hold the slot.  In a transaction with SPI.
+ */
+static void
+prune_parked(List *agg_ids)
+{
+	List	   *act_ids = NIL;
+	ListCell   *lc;
+
+	if (parked == NIL)
+		return;
+	if (SPI_execute("SELECT act_id FROM stream.activation_defs", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read stream.activation_defs");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		act_ids = lappend_int(act_ids,
+							  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+	foreach(lc, parked)
+	{
+		ParkedDef  *p = lfirst(lc);
+
+		if (!list_member_int(p->is_act ? act_ids : agg_ids, p->id))
+			parked = foreach_delete_current(parked, lc);
+	}
+}
+
 /* reads the catalog and compiles every aggregate; in a transaction with SPI */
 static void
 load_definitions(const char *signature)
@@ -743,6 +774,7 @@ load_definitions(const char *signature)
 	uint64		n;
 	SPITupleTable *tuptable;
 	ListCell   *lc;
+	List	   *agg_ids = NIL;
 
 	free_definitions();
 	if (SPI_execute("SELECT agg_id, view::oid, state_table::oid, stream::oid, owner::oid, "
@@ -770,6 +802,7 @@ load_definitions(const char *signature)
 		AggRuntime *rt;
 		StreamFeed *feed;
 
+		agg_ids = lappend_int(agg_ids, agg_id);
 		if (is_parked(false, agg_id, in_error))
 			continue;
 		old = MemoryContextSwitchTo(defs_cxt);
@@ -788,6 +821,7 @@ load_definitions(const char *signature)
 		feed->runtimes = lappend(feed->runtimes, rt);
 		MemoryContextSwitchTo(old);
 	}
+	prune_parked(agg_ids);
 	old = MemoryContextSwitchTo(defs_cxt);
 	{
 		List	   *skip = NIL;

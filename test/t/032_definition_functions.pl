@@ -318,6 +318,12 @@ BEGIN RETURN u; END $$});
 sql(q{SELECT stream.rebuild_aggregate('fragile_agg')});
 sql(q{SELECT stream.flush('fragile_agg', timeout => '60 s')});
 oracle_equal('fragile_agg', 'fixed and rebuilt');
+# the parked activations dropped: nothing holds anyone back
+sql(q{SELECT stream.drop_activation('fragile_act')});
+sql(q{SELECT stream.drop_activation('writer_act')});
+sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('buy', 'after')});
+sql(q{SELECT stream.flush(timeout => '60 s')});
+oracle_equal($_, 'after the parked definitions are gone') for qw(by_who_sql fragile_agg);
 
 # -- the worker never crashed ------------------------------------------------
 sql(q{SELECT stream.flush('by_who_sql', timeout => '60 s')});
