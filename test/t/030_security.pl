@@ -1,15 +1,31 @@
 # The trust boundary (issue 12): no role gains another role's rights, or
 # reads another role's events, through stream_events.
 #
-# Roles: alice (owner of the stream clicks), bob (owner of a private stream
-# bob_private), pat (producer: INSERT on clicks and orders only), carl
-# (consumer, granted bob's channel), mallory (outsider, owns m_stream).  The
-# superuser owns a canary table, a victim table and a loot table; the attack
-# functions (evil_<role>) try to escalate (ALTER ROLE ... SUPERUSER), write
-# and delete canary rows, drop the victim, SET ROLE bob and read bob's stream
-# into loot.  Each attack class of the issue is tried and shown to have no
-# effect (sec_state() stays clean), with the SQLSTATE the plan requires;
-# negative controls show that every check can fail.
+# Roles: alice (owner of the streams clicks, orders, pubfeed), bob (owner of
+# a private stream bob_private, its aggregate and activations), pat
+# (producer: INSERT on clicks and orders only), carl (consumer, granted bob's
+# channel), mallory (outsider, owns m_stream).  The superuser owns a canary
+# table, a victim table and a loot table; the attack functions (evil_<role>,
+# SECURITY INVOKER, called through IMMUTABLE wrappers) try to escalate
+# (ALTER ROLE ... SUPERUSER), write and delete canary rows, empty and drop
+# the victim, SET ROLE bob and read bob's stream into loot.  sec_state()
+# shows all of that in one line; it must stay clean after every attack.
+#
+# Classes, in this order: 1 user code runs as its owner, restricted (group
+# keys, folded constants, conditions/keys/payloads, absence, thresholds,
+# triggers during maintenance moves, immediate activations in a superuser's
+# transaction, user-defined aggregates); 3 delivery (NOTIFY id mode,
+# channels, consumers, hidden outbox/timer/threshold rows, owner-only
+# operations); 4 views; 5 exactly-once holes (forged "move" messages,
+# partitions created mid-transaction, DROP DATABASE by a non-owner);
+# 6 enforcement (SUSET settings, owners and producers without hidden
+# grants); 8 hostile names; 2 forged catalog rows (each with what it would
+# have done); 7 internal functions and the _priv door; then what could crash
+# or stop the worker: forged partial states and query trees, definitions of
+# one role that fail (they must not stop the others), and 1j an operator
+# planted later in a schema of another role's search_path.  Every refusal
+# asserts its SQLSTATE; every attack has a positive check that it was
+# really evaluated; negative controls show that the checks can fail.
 use strict;
 use warnings;
 
@@ -548,7 +564,7 @@ BEGIN;
 SELECT pg_logical_emit_message(true, 'stream_events', 'move');
 INSERT INTO public.clicks (event_name, user_id) VALUES ('hidden', 'p1'), ('hidden', 'p2'), ('hidden', 'p3');
 COMMIT;});
-is($r5, 0, '5: pat emits a "move" message with the extension\'s prefix, then inserts (allowed today: PUBLIC may emit)')
+is($r5, 0, '5: pat emits a "move" message with the extension\'s prefix, then inserts (pg_logical_emit_message is PUBLIC)')
   or diag($e5);
 my $made = $t->succeeds('alice', q{
 BEGIN;
