@@ -828,6 +828,13 @@ note('--- 7. internal functions are not executable by PUBLIC');
 $t->succeeds('postgres', qq{SELECT stream._priv_prune_dedup_keys('bob', $bob_sid)},
 	'7 control: the superuser executes _priv_prune_dedup_keys (the signature exists)');
 my $m_id = $t->query('postgres', q{SELECT max(id) FROM stream.activations WHERE channel = 'bob_ch'}) || 1;
+$t->succeeds('postgres', q{
+CREATE FUNCTION public.su_add(a int, b int) RETURNS int IMMUTABLE LANGUAGE sql AS $f$ SELECT coalesce(a, 0) + coalesce(b, 0) $f$;
+CREATE AGGREGATE public.su_sum(int) (sfunc = public.su_add, stype = int, combinefunc = public.su_add, initcond = '0');
+GRANT EXECUTE ON FUNCTION public.su_sum(int) TO PUBLIC},
+	'7 control: a superuser-owned aggregate with SQL support functions');
+$t->succeeds('postgres', q{SELECT stream.combine_states(1, 2, 'public.su_sum(int)'::regprocedure)},
+	'7 control: its owner combines its states');
 my %internal = (
 	'_priv_prune_dedup_keys (as bob)' => qq{SELECT stream._priv_prune_dedup_keys('bob', $bob_sid)},
 	'_priv_register_stream (as bob)' =>
@@ -837,7 +844,11 @@ my %internal = (
 	'_consumer_claim (as carl)' => q{SELECT stream._consumer_claim('carl', 'carl_c', 'bob_ch')},
 	'_aggregate_analyze_as (as bob)' =>
 	  q{SELECT stream._aggregate_analyze_as('bob', 'public', 'SELECT event_name, count(*) FROM public.bob_private GROUP BY 1')},
-	'combine_states' => q{SELECT stream.combine_states(1::bigint, 2::bigint, 'sum(int8)'::regprocedure)},
+	# open to PUBLIC (the worker's upsert runs it as each aggregate's owner),
+	# but not with another role's aggregate whose support functions are not
+	# built in (docs/security.md, 7)
+	'combine_states (another role\'s aggregate)' =>
+	  q{SELECT stream.combine_states(1, 2, 'public.su_sum(int)'::regprocedure)},
 	'_move_rows' => q{SELECT stream._move_rows('public.bob_private_default', 'public.m_stream_default', '-infinity', 'infinity')},
 	'_aggregate_adopt' => q{SELECT stream._aggregate_adopt()},
 	'_aggregate_depend' => q{SELECT stream._aggregate_depend('public.canary', 'public.m_stream')},
