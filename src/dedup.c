@@ -13,7 +13,7 @@
  * transaction and closed at commit.
  *
  * No deadlocks: the stream's dedup lock.  ON CONFLICT alone deadlocks
- * when two transactions send overlapping events in different orders: A
+ * when two statements send overlapping events in different orders: A
  * stores e1 and holds its key, B stores e2 and holds its key, then A meets
  * e2 and must wait for B's end (if B commits, A's copy is a duplicate; if
  * B rolls back, A's copy must be stored), while B meets e1 and waits for
@@ -21,23 +21,37 @@
  * up a guarantee: the row of the earlier event is already stored, so A can
  * neither drop e2 (lost if B then rolls back) nor store it (twice if B
  * commits).  Ordering keys cannot help either, since COPY and INSERT hand
- * us rows in the producer's order.  So the cycle is made impossible:
- * before it registers its first key of a stream, a transaction takes the
- * stream's dedup lock (an exclusive advisory-style lock, tag (database,
- * 24159, stream_id, 2)) and keeps it until pre-commit (dedup_xact_callback)
- * or until the subtransaction that took it rolls back, which also removes
- * every key it registered since.  Hence at most one transaction at a time
- * holds uncommitted keys of a stream and can still run statements: a key
- * it meets held by someone else belongs to a transaction past pre-commit,
- * which waits for nothing of ours, and the transactions waiting for the
- * lock hold no key of that stream.  The wait for the lock is the "second
- * waits for the first" of the guarantee; the key check after it still
- * drops the copy of a committed event and stores that of a rolled-back
- * one.  Producers of one stream thus run their statements one at a time
- * (commits, and their WAL flushes, still overlap); different streams do not
- * wait for each other.  What remains is the ordinary lock-order case: two
- * transactions that each send to two deduplicated streams, in opposite
- * orders (docs/streams.md).
+ * us rows in the producer's order.  So the cycle is made impossible while
+ * a statement runs: before it registers its first key of a stream, a
+ * statement takes the stream's dedup lock (an exclusive advisory-style
+ * lock, tag (database, 24159, stream_id, 2)) and keeps it until the end of
+ * the top-level statement (dedup_executor_end), or for COPY and utility
+ * statements (DO) until the transaction's pre-commit (dedup_xact_callback)
+ * or abort.  Hence at most one
+ * statement at a time registers keys of a stream; a key it meets held by
+ * someone else belongs to a transaction that runs no statement (idle in
+ * its block, or committing), which waits for nothing of ours; and the
+ * statements waiting for the lock hold no key they have registered
+ * themselves.  So single-statement transactions (autocommit INSERT, COPY,
+ * SELECT stream.ingest(...)) never deadlock, whatever their orders.  The
+ * wait for the lock is part of "the second waits for the first"; the key
+ * check after it still drops the copy of a committed event and stores that
+ * of a rolled-back one.
+ *
+ * What is left is provably unavoidable without serialising whole
+ * transactions: an explicit transaction that sends events in several
+ * statements holds their keys between statements, while other producers
+ * must be free to run (a producer's open transaction cannot stop a
+ * stream); if another producer then sends some of the same events in
+ * another order, the cycle above can form.  For the same reason a later
+ * statement of a transaction that already holds keys of the stream takes
+ * the lock only if it is free: the holder may be waiting for those keys,
+ * and waiting for the holder would be a deadlock of our own making (TAP
+ * 003: transactions of several statements, all in ascending order, never
+ * deadlocked before and must not now).  docs/streams.md says so.
+ * The statements of one stream's producers run one at a time; their
+ * commits (and WAL flushes) still overlap, and different streams never
+ * wait for each other.
  *
  * Rights: stream.dedup_keys is private to the extension (no grant to
  * anyone), and a producer with INSERT on the stream needs none: the table
@@ -56,6 +70,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/executor.h"
+#include "tcop/tcopprot.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "storage/lmgr.h"
@@ -84,14 +99,21 @@ static bool callbacks_registered = false;
 
 /*
  * Streams whose dedup lock this transaction took (some may have been
- * released since by a subtransaction's rollback), in TopMemoryContext;
+ * released since at a statement's end), in TopMemoryContext;
  * last_locked caches the latest for the per-row check.
  */
 static int32 *locked_streams = NULL;
 static int	n_locked = 0;
 static int	max_locked = 0;
 static int32 last_locked = -1;
-static SubTransactionId last_locked_subxid = InvalidSubTransactionId;
+
+/* streams this transaction registered keys of (TopMemoryContext) */
+static int32 *keyed_streams = NULL;
+static int	n_keyed = 0;
+static int	max_keyed = 0;
+
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+static bool executor_end_installed = false;
 
 static void
 dedup_locktag(LOCKTAG *tag, int32 stream_id)
@@ -120,34 +142,89 @@ dedup_release_locks(void)
 }
 
 /*
- * Takes the stream's dedup lock before this transaction's first key of it
- * (see the top of the file), under the current resource owner: a
- * subtransaction that rolls back releases it together with its keys.
+ * At the end of a top-level statement (its query text is the one the
+ * client sent): no more key of this statement, so the locks go (see the
+ * top of the file).  Nested statements (SPI, PL/pgSQL, stream.ingest's own
+ * INSERT) keep them for the statement that runs them.
+ */
+static void
+dedup_executor_end(QueryDesc *queryDesc)
+{
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+	if (last_locked != -1 && debug_query_string != NULL &&
+		queryDesc->sourceText == debug_query_string &&
+		IsTransactionState())
+		dedup_release_locks();
+}
+
+static bool
+stream_keyed(int32 stream_id)
+{
+	for (int i = 0; i < n_keyed; i++)
+		if (keyed_streams[i] == stream_id)
+			return true;
+	return false;
+}
+
+static void
+int_list_add(int32 **list, int *n, int *max, int32 v)
+{
+	if (*n == *max)
+	{
+		*max = Max(8, *max * 2);
+		*list = *list == NULL ?
+			MemoryContextAlloc(TopMemoryContext, *max * sizeof(int32)) :
+			repalloc(*list, *max * sizeof(int32));
+	}
+	(*list)[(*n)++] = v;
+}
+
+/*
+ * Before a statement's first key of a stream: its dedup lock (see the top
+ * of the file), owned by the transaction so that the statement's end can
+ * release it.  A transaction that already registered keys of the stream in
+ * an earlier statement only takes it if it is free: waiting for it could
+ * close a cycle with a holder that waits for those keys.
  */
 static void
 dedup_lock_stream(int32 stream_id)
 {
 	LOCKTAG		tag;
+	ResourceOwner saved_owner;
 
-	/* held since a key of this subtransaction or of a parent that is still there */
-	if (stream_id == last_locked &&
-		last_locked_subxid == GetCurrentSubTransactionId())
-		return;
+	if (stream_id == last_locked)
+		return;					/* decided for this statement */
 	dedup_locktag(&tag, stream_id);
 	if (!LockHeldByMe(&tag, ExclusiveLock))
 	{
-		(void) LockAcquire(&tag, ExclusiveLock, false, false);
-		if (n_locked == max_locked)
+		bool		got;
+
+		if (!executor_end_installed)
 		{
-			max_locked = Max(8, max_locked * 2);
-			locked_streams = locked_streams == NULL ?
-				MemoryContextAlloc(TopMemoryContext, max_locked * sizeof(int32)) :
-				repalloc(locked_streams, max_locked * sizeof(int32));
+			/* installed here, not in _PG_init: only sessions that dedup */
+			prev_ExecutorEnd = ExecutorEnd_hook;
+			ExecutorEnd_hook = dedup_executor_end;
+			executor_end_installed = true;
 		}
-		locked_streams[n_locked++] = stream_id;
+		saved_owner = CurrentResourceOwner;
+		CurrentResourceOwner = TopTransactionResourceOwner;
+		if (stream_keyed(stream_id))
+			got = LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+		else
+		{
+			(void) LockAcquire(&tag, ExclusiveLock, false, false);
+			got = true;
+		}
+		CurrentResourceOwner = saved_owner;
+		if (got)
+			int_list_add(&locked_streams, &n_locked, &max_locked, stream_id);
 	}
+	if (!stream_keyed(stream_id))
+		int_list_add(&keyed_streams, &n_keyed, &max_keyed, stream_id);
 	last_locked = stream_id;
-	last_locked_subxid = GetCurrentSubTransactionId();
 }
 
 static void
@@ -190,12 +267,14 @@ dedup_xact_callback(XactEvent event, void *arg)
 			dedup_state = NULL;
 			/* and the lock manager the locks */
 			n_locked = 0;
+			n_keyed = 0;
 			last_locked = -1;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			n_locked = 0;
+			n_keyed = 0;
 			last_locked = -1;
 			break;
 		default:
@@ -204,23 +283,11 @@ dedup_xact_callback(XactEvent event, void *arg)
 }
 
 static void
-dedup_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					   SubTransactionId parentSubid, void *arg)
-{
-	/* a rollback may have released the lock; a commit moved it up */
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-		last_locked = -1;
-	else if (event == SUBXACT_EVENT_COMMIT_SUB && last_locked_subxid == mySubid)
-		last_locked_subxid = parentSubid;
-}
-
-static void
 dedup_register_callbacks(void)
 {
 	if (!callbacks_registered)
 	{
 		RegisterXactCallback(dedup_xact_callback, NULL);
-		RegisterSubXactCallback(dedup_subxact_callback, NULL);
 		callbacks_registered = true;
 	}
 }
