@@ -2088,13 +2088,17 @@ read_signature(bool *installed)
 	 * Not xmin: the worker's own apply updates these rows, and a signature
 	 * that changed with every apply would reload the definitions and
 	 * re-read WAL from the slot's restart point each round.  New, dropped,
-	 * rebuilt and adopted aggregates show in agg_id and applied_lsn.
+	 * rebuilt and adopted aggregates show in agg_id and applied_lsn, parked
+	 * ones set right in status; an activation's notify mode and stored
+	 * trees (set by an upgrade) in its part.
 	 */
 	if (SPI_execute("SELECT nullif(concat_ws('|', "
 					"(SELECT string_agg(agg_id || ':' || (applied_lsn IS NULL)::text || (status = 'error')::text, ',' ORDER BY agg_id) "
 					" FROM stream.aggregate_defs), "
-					"(SELECT 'a' || string_agg(act_id::text, ',' ORDER BY act_id) "
-					" FROM stream.activation_defs WHERE delivery = 'batched')), '')", true, 0) == SPI_OK_SELECT &&
+					"(SELECT 'a' || string_agg(act_id::text || ':' || coalesce(j ->> 'notify', '') || "
+					"  (j ->> 'condition_tree' IS NOT NULL)::text, ',' ORDER BY act_id) "
+					" FROM stream.activation_defs d, LATERAL (SELECT pg_catalog.to_jsonb(d) AS j) x "
+					" WHERE delivery = 'batched')), '')", true, 0) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
 		bool		isnull;
