@@ -1603,6 +1603,9 @@ DECLARE
     ch  text;
     pos stream.consumer_offsets;
 BEGIN
+    -- the consumer name first: acknowledging for another role's consumer
+    -- is refused whatever the id
+    PERFORM stream._consumer_claim(caller, _priv_ack.consumer, NULL);
     SELECT a.channel INTO ch FROM stream.activations a WHERE a.id = upto_id;
     IF NOT FOUND OR NOT stream._channel_readable_by(caller, ch) THEN
         RAISE EXCEPTION 'activation % does not exist', coalesce(upto_id::text, 'NULL')
