@@ -94,12 +94,18 @@ SELECT partitions_created, rows_moved FROM stream.maintain('ao');
 SELECT partitions_created, rows_moved FROM stream.maintain('ao');
 RESET stream_events.max_partitions_per_run;
 SELECT default_partition_events FROM stream.stream_list WHERE stream = 'ao';
--- a role that may not read the stream gets NULL, not a count
+-- a role that may not read the stream gets NULL, not a count; one that may
+-- read the stream (not its default partition) gets the count
 CREATE ROLE ao_reader;
 GRANT USAGE ON SCHEMA stream TO ao_reader;
 GRANT INSERT ON ao TO ao_reader;
 SET ROLE ao_reader;
 SELECT stream, default_partition_events FROM stream.stream_list WHERE stream = 'ao';
+RESET ROLE;
+GRANT SELECT ON ao TO ao_reader;
+SET ROLE ao_reader;
+SELECT stream, default_partition_events FROM stream.stream_list WHERE stream = 'ao';
+SELECT stream._priv_default_partition_events('ao_reader', 'ao');
 RESET ROLE;
 
 -- retention: the one way a partition leaves a stream that stays

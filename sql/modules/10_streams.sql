@@ -464,14 +464,17 @@ COMMENT ON FUNCTION stream._drop_expired_partition(regclass) IS
 -- Events in a stream's default partition: those outside the partitions
 -- maintenance creates (stream_events.partitions_ahead,
 -- stream_events.max_partitions_behind, retention) and those not adopted yet.
--- NULL for a role that may not read the stream.
-CREATE FUNCTION stream._default_partition_events(stream regclass) RETURNS bigint
-LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+-- NULL for a role that may not read the stream.  Counted as the extension
+-- owner (stream._priv): SELECT on a stream does not give SELECT on its
+-- default partition read directly.
+CREATE FUNCTION stream._priv_default_partition_events(caller regrole, stream regclass) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dflt regclass;
     n    bigint;
 BEGIN
-    IF NOT pg_catalog.has_table_privilege(stream, 'SELECT') THEN
+    IF NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = _priv_default_partition_events.stream)
+       OR NOT pg_catalog.has_table_privilege(caller, stream, 'SELECT') THEN
         RETURN NULL;
     END IF;
     SELECT i.inhrelid::regclass INTO dflt
@@ -483,6 +486,14 @@ BEGIN
     EXECUTE format('SELECT count(*) FROM %s', dflt) INTO n;
     RETURN n;
 END $$;
+COMMENT ON FUNCTION stream._priv_default_partition_events(regrole, regclass) IS
+    'Events a stream''s default partition holds, for a caller that may SELECT from the stream, else NULL (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_default_partition_events(regrole, regclass) FROM PUBLIC;
+
+CREATE FUNCTION stream._default_partition_events(stream regclass) RETURNS bigint
+LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT stream._priv('stream._priv_default_partition_events', stream)::bigint
+$$;
 COMMENT ON FUNCTION stream._default_partition_events(regclass) IS
     'Events a stream''s default partition holds (outside the partition bound, or not adopted yet); NULL without SELECT on the stream (internal, stream.stream_list)';
 
