@@ -144,6 +144,8 @@ SELECT * FROM stream.ingest('events', '[{"event_name": "purchase", "properties":
   {"event_name": "page_view"},
   {"event_name": "purchase", "event_id": "77777777-7777-7777-8777-777777777777", "properties": {"price": "N/A"}}]');
 \echo :LAST_ERROR_SQLSTATE
+-- an element without an event_id: its generated one is not named
+SELECT * FROM stream.ingest('events', '[{"event_name": "purchase"}]');
 -- the same in a Segment message
 SELECT * FROM stream.ingest('events', '[{"type": "track", "event": "purchase", "messageId": "order-1", "properties": {}}]');
 \echo :LAST_ERROR_SQLSTATE

@@ -48,6 +48,7 @@ typedef struct IngestRow
 	Datum		values[N_INGEST_COLS];
 	bool		nulls[N_INGEST_COLS];
 	const char *occurred_field; /* the key occurred_at came from, or NULL */
+	bool		id_given;		/* event_id (or messageId) sent, not generated */
 } IngestRow;
 
 /* the chunk being inserted, counted by the insert trigger (stream.c) */
@@ -238,12 +239,17 @@ default_row(IngestRow *row)
 	row->values[C_PROPERTIES] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	row->values[C_CONTEXT] = row->values[C_PROPERTIES];
 	row->occurred_field = NULL;
+	row->id_given = false;
 }
 
+/* "event_id <uuid>", or that none was sent (a generated one means nothing) */
 static char *
 row_event_id(IngestRow *row)
 {
-	return DatumGetCString(DirectFunctionCall1(uuid_out, row->values[C_EVENT_ID]));
+	if (!row->id_given)
+		return "no event_id sent";
+	return psprintf("event_id %s",
+					DatumGetCString(DirectFunctionCall1(uuid_out, row->values[C_EVENT_ID])));
 }
 
 /*
@@ -261,7 +267,7 @@ check_finite(int index, IngestRow *row)
 			(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 			 errmsg("invalid event at index %d of the batch: field \"%s\" must be a finite time",
 					index, row->occurred_field ? row->occurred_field : "occurred_at"),
-			 errdetail("The value at JSON pointer \"/%d/%s\" is %s (event_id %s).",
+			 errdetail("The value at JSON pointer \"/%d/%s\" is %s (%s).",
 					   index, row->occurred_field ? row->occurred_field : "occurred_at",
 					   TIMESTAMP_IS_NOBEGIN(t) ? "-infinity" : "infinity",
 					   row_event_id(row)),
@@ -296,6 +302,7 @@ map_envelope(int index, Jsonb *obj, IngestRow *row)
 						  "Send event_id as a UUID string, or omit it to get a generated one.");
 			row->values[C_EVENT_ID] = parse_input(uuid_in, jbv_cstring(&v), index, key,
 												  "Send event_id as a UUID string, or omit it to get a generated one.");
+			row->id_given = true;
 		}
 		else if (strcmp(key, "event_name") == 0)
 		{
@@ -447,6 +454,7 @@ map_segment(int index, Jsonb *obj, IngestRow *row)
 				bad_field(index, key, v.type == jbvString ? "must not be empty" :
 						  psprintf("must be a string, not %s", jbv_type_name(&v)),
 						  "Send messageId as a string; retries must carry the same one.");
+			row->id_given = true;
 			if (is_uuid_text(v.val.string.val, v.val.string.len))
 				row->values[C_EVENT_ID] = DirectFunctionCall1(uuid_in,
 															  CStringGetDatum(jbv_cstring(&v)));
@@ -608,9 +616,9 @@ insert_chunk_error(ErrorData *edata, IngestRow *rows, int n, int base, int seen)
 			 errmsg_internal("invalid event at index %d of the batch: %s",
 							 base + i, edata->message),
 			 edata->detail ?
-			 errdetail_internal("At JSON pointer \"/%d\", event_id %s: %s",
+			 errdetail_internal("At JSON pointer \"/%d\", %s: %s",
 								base + i, row_event_id(&rows[i]), edata->detail) :
-			 errdetail_internal("At JSON pointer \"/%d\", event_id %s.",
+			 errdetail_internal("At JSON pointer \"/%d\", %s.",
 								base + i, row_event_id(&rows[i])),
 			 edata->hint ? errhint("%s", edata->hint) : 0));
 }
