@@ -65,11 +65,12 @@ check_extension_function(Oid fn, const char *prefix)
 /*
  * Calls fn with the given leading arguments followed by this call's
  * arguments from position `first`, as `role` in a restricted scope, and
- * returns fn's result as text (NULL for void).
+ * returns fn's result: as text when as_text (NULL for void), else as is
+ * (the SQL declaration of the caller has fn's result type).
  */
 static Datum
 call_as(FunctionCallInfo outer, Oid fn, Oid role, const char *search_path,
-		int nlead, Datum *lead, bool *leadnull, int first, bool *isnull)
+		int nlead, Datum *lead, bool *leadnull, int first, bool as_text, bool *isnull)
 {
 	HeapTuple	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	Form_pg_proc proc;
@@ -131,8 +132,8 @@ call_as(FunctionCallInfo outer, Oid fn, Oid role, const char *search_path,
 		*isnull = true;
 		return (Datum) 0;
 	}
-	if (rettype == RECORDOID || type_is_rowtype(rettype))
-		return result;			/* stream_call_as: a record, returned as is */
+	if (!as_text)
+		return result;
 	{
 		Oid			outfn;
 		bool		varlena;
@@ -161,7 +162,7 @@ stream_priv(PG_FUNCTION_ARGS)
 	fn = PG_GETARG_OID(0);
 	check_extension_function(fn, PRIV_PREFIX);
 	lead[0] = ObjectIdGetDatum(GetUserId());
-	result = call_as(fcinfo, fn, owner_of_extension(), NULL, 1, lead, leadnull, 1, &isnull);
+	result = call_as(fcinfo, fn, owner_of_extension(), NULL, 1, lead, leadnull, 1, true, &isnull);
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
@@ -208,7 +209,7 @@ stream_call_as(PG_FUNCTION_ARGS)
 	check_extension_function(fn, NULL);
 	role = PG_GETARG_OID(0);
 	path = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	result = call_as(fcinfo, fn, role, path, 0, NULL, NULL, 2, &isnull);
+	result = call_as(fcinfo, fn, role, path, 0, NULL, NULL, 2, false, &isnull);
 	if (isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);

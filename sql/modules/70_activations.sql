@@ -37,6 +37,13 @@ CREATE TABLE stream.activation_defs (
     created_at   timestamptz NOT NULL DEFAULT now(),
     origin       text NOT NULL DEFAULT stream._aggregate_origin(),
     notify       text NOT NULL DEFAULT 'full' CHECK (notify IN ('full', 'id')),
+    -- the expressions as analysed when defined, as the owner (event and
+    -- absence kinds): what the worker runs, so that an operator or function
+    -- planted later in a schema of the search_path is never picked up
+    condition_tree    text,
+    key_tree          text,
+    payload_tree      text,
+    cancelled_by_tree text,
     CHECK ((kind = 'absence') = (cancelled_by IS NOT NULL AND within IS NOT NULL)),
     CHECK ((kind = 'threshold') = (aggregate IS NOT NULL)),
     CHECK (kind = 'event' OR (delivery = 'batched' AND cooldown IS NULL))
@@ -227,6 +234,24 @@ COMMENT ON FUNCTION stream._activation_check_as(regrole, text, regclass, text, t
     'stream._activation_check run as role in search_path, restricted (internal)';
 REVOKE ALL ON FUNCTION stream._activation_check_as(regrole, text, regclass, text, text, text) FROM PUBLIC;
 
+CREATE FUNCTION stream._activation_trees(rel regclass, condition text, key text, payload text,
+                                         cancelled_by text)
+    RETURNS text[]
+    AS 'MODULE_PATHNAME', 'stream_activation_trees'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION stream._activation_trees(regclass, text, text, text, text) IS
+    'An activation''s condition, key, payload and cancelled_by analysed into node trees for the catalog (internal)';
+REVOKE ALL ON FUNCTION stream._activation_trees(regclass, text, text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION stream._activation_trees_as(role regrole, search_path text, rel regclass, condition text,
+                                            key text, payload text, cancelled_by text)
+    RETURNS text[]
+    AS 'MODULE_PATHNAME', 'stream_call_as'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION stream._activation_trees_as(regrole, text, regclass, text, text, text, text) IS
+    'stream._activation_trees run as role in search_path, restricted: the trees the worker runs are analysed with the owner''s rights (internal)';
+REVOKE ALL ON FUNCTION stream._activation_trees_as(regrole, text, regclass, text, text, text, text) FROM PUBLIC;
+
 CREATE FUNCTION stream._activation_fire() RETURNS trigger
     AS 'MODULE_PATHNAME', 'stream_activation_fire'
     LANGUAGE C;
@@ -274,6 +299,7 @@ DECLARE
     ch_owner regrole;
     agg stream.aggregate_defs;
     mode text := notify;
+    trees text[];
 BEGIN
     PERFORM stream._activation_validate(name, channel, NULL);
     IF EXISTS (SELECT 1 FROM stream.activation_defs d WHERE d.name = _priv_register_activation.name) THEN
@@ -318,6 +344,9 @@ BEGIN
     IF cancelled_by IS NOT NULL THEN
         PERFORM stream._activation_check_as(caller, search_path, rel, cancelled_by, NULL::text, NULL::text);
     END IF;
+    IF kind <> 'threshold' THEN
+        trees := stream._activation_trees_as(caller, search_path, rel, condition, key, payload, cancelled_by);
+    END IF;
     -- the channel: new (the caller owns it from now on) or the caller's
     INSERT INTO stream.channels (channel, owner) VALUES (_priv_register_activation.channel, caller)
     ON CONFLICT DO NOTHING;
@@ -330,13 +359,14 @@ BEGIN
     END IF;
     INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
                                         payload, channel, cooldown, delivery, owner, search_path,
-                                        applied_lsn, notify)
+                                        applied_lsn, notify, condition_tree, key_tree, payload_tree,
+                                        cancelled_by_tree)
     VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
             cooldown, delivery, caller, search_path,
             -- a threshold's stays NULL until the worker has noted which groups
             -- already satisfy it (they fire only after they stop, then rise)
             CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
-            mode);
+            mode, trees[1], trees[2], trees[3], trees[4]);
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(rel);
     END IF;
