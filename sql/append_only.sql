@@ -116,6 +116,9 @@ UPDATE stream.streams SET retention = '30 days' WHERE relid = 'ao'::regclass;
 SELECT stream._drop_expired_partition('ao_default');        -- the default: kept
 SELECT partitions_dropped >= 1 AS dropped FROM stream.maintain('ao');
 SELECT to_regclass('ao_p20010115') AS old_partition;
+-- and the default partition's events older than the retention are gone too
+SELECT event_name, occurred_at > now() FROM ao_default ORDER BY occurred_at;
+SELECT stream._expire_default_events('ao');
 SELECT count(*) FILTER (WHERE pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT') > 0 AS recent_partitions_kept
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'ao'::regclass;
 

@@ -87,8 +87,8 @@ static object_access_hook_type prev_object_access_hook = NULL;
  * with the latest snapshot so a stream created in this transaction counts.
  * *retention (if asked) gets a copy of its retention, NULL when none.
  */
-static bool
-stream_registered(Oid relid, Interval **retention)
+bool
+ddl_stream_registered(Oid relid, Interval **retention)
 {
 	Oid			nsp = get_namespace_oid("stream", true);
 	Oid			catalog;
@@ -148,7 +148,7 @@ stream_of(Oid relid, bool *is_partition)
 	char		relkind = get_rel_relkind(relid);
 
 	*is_partition = false;
-	if (relkind == RELKIND_PARTITIONED_TABLE && stream_registered(relid, NULL))
+	if (relkind == RELKIND_PARTITIONED_TABLE && ddl_stream_registered(relid, NULL))
 		return relid;
 	if ((relkind == RELKIND_RELATION || relkind == RELKIND_PARTITIONED_TABLE ||
 		 relkind == RELKIND_FOREIGN_TABLE) && get_rel_relispartition(relid))
@@ -156,7 +156,7 @@ stream_of(Oid relid, bool *is_partition)
 		Oid			parent = get_partition_parent(relid, true);
 
 		if (OidIsValid(parent) && get_rel_relkind(parent) == RELKIND_PARTITIONED_TABLE &&
-			stream_registered(parent, NULL))
+			ddl_stream_registered(parent, NULL))
 		{
 			*is_partition = true;
 			return parent;
@@ -547,7 +547,7 @@ stream_drop_expired_partition(PG_FUNCTION_ARGS)
 
 	if (get_rel_relkind(part) != RELKIND_RELATION || !get_rel_relispartition(part) ||
 		!OidIsValid(parent = get_partition_parent(part, true)) ||
-		!stream_registered(parent, &retention))
+		!ddl_stream_registered(parent, &retention))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a partition of a stream", get_rel_name(part) ? get_rel_name(part) : "?"),

@@ -8,6 +8,7 @@
 #define STREAM_EVENTS_DDL_GUARD_H
 
 #include "postgres.h"
+#include "datatype/timestamp.h"
 #include "nodes/nodes.h"
 
 /* once per backend, from _PG_init: the object-access hook, xact callbacks */
@@ -18,5 +19,11 @@ extern void ddl_guard_before(Node *parsetree);
 
 /* after it ran: partitions dropped while their stream stays */
 extern void ddl_guard_after(void);
+
+/*
+ * Is relid a registered stream (read without row level security)?
+ * *retention, if asked, gets a palloc'd copy of its retention (NULL: none).
+ */
+extern bool ddl_stream_registered(Oid relid, Interval **retention);
 
 #endif							/* STREAM_EVENTS_DDL_GUARD_H */

@@ -2,8 +2,11 @@
  * maintain.c
  *	  The one place where rows of a stream move: adopting events that landed
  *	  in a stream's default partition (far past or future occurred_at) into
- *	  the partition created for them.  The rest of partition maintenance
- *	  (creation ahead, retention, dedup pruning) is SQL in stream.maintain().
+ *	  the partition created for them, and deleting the events of a default
+ *	  partition that are older than the stream's retention (they never get
+ *	  a partition: stream.maintain creates none past retention).  The rest
+ *	  of partition maintenance (creation ahead, dropping partitions past
+ *	  retention, dedup pruning) is SQL in stream.maintain().
  *
  * A move is a DELETE from the default partition and an INSERT into the new
  * table in one statement.  The append-only trigger lets the DELETE through
@@ -35,11 +38,13 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
+#include "ddl_guard.h"
 #include "origin.h"
 #include "owner.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_move_rows);
+PG_FUNCTION_INFO_V1(stream_expire_default_events);
 
 Oid			se_maintenance_source = InvalidOid;
 
@@ -108,4 +113,67 @@ stream_move_rows(PG_FUNCTION_ARGS)
 	owner_exit(&scope);
 
 	PG_RETURN_INT64((int64) moved);
+}
+
+/*
+ * stream._expire_default_events(dflt regclass) returns bigint: deletes the
+ * events of a stream's default partition older than now() - the stream's
+ * retention, which retention would have dropped with their partition had
+ * they had one.  Nothing else: the limit is the stream's own, read here.
+ * As a move: the caller owns the partition, the DELETE runs as the
+ * stream's owner, its records carry the private origin, and the
+ * append-only trigger lets it through for this partition only.
+ */
+Datum
+stream_expire_default_events(PG_FUNCTION_ARGS)
+{
+	Oid			source = PG_GETARG_OID(0);
+	Oid			stream;
+	Interval   *retention;
+	TimestampTz limit;
+	Oid			argtypes[1] = {TIMESTAMPTZOID};
+	Datum		args[1];
+	char	   *sql;
+	volatile uint64 deleted = 0;
+	Oid			saved_source = se_maintenance_source;
+	OwnerScope	scope;
+	OriginTag	tag;
+
+	if (!pg_class_ownercheck(source, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(source));
+	stream = get_rel_relispartition(source) ? get_partition_parent(source, true) : InvalidOid;
+	if (!OidIsValid(stream) || get_default_partition_oid(stream) != source ||
+		!ddl_stream_registered(stream, &retention))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not the default partition of a stream", get_rel_name(source)),
+				 errhint("stream.maintain() applies retention; it calls this function.")));
+	if (retention == NULL)
+		PG_RETURN_INT64(0);
+	limit = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+													TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+													IntervalPGetDatum(retention)));
+	args[0] = TimestampTzGetDatum(limit);
+	sql = psprintf("DELETE FROM %s WHERE occurred_at < $1", qualified_name(source));
+
+	owner_enter(&scope, owner_of_relation(stream), NULL);
+	SPI_connect();
+	origin_tag_begin(&tag);
+	se_maintenance_source = source;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not expire events of %s", get_rel_name(source));
+		deleted = SPI_processed;
+	}
+	PG_FINALLY();
+	{
+		se_maintenance_source = saved_source;
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+	SPI_finish();
+	owner_exit(&scope);
+
+	PG_RETURN_INT64((int64) deleted);
 }

@@ -461,6 +461,14 @@ CREATE FUNCTION stream._drop_expired_partition(part regclass) RETURNS boolean
 COMMENT ON FUNCTION stream._drop_expired_partition(regclass) IS
     'Drops a partition of a stream that ends before now() - the stream''s retention (true), else nothing (false); DROP TABLE checks ownership (internal, stream.maintain)';
 
+-- Retention of the default partition: its events older than now() -
+-- retention (they get no partition of their own: none is created past
+-- retention) are deleted as a drop of their partition would have.
+CREATE FUNCTION stream._expire_default_events(dflt regclass) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'stream_expire_default_events' LANGUAGE C STRICT;
+COMMENT ON FUNCTION stream._expire_default_events(regclass) IS
+    'Deletes the events of a stream''s default partition older than now() - the stream''s retention; returns how many (internal, stream.maintain, owner only)';
+
 -- Events in a stream's default partition: those outside the partitions
 -- maintenance creates (stream_events.partitions_ahead,
 -- stream_events.max_partitions_behind, retention) and those not adopted yet.
@@ -597,8 +605,12 @@ BEGIN
                 END IF;
             END LOOP;
         END IF;
-        -- Retention: drop whole partitions that end before now() - retention.
+        -- Retention: drop whole partitions that end before now() - retention,
+        -- and delete the default partition's events older than that.
         IF s.retention IS NOT NULL THEN
+            IF dflt IS NOT NULL THEN
+                PERFORM stream._expire_default_events(dflt);
+            END IF;
             FOR p IN SELECT c.oid::regclass AS part
                      FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
                      WHERE i.inhparent = s.relid
