@@ -35,6 +35,11 @@ ALTER TABLE stream.activation_defs
     ADD COLUMN notify text NOT NULL DEFAULT 'full' CHECK (notify IN ('full', 'id'));
 COMMENT ON COLUMN stream.activation_defs.notify IS
     'What the NOTIFY carries: full (the outbox row as JSON) or id (only {"id": N}; read the row with stream.consume, which checks the channel grant)';
+ALTER TABLE stream.activation_defs
+    ADD COLUMN condition_tree text,
+    ADD COLUMN key_tree text,
+    ADD COLUMN payload_tree text,
+    ADD COLUMN cancelled_by_tree text;
 
 -- new tables
 CREATE TABLE stream.channels (
@@ -419,17 +424,26 @@ AS '$libdir/stream_events', $function$stream_drop_expired_partition$function$
 COMMENT ON FUNCTION stream._drop_expired_partition(regclass) IS 'Drops a partition of a stream that ends before now() - the stream''s retention (true), else nothing (false); DROP TABLE checks ownership (internal, stream.maintain)';
 
 
-CREATE OR REPLACE FUNCTION stream._default_partition_events(stream regclass)
+CREATE OR REPLACE FUNCTION stream._expire_default_events(dflt regclass)
+ RETURNS bigint
+ LANGUAGE c
+ STRICT
+AS '$libdir/stream_events', $function$stream_expire_default_events$function$
+;
+COMMENT ON FUNCTION stream._expire_default_events(regclass) IS 'Deletes the events of a stream''s default partition older than now() - the stream''s retention; returns how many (internal, stream.maintain, owner only)';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_default_partition_events(caller regrole, stream regclass)
  RETURNS bigint
  LANGUAGE plpgsql
- STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     dflt regclass;
     n    bigint;
 BEGIN
-    IF NOT pg_catalog.has_table_privilege(stream, 'SELECT') THEN
+    IF NOT EXISTS (SELECT 1 FROM stream.streams s WHERE s.relid = _priv_default_partition_events.stream)
+       OR NOT pg_catalog.has_table_privilege(caller, stream, 'SELECT') THEN
         RETURN NULL;
     END IF;
     SELECT i.inhrelid::regclass INTO dflt
@@ -441,6 +455,18 @@ BEGIN
     EXECUTE format('SELECT count(*) FROM %s', dflt) INTO n;
     RETURN n;
 END $function$
+;
+COMMENT ON FUNCTION stream._priv_default_partition_events(regrole,regclass) IS 'Events a stream''s default partition holds, for a caller that may SELECT from the stream, else NULL (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_default_partition_events(regrole,regclass) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._default_partition_events(stream regclass)
+ RETURNS bigint
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT stream._priv('stream._priv_default_partition_events', stream)::bigint
+$function$
 ;
 COMMENT ON FUNCTION stream._default_partition_events(regclass) IS 'Events a stream''s default partition holds (outside the partition bound, or not adopted yet); NULL without SELECT on the stream (internal, stream.stream_list)';
 
@@ -550,8 +576,12 @@ BEGIN
                 END IF;
             END LOOP;
         END IF;
-        -- Retention: drop whole partitions that end before now() - retention.
+        -- Retention: drop whole partitions that end before now() - retention,
+        -- and delete the default partition's events older than that.
         IF s.retention IS NOT NULL THEN
+            IF dflt IS NOT NULL THEN
+                PERFORM stream._expire_default_events(dflt);
+            END IF;
             FOR p IN SELECT c.oid::regclass AS part
                      FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
                      WHERE i.inhparent = s.relid
@@ -1171,6 +1201,24 @@ COMMENT ON FUNCTION stream._activation_check_as(regrole,text,regclass,text,text,
 REVOKE ALL ON FUNCTION stream._activation_check_as(regrole,text,regclass,text,text,text) FROM PUBLIC;
 
 
+CREATE OR REPLACE FUNCTION stream._activation_trees(rel regclass, condition text, key text, payload text, cancelled_by text)
+ RETURNS text[]
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_activation_trees$function$
+;
+COMMENT ON FUNCTION stream._activation_trees(regclass,text,text,text,text) IS 'An activation''s condition, key, payload and cancelled_by analysed into node trees for the catalog (internal)';
+REVOKE ALL ON FUNCTION stream._activation_trees(regclass,text,text,text,text) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream._activation_trees_as(role regrole, search_path text, rel regclass, condition text, key text, payload text, cancelled_by text)
+ RETURNS text[]
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_call_as$function$
+;
+COMMENT ON FUNCTION stream._activation_trees_as(regrole,text,regclass,text,text,text,text) IS 'stream._activation_trees run as role in search_path, restricted: the trees the worker runs are analysed with the owner''s rights (internal)';
+REVOKE ALL ON FUNCTION stream._activation_trees_as(regrole,text,regclass,text,text,text,text) FROM PUBLIC;
+
+
 CREATE OR REPLACE FUNCTION stream._activation_validate(name text, channel text, rel regclass)
  RETURNS void
  LANGUAGE plpgsql
@@ -1202,6 +1250,7 @@ DECLARE
     ch_owner regrole;
     agg stream.aggregate_defs;
     mode text := notify;
+    trees text[];
 BEGIN
     PERFORM stream._activation_validate(name, channel, NULL);
     IF EXISTS (SELECT 1 FROM stream.activation_defs d WHERE d.name = _priv_register_activation.name) THEN
@@ -1246,6 +1295,9 @@ BEGIN
     IF cancelled_by IS NOT NULL THEN
         PERFORM stream._activation_check_as(caller, search_path, rel, cancelled_by, NULL::text, NULL::text);
     END IF;
+    IF kind <> 'threshold' THEN
+        trees := stream._activation_trees_as(caller, search_path, rel, condition, key, payload, cancelled_by);
+    END IF;
     -- the channel: new (the caller owns it from now on) or the caller's
     INSERT INTO stream.channels (channel, owner) VALUES (_priv_register_activation.channel, caller)
     ON CONFLICT DO NOTHING;
@@ -1258,13 +1310,14 @@ BEGIN
     END IF;
     INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
                                         payload, channel, cooldown, delivery, owner, search_path,
-                                        applied_lsn, notify)
+                                        applied_lsn, notify, condition_tree, key_tree, payload_tree,
+                                        cancelled_by_tree)
     VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
             cooldown, delivery, caller, search_path,
             -- a threshold's stays NULL until the worker has noted which groups
             -- already satisfy it (they fire only after they stop, then rise)
             CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
-            mode);
+            mode, trees[1], trees[2], trees[3], trees[4]);
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(rel);
     END IF;
@@ -1976,6 +2029,32 @@ $upgrade$;
 -- PUBLIC cannot read notify ids only, as new ones do unless told otherwise.
 UPDATE stream.activation_defs d SET notify = 'id'
 WHERE NOT coalesce(pg_catalog.has_table_privilege('public', coalesce(d.aggregate, d.stream), 'SELECT'), false);
+
+-- Activations run the trees analysed as their owner when they were defined
+-- (a function or operator planted later on their search_path is never
+-- picked up): made here for those of 0.1.0, as stream.on_event and
+-- stream.on_absence make them (thresholds have none).  One that no longer
+-- analyses keeps none and is analysed from its text as it runs, with a
+-- warning.
+DO $upgrade$
+DECLARE
+    d record;
+    t text[];
+BEGIN
+    FOR d IN SELECT * FROM stream.activation_defs WHERE kind <> 'threshold' ORDER BY act_id LOOP
+        BEGIN
+            t := stream._activation_trees_as(d.owner, d.search_path, d.stream, d.condition, d.key,
+                                             d.payload, d.cancelled_by);
+            UPDATE stream.activation_defs
+               SET condition_tree = t[1], key_tree = t[2], payload_tree = t[3], cancelled_by_tree = t[4]
+             WHERE act_id = d.act_id;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'activation "%" could not be analysed as its owner %: %', d.name, d.owner, SQLERRM
+                USING HINT = 'It is analysed from its text as it runs; drop it and define it again to keep its analysed trees.';
+        END;
+    END LOOP;
+END
+$upgrade$;
 
 -- 0.1.0 let any role write aggregate_defs rows of its own: the analysed
 -- tree the worker executes, the view's select list and the key columns are

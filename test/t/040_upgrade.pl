@@ -288,7 +288,8 @@ SELECT 'aggregate_defs', view::text, state_table::text, stream::text, owner::tex
 UNION ALL
 SELECT 'activation_defs', name, kind, stream::text, aggregate::text, condition, cancelled_by,
        concat_ws(' | ', within, key, payload, channel, cooldown, delivery), owner::text, search_path,
-       notify, NULL FROM stream.activation_defs
+       notify, concat_ws(',', condition_tree IS NULL, key_tree IS NULL, payload_tree IS NULL,
+                         cancelled_by_tree IS NULL) FROM stream.activation_defs
 UNION ALL
 SELECT 'channels', channel, owner::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM stream.channels
 UNION ALL
