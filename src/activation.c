@@ -141,9 +141,7 @@ analyse_one(Oid stream, const char *text, const char *what, AnalyseAs as)
 	sql = psprintf(as == AS_TEXT ? "SELECT (\n%s\n)::pg_catalog.text FROM %s" :
 				   as == AS_JSON ? "SELECT pg_catalog.to_jsonb((\n%s\n))::pg_catalog.text FROM %s" :
 				   "SELECT (\n%s\n) FROM %s",
-				   text,
-				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(stream)),
-											  get_rel_name(stream)));
+				   text, definition_relation_name(stream));
 	errcb.callback = analyse_error_callback;
 	errcb.arg = (void *) what;
 	errcb.previous = error_context_stack;

@@ -166,6 +166,25 @@ definition_check_execute(Node *node, Oid roleid)
 	(void) execute_walker(node, &roleid);
 }
 
+/*
+ * The schema-qualified, quoted name of a relation a definition uses, or an
+ * error when it was dropped since the definition was loaded (a stream or
+ * state table dropped while the worker runs): never a NULL name.
+ */
+char *
+definition_relation_name(Oid relid)
+{
+	char	   *name = get_rel_name(relid);
+	char	   *nsp = name ? get_namespace_name(get_rel_namespace(relid)) : NULL;
+
+	if (name == NULL || nsp == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u no longer exists", relid),
+				 errdetail("It was dropped while a definition that uses it was loaded.")));
+	return quote_qualified_identifier(nsp, name);
+}
+
 /* the first function that is not immutable */
 static bool
 mutable_checker(Oid func_id, void *context)

@@ -106,6 +106,7 @@ typedef struct AggShape
 
 extern Query *aggregate_parse_query(const char *sql);
 extern void definition_check_execute(Node *node, Oid roleid);
+extern char *definition_relation_name(Oid relid);
 extern AggShape *aggregate_shape(Query *query, Oid owner);
 extern Oid	aggregate_hop_oid(void);
 extern bool aggregates_adopt_restored(void);

@@ -609,8 +609,7 @@ select_as(Oid owner, const char *search_path, const char *sql, const char *what)
 static void
 init_threshold(AggRuntime *rt, ActRuntime *act)
 {
-	char	   *state = quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->state_rel)),
-												   get_rel_name(rt->state_rel));
+	char	   *state = definition_relation_name(rt->state_rel);
 	char	   *sql;
 	uint64		n;
 	SPITupleTable *tuptable;
@@ -1324,8 +1323,7 @@ prepare_upsert(AggRuntime *rt, bool with_thresholds)
 	SPIPlanPtr	plan;
 	StringInfoData sql;
 	Oid		   *types = palloc((rt->nkeys + rt->naggs) * sizeof(Oid));
-	char	   *state = quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->state_rel)),
-												   get_rel_name(rt->state_rel));
+	char	   *state = definition_relation_name(rt->state_rel);
 	int			p = 0;
 
 	initStringInfo(&sql);
@@ -1885,9 +1883,7 @@ backfill(AggRuntime *rt)
 
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	sql = psprintf("SELECT * FROM %s",
-				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(rt->stream)),
-											  get_rel_name(rt->stream)));
+	sql = psprintf("SELECT * FROM %s", definition_relation_name(rt->stream));
 	portal = backfill_open(rt, sql);
 	for (;;)
 	{
