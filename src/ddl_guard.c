@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  * ddl_guard.c
  *	  Append-only at the DDL level: a stream's partitions (the default one
- *	  included) are not dropped, detached or truncated, and the envelope
+ *	  included) are not dropped, detached or truncated, the envelope
  *	  columns of a stream or its partitions are not dropped, renamed,
- *	  retyped or made nullable, except by the extension itself.
+ *	  retyped or made nullable, and the stream's own triggers (ingest,
+ *	  append-only, no-truncate) are not dropped or disabled, except by the
+ *	  extension itself.
  *
  * Row-level triggers (stream.c) stop UPDATE, DELETE and TRUNCATE; DDL needs
  * more.  Two mechanisms, both in C so that no role can switch them off:
@@ -340,6 +342,36 @@ stream_users(Oid stream)
 	return result;
 }
 
+/* the triggers that make a stream what it is (created by create_stream) */
+static bool
+guard_trigger(const char *name)
+{
+	return name != NULL &&
+		(strcmp(name, "stream_events_ingest") == 0 ||
+		 strcmp(name, "stream_events_append_only") == 0 ||
+		 strcmp(name, "stream_events_no_truncate") == 0);
+}
+
+static void
+refuse_trigger_change(Oid relid, Oid stream, bool is_partition,
+					  const char *trigger, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 trigger ?
+			 errmsg("cannot %s trigger \"%s\" of %s \"%s\"", what, trigger,
+					is_partition ? "stream partition" : "stream",
+					is_partition ? get_rel_name(relid) : rel_display(stream)) :
+			 errmsg("cannot %s the triggers of %s \"%s\"", what,
+					is_partition ? "stream partition" : "stream",
+					is_partition ? get_rel_name(relid) : rel_display(stream)),
+			 errdetail("The triggers of stream %s check, deduplicate and count every event and keep the stream append-only.",
+					   rel_display(stream)),
+			 errhint("What ingest checks is set with stream.set_policy() and stream.define_contract(); "
+					 "to remove the stream and all its events use SELECT stream.drop_stream(%s).",
+					 quote_literal_cstr(rel_display(stream)))));
+}
+
 static void
 refuse_envelope_change(Oid relid, Oid stream, bool is_partition,
 					   const char *column, const char *what)
@@ -438,6 +470,17 @@ check_alter_table(AlterTableStmt *stmt)
 				if (envelope_column(cmd->name) >= 0)
 					refuse_envelope_change(relid, stream, is_partition, cmd->name, "drop NOT NULL of");
 				break;
+			case AT_DisableTrig:
+			case AT_EnableReplicaTrig:
+				/* ENABLE REPLICA: fires only when session_replication_role = replica */
+				if (guard_trigger(cmd->name))
+					refuse_trigger_change(relid, stream, is_partition, cmd->name,
+										  cmd->subtype == AT_DisableTrig ? "disable" : "change the firing of");
+				break;
+			case AT_DisableTrigAll:
+			case AT_DisableTrigUser:
+				refuse_trigger_change(relid, stream, is_partition, NULL, "disable");
+				break;
 			default:
 				break;
 		}
@@ -462,6 +505,38 @@ check_rename(RenameStmt *stmt)
 		refuse_envelope_change(relid, stream, is_partition, stmt->subname, "rename");
 }
 
+/* DROP TRIGGER stream_events_... ON <stream or partition> */
+static void
+check_drop_trigger(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->removeType != OBJECT_TRIGGER)
+		return;
+	foreach(lc, stmt->objects)
+	{
+		List	   *names = (List *) lfirst(lc);
+		char	   *trigger;
+		RangeVar   *rv;
+		Oid			relid;
+		Oid			stream;
+		bool		is_partition;
+
+		if (list_length(names) < 2)
+			continue;
+		trigger = strVal(llast(names));
+		if (!guard_trigger(trigger))
+			continue;
+		rv = makeRangeVarFromNameList(list_truncate(list_copy(names), list_length(names) - 1));
+		relid = RangeVarGetRelid(rv, NoLock, true);
+		if (!OidIsValid(relid))
+			continue;
+		stream = stream_of(relid, &is_partition);
+		if (OidIsValid(stream))
+			refuse_trigger_change(relid, stream, is_partition, trigger, "drop");
+	}
+}
+
 void
 ddl_guard_before(Node *parsetree)
 {
@@ -477,6 +552,9 @@ ddl_guard_before(Node *parsetree)
 			break;
 		case T_RenameStmt:
 			check_rename((RenameStmt *) parsetree);
+			break;
+		case T_DropStmt:
+			check_drop_trigger((DropStmt *) parsetree);
 			break;
 		default:
 			break;
