@@ -20,6 +20,9 @@ wal_level = logical
 max_connections = 20
 max_worker_processes = 32
 stream_events.naptime = 3600
+# events of 1999 and 2001 get partitions of their own (the default window
+# of late partitions is 100 partitions: docs/streams.md)
+stream_events.max_partitions_behind = 100000
 });
 $node->start;
 
