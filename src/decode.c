@@ -1214,8 +1214,34 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 
 /* ---------- slot ---------- */
 
+/*
+ * read_local_xlog_page, but never waiting for WAL in its own loop: that
+ * loop (pg_usleep + CHECK_FOR_INTERRUPTS) ends only for a die() handler,
+ * and this worker's SIGTERM just sets ShutdownRequestPending, so a record
+ * that crosses the flush pointer at shutdown kept a fast shutdown waiting.
+ * Here the wait is on the latch, and a shutdown request makes the read
+ * fail quietly (no error message): decode_available then stops.
+ */
+static int
+read_flushed_page(XLogReaderState *state, XLogRecPtr targetPagePtr, int reqLen,
+				  XLogRecPtr targetRecPtr, char *cur_page)
+{
+	XLogRecPtr	needed = targetPagePtr + reqLen;
+
+	while (GetFlushRecPtr(NULL) < needed)
+	{
+		if (ShutdownRequestPending)
+			return -1;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return read_local_xlog_page(state, targetPagePtr, reqLen, targetRecPtr, cur_page);
+}
+
 static XLogReaderRoutine local_wal_routine = {
-	.page_read = read_local_xlog_page,
+	.page_read = read_flushed_page,
 	.segment_open = wal_segment_open,
 	.segment_close = wal_segment_close
 };
@@ -1991,6 +2017,8 @@ decode_available(void)
 		char	   *errm = NULL;
 
 		record = XLogReadRecord(dctx->reader, &errm);
+		if (record == NULL && ShutdownRequestPending)
+			break;				/* read_flushed_page gave up for the shutdown */
 		if (errm)
 			elog(ERROR, "could not read WAL for continuous aggregates: %s", errm);
 		if (record != NULL)
