@@ -87,6 +87,7 @@ static SPIPlanPtr edge_on_plan = NULL;
 static SPIPlanPtr edge_off_plan = NULL;
 static SPIPlanPtr due_plan = NULL;
 
+bool		act_catalog_has_failures = false;
 int32		act_blame = 0;
 XLogRecPtr	act_blame_lsn = InvalidXLogRecPtr;
 char		act_blame_name[NAMEDATALEN * 2];
@@ -323,7 +324,9 @@ act_load_batched(List *skip)
 					"condition, cancelled_by, key, payload, channel, cooldown, within, "
 					"coalesce(applied_lsn, '0/0'), search_path, "
 					"coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'notify', 'full') "
-					"OPERATOR(pg_catalog.=) 'id', " ACT_TREES_SQL
+					"OPERATOR(pg_catalog.=) 'id', " ACT_TREES_SQL ", "
+					"coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'on_error', 'stop') "
+					"OPERATOR(pg_catalog.=) 'skip' "
 					"FROM stream.activation_defs d WHERE delivery = 'batched' ORDER BY act_id",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.activation_defs");
@@ -367,6 +370,7 @@ act_load_batched(List *skip)
 			act->within = datumCopy(d, false, sizeof(Interval));
 		act->applied_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 13, &isnull));
 		act->notify_id = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
+		act->skip_errors = DatumGetBool(SPI_getbinval(tup, desc, 20, &isnull));
 		act_blame = 0;
 		act->denied = !act_owner_may_read(act);
 		if (act->denied)
@@ -773,7 +777,12 @@ act_record_applied(List *acts, XLogRecPtr upto)
 		args[0] = Int32GetDatum(act->act_id);
 		args[1] = LSNGetDatum(Max(upto, act->applied_lsn));
 		args[2] = Int64GetDatum(act->fired);
-		if (SPI_execute_with_args("UPDATE stream.activation_defs SET applied_lsn = $2, "
+		/* it runs: no longer parked (resumed, or retried by a new worker) */
+		if (SPI_execute_with_args(act_catalog_has_failures
+								  ? "UPDATE stream.activation_defs SET applied_lsn = $2, "
+								  "applied_at = now(), fired = fired + $3, status = 'running', "
+								  "last_error = NULL WHERE act_id = $1"
+								  : "UPDATE stream.activation_defs SET applied_lsn = $2, "
 								  "applied_at = now(), fired = fired + $3 WHERE act_id = $1",
 								  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update stream.activation_defs");
@@ -786,7 +795,10 @@ act_reset_batch(List *acts)
 	ListCell   *lc;
 
 	foreach(lc, acts)
+	{
 		((ActRuntime *) lfirst(lc))->fired = 0;
+		((ActRuntime *) lfirst(lc))->ndead = 0;
+	}
 	queue = NIL;
 	if (fire_cxt)
 		MemoryContextReset(fire_cxt);

@@ -50,7 +50,17 @@ typedef struct ActRuntime
 	int64		fired;			/* firings in this batch */
 	bool		gone;			/* dropped since the definitions were loaded */
 	bool		denied;			/* its owner may not read what it watches */
+	bool		skip_errors;	/* on_error => 'skip': poison events are dead letters */
+	bool		careful;		/* evaluated per event in a subtransaction (decode.c) */
+	int			ndead;			/* dead letters queued in this batch */
 } ActRuntime;
+
+/*
+ * The catalog has the failure columns and stream.dead_letters (0.2.0; the
+ * worker may run with this library before ALTER EXTENSION UPDATE).  Set
+ * by decode.c when it loads the definitions.
+ */
+extern bool act_catalog_has_failures;
 
 /* activation.c */
 extern void activation_analyze(Oid rel, const char *condition, const char *key,

@@ -125,5 +125,7 @@ extern char *aggregate_slot_name(Oid dboid);
 
 /* worker.c */
 extern void worker_wake_database(Oid dboid);
+/* everything flushed before lsn is decoded and applied (now) */
+extern void worker_note_consumer_position(XLogRecPtr lsn);
 
 #endif							/* STREAM_EVENTS_AGGREGATE_H */

@@ -83,12 +83,17 @@
 #include "owner.h"
 #include "stream_events.h"
 
+#include <math.h>
+
 PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
 int			se_aggregate_poll_ms = 20;
 int			se_aggregate_batch_groups = 50000;
 int			se_activation_retention = 7 * 24 * 3600;
 int			se_wake_delay_max_ms = 5;
+
+/* an idle worker still makes a full round this often */
+#define IDLE_ROUND_MS 5000
 
 /* the prefix of the flush marker (stream.flush) */
 #define MESSAGE_PREFIX "stream_events"
@@ -143,6 +148,10 @@ typedef struct AggRuntime
 	TimestampTz last_commit_at;
 	SPIPlanPtr	upsert;			/* with the thresholds' evaluation */
 	SPIPlanPtr	upsert_plain;	/* without (backfill) */
+	int			total_args;		/* of every aggregate call */
+	bool		skip_errors;	/* on_error => 'skip': poison events are dead letters */
+	bool		careful;		/* folded per event in a subtransaction */
+	int			ndead;			/* dead letters queued in this batch */
 } AggRuntime;
 
 /* a stream that feeds aggregates or activations */
@@ -208,11 +217,64 @@ typedef struct ParkedDef
 } ParkedDef;
 
 static List *parked = NIL;		/* ParkedDef, in consumer_cxt */
+
+/*
+ * Poison events (on_error => 'skip').  The hot path evaluates without a
+ * subtransaction.  When an event's evaluation fails for a definition that
+ * skips, the round is aborted as for any error, but instead of parking the
+ * definition it becomes careful: from the next round on (at once, from the
+ * slot) its events are evaluated one by one in a subtransaction, those
+ * that fail are queued as dead letters, and the queue is written in the
+ * apply transaction that moves the definition's applied LSN past them
+ * (exactly once, like the states).  Once it has applied past the event
+ * that failed (until), it goes back to the hot path.
+ */
+typedef struct CarefulDef
+{
+	bool		is_act;
+	int32		id;
+	XLogRecPtr	until;			/* invalid: a backfill */
+} CarefulDef;
+
+static List *careful = NIL;		/* CarefulDef, in consumer_cxt */
+
+typedef struct DeadLetter
+{
+	bool		is_act;
+	int32		id;
+	char	   *name;
+	Oid			owner;
+	Oid			stream;
+	bool		has_event_id;
+	pg_uuid_t	event_id;
+	XLogRecPtr	lsn;
+	int			sqlerrcode;
+	char	   *message;
+	char	   *detail;
+} DeadLetter;
+
+static List *dead_queue = NIL;	/* DeadLetter, in dead_cxt */
+static MemoryContext dead_cxt = NULL;
+
+/* an evaluation of an event under way (its errors may be the event's) */
+static bool eval_phase = false;
+static ActRuntime *eval_act = NULL;
+static XLogRecPtr eval_lsn = InvalidXLogRecPtr;
+static bool eval_has_event = false;
+static pg_uuid_t eval_event;
+
+static bool retry_pending = false;	/* stream.retry_dead_letters asked */
+static XLogRecPtr decoded_end = InvalidXLogRecPtr;	/* decoded and applied to */
+static XLogRecPtr last_round_insert = InvalidXLogRecPtr;
+static XLogRecPtr bf_lsn = InvalidXLogRecPtr;	/* the backfill's consistent point */
+static TimestampTz last_full_round = 0;
 static char *last_warning = NULL;
 static int	se_slot_warning_mb = 1024;
 static TimestampTz last_slot_warning = 0;
 
 static void release_decoding(void);
+static struct CarefulDef *careful_find(bool is_act, int32 id);
+static void careful_add(bool is_act, int32 id, XLogRecPtr until);
 
 char *
 aggregate_slot_name(Oid dboid)
@@ -454,6 +516,7 @@ compile_shape(AggRuntime *rt, Query *query)
 			call->info = aggfunc_create(aggref->aggfnoid, inputTypes, nargs,
 										aggref->inputcollid, true, defs_cxt);
 			call->nargs = nargs;
+			rt->total_args += nargs;
 			call->args = palloc0(Max(nargs, 1) * sizeof(ExprState *));
 			foreach(lc2, aggref->args)
 			{
@@ -534,6 +597,8 @@ static void
 free_definitions(void)
 {
 	ListCell   *lc;
+
+	last_round_insert = InvalidXLogRecPtr;
 
 	foreach(lc, runtimes)
 	{
@@ -675,6 +740,7 @@ is_parked(bool is_act, int32 id, bool in_error)
 		if (is_act || in_error)
 			return true;
 		parked = foreach_delete_current(parked, lc);
+		careful_add(false, id, GetXLogInsertRecPtr());
 		return false;
 	}
 	return false;
@@ -688,13 +754,14 @@ is_parked(bool is_act, int32 id, bool in_error)
  * or an activation).
  */
 static int32
-park_blamed(ErrorData *edata, char **what)
+park_blamed(ErrorData *edata, char **what, int32 *act_id)
 {
 	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
 	ParkedDef  *p;
 	MemoryContext old;
 
 	*what = NULL;
+	*act_id = 0;
 	if (class == ERRCODE_TO_CATEGORY(ERRCODE_T_R_SERIALIZATION_FAILURE) ||
 		class == ERRCODE_TO_CATEGORY(ERRCODE_INSUFFICIENT_RESOURCES) ||
 		class == ERRCODE_TO_CATEGORY(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE) ||
@@ -716,12 +783,13 @@ park_blamed(ErrorData *edata, char **what)
 		p->applied_lsn = blame_lsn;
 		*what = psprintf("continuous aggregate %s", blame_name);
 	}
-	else if (act_blame)
+	else if (act_blame || eval_act)
 	{
 		p->is_act = true;
-		p->id = act_blame;
-		p->applied_lsn = act_blame_lsn;
-		*what = psprintf("activation %s", act_blame_name);
+		p->id = act_blame ? act_blame : eval_act->act_id;
+		p->applied_lsn = act_blame ? act_blame_lsn : eval_act->applied_lsn;
+		*what = psprintf("activation %s", act_blame ? act_blame_name : eval_act->name);
+		*act_id = p->id;
 	}
 	else
 	{
@@ -742,26 +810,41 @@ static void
 prune_parked(List *agg_ids)
 {
 	List	   *act_ids = NIL;
+	List	   *resumed = NIL;
 	ListCell   *lc;
 
 	if (parked == NIL)
 		return;
-	if (SPI_execute("SELECT act_id FROM stream.activation_defs", true, 0) != SPI_OK_SELECT)
+
+	/*
+	 * An activation stays parked while its status says error (before
+	 * 0.2.0's catalog, which has no status: until the worker restarts);
+	 * stream.resume sets it running.
+	 */
+	if (SPI_execute("SELECT act_id, coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'status', 'error') "
+					"OPERATOR(pg_catalog.=) 'error' FROM stream.activation_defs d", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.activation_defs");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
+		int32		id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc, 1, &isnull));
 
-		act_ids = lappend_int(act_ids,
-							  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														  SPI_tuptable->tupdesc, 1, &isnull)));
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
+			act_ids = lappend_int(act_ids, id);
+		else
+			resumed = lappend_int(resumed, id);
 	}
 	foreach(lc, parked)
 	{
 		ParkedDef  *p = lfirst(lc);
 
 		if (!list_member_int(p->is_act ? act_ids : agg_ids, p->id))
+		{
+			if (p->is_act && list_member_int(resumed, p->id))
+				careful_add(true, p->id, GetXLogInsertRecPtr());
 			parked = foreach_delete_current(parked, lc);
+		}
 	}
 }
 
@@ -776,10 +859,14 @@ load_definitions(const char *signature)
 	List	   *agg_ids = NIL;
 
 	free_definitions();
+	act_catalog_has_failures =
+		OidIsValid(get_relname_relid("dead_letters", get_namespace_oid("stream", false)));
 	if (SPI_execute("SELECT agg_id, view::oid, state_table::oid, stream::oid, owner::oid, "
 					"query_tree, applied_lsn IS NULL, coalesce(applied_lsn, '0/0'), apply_rate, "
-					"view_select, state_keys, search_path, status = 'error' "
-					"FROM stream.aggregate_defs ORDER BY agg_id", true, 0) != SPI_OK_SELECT)
+					"view_select, state_keys, search_path, status = 'error', "
+					"coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'on_error', 'stop') "
+					"OPERATOR(pg_catalog.=) 'skip' "
+					"FROM stream.aggregate_defs d ORDER BY agg_id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.aggregate_defs");
 	n = SPI_processed;
 	tuptable = SPI_tuptable;	/* compile_definition runs SPI queries too */
@@ -813,6 +900,9 @@ load_definitions(const char *signature)
 								SPI_getvalue(tup, desc, 12), backfill, applied);
 		blame_agg = 0;
 		rt->apply_rate = isnull ? 0 : DatumGetFloat8(rate);
+		rt->skip_errors = act_catalog_has_failures &&
+			DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+		rt->careful = careful_find(false, agg_id) != NULL;
 		rt->view_select = SPI_getvalue(tup, desc, 10);
 		rt->state_keys = SPI_getvalue(tup, desc, 11);
 		runtimes = lappend(runtimes, rt);
@@ -821,6 +911,14 @@ load_definitions(const char *signature)
 		MemoryContextSwitchTo(old);
 	}
 	prune_parked(agg_ids);
+	{
+		ListCell   *lc2;
+
+		foreach(lc2, careful)
+			if (!((CarefulDef *) lfirst(lc2))->is_act &&
+				!list_member_int(agg_ids, ((CarefulDef *) lfirst(lc2))->id))
+				careful = foreach_delete_current(careful, lc2);
+	}
 	old = MemoryContextSwitchTo(defs_cxt);
 	{
 		List	   *skip = NIL;
@@ -834,6 +932,8 @@ load_definitions(const char *signature)
 	{
 		ActRuntime *act = lfirst(lc);
 
+		act->skip_errors = act->skip_errors && act_catalog_has_failures;
+		act->careful = careful_find(true, act->act_id) != NULL;
 		if (act->kind == ACT_THRESHOLD)
 		{
 			ListCell   *lc2;
@@ -888,7 +988,13 @@ load_definitions(const char *signature)
 
 /* ---------- folding one event ---------- */
 
-/* fold_row's work, in the owner's scope */
+/*
+ * fold_row's work, in the owner's scope.  First every expression of the
+ * event is evaluated (WHERE, windows, keys, FILTERs, arguments: the
+ * errors an event can cause, eval_phase), then the groups are looked up
+ * and the transition functions called: an event that fails leaves no
+ * trace in the groups, so it can be skipped (on_error => 'skip').
+ */
 static void
 fold_row_body(AggRuntime *rt, TupleTableSlot *row)
 {
@@ -896,10 +1002,19 @@ fold_row_body(AggRuntime *rt, TupleTableSlot *row)
 	TimestampTz starts[HOP_MAX_WINDOWS];
 	int			nwindows = 1;
 	MemoryContext old;
+	Datum	   *keyv = NULL;
+	bool	   *keyn = NULL;
+	bool	   *pass = NULL;
+	Datum	   *argv = NULL;
+	bool	   *argn = NULL;
+	int			nk = Max(rt->nkeys, 1);
+	int			na = Max(rt->naggs, 1);
+	int			nt = Max(rt->total_args, 1);
 
 	ResetExprContext(econtext);
 	econtext->ecxt_scantuple = row;
 	old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+	eval_phase = true;
 
 	if (rt->where && !ExecQual(rt->where, econtext))
 		nwindows = 0;
@@ -919,12 +1034,17 @@ fold_row_body(AggRuntime *rt, TupleTableSlot *row)
 								   DatumGetIntervalP(v[2]), DatumGetTimestampTz(v[3]),
 								   starts, HOP_MAX_WINDOWS);
 	}
-
+	if (nwindows > 0)
+	{
+		keyv = palloc(nwindows * nk * sizeof(Datum));
+		keyn = palloc(nwindows * nk * sizeof(bool));
+		pass = palloc(nwindows * na * sizeof(bool));
+		argv = palloc(nwindows * nt * sizeof(Datum));
+		argn = palloc(nwindows * nt * sizeof(bool));
+	}
 	for (int w = 0; w < nwindows; w++)
 	{
-		TupleHashEntry entry;
-		bool		isnew;
-		AggTransValue *tv;
+		int			ai = w * nt;
 
 		if (rt->has_hop)
 		{
@@ -932,10 +1052,38 @@ fold_row_body(AggRuntime *rt, TupleTableSlot *row)
 			econtext->ecxt_param_exec_vals[0].isnull = false;
 			econtext->ecxt_param_exec_vals[0].execPlan = NULL;
 		}
+		for (int k = 0; k < rt->nkeys; k++)
+			keyv[w * nk + k] = ExecEvalExpr(rt->keys[k], econtext, &keyn[w * nk + k]);
+		for (int a = 0; a < rt->naggs; a++)
+		{
+			AggCall    *call = &rt->aggs[a];
+			bool		p = !call->filter || ExecQual(call->filter, econtext);
+
+			pass[w * na + a] = p;
+			for (int i = 0; i < call->nargs; i++, ai++)
+			{
+				if (p)
+					argv[ai] = ExecEvalExpr(call->args[i], econtext, &argn[ai]);
+				else
+					argn[ai] = true;
+			}
+		}
+	}
+	eval_phase = false;
+
+	for (int w = 0; w < nwindows; w++)
+	{
+		TupleHashEntry entry;
+		bool		isnew;
+		AggTransValue *tv;
+		int			ai = w * nt;
+
 		ExecClearTuple(rt->keyslot);
 		for (int k = 0; k < rt->nkeys; k++)
-			rt->keyslot->tts_values[k] = ExecEvalExpr(rt->keys[k], econtext,
-													  &rt->keyslot->tts_isnull[k]);
+		{
+			rt->keyslot->tts_values[k] = keyv[w * nk + k];
+			rt->keyslot->tts_isnull[k] = keyn[w * nk + k];
+		}
 		ExecStoreVirtualTuple(rt->keyslot);
 		entry = LookupTupleHashEntry(rt->groups, rt->keyslot, &isnew, NULL);
 		if (isnew)
@@ -953,17 +1101,318 @@ fold_row_body(AggRuntime *rt, TupleTableSlot *row)
 			AggCall    *call = &rt->aggs[a];
 			FunctionCallInfo fcinfo = call->info->transfcinfo;
 
-			if (call->filter && !ExecQual(call->filter, econtext))
+			if (!pass[w * na + a])
+			{
+				ai += call->nargs;
 				continue;
-			for (int i = 0; i < call->nargs; i++)
-				fcinfo->args[i + 1].value = ExecEvalExpr(call->args[i], econtext,
-														 &fcinfo->args[i + 1].isnull);
+			}
+			for (int i = 0; i < call->nargs; i++, ai++)
+			{
+				fcinfo->args[i + 1].value = argv[ai];
+				fcinfo->args[i + 1].isnull = argn[ai];
+			}
 			aggfunc_advance(call->info, &tv[a], rt->batchcxt);
 		}
 	}
 	if (nwindows > 0)
 		rt->events++;
 	MemoryContextSwitchTo(old);
+}
+
+/* ---------- poison events ---------- */
+
+/*
+ * Errors that are an event's own: data exceptions (a cast of a bad
+ * value, division by zero, overflow), cardinality, integrity, errors
+ * raised by functions (RAISE, routine exceptions).  Others (an undefined
+ * or dropped function, privileges, internal errors) are the definition's:
+ * every event would fail the same way, so it is parked instead.  And those
+ * that pass by themselves (serialisation, resources, shutdown, ...) are
+ * retried as before.
+ */
+static bool
+error_is_events(ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	return class == ERRCODE_TO_CATEGORY(ERRCODE_DATA_EXCEPTION) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_CARDINALITY_VIOLATION) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_SQL_ROUTINE_EXCEPTION) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION) ||
+		class == ERRCODE_TO_CATEGORY(ERRCODE_RAISE_EXCEPTION);
+}
+
+static MemoryContext
+dead_context(void)
+{
+	if (dead_cxt == NULL)
+		dead_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events dead letters",
+										 ALLOCSET_DEFAULT_SIZES);
+	return dead_cxt;
+}
+
+/* the event's id, for messages and dead letters (before it is evaluated) */
+static void
+note_event(TupleTableSlot *row)
+{
+	bool		isnull;
+	Datum		v = slot_getattr(row, ENV_EVENT_ID + 1, &isnull);
+
+	eval_has_event = !isnull;
+	if (!isnull)
+		memcpy(&eval_event, DatumGetUUIDP(v), sizeof(pg_uuid_t));
+}
+
+static void
+queue_dead_letter(bool is_act, int32 id, const char *name, Oid owner, Oid stream,
+				  XLogRecPtr lsn, ErrorData *edata)
+{
+	MemoryContext old = MemoryContextSwitchTo(dead_context());
+	DeadLetter *d = palloc0(sizeof(DeadLetter));
+
+	d->is_act = is_act;
+	d->id = id;
+	d->name = pstrdup(name);
+	d->owner = owner;
+	d->stream = stream;
+	d->has_event_id = eval_has_event;
+	d->event_id = eval_event;
+	d->lsn = lsn;
+	d->sqlerrcode = edata->sqlerrcode;
+	d->message = pstrdup(edata->message ? edata->message : "unknown error");
+	d->detail = edata->detail ? pstrdup(edata->detail) : NULL;
+	dead_queue = lappend(dead_queue, d);
+	MemoryContextSwitchTo(old);
+	batch_groups++;
+}
+
+/* one evaluation of an event for one definition, in a subtransaction */
+typedef struct GuardedCall
+{
+	AggRuntime *rt;				/* an aggregate's fold, or */
+	ActRuntime *act;			/* an activation's match */
+	TupleTableSlot *row;
+	int			queued;
+} GuardedCall;
+
+/*
+ * Runs the evaluation in a subtransaction (the safe way to go on after an
+ * error in executor code).  Returns NULL, or the event's error (in
+ * dead_cxt) after rolling the subtransaction back; an error that is not
+ * the event's (error_is_events), or that came after the evaluation
+ * (a transition function), is thrown again.
+ */
+static ErrorData *
+call_guarded(GuardedCall *g)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (g->rt)
+			fold_row_body(g->rt, g->row);
+		else
+		{
+			eval_phase = true;
+			g->queued = act_match_in_scope(g->act, g->row);
+			eval_phase = false;
+		}
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		bool		events = eval_phase;
+
+		MemoryContextSwitchTo(dead_context());
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (!events || !error_is_events(edata))
+			ReThrowError(edata);	/* blamed as any error (park_blamed) */
+		eval_phase = false;
+		act_blame = 0;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+static struct CarefulDef *
+careful_find(bool is_act, int32 id)
+{
+	ListCell   *lc;
+
+	foreach(lc, careful)
+	{
+		CarefulDef *c = lfirst(lc);
+
+		if (c->is_act == is_act && c->id == id)
+			return c;
+	}
+	return NULL;
+}
+
+/*
+ * A resumed definition replays from its applied LSN; decoding sees the
+ * catalog as it was at each event's commit (a function replaced since is
+ * not seen by earlier events), so the event it stopped on would stop it
+ * again: until it has replayed what was committed before the resume, it is
+ * careful and events that fail become dead letters, which
+ * stream.retry_dead_letters applies with today's definitions.
+ */
+static void
+careful_add(bool is_act, int32 id, XLogRecPtr until)
+{
+	MemoryContext old = MemoryContextSwitchTo(consumer_cxt);
+	CarefulDef *c = careful_find(is_act, id);
+
+	if (c == NULL)
+	{
+		c = palloc0(sizeof(CarefulDef));
+		c->is_act = is_act;
+		c->id = id;
+		careful = lappend(careful, c);
+	}
+	c->until = Max(c->until, until);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * After an error: when it is an event's error in a definition that skips
+ * them, the definition becomes careful (and is not parked).
+ */
+static bool
+careful_blamed(ErrorData *edata)
+{
+	CarefulDef *c;
+	MemoryContext old;
+
+	if (!eval_phase || !error_is_events(edata))
+		return false;
+	if (current_rt && current_rt->skip_errors && !current_rt->careful)
+	{
+		old = MemoryContextSwitchTo(consumer_cxt);
+		c = palloc0(sizeof(CarefulDef));
+		c->id = current_rt->agg_id;
+		c->until = current_rt->backfill ? InvalidXLogRecPtr : eval_lsn;
+	}
+	else if (!current_rt && eval_act && eval_act->skip_errors && !eval_act->careful)
+	{
+		old = MemoryContextSwitchTo(consumer_cxt);
+		c = palloc0(sizeof(CarefulDef));
+		c->is_act = true;
+		c->id = eval_act->act_id;
+		c->until = eval_lsn;
+	}
+	else
+		return false;
+	careful = lappend(careful, c);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/* careful definitions that have applied past the event that failed */
+static void
+careful_prune(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, careful)
+	{
+		CarefulDef *c = lfirst(lc);
+		XLogRecPtr	applied = InvalidXLogRecPtr;
+		bool		found = false;
+		ListCell   *lc2;
+
+		if (c->is_act)
+		{
+			foreach(lc2, acts)
+				if (((ActRuntime *) lfirst(lc2))->act_id == c->id)
+				{
+					applied = ((ActRuntime *) lfirst(lc2))->applied_lsn;
+					found = true;
+				}
+		}
+		else
+		{
+			foreach(lc2, runtimes)
+				if (((AggRuntime *) lfirst(lc2))->agg_id == c->id &&
+					!((AggRuntime *) lfirst(lc2))->backfill)
+				{
+					applied = ((AggRuntime *) lfirst(lc2))->applied_lsn;
+					found = true;
+				}
+		}
+		if (found && applied > c->until)
+		{
+			foreach(lc2, runtimes)
+				if (!c->is_act && ((AggRuntime *) lfirst(lc2))->agg_id == c->id)
+					((AggRuntime *) lfirst(lc2))->careful = false;
+			foreach(lc2, acts)
+				if (c->is_act && ((ActRuntime *) lfirst(lc2))->act_id == c->id)
+					((ActRuntime *) lfirst(lc2))->careful = false;
+			careful = foreach_delete_current(careful, lc);
+		}
+	}
+}
+
+/*
+ * Writes the queued dead letters of one definition (in the transaction
+ * that applies it; tagged by the caller) and forgets them.
+ */
+static void
+write_dead_letters(bool is_act, int32 id)
+{
+	ListCell   *lc;
+	Oid			types[10] = {TEXTOID, TEXTOID, INT4OID, OIDOID, UUIDOID, OIDOID, LSNOID,
+	TEXTOID, TEXTOID, TEXTOID};
+
+	foreach(lc, dead_queue)
+	{
+		DeadLetter *d = lfirst(lc);
+		Datum		args[10];
+		char		nulls[10] = "          ";
+
+		if (d->is_act != is_act || d->id != id)
+			continue;
+		args[0] = CStringGetTextDatum(d->name);
+		args[1] = CStringGetTextDatum(is_act ? "activation" : "aggregate");
+		args[2] = Int32GetDatum(d->id);
+		args[3] = ObjectIdGetDatum(d->owner);
+		args[4] = UUIDPGetDatum(&d->event_id);
+		nulls[4] = d->has_event_id ? ' ' : 'n';
+		args[5] = ObjectIdGetDatum(d->stream);
+		args[6] = LSNGetDatum(d->lsn);
+		nulls[6] = XLogRecPtrIsInvalid(d->lsn) ? 'n' : ' ';
+		args[7] = CStringGetTextDatum(unpack_sql_state(d->sqlerrcode));
+		args[8] = CStringGetTextDatum(d->message);
+		args[9] = d->detail ? CStringGetTextDatum(d->detail) : (Datum) 0;
+		nulls[9] = d->detail ? ' ' : 'n';
+		if (SPI_execute_with_args("INSERT INTO stream.dead_letters (definition, kind, def_id, owner, "
+								  "event_id, stream, lsn, sqlstate, error, detail) "
+								  "VALUES ($1, $2, $3, $4::pg_catalog.regrole, $5, $6::pg_catalog.regclass, "
+								  "$7, $8, $9, $10)",
+								  10, types, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into stream.dead_letters");
+		dead_queue = foreach_delete_current(dead_queue, lc);
+	}
+}
+
+static void
+reset_dead_letters(void)
+{
+	dead_queue = NIL;
+	if (dead_cxt)
+		MemoryContextReset(dead_cxt);
 }
 
 /*
@@ -981,7 +1430,22 @@ fold_row(AggRuntime *rt, TupleTableSlot *row)
 	owner_enter(&scope, rt->owner, rt->search_path);
 	PG_TRY();
 	{
-		fold_row_body(rt, row);
+		if (rt->careful)
+		{
+			GuardedCall g = {rt, NULL, row, 0};
+			ErrorData  *e;
+
+			note_event(row);
+			e = call_guarded(&g);
+			if (e)
+			{
+				queue_dead_letter(false, rt->agg_id, rt->name, rt->owner, rt->stream,
+								  bf_lsn, e);
+				rt->ndead++;
+			}
+		}
+		else
+			fold_row_body(rt, row);
 	}
 	PG_FINALLY();
 	{
@@ -1061,6 +1525,8 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 {
 	ListCell   *lc;
 
+	eval_lsn = txn->final_lsn;
+	note_event(row);
 	foreach(lc, feed->runtimes)
 	{
 		AggRuntime *rt = lfirst(lc);
@@ -1070,7 +1536,20 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 			continue;
 		fold_scope_switch(fs, rt->owner, rt->search_path);
 		current_rt = rt;
-		fold_row_body(rt, row);
+		if (rt->careful)
+		{
+			GuardedCall g = {rt, NULL, row, 0};
+			ErrorData  *e = call_guarded(&g);
+
+			if (e)
+			{
+				queue_dead_letter(false, rt->agg_id, rt->name, rt->owner, rt->stream,
+								  txn->final_lsn, e);
+				rt->ndead++;
+			}
+		}
+		else
+			fold_row_body(rt, row);
 		check_no_writes("continuous aggregate", rt->name);
 		current_rt = NULL;
 		rt->last_commit_at = txn->xact_time.commit_time;
@@ -1083,7 +1562,27 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 		if (txn->final_lsn < act->applied_lsn || act->denied)
 			continue;
 		fold_scope_switch(fs, act->owner, act->search_path);
-		batch_groups += act_match_in_scope(act, row);
+		eval_act = act;
+		if (act->careful)
+		{
+			GuardedCall g = {NULL, act, row, 0};
+			ErrorData  *e = call_guarded(&g);
+
+			if (e)
+			{
+				queue_dead_letter(true, act->act_id, act->name, act->owner, act->stream,
+								  txn->final_lsn, e);
+				act->ndead++;
+			}
+			batch_groups += g.queued;
+		}
+		else
+		{
+			eval_phase = true;
+			batch_groups += act_match_in_scope(act, row);
+			eval_phase = false;
+		}
+		eval_act = NULL;
 		if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		{
 			act_set_blame(act->act_id, act->name, act->applied_lsn);
@@ -1605,6 +2104,7 @@ reset_batch(AggRuntime *rt)
 	MemoryContextReset(rt->batchcxt);
 	rt->ngroups = 0;
 	rt->events = 0;
+	rt->ndead = 0;
 }
 
 /*
@@ -1629,7 +2129,8 @@ apply_in_transaction(XLogRecPtr upto, bool write_idle, TimestampTz now)
 		double		secs;
 		XLogRecPtr	newlsn;
 
-		if (rt->backfill || !(rt->ngroups > 0 || (write_idle && upto > rt->applied_lsn)))
+		if (rt->backfill ||
+			!(rt->ngroups > 0 || rt->ndead > 0 || (write_idle && upto > rt->applied_lsn)))
 			continue;
 		/* the row lock orders us with drop_aggregate and rebuild_aggregate */
 		args[0] = Int32GetDatum(rt->agg_id);
@@ -1640,12 +2141,22 @@ apply_in_transaction(XLogRecPtr upto, bool write_idle, TimestampTz now)
 		if (SPI_processed == 0)
 			continue;		/* dropped or being rebuilt: forget the batch */
 		upsert_groups(rt);
+		write_dead_letters(false, rt->agg_id);
 		newlsn = Max(upto, rt->applied_lsn);
 		secs = rt->last_apply ? (double) (now - rt->last_apply) / USECS_PER_SEC : 0;
-		if (rt->events > 0 && secs > 0)
+
+		/*
+		 * Events per second, smoothed over about ten seconds of time (not
+		 * of applies), so that it decays when nothing is applied.
+		 */
+		if (secs > 0)
+		{
+			double		keep = exp(-Min(secs, 600.0) / 10.0);
+
 			rt->apply_rate = rt->apply_rate > 0
-				? 0.7 * rt->apply_rate + 0.3 * (rt->events / secs)
+				? keep * rt->apply_rate + (1 - keep) * (rt->events / secs)
 				: rt->events / secs;
+		}
 		args[1] = LSNGetDatum(newlsn);
 		args[2] = Int64GetDatum(rt->events);
 		args[3] = TimestampTzGetDatum(rt->last_commit_at);
@@ -1661,6 +2172,13 @@ apply_in_transaction(XLogRecPtr upto, bool write_idle, TimestampTz now)
 		done = lappend(done, rt);
 	}
 	act_apply_queue();
+	foreach(lc, acts)
+	{
+		ActRuntime *act = lfirst(lc);
+
+		if (act->ndead > 0 && !act->gone)
+			write_dead_letters(true, act->act_id);
+	}
 	act_record_applied(acts, upto);
 	return done;
 }
@@ -1710,13 +2228,15 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 	{
 		AggRuntime *rt = lfirst(lc);
 
-		if (!rt->backfill && (rt->ngroups > 0 || (write_idle && upto > rt->applied_lsn)))
+		if (!rt->backfill &&
+			(rt->ngroups > 0 || rt->ndead > 0 || (write_idle && upto > rt->applied_lsn)))
 			any = true;
 	}
 	if (act_queue_pending())
 		any = true;
 	foreach(lc, acts)
-		if (write_idle && upto > ((ActRuntime *) lfirst(lc))->applied_lsn)
+		if ((write_idle && upto > ((ActRuntime *) lfirst(lc))->applied_lsn) ||
+			((ActRuntime *) lfirst(lc))->ndead > 0)
 			any = true;
 	if (any)
 	{
@@ -1735,8 +2255,7 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 			AggRuntime *rt = lfirst(lc);
 
 			rt->applied_lsn = Max(upto, rt->applied_lsn);
-			if (rt->events > 0)
-				rt->last_apply = now;
+			rt->last_apply = now;
 		}
 		foreach(lc, acts)
 		{
@@ -1750,7 +2269,10 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 	foreach(lc, runtimes)
 		reset_batch((AggRuntime *) lfirst(lc));
 	act_reset_batch(acts);
+	reset_dead_letters();
 	batch_groups = 0;
+	if (careful != NIL)
+		careful_prune();
 
 	/* the slot may forget what every aggregate has applied */
 	foreach(lc, runtimes)
@@ -1851,6 +2373,8 @@ backfill_write(AggRuntime *rt, bool done, XLogRecPtr start, int64 nevents)
 	{
 		upsert_groups(rt);
 		if (done)
+			write_dead_letters(false, rt->agg_id);
+		if (done)
 		{
 			Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
 			Datum		args[3] = {Int32GetDatum(rt->agg_id), LSNGetDatum(start), Int64GetDatum(nevents)};
@@ -1903,6 +2427,7 @@ backfill(AggRuntime *rt)
 	bf_ctx = create_slot(psprintf("stream_events_%u_backfill", MyDatabaseId), false, true);
 	MemoryContextSwitchTo(old);
 	start = MyReplicationSlot->data.confirmed_flush;
+	bf_lsn = start;
 	snap = SnapBuildInitialSnapshot(bf_ctx->snapshot_builder);
 	RestoreTransactionSnapshot(snap, MyProc);
 	release_decoding();	/* ephemeral: dropped; our xmin holds the rows */
@@ -1966,6 +2491,15 @@ backfill(AggRuntime *rt)
 	reset_batch(rt);
 	rt->backfill = false;
 	rt->applied_lsn = start;
+	/* a careful backfill is done: the events after it are decoded */
+	{
+		ListCell   *lc;
+
+		foreach(lc, careful)
+			if (!((CarefulDef *) lfirst(lc))->is_act && ((CarefulDef *) lfirst(lc))->id == rt->agg_id)
+				careful = foreach_delete_current(careful, lc);
+		rt->careful = false;
+	}
 	ereport(LOG,
 			(errmsg("stream_events backfilled continuous aggregate %s with " INT64_FORMAT " events; changes from %X/%X on are decoded",
 					rt->name, nevents, LSN_FORMAT_ARGS(start))));
@@ -1987,6 +2521,7 @@ decode_available(void)
 		/* every commit flushed before "asked" is decoded */
 		decode_horizon = asked;
 		decoded_to_end = true;
+		decoded_end = end;
 		return;
 	}
 
@@ -2036,6 +2571,7 @@ decode_available(void)
 	{
 		decode_horizon = asked;
 		decoded_to_end = true;
+		decoded_end = end;
 	}
 }
 
@@ -2046,10 +2582,27 @@ decode_available(void)
  * (park_blamed), agg_id the aggregate whose catalog row says so (0: the
  * error is nobody's own, every aggregate's row says it).
  */
-static void
-record_error(ErrorData *edata, int32 agg_id, const char *what)
+/* what the status views say: the error, its SQLSTATE, the event */
+static char *
+describe_error(ErrorData *edata, const char *raw)
 {
-	char	   *msg = edata->message ? edata->message : "unknown error";
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "%s (SQLSTATE %s", raw, unpack_sql_state(edata->sqlerrcode));
+	if (eval_has_event && !XLogRecPtrIsInvalid(eval_lsn))
+		appendStringInfo(&buf, ", event_id %s, commit %X/%X",
+						 DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&eval_event))),
+						 LSN_FORMAT_ARGS(eval_lsn));
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+static void
+record_error(ErrorData *edata, int32 agg_id, int32 act_id, const char *what)
+{
+	const char *raw = edata->message ? edata->message : "unknown error";
+	char	   *msg = what ? describe_error(edata, raw) : pstrdup(raw);
 	bool		all = (agg_id == 0 && what == NULL);
 	OriginTag	tag = {0};
 
@@ -2057,7 +2610,7 @@ record_error(ErrorData *edata, int32 agg_id, const char *what)
 		ereport(WARNING,
 				(errmsg("stream_events parked %s after its error: %s", what, msg),
 				 edata->detail ? errdetail("%s", edata->detail) : 0,
-				 errhint("The other definitions go on. Fix the cause, then stream.rebuild_aggregate() an aggregate, or drop and create an activation again; the worker also retries it when it restarts.")));
+				 errhint("The other definitions go on. Fix the cause, then SELECT stream.resume(name): it replays from its applied LSN; the worker also retries it when it restarts.")));
 	else if (last_warning == NULL || strcmp(last_warning, msg) != 0)
 	{
 		ereport(WARNING,
@@ -2081,6 +2634,13 @@ record_error(ErrorData *edata, int32 agg_id, const char *what)
 			SPI_execute_with_args("UPDATE stream.aggregate_defs SET status = 'error', last_error = $1 "
 								  "WHERE $2 OR agg_id = $3",
 								  3, argtypes, args, NULL, false, 0);
+			if (act_id != 0 && act_catalog_has_failures)
+			{
+				args[2] = Int32GetDatum(act_id);
+				SPI_execute_with_args("UPDATE stream.activation_defs SET status = 'error', last_error = $1 "
+									  "WHERE NOT $2 AND act_id = $3",
+									  3, argtypes, args, NULL, false, 0);
+			}
 			origin_tag_end(&tag);
 		}
 		PopActiveSnapshot();
@@ -2095,6 +2655,233 @@ record_error(ErrorData *edata, int32 agg_id, const char *what)
 		AbortCurrentTransaction();
 	}
 	PG_END_TRY();
+}
+
+
+/* ---------- stream.retry_dead_letters ---------- */
+
+/* the rows of a stream with that event_id, read as owner (SPI_tuptable) */
+static void
+read_event_as(Oid owner, const char *search_path, Oid stream, Datum event_id)
+{
+	OwnerScope	scope = {0};
+	char	   *sql = psprintf("SELECT * FROM %s WHERE event_id OPERATOR(pg_catalog.=) $1",
+							   definition_relation_name(stream));
+	Oid			types[1] = {UUIDOID};
+	Datum		args[1] = {event_id};
+
+	owner_enter(&scope, owner, search_path);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(sql, 1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the event of a dead letter");
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+}
+
+/* an event read back, for one definition, as its owner, in a subtransaction */
+static ErrorData *
+retry_one(AggRuntime *rt, ActRuntime *act, TupleTableSlot *row)
+{
+	OwnerScope	scope = {0};
+	GuardedCall g = {rt, act, row, 0};
+	ErrorData  *volatile e = NULL;
+
+	owner_enter(&scope, rt ? rt->owner : act->owner, rt ? rt->search_path : act->search_path);
+	PG_TRY();
+	{
+		note_event(row);
+		/* not decoding: a transaction that writes is fine here */
+		e = call_guarded(&g);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	return e;
+}
+
+/*
+ * The dead letters stream.retry_dead_letters asked for, of definitions that
+ * run: each event is read back from its stream by event_id and applied
+ * again (in a subtransaction, as the owner); in one transaction, the groups
+ * are upserted, the firings made, the dead letters that succeeded deleted
+ * and the others given their new error: exactly once.  The worker calls it
+ * when its batches are applied (nothing else is in memory).
+ */
+static void retry_body(uint64 n, SPITupleTable *tt, MemoryContext cxt);
+
+static void
+retry_dead_letters(void)
+{
+	uint64		n;
+	SPITupleTable *tt;
+	OriginTag	tag = {0};
+	MemoryContext cxt;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "stream_events: retrying dead letters");
+	cxt = CurrentMemoryContext;
+	if (SPI_execute("SELECT id, kind OPERATOR(pg_catalog.=) 'activation', def_id, event_id "
+					"FROM stream.dead_letters WHERE retry_requested ORDER BY id FOR UPDATE",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read stream.dead_letters");
+	n = SPI_processed;
+	tt = SPI_tuptable;
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		retry_body(n, tt, cxt);
+	}
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	{
+		ListCell   *lc;
+
+		foreach(lc, runtimes)
+			reset_batch((AggRuntime *) lfirst(lc));
+	}
+	act_reset_batch(acts);
+	batch_groups = 0;
+	retry_pending = false;
+}
+
+/* retry_dead_letters' work, tagged as the worker's own */
+static void
+retry_body(uint64 n, SPITupleTable *tt, MemoryContext cxt)
+{
+	List	   *touched_rts = NIL;
+	List	   *touched_acts = NIL;
+
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+			bool		is_act = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+			int32		def_id = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+			Datum		event_id = SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull);
+			AggRuntime *rt = NULL;
+			ActRuntime *act = NULL;
+			StreamFeed *feed = NULL;
+			ListCell   *lc;
+			ErrorData  *err = NULL;
+			uint64		nrows;
+			SPITupleTable *rows;
+			Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, TEXTOID};
+			Datum		args[5];
+			char		nulls[5] = "     ";
+
+			CHECK_FOR_INTERRUPTS();
+			if (isnull)
+				continue;
+			if (is_act)
+			{
+				foreach(lc, acts)
+					if (((ActRuntime *) lfirst(lc))->act_id == def_id &&
+						((ActRuntime *) lfirst(lc))->kind != ACT_THRESHOLD)
+						act = lfirst(lc);
+			}
+			else
+			{
+				foreach(lc, runtimes)
+					if (((AggRuntime *) lfirst(lc))->agg_id == def_id &&
+						!((AggRuntime *) lfirst(lc))->backfill)
+						rt = lfirst(lc);
+			}
+			if (rt == NULL && act == NULL)
+				continue;		/* parked or not loaded: stays asked for */
+			foreach(lc, feeds)
+				if (((StreamFeed *) lfirst(lc))->stream == (rt ? rt->stream : act->stream))
+					feed = lfirst(lc);
+			if (feed == NULL)
+				continue;
+			read_event_as(rt ? rt->owner : act->owner, rt ? rt->search_path : act->search_path,
+						  feed->stream, event_id);
+			nrows = SPI_processed;
+			rows = SPI_tuptable;
+			if (nrows > 0)
+			{
+				TupleConversionMap *map = convert_tuples_by_name(rows->tupdesc, feed->desc);
+				TupleTableSlot *slot = MakeSingleTupleTableSlot(rows->tupdesc, &TTSOpsHeapTuple);
+
+				for (uint64 r = 0; r < nrows && err == NULL; r++)
+				{
+					ExecStoreHeapTuple(rows->vals[r], slot, false);
+					/* in the stream's row type (payloads as JSON need it) */
+					if (map)
+						execute_attr_map_slot(map->attrMap, slot, feed->slot);
+					else
+						ExecCopySlot(feed->slot, slot);
+					current_rt = rt;
+					eval_act = act;
+					err = retry_one(rt, act, feed->slot);
+					current_rt = NULL;
+					eval_act = NULL;
+				}
+				ExecDropSingleTupleTableSlot(slot);
+			}
+			MemoryContextSwitchTo(cxt);
+			args[0] = Int64GetDatum(id);
+			if (nrows > 0 && err == NULL)
+			{
+				if (SPI_execute_with_args("DELETE FROM stream.dead_letters WHERE id OPERATOR(pg_catalog.=) $1",
+										  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+					elog(ERROR, "could not update stream.dead_letters");
+			}
+			else
+			{
+				args[1] = CStringGetTextDatum(err ? unpack_sql_state(err->sqlerrcode) : "02000");
+				args[2] = CStringGetTextDatum(err ? (err->message ? err->message : "unknown error")
+											  : "the event is no longer in the stream");
+				args[3] = (err && err->detail) ? CStringGetTextDatum(err->detail) : (Datum) 0;
+				nulls[3] = (err && err->detail) ? ' ' : 'n';
+				if (SPI_execute_with_args("UPDATE stream.dead_letters SET retry_requested = false, "
+										  "retries = retries + 1, sqlstate = $2, error = $3, detail = $4, "
+										  "at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+										  4, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+					elog(ERROR, "could not update stream.dead_letters");
+			}
+			if (rt && !list_member_ptr(touched_rts, rt))
+				touched_rts = lappend(touched_rts, rt);
+			if (act && !list_member_ptr(touched_acts, act))
+				touched_acts = lappend(touched_acts, act);
+		}
+		{
+			ListCell   *lc;
+
+			act_lock_definitions(touched_acts);
+			foreach(lc, touched_rts)
+			{
+				AggRuntime *rt = lfirst(lc);
+				Oid			argtypes[1] = {INT4OID};
+				Datum		args[1] = {Int32GetDatum(rt->agg_id)};
+
+				/* the row lock orders us with drop_aggregate and rebuild_aggregate */
+				if (SPI_execute_with_args("SELECT 1 FROM stream.aggregate_defs WHERE agg_id = $1 "
+										  "AND applied_lsn IS NOT NULL FOR UPDATE",
+										  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+					elog(ERROR, "could not lock stream.aggregate_defs");
+				if (SPI_processed == 1)
+					upsert_groups(rt);
+			}
+			act_apply_queue();
+			act_record_applied(touched_acts, InvalidXLogRecPtr);
+		}
 }
 
 /* ---------- the round ---------- */
@@ -2117,10 +2904,12 @@ read_signature(bool *installed)
 	 * trees (set by an upgrade) in its part.
 	 */
 	if (SPI_execute("SELECT nullif(concat_ws('|', "
-					"(SELECT string_agg(agg_id || ':' || (applied_lsn IS NULL)::text || (status = 'error')::text, ',' ORDER BY agg_id) "
-					" FROM stream.aggregate_defs), "
+					"(SELECT string_agg(agg_id || ':' || (applied_lsn IS NULL)::text || (status = 'error')::text || "
+					"  coalesce(pg_catalog.to_jsonb(g) ->> 'on_error', ''), ',' ORDER BY agg_id) "
+					" FROM stream.aggregate_defs g), "
 					"(SELECT 'a' || string_agg(act_id::text || ':' || coalesce(j ->> 'notify', '') || "
-					"  (j ->> 'condition_tree' IS NOT NULL)::text, ',' ORDER BY act_id) "
+					"  (j ->> 'condition_tree' IS NOT NULL)::text || coalesce(j ->> 'status', '') || "
+					"  coalesce(j ->> 'on_error', ''), ',' ORDER BY act_id) "
 					" FROM stream.activation_defs d, LATERAL (SELECT pg_catalog.to_jsonb(d) AS j) x "
 					" WHERE delivery = 'batched')), '')", true, 0) == SPI_OK_SELECT &&
 		SPI_processed == 1)
@@ -2142,6 +2931,7 @@ round_body(bool *installed)
 	ListCell   *lc;
 	bool		running = false;
 	XLogRecPtr	upto;
+	XLogRecPtr	round_insert = GetXLogInsertRecPtr();
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -2173,6 +2963,15 @@ round_body(bool *installed)
 		(void) se_origin_id(true);
 		SPI_connect();
 		load_definitions(sig);
+		SPI_finish();
+	}
+	/* dead letters stream.retry_dead_letters asked for (a partial index) */
+	if (act_catalog_has_failures)
+	{
+		SPI_connect();
+		retry_pending =
+			SPI_execute("SELECT 1 FROM stream.dead_letters WHERE retry_requested LIMIT 1",
+						true, 0) == SPI_OK_SELECT && SPI_processed > 0;
 		SPI_finish();
 	}
 	PopActiveSnapshot();
@@ -2238,7 +3037,21 @@ round_body(bool *installed)
 	if (have_absence && decoded_to_end && !stop_after_commit &&
 		act_timers_due(decode_horizon))
 		act_fire_due_timers(decode_horizon);
+	if (retry_pending && decoded_to_end && !stop_after_commit)
+		retry_dead_letters();
 	last_warning = NULL;
+
+	/*
+	 * Everything flushed up to decoded_end is decoded and applied: the
+	 * status views' lag.  The next round may be skipped while no WAL is
+	 * written after round_insert (aggregates_round).
+	 */
+	if (decoded_to_end && !stop_after_commit)
+	{
+		worker_note_consumer_position(decoded_end);
+		last_round_insert = round_insert;
+		last_full_round = GetCurrentTimestamp();
+	}
 }
 
 /*
@@ -2310,6 +3123,22 @@ aggregates_round(bool *installed)
 		return true;
 	next_attempt = 0;
 
+	/*
+	 * Nothing written since the last round started (the WAL insert position
+	 * has not moved: no event, no definition changed, no flush, resume or
+	 * retry asked), no absence timer due: no round, so no transaction every
+	 * poll interval.  A full round at least every IDLE_ROUND_MS all the same.
+	 */
+	if (have_definitions && !retry_pending && !XLogRecPtrIsInvalid(last_round_insert) &&
+		GetXLogInsertRecPtr() == last_round_insert &&
+		!TimestampDifferenceExceeds(last_full_round, GetCurrentTimestamp(), IDLE_ROUND_MS) &&
+		!(have_absence && act_timers_due(GetCurrentTimestamp())))
+	{
+		worker_note_consumer_position(decoded_end);
+		warn_if_slot_holds_wal();
+		return true;
+	}
+
 	PG_TRY();
 	{
 		round_body(installed);
@@ -2318,7 +3147,9 @@ aggregates_round(bool *installed)
 	{
 		ErrorData  *edata;
 		int32		park_agg;
+		int32		park_act;
 		char	   *park_what;
+		bool		skip;
 
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
@@ -2338,14 +3169,35 @@ aggregates_round(bool *installed)
 		}
 		PG_END_TRY();
 		/* before free_definitions: current_rt lives in defs_cxt */
-		park_agg = park_blamed(edata, &park_what);
+		if (!eval_phase)
+			eval_has_event = false; /* the error is not an event's */
+		skip = careful_blamed(edata);
+		park_agg = 0;
+		park_act = 0;
+		park_what = NULL;
+		if (skip)
+			ereport(DEBUG1,
+					(errmsg("stream_events: an event failed in %s %s (%s); decoded again, it is skipped for it",
+							current_rt ? "continuous aggregate" : "activation",
+							current_rt ? current_rt->name : (eval_act ? eval_act->name : "?"),
+							edata->message)));
+		else
+			park_agg = park_blamed(edata, &park_what, &park_act);
 		free_definitions();
-		record_error(edata, park_agg, park_what);
+		reset_dead_letters();
+		if (!skip)
+			record_error(edata, park_agg, park_act, park_what);
 		FreeErrorData(edata);
 		current_rt = NULL;
 		blame_agg = 0;
 		act_blame = 0;
-		next_attempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
+		eval_act = NULL;
+		eval_phase = false;
+		eval_lsn = InvalidXLogRecPtr;
+		last_round_insert = InvalidXLogRecPtr;
+		/* a poison event: again at once, carefully; other errors: in 2 s */
+		next_attempt = skip ? GetCurrentTimestamp() :
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
 		MemoryContextSwitchTo(caller);
 	}
 	PG_END_TRY();

@@ -63,6 +63,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/pg_lsn.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -73,6 +74,7 @@
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_worker_status);
+PG_FUNCTION_INFO_V1(stream_consumer_position);
 PG_FUNCTION_INFO_V1(stream_extension_created);
 
 PGDLLEXPORT void stream_events_launcher_main(Datum main_arg);
@@ -108,6 +110,8 @@ typedef struct WorkerSlot
 	int			procno;			/* the worker's PGPROC, for wakeups */
 	bool		consumer_wake;	/* producers wake it at commit (activations) */
 	char		last_error[SE_ERROR_LEN];
+	XLogRecPtr	decoded_lsn;	/* the consumer decoded and applied up to */
+	TimestampTz decoded_at;		/* when it last was there */
 } WorkerSlot;
 
 typedef struct WorkerShared
@@ -998,6 +1002,7 @@ stream_events_worker_main(Datum main_arg)
 	my_slot->procno = MyProc->pgprocno;
 	my_slot->consumer_wake = false;
 	my_slot->state = SLOT_RUNNING;
+	my_slot->decoded_lsn = InvalidXLogRecPtr;
 	my_slot->started_at = GetCurrentTimestamp();
 	SpinLockRelease(&worker_shared->mutex);
 	before_shmem_exit(worker_on_exit, (Datum) 0);
@@ -1086,6 +1091,14 @@ stream_events_worker_main(Datum main_arg)
 			proc_exit(0);
 		}
 
+		/*
+		 * What the transactions of this loop did, for the cumulative
+		 * statistics (n_tup_ins of the state tables and the outbox, which
+		 * autovacuum goes by): a background worker reports them itself, at
+		 * most once a second (pgstat_report_stat limits itself).
+		 */
+		pgstat_report_stat(false);
+
 		now = GetCurrentTimestamp();
 		timeout = next_maintain > now ? (long) ((next_maintain - now) / 1000) + 1 : 0;
 		if (aggregates && timeout > se_aggregate_poll_ms)
@@ -1170,4 +1183,51 @@ stream_worker_status(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* ---------- the consumer's position (stream.aggregates' lag) ---------- */
+
+void
+worker_note_consumer_position(XLogRecPtr lsn)
+{
+	if (my_slot == NULL || XLogRecPtrIsInvalid(lsn))
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	my_slot->decoded_lsn = lsn;
+	my_slot->decoded_at = GetCurrentTimestamp();
+	SpinLockRelease(&worker_shared->mutex);
+}
+
+/*
+ * stream._consumer_position(): the WAL position this database's running
+ * worker has decoded and applied everything up to, and when; NULLs when
+ * none runs (or it has not got there yet).
+ */
+Datum
+stream_consumer_position(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2] = {0};
+	bool		nulls[2] = {true, true};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		for (int i = 0; i < NSLOTS; i++)
+		{
+			WorkerSlot *slot = &worker_shared->slots[i];
+
+			if (slot->dboid == MyDatabaseId && slot->state == SLOT_RUNNING &&
+				!XLogRecPtrIsInvalid(slot->decoded_lsn))
+			{
+				values[0] = LSNGetDatum(slot->decoded_lsn);
+				values[1] = TimestampTzGetDatum(slot->decoded_at);
+				nulls[0] = nulls[1] = false;
+			}
+		}
+		SpinLockRelease(&worker_shared->mutex);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

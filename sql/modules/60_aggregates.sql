@@ -71,7 +71,11 @@ CREATE TABLE stream.aggregate_defs (
     search_path   text,         -- the schemas the query's names were resolved in
     origin        text NOT NULL DEFAULT stream._aggregate_origin(),
     view_select   text,         -- the view's select list over the state table's columns
-    state_keys    text          -- the state table's key columns, quoted, comma-separated
+    state_keys    text,         -- the state table's key columns, quoted, comma-separated
+    -- what an event that makes the aggregate fail does: skip (the event is
+    -- left out of this aggregate and kept in stream.dead_letters) or stop
+    -- (the aggregate is parked, status 'error', until stream.resume)
+    on_error      text NOT NULL DEFAULT 'skip' CHECK (on_error IN ('skip', 'stop'))
 );
 SELECT pg_catalog.pg_extension_config_dump('stream.aggregate_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.aggregate_defs_agg_id_seq', '');
@@ -86,6 +90,52 @@ ALTER TABLE stream.aggregate_defs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY aggregate_defs_read ON stream.aggregate_defs FOR SELECT
     USING (pg_catalog.pg_has_role(owner, 'USAGE')
            OR coalesce(pg_catalog.has_table_privilege(view, 'SELECT'), false));
+COMMENT ON COLUMN stream.aggregate_defs.on_error IS
+    'skip: an event that makes the aggregate fail is left out of it and kept in stream.dead_letters; stop: the aggregate is parked (status error) until stream.resume';
+
+-- Poison events (docs/aggregates.md, "Failures"): an event that makes a
+-- definition with on_error => 'skip' fail (a cast, a key, a condition, a
+-- payload) is left out of that definition only and recorded here by the
+-- worker, in the transaction that applies the definition past the event's
+-- commit (so exactly once).  stream.retry_dead_letters(name) asks the
+-- worker to apply them again; those that succeed are deleted in the
+-- transaction that applies them.  Not dumped: a restored aggregate is
+-- rebuilt from its events and records again what still fails.
+CREATE TABLE stream.dead_letters (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    definition  text NOT NULL,      -- the aggregate's view, or the activation's name
+    kind        text NOT NULL CHECK (kind IN ('aggregate', 'activation')),
+    def_id      integer NOT NULL,   -- agg_id or act_id
+    owner       regrole NOT NULL,   -- the definition's owner
+    event_id    uuid,
+    stream      regclass NOT NULL,
+    lsn         pg_lsn,             -- the commit of the event's transaction (backfill: its consistent point)
+    sqlstate    text NOT NULL,
+    error       text NOT NULL,
+    detail      text,
+    at          timestamptz NOT NULL DEFAULT now(),
+    retries     integer NOT NULL DEFAULT 0,
+    retry_requested boolean NOT NULL DEFAULT false
+);
+CREATE INDEX dead_letters_definition ON stream.dead_letters (kind, def_id);
+COMMENT ON TABLE stream.dead_letters IS
+    'Events a continuous aggregate or activation with on_error => skip could not apply: definition, event, stream, commit LSN, SQLSTATE and error (written by the worker; stream.retry_dead_letters applies them again)';
+COMMENT ON COLUMN stream.dead_letters.retry_requested IS
+    'stream.retry_dead_letters asked the worker to apply the event again';
+REVOKE ALL ON stream.dead_letters FROM PUBLIC;
+GRANT SELECT ON stream.dead_letters TO PUBLIC;
+ALTER TABLE stream.dead_letters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY dead_letters_read ON stream.dead_letters FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+
+-- The consumer's position in this database (worker.c, shared memory): the
+-- WAL it has decoded and applied everything up to, and when it was last
+-- there.  NULL when no worker runs here.
+CREATE FUNCTION stream._consumer_position(OUT decoded_lsn pg_lsn, OUT decoded_at timestamptz)
+    AS 'MODULE_PATHNAME', 'stream_consumer_position'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION stream._consumer_position() IS
+    'WAL position this database''s worker has decoded and applied everything up to, and when (internal; the lag of stream.aggregates and stream.activation_status)';
 
 -- Internal C helpers.
 CREATE FUNCTION stream._aggregate_analyze(query text,
@@ -226,7 +276,7 @@ COMMENT ON FUNCTION stream._aggregate_columns(text[], boolean[], boolean[], text
 -- worker will execute is the extension's own work, and the caller must own
 -- the view and the state table and may read the stream.
 CREATE FUNCTION stream._priv_register_aggregate(caller regrole, view_rel regclass, state_rel regclass,
-                                                query text, search_path text)
+                                                query text, search_path text, on_error text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -245,16 +295,31 @@ BEGIN
                                     'the worker reads the stream as the aggregate''s owner.');
     c := stream._aggregate_columns(a.column_names, a.is_key, a.visible, a.result_types, a.aggregates);
     PERFORM stream._aggregate_depend(state_rel, a.stream);
+    PERFORM stream._check_on_error(on_error);
     INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path,
-                                       view_select, state_keys)
+                                       view_select, state_keys, on_error)
     VALUES (view_rel, state_rel, a.stream, caller, query, a.query_tree, search_path,
-            c.view_select, c.state_keys);
+            c.view_select, c.state_keys, on_error);
 END $$;
-COMMENT ON FUNCTION stream._priv_register_aggregate(regrole, regclass, regclass, text, text) IS
+COMMENT ON FUNCTION stream._priv_register_aggregate(regrole, regclass, regclass, text, text, text) IS
     'Records a continuous aggregate after analysing its query as the caller and checking ownership and SELECT on the stream (internal, through stream._priv)';
-REVOKE ALL ON FUNCTION stream._priv_register_aggregate(regrole, regclass, regclass, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION stream._priv_register_aggregate(regrole, regclass, regclass, text, text, text) FROM PUBLIC;
 
-CREATE FUNCTION stream.create_aggregate(name text, query text) RETURNS regclass
+-- on_error of create_aggregate, on_event, on_absence, on_threshold.
+CREATE FUNCTION stream._check_on_error(on_error text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF on_error IS NULL OR on_error NOT IN ('skip', 'stop') THEN
+        RAISE EXCEPTION 'invalid on_error %', coalesce(quote_literal(on_error), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'skip: an event that makes the definition fail is left out of it and kept in stream.dead_letters; stop: the definition is parked until stream.resume.',
+                  HINT = 'Pass on_error => ''skip'' (the default) or ''stop''.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION stream._check_on_error(text) IS
+    'Raises unless on_error is skip or stop (internal)';
+
+CREATE FUNCTION stream.create_aggregate(name text, query text, on_error text DEFAULT 'skip') RETURNS regclass
 LANGUAGE plpgsql SECURITY INVOKER AS $fn$
 DECLARE
     n        record;
@@ -289,6 +354,7 @@ BEGIN
                   HINT = 'Pass a query such as SELECT stream.tumble(occurred_at, ''1 minute'') AS minute, count(*) FROM clicks GROUP BY 1.';
     END IF;
 
+    PERFORM stream._check_on_error(on_error);
     a := stream._aggregate_analyze(query);
     PERFORM stream._activation_decoding();
 
@@ -312,13 +378,13 @@ BEGIN
     EXECUTE format('COMMENT ON VIEW %s IS %L', view_rel,
                    format('Continuous aggregate over stream %s (stream_events): %s', a.stream, query));
     PERFORM stream._priv('stream._priv_register_aggregate', view_rel, state_rel, query,
-                         stream._search_path());
+                         stream._search_path(), create_aggregate.on_error);
     PERFORM stream._aggregate_wake(false);
     RETURN view_rel;
 END
 $fn$;
-COMMENT ON FUNCTION stream.create_aggregate(text, text) IS
-    'Creates a continuous aggregate: a view kept equal to the defining query over one stream by the background worker (backfilled, then exactly once from logical decoding)';
+COMMENT ON FUNCTION stream.create_aggregate(text, text, text) IS
+    'Creates a continuous aggregate: a view kept equal to the defining query over one stream by the background worker (backfilled, then exactly once from logical decoding); on_error: skip (poison events go to stream.dead_letters) or stop (park)';
 
 CREATE FUNCTION stream.drop_aggregate(name text) RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER AS $$
@@ -353,6 +419,8 @@ BEGIN
                   HINT = format('Ask %s, its owner.', def.owner);
     END IF;
     EXECUTE format('TRUNCATE %s', def.state_table);
+    -- the backfill records again what still fails
+    DELETE FROM stream.dead_letters l WHERE l.kind = 'aggregate' AND l.def_id = def.agg_id;
     UPDATE stream.aggregate_defs d
        SET status = 'backfill', last_error = NULL, applied_lsn = NULL, applied_at = NULL,
            events_backfilled = NULL, apply_rate = NULL
@@ -388,7 +456,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                          WHERE w.datname = current_database() AND w.pid IS NOT NULL) THEN
             'This database has no running stream_events worker: see stream.worker_status() and the server log (max_worker_processes may be too low).'
         WHEN status = 'error' THEN
-            'The aggregate stopped on the error above: fix its cause, then SELECT stream.rebuild_aggregate(...).'
+            'The definition is parked after the error above: fix its cause, then SELECT stream.resume(...) (it replays from its applied LSN).'
+        WHEN status = 'retry' THEN
+            'The worker has not applied the dead letters stream.retry_dead_letters asked for yet: pass a longer timeout; a parked definition needs stream.resume first.'
         WHEN status = 'backfill' THEN
             'The aggregate is still backfilling its stream: pass a longer timeout (see stream.aggregates for progress).'
         ELSE
@@ -426,10 +496,19 @@ BEGIN
         ORDER BY d.agg_id LIMIT 1;
         IF NOT FOUND AND one.agg_id IS NULL THEN
             -- activations (piece 70) are looked at by the same consumer
-            SELECT d.name AS view, 'running' AS status, NULL::text AS last_error, d.applied_lsn INTO behind
+            SELECT d.name AS view, d.status, d.last_error, d.applied_lsn INTO behind
             FROM stream.activation_defs d
             WHERE d.delivery = 'batched' AND (d.applied_lsn IS NULL OR d.applied_lsn < target)
             ORDER BY d.act_id LIMIT 1;
+        END IF;
+        IF NOT FOUND THEN
+            -- dead letters stream.retry_dead_letters asked the worker for
+            SELECT l.definition AS view, 'retry' AS status, l.error AS last_error, NULL::pg_lsn AS applied_lsn
+              INTO behind
+            FROM stream.dead_letters l
+            WHERE l.retry_requested
+              AND (one.agg_id IS NULL OR (l.kind = 'aggregate' AND l.def_id = one.agg_id))
+            LIMIT 1;
         END IF;
         EXIT WHEN NOT FOUND;
         IF clock_timestamp() >= deadline THEN
@@ -505,6 +584,12 @@ COMMENT ON FUNCTION stream._aggregate_adopt() IS
     'Re-analyses and schedules the rebuild of continuous aggregates restored from a dump of another database (internal; the worker calls it)';
 REVOKE ALL ON FUNCTION stream._aggregate_adopt() FROM PUBLIC;
 
+-- Lag: a running definition has applied everything the worker has decoded
+-- (stream._consumer_position: the worker applies its batches before it
+-- notes the position), so its position is the later of its applied LSN and
+-- the consumer's; a parked or backfilling one has only its own.  Idle, the
+-- lag is 0.  The apply rate (smoothed by the worker) decays while nothing is
+-- applied.
 CREATE VIEW stream.aggregates AS
 SELECT d.view::text AS name,
        d.stream::text AS stream,
@@ -514,24 +599,33 @@ SELECT d.view::text AS name,
        d.last_error,
        d.applied_lsn,
        CASE WHEN d.applied_lsn IS NOT NULL
-            THEN greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), d.applied_lsn), 0)
+            THEN greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), p.pos), 0)
        END AS lag_bytes,
        CASE WHEN d.applied_lsn IS NULL THEN NULL
-            WHEN pg_catalog.pg_current_wal_lsn() <= d.applied_lsn THEN 0::double precision
-            ELSE extract(epoch FROM now() - d.applied_at)::double precision
+            WHEN pg_catalog.pg_current_wal_lsn() <= p.pos THEN 0::double precision
+            ELSE greatest(extract(epoch FROM now() - p.pos_at), 0)::double precision
        END AS lag_seconds,
-       d.apply_rate,
+       d.apply_rate * exp(-least(greatest(extract(epoch FROM now() - p.pos_at), 0), 600)::double precision / 10) AS apply_rate,
        d.events_applied,
        d.events_backfilled,
        d.applied_at,
        d.last_commit_at,
        d.state_table,
-       d.created_at
+       d.created_at,
+       d.on_error,
+       (SELECT count(*) FROM stream.dead_letters l
+         WHERE l.kind = 'aggregate' AND l.def_id = d.agg_id) AS dead_letters
 FROM stream.aggregate_defs d
+CROSS JOIN stream._consumer_position() c
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN d.status = 'running' AND c.decoded_lsn > d.applied_lsn THEN c.decoded_lsn
+                ELSE d.applied_lsn END AS pos,
+           CASE WHEN d.status = 'running' AND c.decoded_lsn >= d.applied_lsn THEN c.decoded_at
+                ELSE d.applied_at END AS pos_at) p
 WHERE pg_catalog.pg_has_role(d.owner, 'USAGE')
    OR coalesce(pg_catalog.has_table_privilege(d.view, 'SELECT'), false);
 COMMENT ON VIEW stream.aggregates IS
-    'Continuous aggregates: stream, defining query, state (backfill/running/error), applied LSN, lag in bytes and seconds, apply rate (events/s)';
+    'Continuous aggregates: stream, defining query, state (backfill/running/error = parked), applied LSN, lag in bytes and seconds (0 when nothing is left to apply), apply rate (events/s, decays when idle), on_error and the number of dead letters';
 GRANT SELECT ON stream.aggregates TO PUBLIC;
 
 -- Dropping the view or the state table (DROP ... CASCADE, DROP SCHEMA,
@@ -546,6 +640,10 @@ BEGIN
                 WHERE classid = 'pg_class'::regclass AND objsubid = 0
                   AND object_type IN ('table', 'view')
     LOOP
+        DELETE FROM stream.dead_letters l
+        USING stream.aggregate_defs d
+        WHERE l.kind = 'aggregate' AND l.def_id = d.agg_id
+          AND (d.view::oid = gone.objid OR d.state_table::oid = gone.objid);
         DELETE FROM stream.aggregate_defs d
         WHERE d.view::oid = gone.objid OR d.state_table::oid = gone.objid;
         IF FOUND THEN n := n + 1; END IF;

@@ -44,6 +44,12 @@ CREATE TABLE stream.activation_defs (
     key_tree          text,
     payload_tree      text,
     cancelled_by_tree text,
+    -- failures (docs/activations.md): skip leaves an event that makes the
+    -- activation fail out and keeps it in stream.dead_letters; stop parks
+    -- the activation (status 'error', last_error) until stream.resume
+    on_error     text NOT NULL DEFAULT 'skip' CHECK (on_error IN ('skip', 'stop')),
+    status       text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'error')),
+    last_error   text,
     CHECK ((kind = 'absence') = (cancelled_by IS NOT NULL AND within IS NOT NULL)),
     CHECK ((kind = 'threshold') = (aggregate IS NOT NULL)),
     CHECK (kind = 'event' OR (delivery = 'batched' AND cooldown IS NULL))
@@ -52,6 +58,10 @@ SELECT pg_catalog.pg_extension_config_dump('stream.activation_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.activation_defs_act_id_seq', '');
 COMMENT ON TABLE stream.activation_defs IS
     'Catalog of activations (stream.on_event, on_absence, on_threshold): expressions, key, channel, delivery, and the LSN up to which the worker has looked at committed changes';
+COMMENT ON COLUMN stream.activation_defs.on_error IS
+    'skip: an event that makes the activation fail is left out and kept in stream.dead_letters; stop: the activation is parked (status error) until stream.resume';
+COMMENT ON COLUMN stream.activation_defs.status IS
+    'running, or error: parked by the worker after an error of its own (last_error), until stream.resume';
 COMMENT ON COLUMN stream.activation_defs.notify IS
     'What the NOTIFY carries: full (the outbox row as JSON) or id (only {"id": N}; read the row with stream.consume, which checks the channel grant)';
 
@@ -291,7 +301,7 @@ CREATE FUNCTION stream._priv_register_activation(caller regrole, name text, kind
                                                  aggregate regclass, condition text, cancelled_by text,
                                                  within interval, key text, payload text, channel text,
                                                  cooldown interval, delivery text, notify text,
-                                                 search_path text)
+                                                 search_path text, on_error text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -302,6 +312,7 @@ DECLARE
     trees text[];
 BEGIN
     PERFORM stream._activation_validate(name, channel, NULL);
+    PERFORM stream._check_on_error(on_error);
     IF EXISTS (SELECT 1 FROM stream.activation_defs d WHERE d.name = _priv_register_activation.name) THEN
         RAISE EXCEPTION 'activation "%" already exists', name
             USING ERRCODE = 'duplicate_object',
@@ -360,20 +371,20 @@ BEGIN
     INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
                                         payload, channel, cooldown, delivery, owner, search_path,
                                         applied_lsn, notify, condition_tree, key_tree, payload_tree,
-                                        cancelled_by_tree)
+                                        cancelled_by_tree, on_error)
     VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
             cooldown, delivery, caller, search_path,
             -- a threshold's stays NULL until the worker has noted which groups
             -- already satisfy it (they fire only after they stop, then rise)
             CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
-            mode, trees[1], trees[2], trees[3], trees[4]);
+            mode, trees[1], trees[2], trees[3], trees[4], _priv_register_activation.on_error);
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(rel);
     END IF;
 END $$;
-COMMENT ON FUNCTION stream._priv_register_activation(regrole, text, text, regclass, regclass, text, text, interval, text, text, text, interval, text, text, text) IS
+COMMENT ON FUNCTION stream._priv_register_activation(regrole, text, text, regclass, regclass, text, text, interval, text, text, text, interval, text, text, text, text) IS
     'Records an activation for the caller after checking its name, channel, SELECT on what it watches and its expressions (internal, through stream._priv)';
-REVOKE ALL ON FUNCTION stream._priv_register_activation(regrole, text, text, regclass, regclass, text, text, interval, text, text, text, interval, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION stream._priv_register_activation(regrole, text, text, regclass, regclass, text, text, interval, text, text, text, interval, text, text, text, text) FROM PUBLIC;
 
 CREATE FUNCTION stream._activation_stream(stream regclass) RETURNS regclass
 LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
@@ -409,7 +420,8 @@ CREATE FUNCTION stream.on_event(name text, stream regclass, condition text,
                                 key text DEFAULT 'coalesce(user_id, anonymous_id)',
                                 cooldown interval DEFAULT NULL,
                                 delivery text DEFAULT 'batched',
-                                notify text DEFAULT NULL)
+                                notify text DEFAULT NULL,
+                                on_error text DEFAULT 'skip')
 RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
@@ -417,6 +429,7 @@ DECLARE
 BEGIN
     PERFORM stream._activation_stream(stream);
     PERFORM stream._activation_validate(name, ch, stream);
+    PERFORM stream._check_on_error(on_error);
     IF cooldown <= interval '0' THEN
         RAISE EXCEPTION 'cooldown must be positive, not %', cooldown
             USING ERRCODE = 'invalid_parameter_value',
@@ -433,19 +446,19 @@ BEGIN
     END IF;
     PERFORM stream._priv('stream._priv_register_activation', name, 'event'::text, stream, NULL::regclass,
                          condition, NULL::text, NULL::interval, key, payload, ch, cooldown, delivery,
-                         on_event.notify, stream._search_path());
+                         on_event.notify, stream._search_path(), on_event.on_error);
     IF delivery = 'batched' THEN
         PERFORM stream._aggregate_wake(false);
     END IF;
 END $$;
-COMMENT ON FUNCTION stream.on_event(text, regclass, text, text, text, text, interval, text, text) IS
-    'Defines an activation: every committed event of the stream that satisfies condition is written to stream.activations and sent with NOTIFY on channel (default: the name), at most once per key per cooldown';
+COMMENT ON FUNCTION stream.on_event(text, regclass, text, text, text, text, interval, text, text, text) IS
+    'Defines an activation: every committed event of the stream that satisfies condition is written to stream.activations and sent with NOTIFY on channel (default: the name), at most once per key per cooldown; on_error: skip (poison events go to stream.dead_letters) or stop (park)';
 
 CREATE FUNCTION stream.on_absence(name text, stream regclass, started_by text, cancelled_by text,
                                   within interval,
                                   key text DEFAULT 'coalesce(user_id, anonymous_id)',
                                   channel text DEFAULT NULL, payload text DEFAULT NULL,
-                                  notify text DEFAULT NULL)
+                                  notify text DEFAULT NULL, on_error text DEFAULT 'skip')
 RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
@@ -453,6 +466,7 @@ DECLARE
 BEGIN
     PERFORM stream._activation_stream(stream);
     PERFORM stream._activation_validate(name, ch, stream);
+    PERFORM stream._check_on_error(on_error);
     IF within IS NULL OR within <= interval '0' THEN
         RAISE EXCEPTION 'within must be a positive interval, not %', coalesce(within::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -472,15 +486,15 @@ BEGIN
     PERFORM stream._activation_decoding();
     PERFORM stream._priv('stream._priv_register_activation', name, 'absence'::text, stream, NULL::regclass,
                          started_by, cancelled_by, within, key, payload, ch, NULL::interval,
-                         'batched'::text, on_absence.notify, stream._search_path());
+                         'batched'::text, on_absence.notify, stream._search_path(), on_absence.on_error);
     PERFORM stream._aggregate_wake(false);
 END $$;
-COMMENT ON FUNCTION stream.on_absence(text, regclass, text, text, interval, text, text, text, text) IS
+COMMENT ON FUNCTION stream.on_absence(text, regclass, text, text, interval, text, text, text, text, text) IS
     'Defines an absence activation: an event matching started_by opens a timer for its key, one matching cancelled_by cancels it; a timer that runs out (within, after the start event was received) fires once';
 
 CREATE FUNCTION stream.on_threshold(name text, aggregate text, condition text,
                                     channel text DEFAULT NULL, payload text DEFAULT NULL,
-                                    notify text DEFAULT NULL)
+                                    notify text DEFAULT NULL, on_error text DEFAULT 'skip')
 RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
@@ -489,6 +503,7 @@ DECLARE
 BEGIN
     def := stream._aggregate_lookup(aggregate);
     PERFORM stream._activation_validate(name, ch, def.view);
+    PERFORM stream._check_on_error(on_error);
     IF def.view_select IS NULL THEN
         RAISE EXCEPTION 'continuous aggregate % predates thresholds', def.view
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -496,10 +511,10 @@ BEGIN
     END IF;
     PERFORM stream._priv('stream._priv_register_activation', name, 'threshold'::text, def.stream, def.view,
                          condition, NULL::text, NULL::interval, NULL::text, payload, ch, NULL::interval,
-                         'batched'::text, on_threshold.notify, stream._search_path());
+                         'batched'::text, on_threshold.notify, stream._search_path(), on_threshold.on_error);
     PERFORM stream._aggregate_wake(false);
 END $$;
-COMMENT ON FUNCTION stream.on_threshold(text, text, text, text, text, text) IS
+COMMENT ON FUNCTION stream.on_threshold(text, text, text, text, text, text, text) IS
     'Defines a threshold activation on a continuous aggregate: fires once when a group starts to satisfy condition (again only after it stopped), evaluated by the worker as it applies changes';
 
 CREATE FUNCTION stream._priv_drop_activation(caller regrole, name text) RETURNS void
@@ -521,6 +536,7 @@ BEGIN
                   HINT = format('Ask %s to drop it.', d.owner);
     END IF;
     DELETE FROM stream.activation_defs a WHERE a.act_id = d.act_id;
+    DELETE FROM stream.dead_letters l WHERE l.kind = 'activation' AND l.def_id = d.act_id;
     IF d.delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(d.stream);
     END IF;
@@ -790,3 +806,164 @@ END $$;
 COMMENT ON FUNCTION stream.prune_activations(interval) IS
     'Deletes outbox rows older than stream_events.activation_retention (or older_than) that every consumer of their channel acknowledged (the worker runs it once a minute); returns how many';
 REVOKE EXECUTE ON FUNCTION stream.prune_activations(interval) FROM PUBLIC;
+
+-- Truthful status (docs/activations.md): per activation of the caller, its
+-- state (running, or error = parked), last error, position, lag, firings
+-- and dead letters.  Lag as in stream.aggregates.
+CREATE VIEW stream.activation_status AS
+SELECT d.name,
+       d.kind,
+       d.stream::text AS stream,
+       d.aggregate::text AS aggregate,
+       d.owner,
+       d.delivery,
+       d.on_error,
+       CASE WHEN d.kind = 'threshold' AND d.applied_lsn IS NULL AND d.status = 'running'
+            THEN 'starting' ELSE d.status END AS state,
+       d.last_error,
+       d.applied_lsn,
+       CASE WHEN d.delivery = 'immediate' THEN 0::numeric
+            WHEN d.applied_lsn IS NOT NULL
+            THEN greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
+                     CASE WHEN d.status = 'running' AND c.decoded_lsn > d.applied_lsn
+                          THEN c.decoded_lsn ELSE d.applied_lsn END), 0)
+       END AS lag_bytes,
+       d.fired,
+       (SELECT count(*) FROM stream.dead_letters l
+         WHERE l.kind = 'activation' AND l.def_id = d.act_id) AS dead_letters,
+       d.applied_at,
+       d.created_at
+FROM stream.activation_defs d
+CROSS JOIN stream._consumer_position() c
+WHERE pg_catalog.pg_has_role(d.owner, 'USAGE');
+COMMENT ON VIEW stream.activation_status IS
+    'Activations of the caller: state (running, error = parked, starting), last error, applied LSN, lag in bytes (0 when nothing is left to apply), firings and dead letters';
+GRANT SELECT ON stream.activation_status TO PUBLIC;
+
+-- The definitions called name that the caller may act on: a continuous
+-- aggregate (its view's name) and/or an activation.
+CREATE FUNCTION stream._definitions_named(name text, v regclass,
+    OUT kind text, OUT def_id integer, OUT owner regrole, OUT status text, OUT label text)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+        SELECT 'aggregate'::text, d.agg_id, d.owner, d.status, d.view::text
+        FROM stream.aggregate_defs d WHERE d.view = v
+        UNION ALL
+        SELECT 'activation'::text, a.act_id, a.owner, a.status, a.name
+        FROM stream.activation_defs a WHERE a.name = _definitions_named.name;
+END $$;
+COMMENT ON FUNCTION stream._definitions_named(text, regclass) IS
+    'The continuous aggregate (view v) and/or activation (name) a name stands for (internal)';
+
+-- A name as the caller's search_path resolves it to a relation (NULL: none).
+CREATE FUNCTION stream._regclass_or_null(name text) RETURNS regclass
+LANGUAGE plpgsql STABLE SECURITY INVOKER AS $$
+BEGIN
+    RETURN pg_catalog.to_regclass(name);
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION stream._regclass_or_null(text) IS
+    'to_regclass in the caller''s search_path, NULL for a name that is not valid syntax (internal)';
+
+CREATE FUNCTION stream._priv_resume(caller regrole, name text, view_rel regclass) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d record;
+    n integer := 0;
+    seen boolean := false;
+BEGIN
+    FOR d IN SELECT * FROM stream._definitions_named(name, view_rel) LOOP
+        IF NOT pg_catalog.pg_has_role(caller, d.owner, 'USAGE') THEN
+            CONTINUE;
+        END IF;
+        seen := true;
+        IF d.status <> 'error' THEN
+            CONTINUE;
+        END IF;
+        -- the worker sees the status change, loads the definition again and
+        -- replays from its applied LSN (which held the slot meanwhile)
+        IF d.kind = 'aggregate' THEN
+            UPDATE stream.aggregate_defs SET status = 'running', last_error = NULL
+             WHERE agg_id = d.def_id AND status = 'error';
+        ELSE
+            UPDATE stream.activation_defs SET status = 'running', last_error = NULL
+             WHERE act_id = d.def_id AND status = 'error';
+        END IF;
+        n := n + 1;
+    END LOOP;
+    IF NOT seen THEN
+        RAISE EXCEPTION 'continuous aggregate or activation "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name, state FROM stream.aggregates and stream.activation_status.';
+    END IF;
+    IF n = 0 THEN
+        RAISE EXCEPTION '"%" is not parked', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only a definition whose state is error (stopped after an error of its own) can be resumed.',
+                  HINT = 'See its state in stream.aggregates or stream.activation_status; events it skipped are in stream.dead_letters (stream.retry_dead_letters).';
+    END IF;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION stream._priv_resume(regrole, text, regclass) IS
+    'The body of stream.resume, for the definition''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_resume(regrole, text, regclass) FROM PUBLIC;
+
+CREATE FUNCTION stream.resume(name text) RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER AS $$
+BEGIN
+    PERFORM stream._priv('stream._priv_resume', name, stream._regclass_or_null(name));
+    PERFORM stream._aggregate_wake(false);
+END $$;
+COMMENT ON FUNCTION stream.resume(text) IS
+    'Runs a parked continuous aggregate or activation again once the cause of its error is fixed: it replays from its applied LSN (no rebuild)';
+
+CREATE FUNCTION stream._priv_retry_dead_letters(caller regrole, name text, view_rel regclass) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d record;
+    n bigint := 0;
+    c bigint;
+    seen boolean := false;
+BEGIN
+    FOR d IN SELECT * FROM stream._definitions_named(name, view_rel) LOOP
+        IF NOT pg_catalog.pg_has_role(caller, d.owner, 'USAGE') THEN
+            CONTINUE;
+        END IF;
+        seen := true;
+        IF d.status = 'error' THEN
+            RAISE EXCEPTION '% "%" is parked', CASE d.kind WHEN 'aggregate' THEN 'continuous aggregate'
+                                                ELSE 'activation' END, name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'The worker applies dead letters only for a definition that runs.',
+                      HINT = format('Fix the cause, then SELECT stream.resume(%L) first.', name);
+        END IF;
+        UPDATE stream.dead_letters l SET retry_requested = true
+         WHERE l.kind = d.kind AND l.def_id = d.def_id AND l.event_id IS NOT NULL;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n + c;
+    END LOOP;
+    IF NOT seen THEN
+        RAISE EXCEPTION 'continuous aggregate or activation "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT definition FROM stream.dead_letters, stream.aggregates and stream.activation_status.';
+    END IF;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION stream._priv_retry_dead_letters(regrole, text, regclass) IS
+    'The body of stream.retry_dead_letters, for the definition''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_retry_dead_letters(regrole, text, regclass) FROM PUBLIC;
+
+CREATE FUNCTION stream.retry_dead_letters(name text) RETURNS bigint
+LANGUAGE plpgsql SECURITY INVOKER AS $$
+DECLARE
+    n bigint;
+BEGIN
+    n := stream._priv('stream._priv_retry_dead_letters', name, stream._regclass_or_null(name))::bigint;
+    PERFORM stream._aggregate_wake(false);
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION stream.retry_dead_letters(text) IS
+    'Asks the worker to apply a definition''s dead letters again (the events read back by event_id): those that succeed are applied exactly once and deleted, the others keep their new error; returns how many were asked for (stream.flush waits for them)';
