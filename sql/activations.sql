@@ -142,6 +142,11 @@ SELECT id, activation, key, channel FROM stream.activations ORDER BY id;
 
 -- drop
 SELECT stream.drop_activation('nosuch');
+-- failures: bad on_error, resume of a running activation, status view
+SELECT stream.on_event('bad_on_error', 'act_clicks', 'true', on_error => 'never');
+SELECT stream.on_absence('bad_on_error', 'act_clicks', 'true', 'false', '1 minute', on_error => NULL);
+SELECT stream.resume('cart');
+SELECT name, kind, state, on_error, dead_letters FROM stream.activation_status WHERE name = 'cart';
 SELECT stream.drop_activation('cart');
 INSERT INTO act_clicks (event_name, user_id) VALUES ('add_to_cart', 'u7');
 SELECT stream.flush() IS NOT NULL AS flushed;

@@ -154,6 +154,14 @@ FROM pg_replication_slots WHERE slot_name LIKE 'agg_fill_%';
 -- the stream cannot be dropped under an aggregate
 DROP TABLE agg_clicks;
 
+-- failures: bad input (on_error, resume, retry_dead_letters), status columns
+SELECT stream.create_aggregate('bad_on_error', 'SELECT event_name, count(*) FROM agg_clicks GROUP BY 1',
+                               on_error => 'ignore');
+SELECT stream.resume('clicks_hourly');
+SELECT stream.resume('no_such_definition');
+SELECT stream.retry_dead_letters('no_such_definition');
+SELECT stream.retry_dead_letters('clicks_hourly') AS asked;
+SELECT name, on_error, dead_letters FROM stream.aggregates WHERE name = 'clicks_hourly';
 -- rebuild and drop
 SELECT stream.rebuild_aggregate('clicks_hourly');
 SELECT stream.flush('clicks_hourly', '60 s') IS NOT NULL AS flushed;
