@@ -40,6 +40,18 @@ ALTER TABLE stream.activation_defs
     ADD COLUMN key_tree text,
     ADD COLUMN payload_tree text,
     ADD COLUMN cancelled_by_tree text;
+ALTER TABLE stream.activation_defs
+    ADD COLUMN on_error text NOT NULL DEFAULT 'skip' CHECK (on_error IN ('skip', 'stop')),
+    ADD COLUMN status text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'error')),
+    ADD COLUMN last_error text;
+COMMENT ON COLUMN stream.activation_defs.on_error IS
+    'skip: an event that makes the activation fail is left out and kept in stream.dead_letters; stop: the activation is parked (status error) until stream.resume';
+COMMENT ON COLUMN stream.activation_defs.status IS
+    'running, or error: parked by the worker after an error of its own (last_error), until stream.resume';
+ALTER TABLE stream.aggregate_defs
+    ADD COLUMN on_error text NOT NULL DEFAULT 'skip' CHECK (on_error IN ('skip', 'stop'));
+COMMENT ON COLUMN stream.aggregate_defs.on_error IS
+    'skip: an event that makes the aggregate fail is left out of it and kept in stream.dead_letters; stop: the aggregate is parked (status error) until stream.resume';
 
 -- new tables
 CREATE TABLE stream.channels (
@@ -71,6 +83,28 @@ SELECT pg_catalog.pg_extension_config_dump('stream.consumers', '');
 COMMENT ON TABLE stream.consumers IS
     'Consumer names of stream.consume / stream.ack and the role each is bound to (the first that used it)';
 
+CREATE TABLE stream.dead_letters (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    definition  text NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('aggregate', 'activation')),
+    def_id      integer NOT NULL,
+    owner       regrole NOT NULL,
+    event_id    uuid,
+    stream      regclass NOT NULL,
+    lsn         pg_lsn,
+    sqlstate    text NOT NULL,
+    error       text NOT NULL,
+    detail      text,
+    at          timestamptz NOT NULL DEFAULT now(),
+    retries     integer NOT NULL DEFAULT 0,
+    retry_requested boolean NOT NULL DEFAULT false
+);
+CREATE INDEX dead_letters_definition ON stream.dead_letters (kind, def_id);
+COMMENT ON TABLE stream.dead_letters IS
+    'Events a continuous aggregate or activation with on_error => skip could not apply: definition, event, stream, commit LSN, SQLSTATE and error (written by the worker; stream.retry_dead_letters applies them again)';
+COMMENT ON COLUMN stream.dead_letters.retry_requested IS
+    'stream.retry_dead_letters asked the worker to apply the event again';
+
 -- ---- functions, views, privileges and policies (scripts/upgrade-functions.sh) ----
 DROP POLICY streams_read ON stream.streams;
 DROP POLICY streams_owner_write ON stream.streams;
@@ -86,6 +120,7 @@ DROP VIEW stream.stats;
 DROP VIEW stream.stream_list;
 DROP FUNCTION stream._prune_dedup_keys(integer);
 DROP FUNCTION stream.set_policy(regclass,text,text,text,boolean,interval);
+DROP FUNCTION stream.create_aggregate(text,text);
 DROP FUNCTION stream.on_event(text,regclass,text,text,text,text,interval,text);
 DROP FUNCTION stream.on_absence(text,regclass,text,text,interval,text,text,text);
 DROP FUNCTION stream.on_threshold(text,text,text,text,text);
@@ -854,6 +889,14 @@ $function$
 COMMENT ON FUNCTION stream.register_schema(text,jsonb) IS 'Stores (or replaces) schema under an absolute URI in stream.schemas, for $ref and $schema; only the role that first registered a URI may replace it';
 
 
+CREATE OR REPLACE FUNCTION stream._consumer_position(OUT decoded_lsn pg_lsn, OUT decoded_at timestamp with time zone)
+ RETURNS record
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_consumer_position$function$
+;
+COMMENT ON FUNCTION stream._consumer_position() IS 'WAL position this database''s worker has decoded and applied everything up to, and when (internal; the lag of stream.aggregates and stream.activation_status)';
+
+
 CREATE OR REPLACE FUNCTION stream._aggregate_analyze_as(role regrole, search_path text, query text, OUT stream regclass, OUT query_tree text, OUT column_names text[], OUT is_key boolean[], OUT visible boolean[], OUT state_types text[], OUT result_types text[], OUT aggregates regprocedure[])
  RETURNS record
  LANGUAGE c
@@ -891,7 +934,7 @@ END $function$
 COMMENT ON FUNCTION stream._aggregate_columns(text[],boolean[],boolean[],text[],regprocedure[]) IS 'The view select list and state key columns of an analysed aggregate query (internal)';
 
 
-CREATE OR REPLACE FUNCTION stream._priv_register_aggregate(caller regrole, view_rel regclass, state_rel regclass, query text, search_path text)
+CREATE OR REPLACE FUNCTION stream._priv_register_aggregate(caller regrole, view_rel regclass, state_rel regclass, query text, search_path text, on_error text)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -912,17 +955,36 @@ BEGIN
                                     'the worker reads the stream as the aggregate''s owner.');
     c := stream._aggregate_columns(a.column_names, a.is_key, a.visible, a.result_types, a.aggregates);
     PERFORM stream._aggregate_depend(state_rel, a.stream);
+    PERFORM stream._check_on_error(on_error);
     INSERT INTO stream.aggregate_defs (view, state_table, stream, owner, query, query_tree, search_path,
-                                       view_select, state_keys)
+                                       view_select, state_keys, on_error)
     VALUES (view_rel, state_rel, a.stream, caller, query, a.query_tree, search_path,
-            c.view_select, c.state_keys);
+            c.view_select, c.state_keys, on_error);
 END $function$
 ;
-COMMENT ON FUNCTION stream._priv_register_aggregate(regrole,regclass,regclass,text,text) IS 'Records a continuous aggregate after analysing its query as the caller and checking ownership and SELECT on the stream (internal, through stream._priv)';
-REVOKE ALL ON FUNCTION stream._priv_register_aggregate(regrole,regclass,regclass,text,text) FROM PUBLIC;
+COMMENT ON FUNCTION stream._priv_register_aggregate(regrole,regclass,regclass,text,text,text) IS 'Records a continuous aggregate after analysing its query as the caller and checking ownership and SELECT on the stream (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_aggregate(regrole,regclass,regclass,text,text,text) FROM PUBLIC;
 
 
-CREATE OR REPLACE FUNCTION stream.create_aggregate(name text, query text)
+CREATE OR REPLACE FUNCTION stream._check_on_error(on_error text)
+ RETURNS void
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF on_error IS NULL OR on_error NOT IN ('skip', 'stop') THEN
+        RAISE EXCEPTION 'invalid on_error %', coalesce(quote_literal(on_error), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'skip: an event that makes the definition fail is left out of it and kept in stream.dead_letters; stop: the definition is parked until stream.resume.',
+                  HINT = 'Pass on_error => ''skip'' (the default) or ''stop''.';
+    END IF;
+END $function$
+;
+COMMENT ON FUNCTION stream._check_on_error(text) IS 'Raises unless on_error is skip or stop (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream.create_aggregate(name text, query text, on_error text DEFAULT 'skip'::text)
  RETURNS regclass
  LANGUAGE plpgsql
 AS $function$
@@ -959,6 +1021,7 @@ BEGIN
                   HINT = 'Pass a query such as SELECT stream.tumble(occurred_at, ''1 minute'') AS minute, count(*) FROM clicks GROUP BY 1.';
     END IF;
 
+    PERFORM stream._check_on_error(on_error);
     a := stream._aggregate_analyze(query);
     PERFORM stream._activation_decoding();
 
@@ -982,12 +1045,13 @@ BEGIN
     EXECUTE format('COMMENT ON VIEW %s IS %L', view_rel,
                    format('Continuous aggregate over stream %s (stream_events): %s', a.stream, query));
     PERFORM stream._priv('stream._priv_register_aggregate', view_rel, state_rel, query,
-                         stream._search_path());
+                         stream._search_path(), create_aggregate.on_error);
     PERFORM stream._aggregate_wake(false);
     RETURN view_rel;
 END
 $function$
 ;
+COMMENT ON FUNCTION stream.create_aggregate(text,text,text) IS 'Creates a continuous aggregate: a view kept equal to the defining query over one stream by the background worker (backfilled, then exactly once from logical decoding); on_error: skip (poison events go to stream.dead_letters) or stop (park)';
 
 
 CREATE OR REPLACE FUNCTION stream._priv_rebuild_aggregate(caller regrole, view_rel regclass)
@@ -1012,6 +1076,8 @@ BEGIN
                   HINT = format('Ask %s, its owner.', def.owner);
     END IF;
     EXECUTE format('TRUNCATE %s', def.state_table);
+    -- the backfill records again what still fails
+    DELETE FROM stream.dead_letters l WHERE l.kind = 'aggregate' AND l.def_id = def.agg_id;
     UPDATE stream.aggregate_defs d
        SET status = 'backfill', last_error = NULL, applied_lsn = NULL, applied_at = NULL,
            events_backfilled = NULL, apply_rate = NULL
@@ -1053,7 +1119,9 @@ AS $function$
                          WHERE w.datname = current_database() AND w.pid IS NOT NULL) THEN
             'This database has no running stream_events worker: see stream.worker_status() and the server log (max_worker_processes may be too low).'
         WHEN status = 'error' THEN
-            'The aggregate stopped on the error above: fix its cause, then SELECT stream.rebuild_aggregate(...).'
+            'The definition is parked after the error above: fix its cause, then SELECT stream.resume(...) (it replays from its applied LSN).'
+        WHEN status = 'retry' THEN
+            'The worker has not applied the dead letters stream.retry_dead_letters asked for yet: pass a longer timeout; a parked definition needs stream.resume first.'
         WHEN status = 'backfill' THEN
             'The aggregate is still backfilling its stream: pass a longer timeout (see stream.aggregates for progress).'
         ELSE
@@ -1093,10 +1161,19 @@ BEGIN
         ORDER BY d.agg_id LIMIT 1;
         IF NOT FOUND AND one.agg_id IS NULL THEN
             -- activations (piece 70) are looked at by the same consumer
-            SELECT d.name AS view, 'running' AS status, NULL::text AS last_error, d.applied_lsn INTO behind
+            SELECT d.name AS view, d.status, d.last_error, d.applied_lsn INTO behind
             FROM stream.activation_defs d
             WHERE d.delivery = 'batched' AND (d.applied_lsn IS NULL OR d.applied_lsn < target)
             ORDER BY d.act_id LIMIT 1;
+        END IF;
+        IF NOT FOUND THEN
+            -- dead letters stream.retry_dead_letters asked the worker for
+            SELECT l.definition AS view, 'retry' AS status, l.error AS last_error, NULL::pg_lsn AS applied_lsn
+              INTO behind
+            FROM stream.dead_letters l
+            WHERE l.retry_requested
+              AND (one.agg_id IS NULL OR (l.kind = 'aggregate' AND l.def_id = one.agg_id))
+            LIMIT 1;
         END IF;
         EXIT WHEN NOT FOUND;
         IF clock_timestamp() >= deadline THEN
@@ -1159,6 +1236,35 @@ BEGIN
         PERFORM stream._aggregate_wake(false);
     END LOOP;
     RETURN n;
+END $function$
+;
+
+
+CREATE OR REPLACE FUNCTION stream._on_aggregate_drop()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    gone record;
+    n    integer := 0;
+BEGIN
+    FOR gone IN SELECT objid FROM pg_event_trigger_dropped_objects()
+                WHERE classid = 'pg_class'::regclass AND objsubid = 0
+                  AND object_type IN ('table', 'view')
+    LOOP
+        DELETE FROM stream.dead_letters l
+        USING stream.aggregate_defs d
+        WHERE l.kind = 'aggregate' AND l.def_id = d.agg_id
+          AND (d.view::oid = gone.objid OR d.state_table::oid = gone.objid);
+        DELETE FROM stream.aggregate_defs d
+        WHERE d.view::oid = gone.objid OR d.state_table::oid = gone.objid;
+        IF FOUND THEN n := n + 1; END IF;
+    END LOOP;
+    IF n > 0 THEN
+        PERFORM stream._aggregate_wake(false);
+    END IF;
 END $function$
 ;
 
@@ -1240,7 +1346,7 @@ END $function$
 COMMENT ON FUNCTION stream._activation_validate(text,text,regclass) IS 'Checks an activation''s name and channel (internal)';
 
 
-CREATE OR REPLACE FUNCTION stream._priv_register_activation(caller regrole, name text, kind text, rel regclass, aggregate regclass, condition text, cancelled_by text, within interval, key text, payload text, channel text, cooldown interval, delivery text, notify text, search_path text)
+CREATE OR REPLACE FUNCTION stream._priv_register_activation(caller regrole, name text, kind text, rel regclass, aggregate regclass, condition text, cancelled_by text, within interval, key text, payload text, channel text, cooldown interval, delivery text, notify text, search_path text, on_error text)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -1253,6 +1359,7 @@ DECLARE
     trees text[];
 BEGIN
     PERFORM stream._activation_validate(name, channel, NULL);
+    PERFORM stream._check_on_error(on_error);
     IF EXISTS (SELECT 1 FROM stream.activation_defs d WHERE d.name = _priv_register_activation.name) THEN
         RAISE EXCEPTION 'activation "%" already exists', name
             USING ERRCODE = 'duplicate_object',
@@ -1311,20 +1418,20 @@ BEGIN
     INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
                                         payload, channel, cooldown, delivery, owner, search_path,
                                         applied_lsn, notify, condition_tree, key_tree, payload_tree,
-                                        cancelled_by_tree)
+                                        cancelled_by_tree, on_error)
     VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
             cooldown, delivery, caller, search_path,
             -- a threshold's stays NULL until the worker has noted which groups
             -- already satisfy it (they fire only after they stop, then rise)
             CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
-            mode, trees[1], trees[2], trees[3], trees[4]);
+            mode, trees[1], trees[2], trees[3], trees[4], _priv_register_activation.on_error);
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(rel);
     END IF;
 END $function$
 ;
-COMMENT ON FUNCTION stream._priv_register_activation(regrole,text,text,regclass,regclass,text,text,interval,text,text,text,interval,text,text,text) IS 'Records an activation for the caller after checking its name, channel, SELECT on what it watches and its expressions (internal, through stream._priv)';
-REVOKE ALL ON FUNCTION stream._priv_register_activation(regrole,text,text,regclass,regclass,text,text,interval,text,text,text,interval,text,text,text) FROM PUBLIC;
+COMMENT ON FUNCTION stream._priv_register_activation(regrole,text,text,regclass,regclass,text,text,interval,text,text,text,interval,text,text,text,text) IS 'Records an activation for the caller after checking its name, channel, SELECT on what it watches and its expressions (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_register_activation(regrole,text,text,regclass,regclass,text,text,interval,text,text,text,interval,text,text,text,text) FROM PUBLIC;
 
 
 CREATE OR REPLACE FUNCTION stream._activation_stream(stream regclass)
@@ -1349,7 +1456,7 @@ END $function$
 ;
 
 
-CREATE OR REPLACE FUNCTION stream.on_event(name text, stream regclass, condition text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, key text DEFAULT 'coalesce(user_id, anonymous_id)'::text, cooldown interval DEFAULT NULL::interval, delivery text DEFAULT 'batched'::text, notify text DEFAULT NULL::text)
+CREATE OR REPLACE FUNCTION stream.on_event(name text, stream regclass, condition text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, key text DEFAULT 'coalesce(user_id, anonymous_id)'::text, cooldown interval DEFAULT NULL::interval, delivery text DEFAULT 'batched'::text, notify text DEFAULT NULL::text, on_error text DEFAULT 'skip'::text)
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
@@ -1358,6 +1465,7 @@ DECLARE
 BEGIN
     PERFORM stream._activation_stream(stream);
     PERFORM stream._activation_validate(name, ch, stream);
+    PERFORM stream._check_on_error(on_error);
     IF cooldown <= interval '0' THEN
         RAISE EXCEPTION 'cooldown must be positive, not %', cooldown
             USING ERRCODE = 'invalid_parameter_value',
@@ -1374,16 +1482,16 @@ BEGIN
     END IF;
     PERFORM stream._priv('stream._priv_register_activation', name, 'event'::text, stream, NULL::regclass,
                          condition, NULL::text, NULL::interval, key, payload, ch, cooldown, delivery,
-                         on_event.notify, stream._search_path());
+                         on_event.notify, stream._search_path(), on_event.on_error);
     IF delivery = 'batched' THEN
         PERFORM stream._aggregate_wake(false);
     END IF;
 END $function$
 ;
-COMMENT ON FUNCTION stream.on_event(text,regclass,text,text,text,text,interval,text,text) IS 'Defines an activation: every committed event of the stream that satisfies condition is written to stream.activations and sent with NOTIFY on channel (default: the name), at most once per key per cooldown';
+COMMENT ON FUNCTION stream.on_event(text,regclass,text,text,text,text,interval,text,text,text) IS 'Defines an activation: every committed event of the stream that satisfies condition is written to stream.activations and sent with NOTIFY on channel (default: the name), at most once per key per cooldown; on_error: skip (poison events go to stream.dead_letters) or stop (park)';
 
 
-CREATE OR REPLACE FUNCTION stream.on_absence(name text, stream regclass, started_by text, cancelled_by text, within interval, key text DEFAULT 'coalesce(user_id, anonymous_id)'::text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, notify text DEFAULT NULL::text)
+CREATE OR REPLACE FUNCTION stream.on_absence(name text, stream regclass, started_by text, cancelled_by text, within interval, key text DEFAULT 'coalesce(user_id, anonymous_id)'::text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, notify text DEFAULT NULL::text, on_error text DEFAULT 'skip'::text)
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
@@ -1392,6 +1500,7 @@ DECLARE
 BEGIN
     PERFORM stream._activation_stream(stream);
     PERFORM stream._activation_validate(name, ch, stream);
+    PERFORM stream._check_on_error(on_error);
     IF within IS NULL OR within <= interval '0' THEN
         RAISE EXCEPTION 'within must be a positive interval, not %', coalesce(within::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -1411,14 +1520,14 @@ BEGIN
     PERFORM stream._activation_decoding();
     PERFORM stream._priv('stream._priv_register_activation', name, 'absence'::text, stream, NULL::regclass,
                          started_by, cancelled_by, within, key, payload, ch, NULL::interval,
-                         'batched'::text, on_absence.notify, stream._search_path());
+                         'batched'::text, on_absence.notify, stream._search_path(), on_absence.on_error);
     PERFORM stream._aggregate_wake(false);
 END $function$
 ;
-COMMENT ON FUNCTION stream.on_absence(text,regclass,text,text,interval,text,text,text,text) IS 'Defines an absence activation: an event matching started_by opens a timer for its key, one matching cancelled_by cancels it; a timer that runs out (within, after the start event was received) fires once';
+COMMENT ON FUNCTION stream.on_absence(text,regclass,text,text,interval,text,text,text,text,text) IS 'Defines an absence activation: an event matching started_by opens a timer for its key, one matching cancelled_by cancels it; a timer that runs out (within, after the start event was received) fires once';
 
 
-CREATE OR REPLACE FUNCTION stream.on_threshold(name text, aggregate text, condition text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, notify text DEFAULT NULL::text)
+CREATE OR REPLACE FUNCTION stream.on_threshold(name text, aggregate text, condition text, channel text DEFAULT NULL::text, payload text DEFAULT NULL::text, notify text DEFAULT NULL::text, on_error text DEFAULT 'skip'::text)
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
@@ -1428,6 +1537,7 @@ DECLARE
 BEGIN
     def := stream._aggregate_lookup(aggregate);
     PERFORM stream._activation_validate(name, ch, def.view);
+    PERFORM stream._check_on_error(on_error);
     IF def.view_select IS NULL THEN
         RAISE EXCEPTION 'continuous aggregate % predates thresholds', def.view
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -1435,11 +1545,11 @@ BEGIN
     END IF;
     PERFORM stream._priv('stream._priv_register_activation', name, 'threshold'::text, def.stream, def.view,
                          condition, NULL::text, NULL::interval, NULL::text, payload, ch, NULL::interval,
-                         'batched'::text, on_threshold.notify, stream._search_path());
+                         'batched'::text, on_threshold.notify, stream._search_path(), on_threshold.on_error);
     PERFORM stream._aggregate_wake(false);
 END $function$
 ;
-COMMENT ON FUNCTION stream.on_threshold(text,text,text,text,text,text) IS 'Defines a threshold activation on a continuous aggregate: fires once when a group starts to satisfy condition (again only after it stopped), evaluated by the worker as it applies changes';
+COMMENT ON FUNCTION stream.on_threshold(text,text,text,text,text,text,text) IS 'Defines a threshold activation on a continuous aggregate: fires once when a group starts to satisfy condition (again only after it stopped), evaluated by the worker as it applies changes';
 
 
 CREATE OR REPLACE FUNCTION stream._priv_drop_activation(caller regrole, name text)
@@ -1464,6 +1574,7 @@ BEGIN
                   HINT = format('Ask %s to drop it.', d.owner);
     END IF;
     DELETE FROM stream.activation_defs a WHERE a.act_id = d.act_id;
+    DELETE FROM stream.dead_letters l WHERE l.kind = 'activation' AND l.def_id = d.act_id;
     IF d.delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(d.stream);
     END IF;
@@ -1698,6 +1809,152 @@ AS $function$
 $function$
 ;
 
+
+CREATE OR REPLACE FUNCTION stream._definitions_named(name text, v regclass, OUT kind text, OUT def_id integer, OUT owner regrole, OUT status text, OUT label text)
+ RETURNS SETOF record
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    RETURN QUERY
+        SELECT 'aggregate'::text, d.agg_id, d.owner, d.status, d.view::text
+        FROM stream.aggregate_defs d WHERE d.view = v
+        UNION ALL
+        SELECT 'activation'::text, a.act_id, a.owner, a.status, a.name
+        FROM stream.activation_defs a WHERE a.name = _definitions_named.name;
+END $function$
+;
+COMMENT ON FUNCTION stream._definitions_named(text,regclass) IS 'The continuous aggregate (view v) and/or activation (name) a name stands for (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._regclass_or_null(name text)
+ RETURNS regclass
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    RETURN pg_catalog.to_regclass(name);
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END $function$
+;
+COMMENT ON FUNCTION stream._regclass_or_null(text) IS 'to_regclass in the caller''s search_path, NULL for a name that is not valid syntax (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_resume(caller regrole, name text, view_rel regclass)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    d record;
+    n integer := 0;
+    seen boolean := false;
+BEGIN
+    FOR d IN SELECT * FROM stream._definitions_named(name, view_rel) LOOP
+        IF NOT pg_catalog.pg_has_role(caller, d.owner, 'USAGE') THEN
+            CONTINUE;
+        END IF;
+        seen := true;
+        IF d.status <> 'error' THEN
+            CONTINUE;
+        END IF;
+        -- the worker sees the status change, loads the definition again and
+        -- replays from its applied LSN (which held the slot meanwhile)
+        IF d.kind = 'aggregate' THEN
+            UPDATE stream.aggregate_defs SET status = 'running', last_error = NULL
+             WHERE agg_id = d.def_id AND status = 'error';
+        ELSE
+            UPDATE stream.activation_defs SET status = 'running', last_error = NULL
+             WHERE act_id = d.def_id AND status = 'error';
+        END IF;
+        n := n + 1;
+    END LOOP;
+    IF NOT seen THEN
+        RAISE EXCEPTION 'continuous aggregate or activation "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name, state FROM stream.aggregates and stream.activation_status.';
+    END IF;
+    IF n = 0 THEN
+        RAISE EXCEPTION '"%" is not parked', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Only a definition whose state is error (stopped after an error of its own) can be resumed.',
+                  HINT = 'See its state in stream.aggregates or stream.activation_status; events it skipped are in stream.dead_letters (stream.retry_dead_letters).';
+    END IF;
+    RETURN n;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_resume(regrole,text,regclass) IS 'The body of stream.resume, for the definition''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_resume(regrole,text,regclass) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.resume(name text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM stream._priv('stream._priv_resume', name, stream._regclass_or_null(name));
+    PERFORM stream._aggregate_wake(false);
+END $function$
+;
+COMMENT ON FUNCTION stream.resume(text) IS 'Runs a parked continuous aggregate or activation again once the cause of its error is fixed: it replays from its applied LSN (no rebuild)';
+
+
+CREATE OR REPLACE FUNCTION stream._priv_retry_dead_letters(caller regrole, name text, view_rel regclass)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    d record;
+    n bigint := 0;
+    c bigint;
+    seen boolean := false;
+BEGIN
+    FOR d IN SELECT * FROM stream._definitions_named(name, view_rel) LOOP
+        IF NOT pg_catalog.pg_has_role(caller, d.owner, 'USAGE') THEN
+            CONTINUE;
+        END IF;
+        seen := true;
+        IF d.status = 'error' THEN
+            RAISE EXCEPTION '% "%" is parked', CASE d.kind WHEN 'aggregate' THEN 'continuous aggregate'
+                                                ELSE 'activation' END, name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'The worker applies dead letters only for a definition that runs.',
+                      HINT = format('Fix the cause, then SELECT stream.resume(%L) first.', name);
+        END IF;
+        UPDATE stream.dead_letters l SET retry_requested = true
+         WHERE l.kind = d.kind AND l.def_id = d.def_id AND l.event_id IS NOT NULL;
+        GET DIAGNOSTICS c = ROW_COUNT;
+        n := n + c;
+    END LOOP;
+    IF NOT seen THEN
+        RAISE EXCEPTION 'continuous aggregate or activation "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT definition FROM stream.dead_letters, stream.aggregates and stream.activation_status.';
+    END IF;
+    RETURN n;
+END $function$
+;
+COMMENT ON FUNCTION stream._priv_retry_dead_letters(regrole,text,regclass) IS 'The body of stream.retry_dead_letters, for the definition''s owner (internal, through stream._priv)';
+REVOKE ALL ON FUNCTION stream._priv_retry_dead_letters(regrole,text,regclass) FROM PUBLIC;
+
+
+CREATE OR REPLACE FUNCTION stream.retry_dead_letters(name text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    n bigint;
+BEGIN
+    n := stream._priv('stream._priv_retry_dead_letters', name, stream._regclass_or_null(name))::bigint;
+    PERFORM stream._aggregate_wake(false);
+    RETURN n;
+END $function$
+;
+COMMENT ON FUNCTION stream.retry_dead_letters(text) IS 'Asks the worker to apply a definition''s dead letters again (the events read back by event_id): those that succeed are applied exactly once and deleted, the others keep their new error; returns how many were asked for (stream.flush waits for them)';
+
 REVOKE ALL ON FUNCTION stream._stream_changed(regclass) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION stream._aggregate_depend(regclass,regclass) FROM PUBLIC;
@@ -1788,24 +2045,38 @@ CREATE VIEW stream.aggregates AS
     d.last_error,
     d.applied_lsn,
         CASE
-            WHEN (d.applied_lsn IS NOT NULL) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(), d.applied_lsn), (0)::numeric)
+            WHEN (d.applied_lsn IS NOT NULL) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(), p.pos), (0)::numeric)
             ELSE NULL::numeric
         END AS lag_bytes,
         CASE
             WHEN (d.applied_lsn IS NULL) THEN NULL::double precision
-            WHEN (pg_current_wal_lsn() <= d.applied_lsn) THEN (0)::double precision
-            ELSE (EXTRACT(epoch FROM (now() - d.applied_at)))::double precision
+            WHEN (pg_current_wal_lsn() <= p.pos) THEN (0)::double precision
+            ELSE (GREATEST(EXTRACT(epoch FROM (now() - p.pos_at)), (0)::numeric))::double precision
         END AS lag_seconds,
-    d.apply_rate,
+    (d.apply_rate * exp(((- (LEAST(GREATEST(EXTRACT(epoch FROM (now() - p.pos_at)), (0)::numeric), (600)::numeric))::double precision) / (10)::double precision))) AS apply_rate,
     d.events_applied,
     d.events_backfilled,
     d.applied_at,
     d.last_commit_at,
     d.state_table,
-    d.created_at
-   FROM stream.aggregate_defs d
+    d.created_at,
+    d.on_error,
+    ( SELECT count(*) AS count
+           FROM stream.dead_letters l
+          WHERE ((l.kind = 'aggregate'::text) AND (l.def_id = d.agg_id))) AS dead_letters
+   FROM ((stream.aggregate_defs d
+     CROSS JOIN stream._consumer_position() c(decoded_lsn, decoded_at))
+     CROSS JOIN LATERAL ( SELECT
+                CASE
+                    WHEN ((d.status = 'running'::text) AND (c.decoded_lsn > d.applied_lsn)) THEN c.decoded_lsn
+                    ELSE d.applied_lsn
+                END AS pos,
+                CASE
+                    WHEN ((d.status = 'running'::text) AND (c.decoded_lsn >= d.applied_lsn)) THEN c.decoded_at
+                    ELSE d.applied_at
+                END AS pos_at) p)
   WHERE (pg_has_role((d.owner)::oid, 'USAGE'::text) OR COALESCE(has_table_privilege((d.view)::oid, 'SELECT'::text), false));
-COMMENT ON VIEW stream.aggregates IS 'Continuous aggregates: stream, defining query, state (backfill/running/error), applied LSN, lag in bytes and seconds, apply rate (events/s)';
+COMMENT ON VIEW stream.aggregates IS 'Continuous aggregates: stream, defining query, state (backfill/running/error = parked), applied LSN, lag in bytes and seconds (0 when nothing is left to apply), apply rate (events/s, decays when idle), on_error and the number of dead letters';
 GRANT SELECT ON TABLE stream.aggregates TO PUBLIC;
 
 
@@ -1850,8 +2121,45 @@ CREATE OR REPLACE VIEW stream.activation_stats AS
   WHERE (pg_has_role((d.owner)::oid, 'USAGE'::text) OR stream._channel_readable(d.channel));
 
 
+CREATE VIEW stream.activation_status AS
+ SELECT d.name,
+    d.kind,
+    (d.stream)::text AS stream,
+    (d.aggregate)::text AS aggregate,
+    d.owner,
+    d.delivery,
+    d.on_error,
+        CASE
+            WHEN ((d.kind = 'threshold'::text) AND (d.applied_lsn IS NULL) AND (d.status = 'running'::text)) THEN 'starting'::text
+            ELSE d.status
+        END AS state,
+    d.last_error,
+    d.applied_lsn,
+        CASE
+            WHEN (d.delivery = 'immediate'::text) THEN (0)::numeric
+            WHEN (d.applied_lsn IS NOT NULL) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(),
+            CASE
+                WHEN ((d.status = 'running'::text) AND (c.decoded_lsn > d.applied_lsn)) THEN c.decoded_lsn
+                ELSE d.applied_lsn
+            END), (0)::numeric)
+            ELSE NULL::numeric
+        END AS lag_bytes,
+    d.fired,
+    ( SELECT count(*) AS count
+           FROM stream.dead_letters l
+          WHERE ((l.kind = 'activation'::text) AND (l.def_id = d.act_id))) AS dead_letters,
+    d.applied_at,
+    d.created_at
+   FROM (stream.activation_defs d
+     CROSS JOIN stream._consumer_position() c(decoded_lsn, decoded_at))
+  WHERE pg_has_role((d.owner)::oid, 'USAGE'::text);
+COMMENT ON VIEW stream.activation_status IS 'Activations of the caller: state (running, error = parked, starting), last error, applied LSN, lag in bytes (0 when nothing is left to apply), firings and dead letters';
+GRANT SELECT ON TABLE stream.activation_status TO PUBLIC;
+
+
 -- tables and sequences: row level security and privileges
 ALTER TABLE stream.schemas ENABLE ROW LEVEL SECURITY;
+ALTER TABLE stream.dead_letters ENABLE ROW LEVEL SECURITY;
 ALTER TABLE stream.consumers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE stream.activations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE stream.absence_timers ENABLE ROW LEVEL SECURITY;
@@ -1870,6 +2178,8 @@ REVOKE ALL ON SEQUENCE stream.aggregate_defs_agg_id_seq FROM PUBLIC;
 
 REVOKE ALL ON TABLE stream.aggregate_defs FROM PUBLIC;
 GRANT SELECT ON TABLE stream.aggregate_defs TO PUBLIC;
+
+GRANT SELECT ON TABLE stream.dead_letters TO PUBLIC;
 
 REVOKE ALL ON SEQUENCE stream.activation_defs_act_id_seq FROM PUBLIC;
 
@@ -1893,6 +2203,8 @@ CREATE POLICY schemas_read ON stream.schemas FOR SELECT
   WHERE (c.schema_uri = schemas.uri)))));
 CREATE POLICY aggregate_defs_read ON stream.aggregate_defs FOR SELECT
     USING ((pg_has_role((owner)::oid, 'USAGE'::text) OR COALESCE(has_table_privilege((view)::oid, 'SELECT'::text), false)));
+CREATE POLICY dead_letters_read ON stream.dead_letters FOR SELECT
+    USING (pg_has_role((owner)::oid, 'USAGE'::text));
 CREATE POLICY consumers_read ON stream.consumers FOR SELECT
     USING (pg_has_role((role)::oid, 'USAGE'::text));
 CREATE POLICY activation_defs_read ON stream.activation_defs FOR SELECT
