@@ -2545,12 +2545,25 @@ decode_available(void)
 	stop_after_commit = false;
 	flush_seen = false;
 	batch_started = GetCurrentTimestamp();
-	old = MemoryContextSwitchTo(consumer_cxt);
+	old = CurrentMemoryContext;
 	while (dctx->reader->EndRecPtr < end && !stop_after_commit)
 	{
 		XLogRecord *record;
 		char	   *errm = NULL;
 
+		/*
+		 * The reader allocates in the current context: its record buffer
+		 * when a record is larger than any before (a commit with many
+		 * invalidations, a pg_restore's), an oversized decoded record, its
+		 * decode buffer.  They must live as long as the reader, and the
+		 * replay of a commit (ReorderBufferProcessTXN) leaves
+		 * TopTransactionContext current behind it (it rolls back its
+		 * internal subtransaction): a buffer grown there was freed by our
+		 * commit below and written again by the next decoding, a heap
+		 * corruption found when the reader was freed.  So every read is
+		 * made in the decoding context's own memory.
+		 */
+		MemoryContextSwitchTo(dctx->context);
 		record = XLogReadRecord(dctx->reader, &errm);
 		if (record == NULL && ShutdownRequestPending)
 			break;				/* read_flushed_page gave up for the shutdown */

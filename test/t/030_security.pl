@@ -866,9 +866,9 @@ my %internal = (
 	'_priv -> _priv_set_policy (bob\'s stream)' =>
 	  q{SELECT stream._priv('stream._priv_set_policy', 'public.bob_private'::regclass, 'reject'::text, 'reject'::text, NULL::text, NULL::boolean, NULL::interval, NULL::boolean)},
 	'_priv -> _priv_register_activation (bob\'s stream, no SELECT)' =>
-	  q{SELECT stream._priv('stream._priv_register_activation', 'm_spy2'::text, 'event'::text, 'public.bob_private'::regclass, NULL::regclass, 'true'::text, NULL::text, NULL::interval, NULL::text, NULL::text, 'm_spy2'::text, NULL::interval, 'batched'::text, 'full'::text, 'public'::text)},
+	  q{SELECT stream._priv('stream._priv_register_activation', 'm_spy2'::text, 'event'::text, 'public.bob_private'::regclass, NULL::regclass, 'true'::text, NULL::text, NULL::interval, NULL::text, NULL::text, 'm_spy2'::text, NULL::interval, 'batched'::text, 'full'::text, 'public'::text, 'stop'::text)},
 	'_priv -> _priv_register_aggregate (state table = canary)' =>
-	  q{SELECT stream._priv('stream._priv_register_aggregate', 'public.m_view'::regclass, 'public.canary'::regclass, 'SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1'::text, 'public'::text)},
+	  q{SELECT stream._priv('stream._priv_register_aggregate', 'public.m_view'::regclass, 'public.canary'::regclass, 'SELECT event_name, count(*) AS n FROM public.m_stream GROUP BY 1'::text, 'public'::text, 'stop'::text)},
 	'_priv -> _priv_rebuild_aggregate (bob\'s aggregate)' =>
 	  q{SELECT stream._priv('stream._priv_rebuild_aggregate', 'public.bob_agg'::regclass)},
 	'_priv -> a function that is not a catalog writer' =>

@@ -288,8 +288,8 @@ BEGIN IF u = 'poison' THEN RAISE EXCEPTION 'poisoned key'; END IF; RETURN u; END
 CREATE FUNCTION fragile_cond(u text) RETURNS boolean IMMUTABLE LANGUAGE plpgsql AS $$
 BEGIN IF u = 'poison' THEN RAISE EXCEPTION 'poisoned condition'; END IF; RETURN true; END $$;});
 $query{fragile_agg} = q{SELECT fragile_key(user_id) AS u, count(*) AS n FROM clicks GROUP BY 1};
-sql(qq{SELECT stream.create_aggregate('fragile_agg', \$q\$ $query{fragile_agg} \$q\$)});
-sql(q{SELECT stream.on_event('fragile_act', 'clicks', 'fragile_cond(user_id)', notify => 'id')});
+sql(qq{SELECT stream.create_aggregate('fragile_agg', \$q\$ $query{fragile_agg} \$q\$, on_error => 'stop')});
+sql(q{SELECT stream.on_event('fragile_act', 'clicks', 'fragile_cond(user_id)', notify => 'id', on_error => 'stop')});
 # a write from an immutable function (through a volatile one) while decoding
 sql(q{CREATE FUNCTION log_v(t text) RETURNS void LANGUAGE sql AS $$ INSERT INTO fragile VALUES (t) $$;
 CREATE FUNCTION log_b(t text) RETURNS boolean IMMUTABLE LANGUAGE plpgsql AS $$
