@@ -95,6 +95,58 @@ aggregate_hop_oid(void)
 }
 
 /*
+ * Constant widths and slides of stream.tumble/stream.hop are checked when
+ * the aggregate is created (a width of '1 month' would otherwise be
+ * accepted and then fail in the worker on the first event).
+ */
+typedef struct WindowConsts
+{
+	Oid			tumble;
+	Oid			hop;
+} WindowConsts;
+
+static bool
+window_consts_walker(Node *node, WindowConsts *w)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, FuncExpr) &&
+		(((FuncExpr *) node)->funcid == w->tumble || ((FuncExpr *) node)->funcid == w->hop))
+	{
+		FuncExpr   *f = (FuncExpr *) node;
+		int			i = 0;
+		ListCell   *lc;
+
+		foreach(lc, f->args)
+		{
+			Node	   *arg = lfirst(lc);
+
+			if ((i == 1 || (i == 2 && f->funcid == w->hop)) &&
+				IsA(arg, Const) && !((Const *) arg)->constisnull)
+				window_check_interval(DatumGetIntervalP(((Const *) arg)->constvalue),
+									  i == 1 ? "width" : "slide");
+			i++;
+		}
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, window_consts_walker, (void *) w, 0);
+	return expression_tree_walker(node, window_consts_walker, (void *) w);
+}
+
+static Query *
+checked_query(Query *query)
+{
+	Oid			argtypes[3] = {TIMESTAMPTZOID, INTERVALOID, TIMESTAMPTZOID};
+	WindowConsts w;
+
+	w.tumble = LookupFuncName(list_make2(makeString("stream"), makeString("tumble")),
+							  3, argtypes, true);
+	w.hop = aggregate_hop_oid();
+	(void) query_tree_walker(query, window_consts_walker, (void *) &w, 0);
+	return query;
+}
+
+/*
  * Whether relid is a stream: read as the extension's owner, since the
  * catalog shows a role only the streams it may read, and one it may not
  * read deserves "permission denied" (aggregate_shape), not "not a stream".
@@ -619,7 +671,7 @@ Datum
 stream_aggregate_analyze(PG_FUNCTION_ARGS)
 {
 	char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Query	   *query = aggregate_parse_query(sql);
+	Query	   *query = checked_query(aggregate_parse_query(sql));
 	AggShape   *shape = aggregate_shape(query, GetUserId());
 	int			n = list_length(shape->columns);
 	Datum	   *names = palloc(n * sizeof(Datum)),

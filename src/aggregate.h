@@ -70,6 +70,7 @@ extern Datum aggfunc_finalize(AggFuncInfo *info, AggTransValue *tv,
 							  MemoryContext aggcontext, bool *isnull);
 
 /* ---------- window.c ---------- */
+extern void window_check_interval(Interval *iv, const char *what);
 
 #define HOP_MAX_WINDOWS 10000
 extern int	hop_windows(TimestampTz ts, Interval *width, Interval *slide,

@@ -50,6 +50,13 @@ interval_usecs(Interval *iv, const char *what)
 	return usecs;
 }
 
+/* Raises what tumble/hop would raise for this width or slide. */
+void
+window_check_interval(Interval *iv, const char *what)
+{
+	(void) interval_usecs(iv, what);
+}
+
 /* stream.tumble(ts, width, origin): the window start, as date_bin() */
 Datum
 stream_tumble(PG_FUNCTION_ARGS)
