@@ -3099,12 +3099,27 @@ warn_if_slot_holds_wal(void)
 	if (now_lsn > restart &&
 		(now_lsn - restart) / (1024 * 1024) >= (uint64) se_slot_warning_mb)
 	{
+		StringInfoData held;
+		ListCell   *lc;
+
+		/* the parked definitions are what usually holds it back: name them */
+		initStringInfo(&held);
+		foreach(lc, parked)
+		{
+			ParkedDef  *p = lfirst(lc);
+
+			appendStringInfo(&held, "%s%s %d (applied up to %X/%X)",
+							 held.len > 0 ? ", " : " Parked: ",
+							 p->is_act ? "activation act_id" : "aggregate agg_id", p->id,
+							 LSN_FORMAT_ARGS(p->applied_lsn));
+		}
 		ereport(WARNING,
 				(errmsg("replication slot \"%s\" of the continuous aggregates holds %llu MB of WAL",
 						name, (unsigned long long) ((now_lsn - restart) / (1024 * 1024))),
-				 errdetail("The slot has not advanced past %X/%X; the server keeps the WAL after it.",
-						   LSN_FORMAT_ARGS(restart)),
-				 errhint("See state and last_error in stream.aggregates; fix the error, or drop the aggregates to release the slot.")));
+				 errdetail("The slot has not advanced past %X/%X; the server keeps the WAL after it.%s",
+						   LSN_FORMAT_ARGS(restart), held.data),
+				 errhint("See state and last_error in stream.aggregates and stream.activation_status; fix the cause and SELECT stream.resume(name), or drop the definitions to release the slot.")));
+		pfree(held.data);
 		last_slot_warning = now;
 	}
 }
