@@ -222,14 +222,13 @@ activation_analyze(Oid stream, const char *condition, const char *key,
 	}
 }
 
-/* stream._activation_check(rel regclass, condition text, key text, payload text) */
-Datum
-stream_activation_check(PG_FUNCTION_ARGS)
+/*
+ * The analysis both SQL entry points below start with: arguments (rel
+ * regclass, condition text, key text, payload text), NULL texts absent.
+ */
+static void
+analyze_arguments(FunctionCallInfo fcinfo, Node **c, Node **k, Node **p)
 {
-	Node	   *c,
-			   *k,
-			   *p;
-
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -238,7 +237,18 @@ stream_activation_check(PG_FUNCTION_ARGS)
 					   PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
 					   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
 					   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
-					   &c, &k, &p);
+					   c, k, p);
+}
+
+/* stream._activation_check(rel regclass, condition text, key text, payload text) */
+Datum
+stream_activation_check(PG_FUNCTION_ARGS)
+{
+	Node	   *c,
+			   *k,
+			   *p;
+
+	analyze_arguments(fcinfo, &c, &k, &p);
 	PG_RETURN_VOID();
 }
 
@@ -264,15 +274,7 @@ stream_activation_trees(PG_FUNCTION_ARGS)
 	int			dims[1] = {4};
 	int			lbs[1] = {1};
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("an activation needs a stream")));
-	activation_analyze(PG_GETARG_OID(0),
-					   PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
-					   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
-					   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
-					   &c, &k, &p);
+	analyze_arguments(fcinfo, &c, &k, &p);
 	if (!PG_ARGISNULL(4))
 		activation_analyze(PG_GETARG_OID(0), text_to_cstring(PG_GETARG_TEXT_PP(4)),
 						   NULL, NULL, &x, &dummy, &dummy);

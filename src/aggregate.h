@@ -121,7 +121,6 @@ extern void aggregate_init(void);
 extern bool aggregates_round(bool *installed);
 extern void aggregates_shutdown(void);
 extern void aggregates_extension_dropped(void);
-extern void aggregates_drop_database_slot(Oid dboid);
 extern char *aggregate_slot_name(Oid dboid);
 
 /* worker.c */

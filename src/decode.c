@@ -1830,16 +1830,6 @@ drop_main_slot(void)
 	}
 }
 
-/* DROP DATABASE: the database's slot would block it (worker already gone) */
-void
-aggregates_drop_database_slot(Oid dboid)
-{
-	char	   *name = aggregate_slot_name(dboid);
-
-	if (SearchNamedReplicationSlot(name, true) != NULL)
-		ReplicationSlotDrop(name, true);
-}
-
 /* ---------- apply ---------- */
 
 static SPIPlanPtr

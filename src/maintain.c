@@ -48,6 +48,44 @@ PG_FUNCTION_INFO_V1(stream_expire_default_events);
 
 Oid			se_maintenance_source = InvalidOid;
 
+/*
+ * Runs one of the extension's statements on a partition of a stream the way
+ * every row change of maintenance runs: as the stream's owner, restricted
+ * (its triggers and index expressions, analysis, planning and execution
+ * included), with the records it writes tagged with the private origin,
+ * and the append-only trigger letting it through for `source` only.
+ * Returns the rows processed; `what` names the work in an error.
+ */
+static uint64
+run_on_partition(Oid stream, Oid source, const char *sql, int nargs, Oid *argtypes,
+				 Datum *args, int expected, const char *what)
+{
+	volatile uint64 processed = 0;
+	Oid			saved_source = se_maintenance_source;
+	OwnerScope	scope;
+	OriginTag	tag;
+
+	owner_enter(&scope, owner_of_relation(stream), NULL);
+	SPI_connect();
+	origin_tag_begin(&tag);
+	se_maintenance_source = source;
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(sql, nargs, argtypes, args, NULL, false, 0) != expected)
+			elog(ERROR, "could not %s %s", what, get_rel_name(source));
+		processed = SPI_processed;
+	}
+	PG_FINALLY();
+	{
+		se_maintenance_source = saved_source;
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+	SPI_finish();
+	owner_exit(&scope);
+	return processed;
+}
+
 /* schema-qualified always: the owner scope has its own search_path */
 static char *
 qualified_name(Oid relid)
@@ -66,11 +104,7 @@ stream_move_rows(PG_FUNCTION_ARGS)
 	Oid			argtypes[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Datum		args[2] = {TimestampTzGetDatum(lower), TimestampTzGetDatum(upper)};
 	char	   *sql;
-	volatile uint64 moved = 0;
 	Oid			stream;
-	Oid			saved_source = se_maintenance_source;
-	OwnerScope	scope;
-	OriginTag	tag;
 
 	/* the caller's own right to move: it owns both tables */
 	if (!pg_class_ownercheck(source, GetUserId()))
@@ -88,31 +122,8 @@ stream_move_rows(PG_FUNCTION_ARGS)
 				   "RETURNING *) INSERT INTO %s SELECT * FROM moved",
 				   qualified_name(source), qualified_name(target));
 
-	/*
-	 * Everything between owner_enter and owner_exit (analysis, planning,
-	 * triggers, execution) runs as the stream's owner, restricted; the tag
-	 * covers exactly the records the statement writes.
-	 */
-	owner_enter(&scope, owner_of_relation(stream), NULL);
-	SPI_connect();
-	origin_tag_begin(&tag);
-	se_maintenance_source = source;
-	PG_TRY();
-	{
-		if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not move events from %s", get_rel_name(source));
-		moved = SPI_processed;
-	}
-	PG_FINALLY();
-	{
-		se_maintenance_source = saved_source;
-		origin_tag_end(&tag);
-	}
-	PG_END_TRY();
-	SPI_finish();
-	owner_exit(&scope);
-
-	PG_RETURN_INT64((int64) moved);
+	PG_RETURN_INT64((int64) run_on_partition(stream, source, sql, 2, argtypes, args,
+												SPI_OK_INSERT, "move events from"));
 }
 
 /*
@@ -134,10 +145,6 @@ stream_expire_default_events(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TIMESTAMPTZOID};
 	Datum		args[1];
 	char	   *sql;
-	volatile uint64 deleted = 0;
-	Oid			saved_source = se_maintenance_source;
-	OwnerScope	scope;
-	OriginTag	tag;
 
 	if (!pg_class_ownercheck(source, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, OBJECT_TABLE, get_rel_name(source));
@@ -156,24 +163,6 @@ stream_expire_default_events(PG_FUNCTION_ARGS)
 	args[0] = TimestampTzGetDatum(limit);
 	sql = psprintf("DELETE FROM %s WHERE occurred_at < $1", qualified_name(source));
 
-	owner_enter(&scope, owner_of_relation(stream), NULL);
-	SPI_connect();
-	origin_tag_begin(&tag);
-	se_maintenance_source = source;
-	PG_TRY();
-	{
-		if (SPI_execute_with_args(sql, 1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "could not expire events of %s", get_rel_name(source));
-		deleted = SPI_processed;
-	}
-	PG_FINALLY();
-	{
-		se_maintenance_source = saved_source;
-		origin_tag_end(&tag);
-	}
-	PG_END_TRY();
-	SPI_finish();
-	owner_exit(&scope);
-
-	PG_RETURN_INT64((int64) deleted);
+	PG_RETURN_INT64((int64) run_on_partition(stream, source, sql, 1, argtypes, args,
+												SPI_OK_DELETE, "expire events of"));
 }
