@@ -8,7 +8,9 @@ EXTVERSION = 0.2.0
 PREVVERSION = 0.1.0
 
 MODULE_big = stream_events
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+# one folder per layer (src/README.md); headers are included by their path
+# under src/ ("core/owner.h")
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c) $(filter-out src/stream_listen/%,$(wildcard src/*/*.c))))
 
 # The install script of the current version is assembled from one piece per
 # module (sql/modules/).  Released versions are frozen: their install scripts
@@ -33,7 +35,7 @@ TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 PROVE_FLAGS = -I test/perl
 
-PG_CPPFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 SHLIB_LINK = $(filter -lpcre2-8,$(shell pkg-config --libs libpcre2-8 2>/dev/null))
 
 EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql tmp_check tmp_check_regress results regression.diffs regression.out

@@ -26,8 +26,8 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "aggregate.h"
-#include "ddl_guard.h"
+#include "aggregate/aggregate.h"
+#include "stream/ddl_guard.h"
 #include "stream_events.h"
 
 PG_MODULE_MAGIC;

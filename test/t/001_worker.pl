@@ -113,7 +113,7 @@ my $ahead_sql = q{SELECT bool_and(to_regclass(stream._partition_name('clicks'::r
 ok($node->poll_query_until('db1', $ahead_sql),
 	'the current partition and 3 ahead exist');
 
-# A partition cannot be dropped by hand (append-only, src/ddl_guard.c);
+# A partition cannot be dropped by hand (append-only, src/stream/ddl_guard.c);
 # the worker creates the ones a larger partitions_ahead asks for, each
 # attached with the stream's triggers.
 my $ahead2 = $node->safe_psql('db1',

@@ -3,7 +3,7 @@
 # 1. Dedup never deadlocks: four producers send the same 5,000 events at
 #    the same time, each in another order and by another path (a multi-row
 #    INSERT, COPY, stream.ingest, and INSERTs of 500 in one explicit
-#    transaction).  Before the stream's dedup lock (src/dedup.c) about 45 of
+#    transaction).  Before the stream's dedup lock (src/stream/dedup.c) about 45 of
 #    such runs' producers died with 40P01; now none may fail, and each event
 #    is stored exactly once.
 # 2. The launcher: with max_worker_processes used up, a database whose worker

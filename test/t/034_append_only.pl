@@ -1,4 +1,4 @@
-# Append-only at the DDL level and the partition bound (src/ddl_guard.c,
+# Append-only at the DDL level and the partition bound (src/stream/ddl_guard.c,
 # stream.maintain in sql/modules/10_streams.sql), with the worker running:
 # a dropped default partition is refused and inserts go on, retention still
 # drops old partitions, stream.drop_stream / DROP SCHEMA ... CASCADE /
