@@ -26,7 +26,9 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "activation/activation.h"
 #include "aggregate/aggregate.h"
+#include "core/guc.h"
 #include "stream/ddl_guard.h"
 #include "stream_events.h"
 
@@ -37,12 +39,6 @@ const char *const envelope_column_names[ENV_NCOLUMNS] = {
 	"anonymous_id", "session_id", "properties", "context"
 };
 
-int			se_naptime = 5;
-int			se_partitions_ahead = 3;
-int			se_partitions_behind = 3;
-static int	se_max_partitions_behind = 100;
-static int	se_max_partitions_per_run = 16;
-int			se_max_streams = 1000;
 bool		se_preloaded = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -50,62 +46,6 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 void		_PG_init(void);
-
-/*
- * stream_events.max_future: parsed once here (an interval, not negative)
- * into microseconds for the ingest path; '' means no limit.
- */
-static bool
-check_max_future(char **newval, void **extra, GucSource source)
-{
-	volatile bool ok = true;
-	volatile bool negative = false;
-	volatile int64 usecs = 0;
-	int64	   *parsed;
-
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;
-	PG_TRY();
-	{
-		Interval   *iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-															   CStringGetDatum(*newval),
-															   ObjectIdGetDatum(InvalidOid),
-															   Int32GetDatum(-1)));
-
-		negative = (iv->time < 0 || iv->day < 0 || iv->month < 0);
-		usecs = iv->time + (int64) iv->day * USECS_PER_DAY +
-			(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
-	}
-	PG_CATCH();
-	{
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	if (!ok)
-	{
-		GUC_check_errdetail("stream_events.max_future must be an interval such as '1 day'.");
-		return false;
-	}
-	if (negative)
-	{
-		GUC_check_errdetail("stream_events.max_future must not be negative.");
-		return false;
-	}
-	parsed = malloc(sizeof(int64));	/* GUC extra: released with free() */
-	if (parsed == NULL)
-		return false;
-	*parsed = usecs;
-	*extra = parsed;
-	return true;
-}
-
-static void
-assign_max_future(const char *newval, void *extra)
-{
-	se_max_future_set = (extra != NULL);
-	se_max_future_usecs = extra ? *(int64 *) extra : 0;
-}
 
 static void
 se_shmem_request(void)
@@ -308,40 +248,10 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 void
 _PG_init(void)
 {
-	DefineCustomIntVariable("stream_events.naptime",
-							"Seconds the background worker sleeps between maintenance runs.",
-							NULL, &se_naptime, 5, 1, 3600,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("stream_events.partitions_ahead",
-							"Partitions the worker keeps created ahead of the current one.",
-							NULL, &se_partitions_ahead, 3, 0, 1000,
-							PGC_USERSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("stream_events.partitions_behind",
-							"Partitions the worker keeps created before the current one, for late events.",
-							NULL, &se_partitions_behind, 3, 0, 1000,
-							PGC_USERSET, 0, NULL, NULL, NULL);
-	/* the bound of partition creation (stream.maintain, docs/streams.md) */
-	DefineCustomIntVariable("stream_events.max_partitions_behind",
-							"Oldest partition maintenance creates for late events, in partitions before the current one.",
-							"Events older than that (or than now() - retention) stay in the default partition, "
-							"as do events after the last partition kept ahead (stream_events.partitions_ahead).",
-							&se_max_partitions_behind, 100, 0, 100000,
-							PGC_USERSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("stream_events.max_partitions_per_run",
-							"Partitions one maintenance run creates per stream for events in its default partition.",
-							"The rest are created at the next runs.",
-							&se_max_partitions_per_run, 16, 1, 10000,
-							PGC_USERSET, 0, NULL, NULL, NULL);
-
-	DefineCustomStringVariable("stream_events.max_future",
-							   "How far ahead of the server clock occurred_at may be, for streams with no max_future of their own (empty: no limit).",
-							   "A server-wide default set by the DBA (superuser only): a producer's SET cannot "
-							   "weaken what the stream owner enforces; per stream, stream.set_policy(max_future => ...).",
-							   &se_max_future, "", PGC_SUSET, 0,
-							   check_max_future, assign_max_future, NULL);
-	jsonschema_init();
+	guc_init();
 	stats_init();
 	aggregate_init();
+	activation_init();
 
 	/*
 	 * The DDL guard works wherever the library is loaded (with
@@ -358,11 +268,7 @@ _PG_init(void)
 		return;
 	}
 
-	/* only settable at server start, so only defined when preloaded */
-	DefineCustomIntVariable("stream_events.max_streams",
-							"Streams and event names whose counters shared memory holds, cluster-wide.",
-							NULL, &se_max_streams, 1000, 16, 1000000,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	guc_init_preloaded();
 	MarkGUCPrefixReserved("stream_events");
 	se_preloaded = true;
 

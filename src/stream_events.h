@@ -16,6 +16,8 @@
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
 
+#include "core/guc.h"
+
 /* Envelope columns of a stream, in table order. */
 typedef enum EnvelopeColumn
 {
@@ -33,11 +35,7 @@ typedef enum EnvelopeColumn
 
 extern const char *const envelope_column_names[ENV_NCOLUMNS];
 
-/* GUCs (stream_events.c) */
-extern int	se_naptime;
-extern int	se_partitions_ahead;
-extern int	se_partitions_behind;
-extern int	se_max_streams;
+/* settings: core/guc.h */
 
 /* true when loaded through shared_preload_libraries */
 extern bool se_preloaded;
@@ -91,9 +89,6 @@ extern void contract_quarantine(StreamInfo *info, Datum *values, bool *nulls,
 								int version, Jsonb *errors);
 extern void contract_reject(StreamInfo *info, Datum *values, CheckResult result,
 							int version, const char *first_errors);
-extern char *se_max_future;
-extern bool se_max_future_set;	/* stream_events.max_future is not '' */
-extern int64 se_max_future_usecs;
 
 /*
  * ingest.c: while stream.ingest inserts a chunk, the insert trigger counts
@@ -134,8 +129,10 @@ extern int	worker_database_pid(Oid dboid);
 extern void worker_request_database(Oid dboid);
 extern void worker_request_database_at_end(Oid dboid);
 extern void worker_set_consumer_wake(bool on);
-extern int	se_wake_delay_max_ms;	/* decode.c */
 extern void worker_wake_consumer_at_commit(void);
+extern void worker_wake_database(Oid dboid);
+/* everything flushed before lsn is decoded and applied (now) */
+extern void worker_note_consumer_position(XLogRecPtr lsn);
 
 /*
  * maintain.c: the default partition the extension is moving rows out of
@@ -143,8 +140,6 @@ extern void worker_wake_consumer_at_commit(void);
  */
 extern Oid	se_maintenance_source;
 
-/* jsonschema.c */
-extern void jsonschema_init(void);
 
 
 #endif							/* STREAM_EVENTS_H */

@@ -1,20 +1,24 @@
 /*-------------------------------------------------------------------------
- * act_runtime.h
+ * activation.h
  *	  Activations as the worker and the producers' trigger run them:
- *	  compiled definitions (ActRuntime), the per-batch queue of firings and
- *	  timer operations, the outbox insert + NOTIFY, absence timers and
- *	  threshold edges.  Implemented in act_runtime.c; decode.c feeds it
- *	  decoded events and calls it in the apply transaction; act_immediate.c
- *	  fires immediate activations from a row trigger.  docs/activations.md.
+ *	  their expressions analysed (definition.c), compiled definitions
+ *	  (ActRuntime, compile.c), the per-batch queue of firings and timer
+ *	  operations, the outbox insert + NOTIFY, absence timers and threshold
+ *	  edges (fire.c), the consumer's sink (sink.c), and the trigger that
+ *	  fires immediate activations in the producer's transaction
+ *	  (immediate.c).  docs/activations.md.
  *-------------------------------------------------------------------------
  */
-#ifndef STREAM_EVENTS_ACT_RUNTIME_H
-#define STREAM_EVENTS_ACT_RUNTIME_H
+#ifndef STREAM_EVENTS_ACTIVATION_H
+#define STREAM_EVENTS_ACTIVATION_H
 
 #include "postgres.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
 #include "nodes/execnodes.h"
+
+#include "aggregate/runtime.h"
+#include "consumer/sink.h"
 
 typedef enum ActKind
 {
@@ -23,23 +27,23 @@ typedef enum ActKind
 	ACT_THRESHOLD				/* stream.on_threshold */
 } ActKind;
 
-/* one activation, compiled */
+/*
+ * One activation, compiled.  def (consumer/sink.h) holds its id, name,
+ * owner, search_path, stream (event, absence), applied LSN and failure
+ * state; watch (aggregate/runtime.h) makes a threshold evaluated in its
+ * aggregate's upsert.
+ */
 typedef struct ActRuntime
 {
-	int32		act_id;
-	char	   *name;
+	ConsumerDef def;
 	ActKind		kind;
-	Oid			stream;			/* event, absence: the stream watched */
 	Oid			view;			/* threshold: the aggregate's view */
-	Oid			owner;
 	char	   *channel;
 	char	   *condition;		/* the text (threshold: used in SQL) */
 	char	   *payload_text;	/* NULL: the row as JSON */
-	char	   *search_path;
 	bool		has_cooldown;
 	Datum		cooldown;		/* interval */
 	Datum		within;			/* absence: interval */
-	XLogRecPtr	applied_lsn;	/* commits before it were looked at */
 	ExprState  *cond;			/* event: condition; absence: started_by */
 	ExprState  *cancel;			/* absence: cancelled_by */
 	ExprState  *key;			/* text, or NULL value */
@@ -49,20 +53,10 @@ typedef struct ActRuntime
 	ExprContext *econtext;		/* its per-tuple context (reset per event) */
 	int64		fired;			/* firings in this batch */
 	bool		gone;			/* dropped since the definitions were loaded */
-	bool		denied;			/* its owner may not read what it watches */
-	bool		skip_errors;	/* on_error => 'skip': poison events are dead letters */
-	bool		careful;		/* evaluated per event in a subtransaction (decode.c) */
-	int			ndead;			/* dead letters queued in this batch */
+	AggWatch	watch;			/* threshold */
 } ActRuntime;
 
-/*
- * The catalog has the failure columns and stream.dead_letters (0.2.0; the
- * worker may run with this library before ALTER EXTENSION UPDATE).  Set
- * by decode.c when it loads the definitions.
- */
-extern bool act_catalog_has_failures;
-
-/* activation.c */
+/* definition.c */
 extern void activation_analyze(Oid rel, const char *condition, const char *key,
 							   const char *payload, Node **cond_expr,
 							   Node **key_expr, Node **payload_expr);
@@ -91,17 +85,7 @@ extern const ActTrees *act_stored_trees(HeapTuple tup, TupleDesc desc, int first
 										ActTrees *trees);
 
 /*
- * The activation whose compilation or evaluation is under way (0: none),
- * and its applied LSN: an error then is its own (decode.c parks it).
- */
-extern int32 act_blame;
-extern XLogRecPtr act_blame_lsn;
-extern char act_blame_name[NAMEDATALEN * 2];
-
-extern void act_set_blame(int32 act_id, const char *name, XLogRecPtr applied_lsn);
-
-/*
- * act_runtime.c: loading (in a transaction with SPI, into
+ * compile.c: loading (in a transaction with SPI, into
  * CurrentMemoryContext); the act_ids in skip (parked) are not compiled
  */
 extern List *act_load_batched(List *skip);
@@ -127,6 +111,8 @@ typedef struct ActEval
 } ActEval;
 
 extern void act_evaluate(ActRuntime *act, TupleTableSlot *row, ActEval *ev);
+/* the same, the caller in the owner's scope with an active snapshot */
+extern void act_evaluate_in_scope(ActRuntime *act, TupleTableSlot *row, ActEval *ev);
 extern void act_event_envelope(TupleTableSlot *row, Datum *event_id,
 							   TimestampTz *occurred_at, TimestampTz *received_at);
 
@@ -156,5 +142,11 @@ extern void act_fire_due_timers(TimestampTz horizon);
 extern bool act_timers_due(TimestampTz horizon);
 extern void act_forget_timers(void);
 extern void act_free_plans(void);
+/* fire.c: an SPI statement (or plan) with the worker's writes tagged */
+extern int	act_execute_tagged(SPIPlanPtr plan, const char *sql, Datum *args);
 
-#endif							/* STREAM_EVENTS_ACT_RUNTIME_H */
+/* sink.c: the consumer's sink of batched activations (consumer/sink.h) */
+extern const ConsumerSink activation_sink;
+extern void activation_init(void);
+
+#endif							/* STREAM_EVENTS_ACTIVATION_H */

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
- * activation.c
+ * definition.c
  *	  Activations: the analysis of an activation's condition, key and
  *	  payload expressions, shared by the SQL surface (checked at creation)
- *	  and the code that runs them (act_runtime.c compiles them again, from
+ *	  and the code that runs them (compile.c compiles them again, from
  *	  the text, when it loads the definitions).  See docs/activations.md.
  *-------------------------------------------------------------------------
  */
@@ -23,7 +23,7 @@
 #include "utils/regproc.h"
 
 #include "activation/activation.h"
-#include "aggregate/aggregate.h"
+#include "core/definition.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_activation_check);

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * act_immediate.c
+ * immediate.c
  *	  on_event activations with delivery => 'immediate': a deferred
  *	  constraint trigger on the stream (stream_events_activations, created
  *	  and dropped by stream._activation_sync_trigger) evaluates them at the
@@ -156,7 +156,7 @@ fire_as_extension_owner(ActRuntime *act, ActEval *ev, Datum event_id,
 	owner_enter(&scope, owner_of_extension(), NULL);
 	PG_TRY();
 	{
-		(void) act_fire_row(act->name, act->channel, ev->keynull ? NULL : ev->key,
+		(void) act_fire_row(act->def.name, act->channel, ev->keynull ? NULL : ev->key,
 							ev->payload, event_id, occurred_at, received_at,
 							act->has_cooldown, act->cooldown, act->notify_id);
 	}

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  * aggregate.h
  *	  Declarations shared by the continuous-aggregate modules:
- *	  aggregate.c (defining query analysis, SQL surface), aggstate.c
- *	  (partial transition states), window.c (tumble/hop) and decode.c (the
- *	  worker's logical decoding consumer).  See docs/aggregates.md.
+ *	  definition.c (defining query analysis, SQL surface), state.c
+ *	  (partial transition states), window.c (tumble/hop) and the sink the
+ *	  worker's consumer folds events into (runtime.h).  See docs/aggregates.md.
  *-------------------------------------------------------------------------
  */
 #ifndef STREAM_EVENTS_AGGREGATE_H
@@ -15,7 +15,7 @@
 #include "nodes/parsenodes.h"
 #include "nodes/primnodes.h"
 
-/* ---------- aggstate.c: one aggregate function's partial-state calls ---------- */
+/* ---------- state.c: one aggregate function's partial-state calls ---------- */
 
 typedef struct AggFuncInfo
 {
@@ -76,7 +76,7 @@ extern void window_check_interval(Interval *iv, const char *what);
 extern int	hop_windows(TimestampTz ts, Interval *width, Interval *slide,
 						TimestampTz origin, TimestampTz *starts, int max);
 
-/* ---------- aggregate.c: the shape of a defining query ---------- */
+/* ---------- definition.c: the shape of a defining query ---------- */
 
 typedef struct AggShapeColumn
 {
@@ -106,26 +106,12 @@ typedef struct AggShape
 } AggShape;
 
 extern Query *aggregate_parse_query(const char *sql);
-extern void definition_check_execute(Node *node, Oid roleid);
-extern char *definition_relation_name(Oid relid);
 extern AggShape *aggregate_shape(Query *query, Oid owner);
 extern Oid	aggregate_hop_oid(void);
 extern bool aggregates_adopt_restored(void);
 
-/* ---------- decode.c: the worker's consumer ---------- */
-
-extern int	se_aggregate_poll_ms;
-extern int	se_aggregate_batch_groups;
-
+/* sink.c: the consumer's sink of continuous aggregates (consumer/sink.h) */
 extern void aggregate_init(void);
-extern bool aggregates_round(bool *installed);
-extern void aggregates_shutdown(void);
-extern void aggregates_extension_dropped(void);
-extern char *aggregate_slot_name(Oid dboid);
 
-/* worker.c */
-extern void worker_wake_database(Oid dboid);
-/* everything flushed before lsn is decoded and applied (now) */
-extern void worker_note_consumer_position(XLogRecPtr lsn);
 
 #endif							/* STREAM_EVENTS_AGGREGATE_H */

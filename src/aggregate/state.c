@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * aggstate.c
+ * state.c
  *	  Partial aggregate states of continuous aggregates: calling an
  *	  aggregate function's transition, combine, serial/deserial and final
  *	  functions outside the executor, the way nodeAgg.c calls them, and the

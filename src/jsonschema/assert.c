@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_assert.c
+ * assert.c
  *	  The validation vocabulary of JSON Schema 2020-12 (type, enum, const,
  *	  numeric bounds and multipleOf, string length and pattern, format,
  *	  array size and uniqueItems, object size, required and

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_compile.c
+ * compile.c
  *	  Pass 2 of the JSON Schema compiler: one JsNode per scanned location,
  *	  keyword by keyword, and the checks on the finished graph.  The core,
  *	  applicator and unevaluated keywords are compiled here; the validation

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_format.c
+ * format.c
  *	  The "format" checks of JSON Schema 2020-12, used when format is
  *	  asserted (stream_events.format_assertion = on, or a meta-schema that
  *	  requires the format-assertion vocabulary).

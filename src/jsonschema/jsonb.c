@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_jsonb.c
+ * jsonb.c
  *	  Allocation-free reading of jsonb for the JSON Schema validator:
  *	  iteration over the members of a container, JSON equality (numbers
  *	  compare by value, 1 = 1.0), a hash consistent with that equality, the

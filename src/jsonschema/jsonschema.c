@@ -32,8 +32,6 @@
 
 #include "jsonschema/internal.h"
 
-bool		jsonschema_format_assertion = false;
-int			jsonschema_max_cache_entries = 256;
 
 typedef struct CacheItem
 {
@@ -60,37 +58,6 @@ static uint64 cache_clock = 0;
 /* bumped by stream.schemas' trigger when this backend changes the registry */
 static uint64 registry_generation = 1;
 
-void
-jsonschema_init(void)
-{
-	static bool done = false;
-
-	if (done)
-		return;
-	done = true;
-
-	DefineCustomBoolVariable("stream_events.format_assertion",
-							 "Makes the JSON Schema \"format\" keyword an assertion.",
-							 "When off, \"format\" is an annotation, as draft 2020-12 specifies by default; "
-							 "a schema whose meta-schema requires the format-assertion vocabulary asserts it anyway. "
-							 "The server-wide default of contracts (superuser only, so a producer's SET cannot weaken one); "
-							 "per stream, stream.set_policy(format_assertion => ...).",
-							 &jsonschema_format_assertion,
-							 false,
-							 PGC_SUSET,
-							 0,
-							 NULL, NULL, NULL);
-	DefineCustomIntVariable("stream_events.max_schema_cache",
-							"Maximum number of compiled JSON Schemas cached per session.",
-							NULL,
-							&jsonschema_max_cache_entries,
-							256,
-							1,
-							1000000,
-							PGC_USERSET,
-							0,
-							NULL, NULL, NULL);
-}
 
 /* ---------- registry ---------- */
 
@@ -221,7 +188,6 @@ jsonschema_cached(Jsonb *schema)
 	bool		fa = jsonschema_format_assertion;
 	JsonSchema *compiled;
 
-	jsonschema_init();
 	if (schema_cache == NULL)
 	{
 		HASHCTL		ctl;
@@ -291,7 +257,6 @@ jsonschema_cache_epoch(void)
 JsonSchema *
 jsonschema_compile(Jsonb *schema, const char *base_uri)
 {
-	jsonschema_init();
 	return jsonschema_compile_internal(schema, base_uri, CurrentMemoryContext,
 									   jsonschema_format_assertion);
 }
@@ -304,7 +269,6 @@ jsonschema_compile(Jsonb *schema, const char *base_uri)
 JsonSchema *
 jsonschema_compile_opts(Jsonb *schema, const char *base_uri, bool format_assertion)
 {
-	jsonschema_init();
 	return jsonschema_compile_internal(schema, base_uri, CurrentMemoryContext,
 									   format_assertion);
 }

@@ -38,12 +38,8 @@ typedef struct JsonSchemaError
 	char	   *message;		/* e.g. "must be >= 0" */
 } JsonSchemaError;
 
-/* GUCs (defined by jsonschema_init) */
-extern bool jsonschema_format_assertion;
-extern int	jsonschema_max_cache_entries;
-
-/* Defines the GUCs; called from _PG_init.  Idempotent. */
-extern void jsonschema_init(void);
+/* settings: stream_events.format_assertion, max_schema_cache */
+#include "core/guc.h"
 
 /* Compiles a schema; base_uri may be NULL (a schema without $id). */
 extern JsonSchema *jsonschema_compile(Jsonb *schema, const char *base_uri);

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_meta.c
+ * meta.c
  *	  The JSON Schema draft 2020-12 meta-schema and its vocabulary
  *	  meta-schemas, built in so that "$schema" and "$ref" to them work
  *	  offline (they are not in the user-visible registry, stream.schemas).

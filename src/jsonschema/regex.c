@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_regex.c
+ * regex.c
  *	  Regular expressions of JSON Schema (pattern, patternProperties and the
  *	  "regex" format): ECMA-262 syntax translated to PCRE2 and run with JIT
  *	  when available, under match and depth limits.

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_resolve.c
+ * resolve.c
  *	  Pass 1 of the JSON Schema compiler: documents, schema resources and
  *	  $ref resolution.
  *

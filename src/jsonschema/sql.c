@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_sql.c
+ * sql.c
  *	  SQL-callable functions of the JSON Schema validator:
  *	  stream.json_schema_validate, stream.json_schema_errors,
  *	  stream.json_schema_check, stream.register_schema and the trigger that

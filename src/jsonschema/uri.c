@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_uri.c
+ * uri.c
  *	  URI references for the JSON Schema validator: RFC 3986 parsing,
  *	  resolution of a reference against a base (section 5.2), and the
  *	  percent-decoding of fragments used for JSON pointers and anchors.

@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * jsonschema_validate.c
+ * validate.c
  *	  Validates a jsonb instance against a compiled JSON Schema (the JsNode
  *	  graph of jsonschema_internal.h).
  *

@@ -36,9 +36,6 @@ PG_FUNCTION_INFO_V1(stream_contract_schema_check);
 /* errors named in a rejection's DETAIL, and kept per quarantined event */
 #define MAX_REPORTED_ERRORS 5
 
-char	   *se_max_future = NULL;
-bool		se_max_future_set = false;
-int64		se_max_future_usecs = 0;
 
 typedef struct Contract
 {

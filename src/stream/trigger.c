@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * stream.c
+ * trigger.c
  *	  Streams at row level: the BEFORE INSERT trigger every stream carries
  *	  (server-set received_at, envelope checks, dedup, counters), the
  *	  append-only trigger, and the per-backend cache of stream options,

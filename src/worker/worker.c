@@ -29,7 +29,7 @@
  * stream._priv), then the outbox's retention as itself (fixed SQL on the
  * extension's private tables).  It reacts to SIGTERM, SIGHUP and
  * postmaster death.
- * Every loop it also runs the continuous-aggregate consumer (decode.c),
+ * Every loop it also runs the continuous-aggregate consumer (src/consumer/),
  * and while there are aggregates it loops every
  * stream_events.aggregate_poll_interval; its latch is set by
  * stream.flush() and by aggregate DDL (worker_wake_database()).
@@ -70,6 +70,7 @@
 #include "utils/timestamp.h"
 
 #include "aggregate/aggregate.h"
+#include "consumer/consumer.h"
 #include "core/owner.h"
 #include "stream_events.h"
 
@@ -1012,7 +1013,7 @@ stream_events_worker_main(Datum main_arg)
 
 	/*
 	 * No session-wide origin: what this worker writes for itself (state
-	 * rows, outbox, timers: decode.c, act_runtime.c; rows moved by
+	 * rows, outbox, timers: the consumer; rows moved by
 	 * maintenance: maintain.c) is tagged record by record with the
 	 * extension's private origin (origin.h), which its own decoding
 	 * consumer skips.  Other subscribers still see those writes, as they
@@ -1076,7 +1077,7 @@ stream_events_worker_main(Datum main_arg)
 		if (installed)
 		{
 			MemoryContextSwitchTo(loop_context);
-			aggregates = aggregates_round(&installed);
+			aggregates = consumer_round(&installed);
 			MemoryContextSwitchTo(TopMemoryContext);
 			MemoryContextReset(loop_context);
 		}
@@ -1086,7 +1087,7 @@ stream_events_worker_main(Datum main_arg)
 		if (!installed)
 		{
 			/* DROP EXTENSION, or probed a database without it */
-			aggregates_extension_dropped();
+			consumer_extension_dropped();
 			extension_gone = true;
 			proc_exit(0);
 		}
@@ -1132,7 +1133,7 @@ stream_events_worker_main(Datum main_arg)
 			}
 		}
 	}
-	aggregates_shutdown();
+	consumer_shutdown();
 	proc_exit(0);
 }
 

@@ -1,0 +1,297 @@
+/*-------------------------------------------------------------------------
+ * upsert.c
+ *	  A continuous aggregate's batch written into its state table: one
+ *	  INSERT ... ON CONFLICT DO UPDATE per group, combining the stored
+ *	  partial states with the batch's (stream.combine_states), as the
+ *	  aggregate's owner (owner.h).  With watches (thresholds), the same
+ *	  statement returns each group's key and, per watch, its payload and
+ *	  whether its condition holds over the group's view row; the watch is
+ *	  told, as the worker, outside the owner's scope.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "aggregate/runtime.h"
+#include "core/definition.h"
+#include "core/owner.h"
+
+static SPIPlanPtr
+prepare_upsert(AggRuntime *rt, bool with_thresholds)
+{
+	SPIPlanPtr	plan;
+	StringInfoData sql;
+	Oid		   *types = palloc((rt->nkeys + rt->naggs) * sizeof(Oid));
+	char	   *state = definition_relation_name(rt->state_rel);
+	int			p = 0;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s AS s (", state);
+	for (int k = 0; k < rt->nkeys; k++)
+		appendStringInfo(&sql, "%s%s", p++ ? ", " : "", quote_identifier(rt->keynames[k]));
+	for (int a = 0; a < rt->naggs; a++)
+		appendStringInfo(&sql, "%s%s", p++ ? ", " : "", quote_identifier(rt->aggs[a].colname));
+	appendStringInfoString(&sql, ") VALUES (");
+	for (int i = 1; i <= p; i++)
+		appendStringInfo(&sql, "%s$%d", i > 1 ? ", " : "", i);
+	appendStringInfoString(&sql, ") ON CONFLICT (");
+	for (int k = 0; k < rt->nkeys; k++)
+		appendStringInfo(&sql, "%s%s", k ? ", " : "", quote_identifier(rt->keynames[k]));
+	appendStringInfoString(&sql, ") DO UPDATE SET ");
+	for (int a = 0; a < rt->naggs; a++)
+	{
+		const char *c = quote_identifier(rt->aggs[a].colname);
+
+		appendStringInfo(&sql, "%s%s = stream.combine_states(s.%s, EXCLUDED.%s, '%u'::pg_catalog.regprocedure)",
+						 a ? ", " : "", c, c, c, rt->aggs[a].info->aggfnoid);
+	}
+	for (int k = 0; k < rt->nkeys; k++)
+		types[k] = rt->keytypes[k];
+	for (int a = 0; a < rt->naggs; a++)
+		types[rt->nkeys + a] = rt->aggs[a].statetype;
+	if (with_thresholds)
+	{
+		/*
+		 * With thresholds, the upsert also returns the group's key (a JSON
+		 * array of the state's key columns) and, per threshold, its payload
+		 * and whether its condition holds over the group's view row.
+		 */
+		StringInfoData wrap;
+		ListCell   *lc;
+
+		initStringInfo(&wrap);
+		appendStringInfo(&wrap, "WITH s AS (%s RETURNING *) SELECT "
+						 "(SELECT pg_catalog.jsonb_build_array(%s)::pg_catalog.text FROM s)",
+						 sql.data, rt->state_keys);
+		foreach(lc, rt->watches)
+		{
+			AggWatch   *w = lfirst(lc);
+
+			if (w->payload)
+				appendStringInfo(&wrap, ", pg_catalog.to_jsonb((\n%s\n))::pg_catalog.text",
+								 w->payload);
+			else
+				appendStringInfoString(&wrap, ", pg_catalog.row_to_json(v)::pg_catalog.text");
+			appendStringInfo(&wrap, ", coalesce((\n%s\n), false)", w->condition);
+		}
+		appendStringInfo(&wrap, " FROM (SELECT %s FROM s) v", rt->view_select);
+		sql = wrap;
+	}
+	plan = SPI_prepare(sql.data, p, types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the upsert of aggregate %s: %s", rt->def.name,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * The search_path an aggregate's upsert is prepared and run in: with
+ * thresholds, the first threshold's (their conditions and payloads are in
+ * the statement), otherwise the aggregate's.  The same for both, so that
+ * the cached plan is not analysed again at every execution.
+ */
+static const char *
+upsert_search_path(AggRuntime *rt, bool with_thresholds)
+{
+	if (with_thresholds)
+		return ((AggWatch *) linitial(rt->watches))->search_path;
+	return rt->def.search_path;
+}
+
+/* the result of one group's upsert with thresholds, in the caller's memory */
+typedef struct GroupEdges
+{
+	char	   *grp;			/* the group's key as a JSON array */
+	char	  **payloads;		/* per threshold */
+	bool	   *holds;			/* per threshold */
+} GroupEdges;
+
+/*
+ * Upserts one group of the batch as the aggregate's owner (owner.h): the
+ * serialisation of its states, the combine functions in the statement and,
+ * with thresholds, their payloads and conditions.  Results into edges.
+ */
+static void
+upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
+				 TupleHashEntry entry, Datum *values, char *nulls, GroupEdges *edges)
+{
+	AggTransValue *tv = (AggTransValue *) entry->additional;
+	OwnerScope	scope = {0};
+	MemoryContext cxt = CurrentMemoryContext;
+
+	ExecStoreMinimalTuple(entry->firstTuple, rt->readslot, false);
+	slot_getallattrs(rt->readslot);
+	for (int k = 0; k < rt->nkeys; k++)
+	{
+		values[k] = rt->readslot->tts_values[k];
+		nulls[k] = rt->readslot->tts_isnull[k] ? 'n' : ' ';
+	}
+	owner_enter(&scope, rt->def.owner, upsert_search_path(rt, with_thresholds));
+	PG_TRY();
+	{
+		for (int a = 0; a < rt->naggs; a++)
+		{
+			bool		isnull;
+
+			values[rt->nkeys + a] = aggfunc_serialize(rt->aggs[a].info, &tv[a],
+													  rt->batchcxt, &isnull);
+			nulls[rt->nkeys + a] = isnull ? 'n' : ' ';
+		}
+		if (!with_thresholds)
+		{
+			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not apply to continuous aggregate %s", rt->def.name);
+		}
+		else
+		{
+			HeapTuple	tup;
+			TupleDesc	desc;
+			int			col = 2;
+			int			nthresholds = list_length(rt->watches);
+
+			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "could not apply to continuous aggregate %s", rt->def.name);
+			/* SPI returned to its procedure context: copy into ours */
+			MemoryContextSwitchTo(cxt);
+			tup = SPI_tuptable->vals[0];
+			desc = SPI_tuptable->tupdesc;
+			edges->grp = SPI_getvalue(tup, desc, 1);
+			edges->payloads = palloc(nthresholds * sizeof(char *));
+			edges->holds = palloc(nthresholds * sizeof(bool));
+			for (int t = 0; t < nthresholds; t++)
+			{
+				bool		isnull;
+
+				edges->payloads[t] = SPI_getvalue(tup, desc, col);
+				edges->holds[t] = DatumGetBool(SPI_getbinval(tup, desc, col + 1, &isnull)) &&
+					!isnull;
+				col += 2;
+			}
+			SPI_freetuptable(SPI_tuptable);
+		}
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	ExecClearTuple(rt->readslot);
+}
+
+/*
+ * Prepares an aggregate's upsert as its owner, in the search_path it will
+ * run in.
+ */
+static SPIPlanPtr
+prepare_upsert_as_owner(AggRuntime *rt, bool with_thresholds)
+{
+	OwnerScope	scope = {0};
+	volatile SPIPlanPtr plan = NULL;
+	MemoryContext old = MemoryContextSwitchTo(consumer_defs_context());
+
+	owner_enter(&scope, rt->def.owner, upsert_search_path(rt, with_thresholds));
+	PG_TRY();
+	{
+		plan = prepare_upsert(rt, with_thresholds);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	return plan;
+}
+
+/*
+ * Writes every group of the batch into the state table, each as the owner
+ * (upsert_one_group); a threshold's edge and firing are written as the
+ * worker, outside the owner's scope.  The caller tags the transaction's
+ * writes with the private origin.
+ */
+void
+aggregate_upsert_groups(AggRuntime *rt)
+{
+	TupleHashIterator iter;
+	TupleHashEntry entry;
+	int			n = rt->nkeys + rt->naggs;
+	Datum	   *values;
+	char	   *nulls;
+	MemoryContext tmp,
+				old;
+	bool		with_thresholds;
+	SPIPlanPtr	plan;
+
+	if (rt->ngroups == 0)
+		return;
+	/* thresholds are evaluated on changes, not on a backfill */
+	with_thresholds = (rt->watches != NIL && !rt->def.backfill);
+	plan = with_thresholds ? rt->upsert : rt->upsert_plain;
+	if (plan == NULL)
+	{
+		plan = prepare_upsert_as_owner(rt, with_thresholds);
+		if (with_thresholds)
+			rt->upsert = plan;
+		else
+			rt->upsert_plain = plan;
+	}
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events upsert",
+								ALLOCSET_DEFAULT_SIZES);
+	values = palloc(n * sizeof(Datum));
+	nulls = palloc(n * sizeof(char));
+	InitTupleHashIterator(rt->groups, &iter);
+	while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
+	{
+		GroupEdges	edges = {0};
+
+		old = MemoryContextSwitchTo(tmp);
+		upsert_one_group(rt, plan, with_thresholds, entry, values, nulls, &edges);
+		if (with_thresholds)
+		{
+			ListCell   *lc;
+			int			t = 0;
+
+			foreach(lc, rt->watches)
+			{
+				AggWatch   *w = lfirst(lc);
+
+				w->edge(w, edges.grp, edges.payloads[t] ? edges.payloads[t] : "null",
+						edges.holds[t]);
+				t++;
+			}
+		}
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+	}
+	TermTupleHashIterator(&iter);
+	MemoryContextDelete(tmp);
+}
+
+/* the prepared upserts (the definitions are freed, or the watches changed) */
+void
+aggregate_free_plans(AggRuntime *rt)
+{
+	if (rt->upsert)
+		SPI_freeplan(rt->upsert);
+	if (rt->upsert_plain)
+		SPI_freeplan(rt->upsert_plain);
+	rt->upsert = NULL;
+	rt->upsert_plain = NULL;
+}
+
+/* the watches changed: the upsert that evaluates them is prepared again */
+void
+aggregate_forget_plan(AggRuntime *rt)
+{
+	if (rt->upsert)
+		SPI_freeplan(rt->upsert);
+	rt->upsert = NULL;
+}

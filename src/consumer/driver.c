@@ -1,0 +1,629 @@
+/*-------------------------------------------------------------------------
+ * driver.c
+ *	  The consumer's driver, run by each database's worker (worker.c calls
+ *	  consumer_round() every loop): loads the definitions of every sink
+ *	  (sink.h: continuous aggregates, batched activations), backfills new
+ *	  ones (backfill.c), decodes what was flushed through the database's
+ *	  logical slot (slot.c, plugin.c), applies what the sinks folded in one
+ *	  transaction with each definition's applied LSN, and lets the slot
+ *	  forget what every definition has applied.  Errors go through the
+ *	  failure boundary (failure.c): one definition is parked or skips an
+ *	  event; the others go on.  docs/aggregates.md has the exactly-once
+ *	  argument.
+ *
+ * Memory: definitions live in defs_cxt (rebuilt when the catalog changes);
+ * what sinks fold lives in their own batch memory, reset after every
+ * apply; a batch is applied at a commit boundary once it holds
+ * stream_events.aggregate_batch_groups units or is a second old.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/relation.h"
+#include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "replication/slot.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "consumer/consumer.h"
+#include "consumer/internal.h"
+#include "core/guc.h"
+#include "core/origin.h"
+#include "stream_events.h"
+
+/* an idle worker still makes a full round this often */
+#define IDLE_ROUND_MS 5000
+
+const ConsumerSink *consumer_sinks[MAX_SINKS];
+int			consumer_nsinks = 0;
+MemoryContext consumer_cxt = NULL;
+MemoryContext defs_cxt = NULL;
+List	   *consumer_defs = NIL;
+List	   *consumer_feeds = NIL;
+int64		batch_units = 0;
+TimestampTz batch_started = 0;
+bool		consumer_catalog_has_failures = false;
+
+static char *defs_signature = NULL;
+static bool have_definitions = false;
+static TimestampTz next_attempt = 0;
+static TimestampTz last_idle_write = 0;
+static XLogRecPtr last_round_insert = InvalidXLogRecPtr;
+static TimestampTz last_full_round = 0;
+
+void
+consumer_register_sink(const ConsumerSink *sink)
+{
+	if (consumer_nsinks >= MAX_SINKS)
+		elog(ERROR, "too many consumer sinks");
+	consumer_sinks[consumer_nsinks++] = sink;
+}
+
+char *
+consumer_slot_name(Oid dboid)
+{
+	return psprintf("stream_events_%u", dboid);
+}
+
+MemoryContext
+consumer_defs_context(void)
+{
+	return defs_cxt;
+}
+
+/* ---------- definitions ---------- */
+
+ConsumerDef *
+def_find(const ConsumerSink *sink, int32 id)
+{
+	ListCell   *lc;
+
+	foreach(lc, consumer_defs)
+	{
+		ConsumerDef *def = lfirst(lc);
+
+		if (def->sink == sink && def->id == id)
+			return def;
+	}
+	return NULL;
+}
+
+/* the definitions of one sink, in a list of the caller's */
+List *
+defs_of(const ConsumerSink *sink)
+{
+	List	   *l = NIL;
+	ListCell   *lc;
+
+	foreach(lc, consumer_defs)
+		if (((ConsumerDef *) lfirst(lc))->sink == sink)
+			l = lappend(l, lfirst(lc));
+	return l;
+}
+
+StreamFeed *
+feed_of(Oid stream)
+{
+	ListCell   *lc;
+
+	foreach(lc, consumer_feeds)
+		if (((StreamFeed *) lfirst(lc))->stream == stream)
+			return lfirst(lc);
+	return NULL;
+}
+
+/* the feed of a stream, made on first use; in a transaction, in defs_cxt */
+static StreamFeed *
+feed_for(Oid stream)
+{
+	StreamFeed *feed = feed_of(stream);
+	Relation	rel;
+
+	if (feed)
+		return feed;
+	rel = relation_open(stream, AccessShareLock);
+	feed = palloc0(sizeof(StreamFeed));
+	feed->stream = stream;
+	feed->desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	feed->slot = MakeSingleTupleTableSlot(feed->desc, &TTSOpsVirtual);
+	relation_close(rel, AccessShareLock);
+	consumer_feeds = lappend(consumer_feeds, feed);
+	return feed;
+}
+
+static void
+free_definitions(void)
+{
+	last_round_insert = InvalidXLogRecPtr;
+	for (int s = 0; s < consumer_nsinks; s++)
+		consumer_sinks[s]->free();
+	consumer_defs = NIL;
+	consumer_feeds = NIL;
+	if (defs_cxt)
+		MemoryContextReset(defs_cxt);
+	part_cache_reset();
+	defs_signature = NULL;
+	have_definitions = false;
+	batch_units = 0;
+}
+
+/*
+ * Reads every sink's catalog and compiles its definitions but the parked
+ * ones; in a transaction with SPI.
+ */
+static void
+load_definitions(const char *signature)
+{
+	MemoryContext old;
+	ListCell   *lc;
+
+	free_definitions();
+	consumer_catalog_has_failures =
+		OidIsValid(get_relname_relid("dead_letters", get_namespace_oid("stream", false)));
+	for (int s = 0; s < consumer_nsinks; s++)
+	{
+		const ConsumerSink *sink = consumer_sinks[s];
+		List	   *states = sink->states();
+		List	   *skip = NIL;
+		List	   *defs;
+
+		/* parked definitions stay so while their row says error */
+		foreach(lc, states)
+		{
+			ConsumerDefState *st = lfirst(lc);
+
+			if (def_is_parked(sink, st->id, st->in_error))
+				skip = lappend_int(skip, st->id);
+		}
+		parked_prune(sink, states);
+		old = MemoryContextSwitchTo(defs_cxt);
+		defs = sink->load(skip);
+		foreach(lc, defs)
+		{
+			ConsumerDef *def = lfirst(lc);
+
+			def->sink = sink;
+			def->skip_errors = def->skip_errors && consumer_catalog_has_failures;
+			def->careful = careful_is(sink, def->id);
+			consumer_defs = lappend(consumer_defs, def);
+			if (OidIsValid(def->stream))
+				feed_for(def->stream)->defs = lappend(feed_for(def->stream)->defs, def);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	for (int s = 0; s < consumer_nsinks; s++)
+		if (consumer_sinks[s]->loaded)
+			consumer_sinks[s]->loaded();
+	old = MemoryContextSwitchTo(consumer_cxt);
+	defs_signature = pstrdup(signature);
+	MemoryContextSwitchTo(old);
+	have_definitions = (consumer_defs != NIL);
+}
+
+/* ---------- apply ---------- */
+
+/* whether a definition has something to write */
+static bool
+def_pending(ConsumerDef *def, XLogRecPtr upto, bool write_idle)
+{
+	if (def->backfill)
+		return false;
+	return def->ndead > 0 || def->sink->pending(def) ||
+		(write_idle && upto > def->applied_lsn);
+}
+
+/* the apply transaction's writes, tagged as the worker's own (origin.h) */
+static void
+apply_tagged(XLogRecPtr upto, bool write_idle, TimestampTz now)
+{
+	OriginTag	tag = {0};
+
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		/* every lock first, so that thresholds see dropped activations too */
+		for (int s = 0; s < consumer_nsinks; s++)
+		{
+			List	   *defs = defs_of(consumer_sinks[s]);
+
+			consumer_sinks[s]->lock(defs);
+			list_free(defs);
+		}
+		for (int s = 0; s < consumer_nsinks; s++)
+		{
+			List	   *defs = defs_of(consumer_sinks[s]);
+
+			consumer_sinks[s]->apply(defs, upto, write_idle, now);
+			list_free(defs);
+		}
+	}
+	PG_FINALLY();
+	{
+		origin_tag_end(&tag);
+	}
+	PG_END_TRY();
+}
+
+void
+reset_batches(void)
+{
+	for (int s = 0; s < consumer_nsinks; s++)
+	{
+		List	   *defs = defs_of(consumer_sinks[s]);
+
+		consumer_sinks[s]->reset(defs);
+		list_free(defs);
+	}
+	reset_dead_letters();
+	batch_units = 0;
+}
+
+/*
+ * Applies every definition's batch and advances its applied LSN to upto
+ * (all commits that start before upto have been folded), in one
+ * transaction; then confirms the slot up to the smallest applied LSN.
+ * Definitions without changes are written only when asked (flush) or
+ * every ten seconds, so that an idle worker does not write WAL of its own.
+ */
+void
+apply_batches(XLogRecPtr upto, bool write_idle)
+{
+	ListCell   *lc;
+	TimestampTz now = GetCurrentTimestamp();
+	XLogRecPtr	confirm = InvalidXLogRecPtr;
+	bool		any = false;
+
+	foreach(lc, consumer_defs)
+		if (def_pending(lfirst(lc), upto, write_idle))
+			any = true;
+	if (any)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "stream_events: applying to continuous aggregates");
+		apply_tagged(upto, write_idle, now);
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		pgstat_report_stat(false);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		for (int s = 0; s < consumer_nsinks; s++)
+		{
+			List	   *defs = defs_of(consumer_sinks[s]);
+
+			consumer_sinks[s]->committed(defs, upto, now);
+			list_free(defs);
+		}
+		last_idle_write = now;
+	}
+	reset_batches();
+	careful_prune();
+
+	/* the slot may forget what every definition has applied */
+	foreach(lc, consumer_defs)
+	{
+		ConsumerDef *def = lfirst(lc);
+
+		if (def->backfill || def->rides)
+			continue;
+		if (XLogRecPtrIsInvalid(confirm) || def->applied_lsn < confirm)
+			confirm = def->applied_lsn;
+	}
+	/* a parked definition replays from its applied LSN when it runs again */
+	confirm = parked_confirm(confirm);
+
+	/*
+	 * The slot may forget WAL only once the commits that recorded these
+	 * applied LSNs are flushed (they are, with synchronous_commit on; kept
+	 * for a server that sets it off for everyone).  WAL is flushed in
+	 * order, so the end of this process's last commit is enough.  (Stop 11
+	 * tried asynchronous commits in the worker: producer throughput rose a
+	 * little, but decoding then waited for the WAL writer, up to
+	 * wal_writer_delay, and absence timers fired up to 200 ms late.)
+	 */
+	if (MyReplicationSlot && !XLogRecPtrIsInvalid(confirm) &&
+		confirm > MyReplicationSlot->data.confirmed_flush &&
+		GetFlushRecPtr(NULL) >= XactLastCommitEnd)
+	{
+		LogicalConfirmReceivedLocation(confirm);
+		ReplicationSlotMarkDirty();
+	}
+}
+
+/* ---------- timers ---------- */
+
+static bool
+consumer_timers_due(TimestampTz horizon)
+{
+	for (int s = 0; s < consumer_nsinks; s++)
+		if (consumer_sinks[s]->timers_due && consumer_sinks[s]->timers_due(horizon))
+			return true;
+	return false;
+}
+
+static void
+consumer_timers(TimestampTz horizon)
+{
+	for (int s = 0; s < consumer_nsinks; s++)
+		if (consumer_sinks[s]->fire_timers && consumer_sinks[s]->timers_due(horizon))
+			consumer_sinks[s]->fire_timers(horizon);
+}
+
+/* ---------- the round ---------- */
+
+static char *
+read_signature(bool *installed)
+{
+	char	   *sig = NULL;
+	StringInfoData sql;
+
+	*installed = OidIsValid(get_extension_oid("stream_events", true));
+	if (!*installed)
+		return NULL;
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT nullif(concat_ws('|'");
+	for (int s = 0; s < consumer_nsinks; s++)
+		appendStringInfo(&sql, ", (%s)", consumer_sinks[s]->signature_sql);
+	appendStringInfoString(&sql, "), '')");
+	SPI_connect();
+	if (SPI_execute(sql.data, true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			sig = MemoryContextStrdup(TopTransactionContext, TextDatumGetCString(d));
+	}
+	SPI_finish();
+	pfree(sql.data);
+	return sig;
+}
+
+/* the definitions must go (no extension, no definition left) */
+static void
+drop_everything(void)
+{
+	if (have_definitions || consumer_defs != NIL)
+		free_definitions();
+	drop_main_slot();
+}
+
+static void
+round_body(bool *installed)
+{
+	char	   *sig;
+	ListCell   *lc;
+	XLogRecPtr	upto;
+	XLogRecPtr	round_insert = GetXLogInsertRecPtr();
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	sig = read_signature(installed);
+	if (sig == NULL)
+	{
+		/* no definition (or no extension): no slot */
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		drop_everything();
+		return;
+	}
+	if (defs_signature == NULL || strcmp(sig, defs_signature) != 0)
+	{
+		release_decoding();
+		/* rows restored from a dump of another database: adopted first */
+		for (int s = 0; s < consumer_nsinks; s++)
+		{
+			if (consumer_sinks[s]->adopt && consumer_sinks[s]->adopt())
+			{
+				PopActiveSnapshot();
+				CommitTransactionCommand();
+				if (have_definitions || consumer_defs != NIL)
+					free_definitions();
+				return;
+			}
+		}
+		/* the private origin exists before anything is tagged with it */
+		(void) se_origin_id(true);
+		SPI_connect();
+		load_definitions(sig);
+		SPI_finish();
+	}
+	/* dead letters stream.retry_dead_letters asked for (a partial index) */
+	if (consumer_catalog_has_failures)
+	{
+		SPI_connect();
+		retry_pending =
+			SPI_execute("SELECT 1 FROM stream.dead_letters WHERE retry_requested LIMIT 1",
+						true, 0) == SPI_OK_SELECT && SPI_processed > 0;
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	/* the slot went missing under running definitions */
+	if (ensure_main_slot())
+	{
+		foreach(lc, consumer_defs)
+		{
+			ConsumerDef *def = lfirst(lc);
+
+			if (!def->backfill && def->sink->slot_lost)
+				def->sink->slot_lost(def);
+		}
+		free_definitions();
+		/* go on at once (next round), not after a naptime */
+		next_attempt = GetCurrentTimestamp();
+		return;
+	}
+
+	foreach(lc, consumer_defs)
+	{
+		ConsumerDef *def = lfirst(lc);
+
+		if (def->backfill)
+			backfill(def);
+	}
+	if (consumer_defs == NIL)
+		return;
+
+	do
+	{
+		decode_available();
+		upto = dctx->reader->EndRecPtr;
+		apply_batches(upto, flush_seen ||
+					  TimestampDifferenceExceeds(last_idle_write, GetCurrentTimestamp(), 10000));
+	} while (stop_after_commit && !ShutdownRequestPending);
+
+	/*
+	 * Absence timers fire once everything committed before their deadline
+	 * has been decoded and applied, so that a cancelling event that arrived
+	 * in time is never missed.
+	 */
+	if (decoded_to_end && !stop_after_commit)
+		consumer_timers(decode_horizon);
+	if (retry_pending && decoded_to_end && !stop_after_commit)
+		retry_dead_letters();
+	failure_round_ok();
+
+	/*
+	 * Everything flushed up to decoded_end is decoded and applied: the
+	 * status views' lag.  The next round may be skipped while no WAL is
+	 * written after round_insert (consumer_round).
+	 */
+	if (decoded_to_end && !stop_after_commit)
+	{
+		worker_note_consumer_position(decoded_end);
+		last_round_insert = round_insert;
+		last_full_round = GetCurrentTimestamp();
+	}
+}
+
+/*
+ * One round of the consumer: (re)load definitions, backfill new
+ * aggregates, decode what was flushed and apply it.  Returns true while
+ * there are definitions (the worker then polls every
+ * stream_events.aggregate_poll_interval).  Errors are reported as a
+ * WARNING and in the status views, and everything held in memory is
+ * dropped: the next round decodes again from the slot, which never passes
+ * what was applied.
+ */
+bool
+consumer_round(bool *installed)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	*installed = true;
+	if (consumer_cxt == NULL)
+	{
+		consumer_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events consumer",
+											 ALLOCSET_DEFAULT_SIZES);
+		defs_cxt = AllocSetContextCreate(consumer_cxt, "stream_events definitions",
+										 ALLOCSET_DEFAULT_SIZES);
+		part_cache_register();
+	}
+	if (next_attempt != 0 && GetCurrentTimestamp() < next_attempt)
+		return true;
+	next_attempt = 0;
+
+	/*
+	 * Nothing written since the last round started (the WAL insert position
+	 * has not moved: no event, no definition changed, no flush, resume or
+	 * retry asked), no timer due: no round, so no transaction every poll
+	 * interval.  A full round at least every IDLE_ROUND_MS all the same.
+	 */
+	if (have_definitions && !retry_pending && !XLogRecPtrIsInvalid(last_round_insert) &&
+		GetXLogInsertRecPtr() == last_round_insert &&
+		!TimestampDifferenceExceeds(last_full_round, GetCurrentTimestamp(), IDLE_ROUND_MS) &&
+		!consumer_timers_due(GetCurrentTimestamp()))
+	{
+		worker_note_consumer_position(decoded_end);
+		warn_if_slot_holds_wal();
+		return true;
+	}
+
+	PG_TRY();
+	{
+		round_body(installed);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		bool		at_once;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(caller);
+		PG_TRY();
+		{
+			release_decoding();
+		}
+		PG_CATCH();
+		{
+			FlushErrorState();
+			dctx = NULL;
+			if (MyReplicationSlot)
+				ReplicationSlotRelease();
+		}
+		PG_END_TRY();
+		/* parks or makes careful the definition to blame (before free) */
+		round_failed(edata, &at_once);
+		free_definitions();
+		reset_dead_letters();
+		failure_record(edata);
+		FreeErrorData(edata);
+		failure_forget_blame();
+		last_round_insert = InvalidXLogRecPtr;
+		/* a poison event: again at once, carefully; other errors: in 2 s */
+		next_attempt = at_once ? GetCurrentTimestamp() :
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
+		MemoryContextSwitchTo(caller);
+	}
+	PG_END_TRY();
+	warn_if_slot_holds_wal();
+	return have_definitions || next_attempt != 0;
+}
+
+/*
+ * DROP EXTENSION: forget the definitions and drop the database's slot
+ * before the worker leaves.
+ */
+void
+consumer_extension_dropped(void)
+{
+	PG_TRY();
+	{
+		if (defs_cxt)
+			free_definitions();
+		drop_main_slot();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+}
+
+void
+consumer_shutdown(void)
+{
+	if (consumer_cxt == NULL)
+		return;
+	release_decoding();
+}

@@ -1,0 +1,100 @@
+/*-------------------------------------------------------------------------
+ * internal.h
+ *	  State shared by the files of the consumer (src/consumer/): the
+ *	  definitions loaded, the feeds of the streams they fold, the decoding
+ *	  context, the batch, the failure boundary.  Not for other layers:
+ *	  sinks use sink.h, the worker consumer.h.
+ *-------------------------------------------------------------------------
+ */
+#ifndef STREAM_EVENTS_CONSUMER_INTERNAL_H
+#define STREAM_EVENTS_CONSUMER_INTERNAL_H
+
+#include "postgres.h"
+
+#include "replication/logical.h"
+#include "utils/elog.h"
+#include "utils/uuid.h"
+
+#include "consumer/sink.h"
+
+#define MAX_SINKS 4
+
+/* a stream that feeds definitions */
+typedef struct StreamFeed
+{
+	Oid			stream;
+	TupleDesc	desc;
+	TupleTableSlot *slot;		/* a row in the stream's type */
+	List	   *defs;			/* ConsumerDef, in sink order */
+} StreamFeed;
+
+/* driver.c */
+extern const ConsumerSink *consumer_sinks[MAX_SINKS];
+extern int	consumer_nsinks;
+extern MemoryContext consumer_cxt;	/* lives as long as the worker */
+extern MemoryContext defs_cxt;	/* the definitions; reset on reload */
+extern List *consumer_defs;		/* ConsumerDef of every sink, in sink order */
+extern List *consumer_feeds;	/* StreamFeed */
+extern int64 batch_units;		/* memory units folded since the last apply */
+extern TimestampTz batch_started;
+extern StreamFeed *feed_of(Oid stream);
+extern ConsumerDef *def_find(const ConsumerSink *sink, int32 id);
+extern List *defs_of(const ConsumerSink *sink);
+extern void apply_batches(XLogRecPtr upto, bool write_idle);
+extern void reset_batches(void);
+
+/* slot.c: the database's slot and its decoding */
+extern LogicalDecodingContext *dctx;
+extern LogicalDecodingContext *bf_ctx;	/* during a backfill's start */
+extern bool consumer_active;	/* our output plugin runs in the worker */
+extern RepOriginId own_origin;
+extern bool flush_seen;
+extern bool stop_after_commit;
+extern TimestampTz decode_horizon;	/* every commit before it is decoded */
+extern bool decoded_to_end;
+extern XLogRecPtr decoded_end;
+extern void release_decoding(void);
+extern LogicalDecodingContext *create_slot(const char *name, bool persistent,
+										   bool need_full_snapshot);
+extern bool ensure_main_slot(void);
+extern void drop_main_slot(void);
+extern void decode_available(void);
+extern void warn_if_slot_holds_wal(void);
+
+/* plugin.c: the output plugin and the fold of a decoded event */
+extern void part_cache_reset(void);
+extern void part_cache_register(void);
+
+/* failure.c: the failure boundary per definition */
+extern ConsumerDef *current_def;	/* the definition being folded or applied */
+extern bool eval_phase;			/* its expressions are being evaluated */
+extern XLogRecPtr eval_lsn;
+extern bool eval_has_event;
+extern pg_uuid_t eval_event;
+extern List *parked;			/* ParkedDef */
+extern bool retry_pending;
+extern void note_event(TupleTableSlot *row);
+extern void fold_def(ConsumerDef *def, ConsumerEvent *ev);
+extern bool def_is_parked(const ConsumerSink *sink, int32 id, bool in_error);
+extern void parked_prune(const ConsumerSink *sink, List *states);
+extern bool careful_is(const ConsumerSink *sink, int32 id);
+extern void careful_forget(const ConsumerSink *sink, int32 id);
+extern void careful_prune(void);
+extern XLogRecPtr parked_confirm(XLogRecPtr confirm);
+extern char *parked_describe(void);
+extern void reset_dead_letters(void);
+extern void fold_one(ConsumerDef *def, ConsumerEvent *ev);
+extern void round_failed(ErrorData *edata, bool *retry_at_once);
+extern void failure_record(ErrorData *edata);
+extern void failure_round_ok(void);
+extern void failure_forget_blame(void);
+extern ErrorData *fold_guarded(ConsumerDef *def, ConsumerEvent *ev);
+
+/* retry.c */
+extern void retry_dead_letters(void);
+
+/* backfill.c */
+extern XLogRecPtr bf_lsn;		/* the backfill's consistent point */
+extern void backfill(ConsumerDef *def);
+
+#endif							/* STREAM_EVENTS_CONSUMER_INTERNAL_H */
