@@ -48,6 +48,10 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
 
+# PGXS tracks no header dependencies here: every object depends on every
+# header (a struct that changes under a stale object corrupts memory)
+$(OBJS): $(wildcard src/*.h src/*/*.h)
+
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(MODULE_SQL)
 	cat $^ > $@
 

@@ -124,7 +124,7 @@ extern int	act_match_in_scope(ActRuntime *act, TupleTableSlot *row);
 
 /* in the apply transaction (SPI connected, snapshot pushed) */
 extern void act_lock_definitions(List *acts);
-extern void act_apply_queue(void);
+extern void act_apply_queue(List *acts);
 extern void act_record_applied(List *acts, XLogRecPtr upto);
 extern void act_threshold_edge(ActRuntime *act, const char *grp, const char *payload,
 							   bool holds);
@@ -135,6 +135,7 @@ extern int64 act_fire_row(const char *activation, const char *channel, const cha
 
 /* after the apply transaction */
 extern bool act_queue_pending(void);
+extern void act_spill_queue(void);
 extern void act_reset_batch(List *acts);
 
 /* absence timers: fires those due at or before horizon (own transaction) */

@@ -36,6 +36,7 @@
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
 #include "activation/activation.h"
@@ -70,6 +71,28 @@ typedef struct ActOp
 
 static MemoryContext fire_cxt = NULL;
 static List *queue = NIL;		/* ActOp, commit order */
+
+/* operations spilled in a large transaction (act_spill_queue), before queue */
+#define OP_NCOLS 7
+static Tuplestorestate *spill = NULL;
+static TupleDesc spill_desc = NULL;
+static MemoryContext spill_cxt = NULL;
+
+/*
+ * NOTIFYs of one apply transaction, per channel: past NOTIFY_PER_CHANNEL
+ * the rows are announced by one {"id": <last>, "more": true} at the end
+ * (PostgreSQL keeps every pending NOTIFY of a transaction in memory).
+ */
+#define NOTIFY_PER_CHANNEL 10000
+typedef struct ChannelCount
+{
+	char	   *channel;
+	int64		sent;
+	int64		last_id;		/* of the rows not announced one by one */
+	bool		id_only;
+} ChannelCount;
+static bool notify_capped = false;
+static List *channel_counts = NIL;	/* ChannelCount, in fire_cxt */
 static SPIPlanPtr fire_plan = NULL;
 static SPIPlanPtr start_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
@@ -89,6 +112,29 @@ static TimestampTz next_due = 0;
 static void
 notify_row(const char *channel, int64 id, const char *json, bool id_only)
 {
+	if (notify_capped)
+	{
+		ListCell   *lc;
+		ChannelCount *cc = NULL;
+
+		foreach(lc, channel_counts)
+			if (strcmp(((ChannelCount *) lfirst(lc))->channel, channel) == 0)
+				cc = lfirst(lc);
+		if (cc == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(fire_cxt);
+
+			cc = palloc0(sizeof(ChannelCount));
+			cc->channel = pstrdup(channel);
+			channel_counts = lappend(channel_counts, cc);
+			MemoryContextSwitchTo(old);
+		}
+		if (++cc->sent > NOTIFY_PER_CHANNEL)
+		{
+			cc->last_id = id;
+			return;
+		}
+	}
 	if (id_only)
 		json = psprintf("{\"id\": " INT64_FORMAT "}", id);
 	else if (strlen(json) >= NOTIFY_PAYLOAD_MAX_LENGTH)
@@ -136,6 +182,15 @@ act_execute_tagged(SPIPlanPtr plan, const char *sql, Datum *args)
 
 /* ---------- matching decoded events ---------- */
 
+static MemoryContext
+fire_context(void)
+{
+	if (fire_cxt == NULL)
+		fire_cxt = AllocSetContextCreate(consumer_batch_context(), "stream_events activations",
+										 ALLOCSET_DEFAULT_SIZES);
+	return fire_cxt;
+}
+
 static void
 queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, const char *key,
 		 const char *payload)
@@ -144,7 +199,7 @@ queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, const char *key,
 	MemoryContext old;
 	ActOp	   *o;
 
-	old = MemoryContextSwitchTo(fire_cxt);
+	old = MemoryContextSwitchTo(fire_context());
 	o = palloc0(sizeof(ActOp));
 	o->op = op;
 	o->act = act;
@@ -171,9 +226,7 @@ act_match_in_scope(ActRuntime *act, TupleTableSlot *row)
 	ActEval		ev;
 	int			queued = 0;
 
-	if (fire_cxt == NULL)
-		fire_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events activations",
-										 ALLOCSET_DEFAULT_SIZES);
+	(void) fire_context();
 	/* the consumer marks the evaluation: an error there may be the event's */
 	act_evaluate_in_scope(act, row, &ev);
 	if (act->kind == ACT_EVENT)
@@ -207,7 +260,63 @@ act_match_in_scope(ActRuntime *act, TupleTableSlot *row)
 bool
 act_queue_pending(void)
 {
-	return queue != NIL;
+	return queue != NIL || spill != NULL;
+}
+
+/*
+ * The queue goes to a temporary file (the consumer's memory bound,
+ * consumer/driver.c); act_apply_queue carries it out first, in order.
+ */
+void
+act_spill_queue(void)
+{
+	ListCell   *lc;
+	MemoryContext old;
+
+	if (queue == NIL)
+		return;
+	if (spill == NULL)
+	{
+		if (spill_cxt == NULL)
+			spill_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events activation spill",
+											  ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(spill_cxt);
+		if (spill_desc == NULL)
+		{
+			Oid			types[OP_NCOLS] = {INT4OID, INT4OID, TEXTOID, TEXTOID, UUIDOID,
+			TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+			spill_desc = CreateTemplateTupleDesc(OP_NCOLS);
+			for (int i = 0; i < OP_NCOLS; i++)
+				TupleDescInitEntry(spill_desc, i + 1, NULL, types[i], -1, 0);
+		}
+		/* across transactions: queued while decoding, applied after */
+		spill = tuplestore_begin_heap(false, true, 1024);
+		MemoryContextSwitchTo(old);
+	}
+	old = MemoryContextSwitchTo(fire_cxt);
+	foreach(lc, queue)
+	{
+		ActOp	   *o = lfirst(lc);
+		Datum		values[OP_NCOLS];
+		bool		isnull[OP_NCOLS] = {0};
+
+		values[0] = Int32GetDatum((int32) o->op);
+		values[1] = Int32GetDatum(o->act->def.id);
+		values[2] = o->key ? CStringGetTextDatum(o->key) : (Datum) 0;
+		isnull[2] = (o->key == NULL);
+		values[3] = o->payload ? CStringGetTextDatum(o->payload) : (Datum) 0;
+		isnull[3] = (o->payload == NULL);
+		values[4] = o->event_id;
+		isnull[4] = (o->event_id == (Datum) 0);
+		values[5] = TimestampTzGetDatum(o->occurred_at);
+		values[6] = TimestampTzGetDatum(o->received_at);
+		tuplestore_putvalues(spill, spill_desc, values, isnull);
+	}
+	MemoryContextSwitchTo(old);
+	queue = NIL;
+	/* the channel counts of an apply live here too: none now */
+	MemoryContextReset(fire_cxt);
 }
 
 /* ---------- the apply transaction ---------- */
@@ -224,6 +333,10 @@ act_lock_definitions(List *acts)
 {
 	ListCell   *lc;
 	Oid			argtypes[1] = {INT4OID};
+
+	/* the apply transaction starts: its NOTIFYs are counted per channel */
+	channel_counts = NIL;
+	notify_capped = true;
 
 	foreach(lc, acts)
 	{
@@ -255,7 +368,9 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	Datum		args[8];
 	char		nulls[8] = "        ";
 	bool		isnull;
-	int64		id;
+	int64		id = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext tmp;
 
 	/*
 	 * The lock NOTIFY takes at commit (async.c, PreCommit_Notify), taken now
@@ -283,6 +398,12 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 							  " SELECT * FROM f",
 							  8, types);
 	}
+	/*
+	 * What one row needs is freed with it: SPI leaves its procedure context
+	 * current, where a million firings of one apply would pile up.
+	 */
+	tmp = AllocSetContextCreate(cxt, "stream_events firing", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(tmp);
 	args[0] = CStringGetTextDatum(activation);
 	args[1] = key ? CStringGetTextDatum(key) : (Datum) 0;
 	nulls[1] = key ? ' ' : 'n';
@@ -298,12 +419,17 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	nulls[7] = has_cooldown ? ' ' : 'n';
 	if (SPI_execute_plan(fire_plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not insert into stream.activations");
-	if (SPI_processed == 0)
-		return 0;				/* cooldown */
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	notify_row(channel, id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
-			   notify_id);
+	MemoryContextSwitchTo(tmp);
+	if (SPI_processed > 0)		/* else: cooldown */
+	{
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		notify_row(channel, id, notify_id ? NULL :
+				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+				   notify_id);
+	}
 	SPI_freetuptable(SPI_tuptable);
+	MemoryContextSwitchTo(cxt);
+	MemoryContextDelete(tmp);
 	return id;
 }
 
@@ -366,29 +492,94 @@ apply_timer_op(ActOp *o)
 	}
 }
 
-/* Carries out the queue, in commit order, in the apply transaction. */
+static void
+apply_op(ActOp *o)
+{
+	if (o->act->gone || o->act->def.denied)
+		return;
+	CHECK_FOR_INTERRUPTS();
+	if (o->op == OP_FIRE)
+	{
+		if (act_fire_row(o->act->def.name, o->act->channel, o->key, o->payload, o->event_id,
+						 o->occurred_at, o->received_at, o->act->has_cooldown,
+						 o->act->cooldown, o->act->notify_id) != 0)
+			o->act->fired++;
+	}
+	else
+		apply_timer_op(o);
+}
+
+/*
+ * Carries out the queue, in commit order, in the apply transaction: what
+ * was spilled first, then what is in memory; acts are the activations the
+ * spilled operations name (by act_id).  Then the channels that had more
+ * rows than were announced one by one get one {"id": <last>, "more": true}.
+ */
 void
-act_apply_queue(void)
+act_apply_queue(List *acts)
 {
 	ListCell   *lc;
 
-	foreach(lc, queue)
+	if (spill)
 	{
-		ActOp	   *o = lfirst(lc);
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(spill_desc, &TTSOpsMinimalTuple);
+		MemoryContext tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events spilled firings",
+												  ALLOCSET_DEFAULT_SIZES);
 
-		if (o->act->gone || o->act->def.denied)
-			continue;
-		CHECK_FOR_INTERRUPTS();
-		if (o->op == OP_FIRE)
+		tuplestore_rescan(spill);
+		while (tuplestore_gettupleslot(spill, true, false, slot))
 		{
-			if (act_fire_row(o->act->def.name, o->act->channel, o->key, o->payload, o->event_id,
-							 o->occurred_at, o->received_at, o->act->has_cooldown,
-							 o->act->cooldown, o->act->notify_id) != 0)
-				o->act->fired++;
+			MemoryContext old = MemoryContextSwitchTo(tmp);
+			ActOp		o = {0};
+			int32		act_id;
+			bool		isnull;
+			Datum		d;
+
+			o.op = (ActOpKind) DatumGetInt32(slot_getattr(slot, 1, &isnull));
+			act_id = DatumGetInt32(slot_getattr(slot, 2, &isnull));
+			foreach(lc, acts)
+				if (((ActRuntime *) lfirst(lc))->def.id == act_id)
+					o.act = lfirst(lc);
+			d = slot_getattr(slot, 3, &isnull);
+			o.key = isnull ? NULL : TextDatumGetCString(d);
+			d = slot_getattr(slot, 4, &isnull);
+			o.payload = isnull ? NULL : TextDatumGetCString(d);
+			d = slot_getattr(slot, 5, &isnull);
+			o.event_id = isnull ? (Datum) 0 : d;
+			o.occurred_at = DatumGetTimestampTz(slot_getattr(slot, 6, &isnull));
+			o.received_at = DatumGetTimestampTz(slot_getattr(slot, 7, &isnull));
+			if (o.act)
+				apply_op(&o);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(tmp);
 		}
-		else
-			apply_timer_op(o);
+		MemoryContextDelete(tmp);
+		ExecDropSingleTupleTableSlot(slot);
 	}
+	{
+		MemoryContext tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events queue",
+												  ALLOCSET_DEFAULT_SIZES);
+
+		foreach(lc, queue)
+		{
+			MemoryContext old = MemoryContextSwitchTo(tmp);
+
+			apply_op(lfirst(lc));
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(tmp);
+		}
+		MemoryContextDelete(tmp);
+	}
+	foreach(lc, channel_counts)
+	{
+		ChannelCount *cc = lfirst(lc);
+
+		if (cc->sent > NOTIFY_PER_CHANNEL)
+			Async_Notify(cc->channel,
+						 psprintf("{\"id\": " INT64_FORMAT ", \"more\": true}", cc->last_id));
+	}
+	channel_counts = NIL;
+	notify_capped = false;
 }
 
 /* Records how far each activation has looked, in the apply transaction. */
@@ -434,8 +625,15 @@ act_reset_batch(List *acts)
 		((ActRuntime *) lfirst(lc))->def.ndead = 0;
 	}
 	queue = NIL;
+	channel_counts = NIL;
+	notify_capped = false;
 	if (fire_cxt)
 		MemoryContextReset(fire_cxt);
+	if (spill)
+	{
+		tuplestore_end(spill);
+		spill = NULL;
+	}
 }
 
 /* ---------- thresholds ---------- */

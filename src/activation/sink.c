@@ -239,6 +239,12 @@ act_pending(ConsumerDef *def)
 }
 
 static void
+act_spill(List *defs)
+{
+	act_spill_queue();
+}
+
+static void
 act_lock(List *defs)
 {
 	act_lock_definitions(defs);
@@ -249,7 +255,7 @@ act_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 {
 	ListCell   *lc;
 
-	act_apply_queue();
+	act_apply_queue(acts);
 	foreach(lc, defs)
 	{
 		ActRuntime *act = lfirst(lc);
@@ -263,7 +269,7 @@ act_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 static void
 act_retried(List *defs)
 {
-	act_apply_queue();
+	act_apply_queue(acts);
 	act_record_applied(defs, InvalidXLogRecPtr);
 }
 
@@ -326,6 +332,7 @@ const ConsumerSink activation_sink = {
 	.free = act_free,
 	.fold = act_fold,
 	.pending = act_pending,
+	.spill = act_spill,
 	.lock = act_lock,
 	.apply = act_apply,
 	.retried = act_retried,

@@ -180,13 +180,25 @@ compile_shape(AggRuntime *rt, Query *query)
 
 	rt->keyslot = MakeSingleTupleTableSlot(rt->keydesc, &TTSOpsVirtual);
 	rt->readslot = MakeSingleTupleTableSlot(rt->keydesc, &TTSOpsMinimalTuple);
-	rt->batchcxt = AllocSetContextCreate(consumer_defs_context(), "stream_events aggregate batch",
-										 ALLOCSET_DEFAULT_SIZES);
+	/* what a spilled group is: its key and its serialised states */
+	rt->spilldesc = CreateTemplateTupleDesc(rt->nkeys + rt->naggs);
+	for (int i = 0; i < rt->nkeys; i++)
+		TupleDescCopyEntry(rt->spilldesc, i + 1, rt->keydesc, i + 1);
+	for (int i = 0; i < rt->naggs; i++)
+		TupleDescInitEntry(rt->spilldesc, rt->nkeys + i + 1, NULL, rt->aggs[i].statetype, -1, 0);
 	execTuplesHashPrepare(rt->nkeys, eqops, &eqfuncs, &hashfuncs);
-	rt->groups = BuildTupleHashTableExt(NULL, rt->keydesc, rt->nkeys, keycols,
-										eqfuncs, hashfuncs, collations, 1024, 0,
-										consumer_defs_context(), rt->batchcxt,
-										rt->econtext->ecxt_per_tuple_memory, false);
+	rt->keycols = keycols;
+	rt->eqfuncs = eqfuncs;
+	rt->hashfuncs = hashfuncs;
+	rt->collations = collations;
+	rt->spillcxt = AllocSetContextCreate(consumer_defs_context(), "stream_events aggregate spill",
+										 ALLOCSET_SMALL_SIZES);
+	/* last: the batch's memory is not the definitions' (aggregate_release) */
+	rt->batchcxt = AllocSetContextCreate(consumer_batch_context(), "stream_events aggregate batch",
+										 ALLOCSET_DEFAULT_SIZES);
+	rt->hashcxt = AllocSetContextCreate(consumer_batch_context(), "stream_events aggregate groups",
+										ALLOCSET_DEFAULT_SIZES);
+	aggregate_build_groups(rt);
 }
 
 /*

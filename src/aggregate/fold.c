@@ -149,12 +149,55 @@ aggregate_fold(AggRuntime *rt, TupleTableSlot *row)
 	return newgroups;
 }
 
+/*
+ * The group hash table (in a transaction: it looks up its functions).  Its
+ * buckets are in hashcxt, the groups in batchcxt, both counted in the
+ * consumer's memory; the buckets stay as large as the largest batch.
+ */
 void
-aggregate_reset_batch(AggRuntime *rt)
+aggregate_build_groups(AggRuntime *rt)
+{
+	rt->groups = BuildTupleHashTableExt(NULL, rt->keydesc, rt->nkeys, rt->keycols,
+										rt->eqfuncs, rt->hashfuncs, rt->collations, 1024, 0,
+										rt->hashcxt, rt->batchcxt,
+										rt->econtext->ecxt_per_tuple_memory, false);
+}
+
+/* the groups in memory are gone (applied, or spilled) */
+void
+aggregate_forget_groups(AggRuntime *rt)
 {
 	ResetTupleHashTable(rt->groups);
 	MemoryContextReset(rt->batchcxt);
 	rt->ngroups = 0;
+}
+
+/* after an apply: the batch is empty again */
+void
+aggregate_reset_batch(AggRuntime *rt)
+{
+	aggregate_forget_groups(rt);
+	if (rt->spill)
+	{
+		tuplestore_end(rt->spill);
+		rt->spill = NULL;
+	}
+	rt->nspilled = 0;
 	rt->events = 0;
 	rt->def.ndead = 0;
+}
+
+/* the definitions are freed: the batch's memory and files too */
+void
+aggregate_release(AggRuntime *rt)
+{
+	if (rt->spill)
+		tuplestore_end(rt->spill);
+	rt->spill = NULL;
+	if (rt->batchcxt)
+		MemoryContextDelete(rt->batchcxt);
+	rt->batchcxt = NULL;
+	if (rt->hashcxt)
+		MemoryContextDelete(rt->hashcxt);
+	rt->hashcxt = NULL;
 }

@@ -15,6 +15,7 @@
 
 #include "executor/spi.h"
 #include "nodes/execnodes.h"
+#include "utils/tuplestore.h"
 
 #include "aggregate/aggregate.h"
 #include "consumer/sink.h"
@@ -76,9 +77,18 @@ typedef struct AggRuntime
 	TupleDesc	keydesc;
 	TupleTableSlot *keyslot;
 	TupleTableSlot *readslot;	/* reads keys back from hash entries */
-	TupleHashTable groups;
-	MemoryContext batchcxt;
+	TupleHashTable groups;		/* in batchcxt (rebuilt when it is reset) */
+	AttrNumber *keycols;		/* to rebuild it */
+	Oid		   *eqfuncs;
+	FmgrInfo   *hashfuncs;
+	Oid		   *collations;
+	MemoryContext batchcxt;		/* a child of consumer_batch_context() */
+	MemoryContext hashcxt;		/* the hash table's buckets (likewise) */
 	int64		ngroups;
+	TupleDesc	spilldesc;		/* keys and serialised states */
+	Tuplestorestate *spill;		/* groups spilled in this batch, or NULL */
+	MemoryContext spillcxt;
+	int64		nspilled;
 	int64		events;			/* folded into this batch */
 	TimestampTz last_commit_at;
 	SPIPlanPtr	upsert;			/* with the watches' evaluation */
@@ -94,10 +104,14 @@ extern AggRuntime *aggregate_compile(int32 agg_id, Oid view, Oid state_rel, Oid 
 
 /* fold.c: one event into the groups (owner's scope); new groups made */
 extern int	aggregate_fold(AggRuntime *rt, TupleTableSlot *row);
+extern void aggregate_build_groups(AggRuntime *rt);
+extern void aggregate_forget_groups(AggRuntime *rt);
 extern void aggregate_reset_batch(AggRuntime *rt);
+extern void aggregate_release(AggRuntime *rt);
 
 /* upsert.c: the batch into the state table (apply transaction) */
 extern void aggregate_upsert_groups(AggRuntime *rt);
+extern void aggregate_spill(AggRuntime *rt);
 extern void aggregate_free_plans(AggRuntime *rt);
 extern void aggregate_forget_plan(AggRuntime *rt);
 

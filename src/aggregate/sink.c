@@ -134,7 +134,10 @@ agg_free(void)
 	ListCell   *lc;
 
 	foreach(lc, runtimes)
+	{
 		aggregate_free_plans(lfirst(lc));
+		aggregate_release(lfirst(lc));
+	}
 	runtimes = NIL;
 }
 
@@ -152,7 +155,25 @@ agg_fold(ConsumerDef *def, ConsumerEvent *ev)
 static bool
 agg_pending(ConsumerDef *def)
 {
-	return ((AggRuntime *) def)->ngroups > 0;
+	return ((AggRuntime *) def)->ngroups > 0 || ((AggRuntime *) def)->spill != NULL;
+}
+
+/* in the decoding transaction; an error spilling is the aggregate's own */
+static void
+agg_spill(List *defs)
+{
+	ListCell   *lc;
+
+	foreach(lc, defs)
+	{
+		AggRuntime *rt = lfirst(lc);
+
+		if (rt->ngroups == 0)
+			continue;
+		consumer_blame(&aggregate_sink, rt->def.id, rt->def.name, rt->def.applied_lsn);
+		aggregate_spill(rt);
+		consumer_unblame();
+	}
 }
 
 /* the rows are locked one by one in apply (FOR UPDATE, skipping the gone) */
@@ -204,7 +225,8 @@ agg_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 
 		rt->applied_now = false;
 		if (rt->def.backfill ||
-			!(rt->ngroups > 0 || rt->def.ndead > 0 || (write_idle && upto > rt->def.applied_lsn)))
+			!(agg_pending(&rt->def) || rt->def.ndead > 0 ||
+			  (write_idle && upto > rt->def.applied_lsn)))
 			continue;
 		if (!lock_row(rt))
 			continue;
@@ -381,6 +403,7 @@ const ConsumerSink aggregate_sink = {
 	.free = agg_free,
 	.fold = agg_fold,
 	.pending = agg_pending,
+	.spill = agg_spill,
 	.lock = agg_lock,
 	.apply = agg_apply,
 	.retried = agg_retried,

@@ -15,7 +15,9 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/tuplestore.h"
 
 #include "aggregate/runtime.h"
 #include "core/definition.h"
@@ -113,36 +115,56 @@ typedef struct GroupEdges
 } GroupEdges;
 
 /*
- * Upserts one group of the batch as the aggregate's owner (owner.h): the
- * serialisation of its states, the combine functions in the statement and,
- * with thresholds, their payloads and conditions.  Results into edges.
+ * A group's key and serialised states (the state table's columns) into
+ * values/isnull; as the owner (a serial function may be the owner's).
  */
 static void
-upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
-				 TupleHashEntry entry, Datum *values, char *nulls, GroupEdges *edges)
+group_values(AggRuntime *rt, TupleHashEntry entry, Datum *values, bool *isnull)
 {
 	AggTransValue *tv = (AggTransValue *) entry->additional;
-	OwnerScope	scope = {0};
-	MemoryContext cxt = CurrentMemoryContext;
 
 	ExecStoreMinimalTuple(entry->firstTuple, rt->readslot, false);
 	slot_getallattrs(rt->readslot);
 	for (int k = 0; k < rt->nkeys; k++)
 	{
 		values[k] = rt->readslot->tts_values[k];
-		nulls[k] = rt->readslot->tts_isnull[k] ? 'n' : ' ';
+		isnull[k] = rt->readslot->tts_isnull[k];
 	}
+	for (int a = 0; a < rt->naggs; a++)
+		values[rt->nkeys + a] = aggfunc_serialize(rt->aggs[a].info, &tv[a],
+												  rt->batchcxt, &isnull[rt->nkeys + a]);
+}
+
+/*
+ * Upserts one group as the aggregate's owner (owner.h): from the batch
+ * (entry: its states serialised here) or spilled before (slot); the
+ * combine functions in the statement and, with thresholds, their payloads
+ * and conditions.  Results into edges.
+ */
+static void
+upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
+				 TupleHashEntry entry, TupleTableSlot *spilled,
+				 Datum *values, char *nulls, GroupEdges *edges)
+{
+	OwnerScope	scope = {0};
+	MemoryContext cxt = CurrentMemoryContext;
+	int			n = rt->nkeys + rt->naggs;
+
 	owner_enter(&scope, rt->def.owner, upsert_search_path(rt, with_thresholds));
 	PG_TRY();
 	{
-		for (int a = 0; a < rt->naggs; a++)
-		{
-			bool		isnull;
+		bool	   *isnull = palloc(n * sizeof(bool));
 
-			values[rt->nkeys + a] = aggfunc_serialize(rt->aggs[a].info, &tv[a],
-													  rt->batchcxt, &isnull);
-			nulls[rt->nkeys + a] = isnull ? 'n' : ' ';
+		if (entry)
+			group_values(rt, entry, values, isnull);
+		else
+		{
+			slot_getallattrs(spilled);
+			memcpy(values, spilled->tts_values, n * sizeof(Datum));
+			memcpy(isnull, spilled->tts_isnull, n * sizeof(bool));
 		}
+		for (int i = 0; i < n; i++)
+			nulls[i] = isnull[i] ? 'n' : ' ';
 		if (!with_thresholds)
 		{
 			if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
@@ -183,7 +205,30 @@ upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
 		owner_exit(&scope);
 	}
 	PG_END_TRY();
-	ExecClearTuple(rt->readslot);
+	if (entry)
+		ExecClearTuple(rt->readslot);
+}
+
+/* upsert_one_group, then each watch is told (as the worker, not the owner) */
+static void
+upsert_and_tell(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
+				TupleHashEntry entry, TupleTableSlot *spilled, Datum *values, char *nulls)
+{
+	GroupEdges	edges = {0};
+	ListCell   *lc;
+	int			t = 0;
+
+	upsert_one_group(rt, plan, with_thresholds, entry, spilled, values, nulls, &edges);
+	if (!with_thresholds)
+		return;
+	foreach(lc, rt->watches)
+	{
+		AggWatch   *w = lfirst(lc);
+
+		w->edge(w, edges.grp, edges.payloads[t] ? edges.payloads[t] : "null",
+				edges.holds[t]);
+		t++;
+	}
 }
 
 /*
@@ -230,7 +275,7 @@ aggregate_upsert_groups(AggRuntime *rt)
 	bool		with_thresholds;
 	SPIPlanPtr	plan;
 
-	if (rt->ngroups == 0)
+	if (rt->ngroups == 0 && rt->spill == NULL)
 		return;
 	/* thresholds are evaluated on changes, not on a backfill */
 	with_thresholds = (rt->watches != NIL && !rt->def.backfill);
@@ -247,32 +292,94 @@ aggregate_upsert_groups(AggRuntime *rt)
 								ALLOCSET_DEFAULT_SIZES);
 	values = palloc(n * sizeof(Datum));
 	nulls = palloc(n * sizeof(char));
+	/* the groups spilled first: they hold older events */
+	if (rt->spill)
+	{
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(rt->spilldesc, &TTSOpsMinimalTuple);
+
+		tuplestore_rescan(rt->spill);
+		/* (a tuple read back from the file belongs to the slot, not to tmp) */
+		while (tuplestore_gettupleslot(rt->spill, true, false, slot))
+		{
+			old = MemoryContextSwitchTo(tmp);
+			upsert_and_tell(rt, plan, with_thresholds, NULL, slot, values, nulls);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(tmp);
+			CHECK_FOR_INTERRUPTS();
+		}
+		ExecDropSingleTupleTableSlot(slot);
+	}
 	InitTupleHashIterator(rt->groups, &iter);
 	while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
 	{
-		GroupEdges	edges = {0};
-
 		old = MemoryContextSwitchTo(tmp);
-		upsert_one_group(rt, plan, with_thresholds, entry, values, nulls, &edges);
-		if (with_thresholds)
-		{
-			ListCell   *lc;
-			int			t = 0;
-
-			foreach(lc, rt->watches)
-			{
-				AggWatch   *w = lfirst(lc);
-
-				w->edge(w, edges.grp, edges.payloads[t] ? edges.payloads[t] : "null",
-						edges.holds[t]);
-				t++;
-			}
-		}
+		upsert_and_tell(rt, plan, with_thresholds, entry, NULL, values, nulls);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(tmp);
 	}
 	TermTupleHashIterator(&iter);
 	MemoryContextDelete(tmp);
+}
+
+/*
+ * The groups of the batch go to a temporary file, serialised as they
+ * would be upserted, and the batch's memory is freed: a large transaction
+ * is folded within stream_events.consumer_memory.  The file is applied
+ * before the groups in memory (aggregate_upsert_groups), in the same
+ * apply transaction: the same group may be upserted more than once there,
+ * each time combined with what is stored.  In the decoding transaction,
+ * as the owner.
+ */
+void
+aggregate_spill(AggRuntime *rt)
+{
+	TupleHashIterator iter;
+	TupleHashEntry entry;
+	int			n = rt->nkeys + rt->naggs;
+	OwnerScope	scope = {0};
+	MemoryContext old;
+	Datum	   *values;
+	bool	   *isnull;
+	MemoryContext tmp;
+
+	if (rt->ngroups == 0)
+		return;
+	if (rt->spill == NULL)
+	{
+		/* across transactions: folded while decoding, applied after */
+		old = MemoryContextSwitchTo(rt->spillcxt);
+		rt->spill = tuplestore_begin_heap(false, true, 1024);
+		MemoryContextSwitchTo(old);
+	}
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "stream_events spill",
+								ALLOCSET_DEFAULT_SIZES);
+	values = palloc(n * sizeof(Datum));
+	isnull = palloc(n * sizeof(bool));
+	owner_enter(&scope, rt->def.owner, rt->def.search_path);
+	PG_TRY();
+	{
+		InitTupleHashIterator(rt->groups, &iter);
+		while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
+		{
+			old = MemoryContextSwitchTo(tmp);
+			group_values(rt, entry, values, isnull);
+			tuplestore_putvalues(rt->spill, rt->spilldesc, values, isnull);
+			ExecClearTuple(rt->readslot);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(tmp);
+		}
+		TermTupleHashIterator(&iter);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+	MemoryContextDelete(tmp);
+	pfree(values);
+	pfree(isnull);
+	rt->nspilled += rt->ngroups;
+	aggregate_forget_groups(rt);
 }
 
 /* the prepared upserts (the definitions are freed, or the watches changed) */

@@ -134,7 +134,7 @@ backfill(ConsumerDef *def)
 		ExecDropSingleTupleTableSlot(slot);
 		SPI_freetuptable(SPI_tuptable);
 		current_def = def;
-		if (batch_units >= se_aggregate_batch_groups)
+		if (batch_units >= se_aggregate_batch_groups || consumer_over_memory())
 		{
 			def->sink->backfill_write(def, false, InvalidXLogRecPtr, 0);
 			def->sink->reset(just);

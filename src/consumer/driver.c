@@ -49,6 +49,8 @@ const ConsumerSink *consumer_sinks[MAX_SINKS];
 int			consumer_nsinks = 0;
 MemoryContext consumer_cxt = NULL;
 MemoryContext defs_cxt = NULL;
+static MemoryContext batch_cxt = NULL;
+int64		spills = 0;
 List	   *consumer_defs = NIL;
 List	   *consumer_feeds = NIL;
 int64		batch_units = 0;
@@ -80,6 +82,49 @@ MemoryContext
 consumer_defs_context(void)
 {
 	return defs_cxt;
+}
+
+MemoryContext
+consumer_batch_context(void)
+{
+	if (batch_cxt == NULL)
+		batch_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events batches",
+										  ALLOCSET_DEFAULT_SIZES);
+	return batch_cxt;
+}
+
+/*
+ * What the sinks hold passed stream_events.consumer_memory: they spill it
+ * to temporary files (applied with the rest, in the same apply
+ * transaction, so exactly once holds as before).  Checked after every
+ * decoded event: MemoryContextMemAllocated only adds up a few contexts.
+ */
+bool
+consumer_over_memory(void)
+{
+	return batch_cxt != NULL &&
+		MemoryContextMemAllocated(batch_cxt, true) > (Size) se_consumer_memory_kb * 1024;
+}
+
+void
+consumer_check_memory(void)
+{
+	if (!consumer_over_memory())
+		return;
+	for (int s = 0; s < consumer_nsinks; s++)
+	{
+		List	   *defs;
+
+		if (consumer_sinks[s]->spill == NULL)
+			continue;
+		defs = defs_of(consumer_sinks[s]);
+		consumer_sinks[s]->spill(defs);
+		list_free(defs);
+	}
+	dead_letters_spill();
+	spills++;
+	elog(DEBUG1, "stream_events spilled the batches of a large transaction (%lld)",
+		 (long long) spills);
 }
 
 /* ---------- definitions ---------- */

@@ -42,6 +42,9 @@ extern ConsumerDef *def_find(const ConsumerSink *sink, int32 id);
 extern List *defs_of(const ConsumerSink *sink);
 extern void apply_batches(XLogRecPtr upto, bool write_idle);
 extern void reset_batches(void);
+extern void consumer_check_memory(void);
+extern bool consumer_over_memory(void);
+extern int64 spills;			/* times the batches were spilled (for DEBUG) */
 
 /* slot.c: the database's slot and its decoding */
 extern LogicalDecodingContext *dctx;
@@ -83,6 +86,7 @@ extern void careful_prune(void);
 extern XLogRecPtr parked_confirm(XLogRecPtr confirm);
 extern char *parked_describe(void);
 extern void reset_dead_letters(void);
+extern void dead_letters_spill(void);
 extern void fold_one(ConsumerDef *def, ConsumerEvent *ev);
 extern void round_failed(ErrorData *edata, bool *retry_at_once);
 extern void failure_record(ErrorData *edata);

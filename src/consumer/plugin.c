@@ -285,6 +285,7 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		pushed = true;
 	}
 	fold_change(pe->feed, txn, row);
+	consumer_check_memory();
 	if (pushed)
 		PopActiveSnapshot();
 	ExecClearTuple(pe->slot);

@@ -90,6 +90,14 @@ typedef struct ConsumerSink
 	bool		(*pending) (ConsumerDef *def);
 
 	/*
+	 * The batch memory (consumer_batch_context) passed
+	 * stream_events.consumer_memory in the middle of a transaction: what
+	 * is folded goes to temporary files, to be applied with the rest
+	 * (optional; in a transaction, outside any owner scope)
+	 */
+	void		(*spill) (List *defs);
+
+	/*
 	 * The apply transaction (SPI, snapshot, tagged with the private
 	 * origin): every sink locks, then every sink applies, in order.  apply
 	 * writes what was folded, the dead letters (consumer_write_dead_letters)
@@ -148,5 +156,11 @@ extern bool consumer_catalog_has_failures;
 
 /* the driver's memory for compiled definitions (reset on reload) */
 extern MemoryContext consumer_defs_context(void);
+
+/*
+ * The parent of every sink's batch memory (what is folded and not yet
+ * applied): the driver bounds it by stream_events.consumer_memory.
+ */
+extern MemoryContext consumer_batch_context(void);
 
 #endif							/* STREAM_EVENTS_CONSUMER_SINK_H */

@@ -34,6 +34,7 @@ int			jsonschema_max_cache_entries = 256;
 /* the consumer */
 int			se_aggregate_poll_ms = 20;
 int			se_aggregate_batch_groups = 50000;
+int			se_consumer_memory_kb = 256 * 1024;
 int			se_slot_warning_size_mb = 1024;
 int			se_wake_delay_max_ms = 5;
 int			se_activation_retention = 7 * 24 * 3600;
@@ -92,6 +93,24 @@ assign_max_future(const char *newval, void *extra)
 {
 	se_max_future_set = (extra != NULL);
 	se_max_future_usecs = extra ? *(int64 *) extra : 0;
+}
+
+/*
+ * stream_events.consumer_memory: below the floor, spilling would run for
+ * every few events (and a partial state of many aggregates alone can be
+ * larger than that).
+ */
+#define CONSUMER_MEMORY_FLOOR_KB (16 * 1024)
+
+static bool
+check_consumer_memory(int *newval, void **extra, GucSource source)
+{
+	if (*newval >= CONSUMER_MEMORY_FLOOR_KB)
+		return true;
+	GUC_check_errdetail("stream_events.consumer_memory is %d kB; the least it may be is %d kB (16MB).",
+						*newval, CONSUMER_MEMORY_FLOOR_KB);
+	GUC_check_errhint("Set it to 16MB or more; the worker spills what it folds to temporary files beyond it.");
+	return false;
 }
 
 void
@@ -161,6 +180,13 @@ guc_init(void)
 							"Groups held in memory before the worker applies a batch to continuous aggregates.",
 							NULL, &se_aggregate_batch_groups, 50000, 100, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("stream_events.consumer_memory",
+							"Memory the worker's consumer may hold for what it folded and not yet applied.",
+							"Within one large transaction, groups, queued firings and dead letters beyond it are "
+							"spilled to temporary files and applied with the rest at the transaction's commit "
+							"(docs/aggregates.md). At least 16MB.",
+							&se_consumer_memory_kb, 256 * 1024, 1, MAX_KILOBYTES,
+							PGC_SIGHUP, GUC_UNIT_KB, check_consumer_memory, NULL, NULL);
 	DefineCustomIntVariable("stream_events.wake_delay_max",
 							"Longest rest of the worker between rounds when producers wake it.",
 							"Producers that commit events wake the worker of a database with activations; it rests ten times as long as its last round took, at most this, so that busy streams are batched.",

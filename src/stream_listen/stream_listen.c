@@ -746,7 +746,7 @@ catch_up_plain(void)
  * that own or were granted the channel.
  */
 static bool
-parse_payload(const char *p, int64_t *id, bool *truncated)
+parse_payload(const char *p, int64_t *id, bool *truncated, bool *more)
 {
 	char	   *end;
 
@@ -770,6 +770,8 @@ parse_payload(const char *p, int64_t *id, bool *truncated)
 	if (end == p || errno != 0)
 		return false;
 	*truncated = strcmp(end, ", \"truncated\": true}") == 0 || strcmp(end, "}") == 0;
+	/* more rows than were announced one by one (docs/activations.md) */
+	*more = strcmp(end, ", \"more\": true}") == 0;
 	return true;
 }
 
@@ -809,15 +811,18 @@ plain_notification(PGnotify *n)
 {
 	int64_t		id;
 	bool		truncated;
+	bool		more;
 	Step		r;
 
-	if (!parse_payload(n->extra, &id, &truncated))
+	if (!parse_payload(n->extra, &id, &truncated, &more))
 	{
 		warn("ignoring a notification on channel \"%s\" that is not an activation", n->relname);
 		return STEP_OK;
 	}
 	if (id <= last_id)
 		return STEP_OK;			/* printed by a catch-up, or before --since */
+	if (more)
+		return catch_up_plain();
 	r = truncated ? handle_truncated(id) : handle_row(n->extra, id, NULL);
 	if (r == STEP_OK)
 		last_id = id;
