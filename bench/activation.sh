@@ -49,7 +49,10 @@
 #   BENCH_PROBE_RATE=50 BENCH_PROBE_SECONDS=10 BENCH_PROBE_WITHIN=2   (3b)
 #   BENCH_ONLY=            latency | insert | absence: one part only
 #   BENCH_BUILD=1          build and install first (0: the installed extension)
-#   BENCH_KEEP=0           1: keep the data directory.   See bench/README.md.
+#   BENCH_KEEP=0           1: keep the data directory.
+#   BENCH_RECORD           1: record the figures in bench/results.tsv and the
+#                          README table (default: at the default sizes)
+# See bench/README.md.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -80,6 +83,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 . scripts/lib.sh
 . bench/lib.sh
+RECORD=${BENCH_RECORD:-$(bench_defaults EVENTS=2000 RATE=200 "PRODUCERS=1 8" SECS=10 CLIENTS=8 THREADS=2 REPS=2 TIMERS=100000 WITHIN=5 CANCEL_PCT=20 PROBE_RATE=50 PROBE_SECONDS=10 PROBE_WITHIN=2)}
 MEDIAN_FORMAT=%.1f
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -425,6 +429,11 @@ verdict_ge() { if ge "$1" "$2"; then echo PASS; else echo MISS; fi; }
                 else
                     r=$(ratio "$(field p99 "$s")" "$raw99")
                     echo "$line  p99 ratio $r $(verdict_le "$r" $TARGET_LAT)"
+                    bench_record "activation.latency_ratio.$mode.${p}p" "$r" x "<= $TARGET_LAT" \
+                        "on_event $mode, $p producer(s): p99 commit → stream_listen line / p99 of raw NOTIFY"
+                    bench_record "activation.p99.$mode.${p}p" "$(field p99 "$s")" ms "" \
+                        "on_event $mode, $p producer(s): p99 commit → stream_listen line"
+                    bench_forget "activation.${mode}_p99"
                 fi
             done
         done
@@ -446,9 +455,13 @@ verdict_ge() { if ge "$1" "$2"; then echo PASS; else echo MISS; fi; }
                 if [ "${side#notify}" = "$side" ]; then
                     printf '  %-28s %2d client(s)  %8.1f tps  ratio %s %s  (reps:%s; flush after:%s s)\n' \
                         "$label" "$c" "$t" "$r" "$(verdict_ge "$r" $TARGET_INS)" "${TPS["$side $c"]}" "${CATCHUP["$side $c"]}"
+                    bench_record "activation.insert_ratio.$side.${c}c" "$r" x ">= $TARGET_INS" \
+                        "producer INSERT, $c client(s), on_event $label: tps with / without"
                 else
                     printf '  %-28s %2d client(s)  %8.1f tps  ratio %s (reference: plain PostgreSQL NOTIFY)  (reps:%s)\n' \
                         "$label" "$c" "$t" "$r" "${TPS["$side $c"]}"
+                    bench_record "activation.insert_ratio.$side.${c}c" "$r" x "" \
+                        "producer INSERT, $c client(s), $label (reference): tps with / without"
                 fi
             done
             for side in $SIDES; do
@@ -464,10 +477,14 @@ verdict_ge() { if ge "$1" "$2"; then echo PASS; else echo MISS; fi; }
         echo "on_absence firing delay after the deadline (ms; target p99 fired_at - due_at <= $TARGET_ABS ms)"
         echo "  burst: $TIMERS timers (within ${WITHIN}s, ${CANCEL_PCT}% cancelled): fired $ABS_FIRED (expected $ABS_EXPECTED; late flag on $ABS_LATE); deadlines spread over ${ABS_DUE_SPAN}s, the last fired ${ABS_SPAN}s after the first deadline"
         echo "    fired_at - due_at:           $ABS_STATS  $(verdict_le "$(field p99 "$ABS_STATS")" $TARGET_ABS)"
+        bench_record activation.absence_p99.burst "$(field p99 "$ABS_STATS")" ms "<= $TARGET_ABS" \
+            "on_absence burst, $TIMERS timers: p99 of fired_at - due_at"
         echo "    stream_listen line - due_at: $ABS_LISTEN"
         echo "    inserting the $((TIMERS + TIMERS / BATCHES * CANCEL_PCT / 100 * BATCHES)) events: ${ABS_INS_NONE}s without the activation, ${ABS_INS_WITH}s with (throughput ratio $(ratio "$ABS_INS_NONE" "$ABS_INS_WITH")); timers opened by the worker ${ABS_OPENED}s after the first insert"
         echo "  steady: $PRB_OPEN timers open, probe timers (within ${PROBE_WITHIN}s) opened at $PRB_TPS/s: fired $PRB_FIRED (expected $PRB_EXPECTED)"
         echo "    fired_at - due_at:           $PRB_STATS  $(verdict_le "$(field p99 "$PRB_STATS")" $TARGET_ABS)"
+        bench_record activation.absence_p99.steady "$(field p99 "$PRB_STATS")" ms "<= $TARGET_ABS" \
+            "on_absence steady, $PRB_OPEN timers open: p99 of fired_at - due_at of probe timers"
         echo "    stream_listen line - due_at: $PRB_LISTEN"
     fi
     if awk -v l="$LOAD_BEFORE" -v n="$(nproc)" 'BEGIN { exit !(l > n / 4) }'; then

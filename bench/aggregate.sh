@@ -33,7 +33,9 @@
 # Environment: BENCH_ROWS=1000000 BENCH_REPS=3 BENCH_RATE=5000
 #   BENCH_FRESH_SECONDS=30 BENCH_SECONDS=20 BENCH_CLIENTS=4 BENCH_THREADS=2
 #   BENCH_RATE_CLIENTS=8 BENCH_READ_REPS=10 BENCH_ONLY=(drain|fresh|producer|read)
-#   BENCH_BUILD=1 BENCH_PROFILE=0 BENCH_KEEP=0.  See bench/README.md.
+#   BENCH_BUILD=1 BENCH_PROFILE=0 BENCH_KEEP=0 BENCH_RECORD (1: record the
+#   figures in bench/results.tsv and the README table; default: at the
+#   default sizes).  See bench/README.md.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -59,6 +61,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 . scripts/lib.sh
 . bench/lib.sh
+RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 RATE=5000 FRESH_SECS=30 SECS=20 CLIENTS=4 THREADS=2 RATE_CLIENTS=8)}
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -396,12 +399,18 @@ verdict() { if ge "$1" "$2"; then echo ok; else echo MISSED; fi; }
             "test_decoding ${td}s, worker ${w}s: ${r}x" ">= ${TARGET_DRAIN}x" "$(verdict "$r" $TARGET_DRAIN)"
         printf '%-34s %s\n' "" "reps: test_decoding ${drain_td[*]}; worker ${drain_worker[*]}; COPY (worker stopped) ${copy_paused[*]}"
         printf '%-34s %s\n' "" "worker: $(awk -v n="$ROWS" -v t="$w" 'BEGIN { printf "%.0f", n / t }') events/s; test_decoding $(awk -v n="$ROWS" -v t="$td" 'BEGIN { printf "%.0f", n / t }') rows/s"
+        bench_record aggregate.drain_ratio "$r" x ">= $TARGET_DRAIN" \
+            "drain of a $ROWS-event backlog with 3 aggregates: test_decoding time / worker time"
+        bench_record aggregate.drain_rate "$(awk -v n="$ROWS" -v t="$w" 'BEGIN { printf "%.0f", n / t }')" events/s "" \
+            "drain of a $ROWS-event backlog with 3 aggregates: the worker's rate"
     fi
     if [ -n "$fresh_p99" ]; then
         printf '%-34s %-44s %-16s %s\n' "freshness at ${RATE}/s asked" \
             "p50 ${fresh_p50} ms, p99 ${fresh_p99} ms (max $fresh_max)" "p99 <= ${TARGET_P99} ms" \
             "$(verdict "$TARGET_P99" "$fresh_p99")"
         printf '%-34s %s\n' "" "$fresh_n probes; pgbench reached $fresh_tps tps"
+        bench_record aggregate.fresh_p99 "$fresh_p99" ms "<= $TARGET_P99" \
+            "aggregate freshness p99, commit → applied and visible, pgbench -R $RATE"
         ge "$fresh_tps" "$(awk -v r="$RATE" 'BEGIN { print r * 0.95 }')" ||
             printf '%-34s %s\n' "" "WARNING: pgbench did not sustain the asked rate on this machine"
     fi
@@ -409,14 +418,20 @@ verdict() { if ge "$1" "$2"; then echo ok; else echo MISSED; fi; }
         n=$(median "${copy_none[@]}"); a=$(median "${copy_aggs[@]}"); r=$(ratio "$n" "$a")
         printf '%-34s %-44s %-16s %s\n' "producer COPY, 3 aggs / none" "none ${n}s, with ${a}s: ${r}" "(pg_ivm 0.69)" ""
         printf '%-34s %s\n' "" "reps: none ${copy_none[*]}; with ${copy_aggs[*]}"
+        bench_record aggregate.producer_copy_ratio "$r" x "" \
+            "producer COPY with 3 aggregates / without, throughput (pg_ivm 0.69, TimescaleDB 0.78)"
         n=$(median "${ins_none[@]}"); a=$(median "${ins_aggs[@]}"); r=$(ratio "$a" "$n")
         printf '%-34s %-44s %-16s %s\n' "producer INSERT ($CLIENTS clients)" "none ${n} tps, with ${a} tps: ${r}" "(pg_ivm 0.17)" ""
         printf '%-34s %s\n' "" "reps: none ${ins_none[*]}; with ${ins_aggs[*]}"
+        bench_record aggregate.producer_insert_ratio "$r" x "" \
+            "producer INSERT ($CLIENTS clients) with 3 aggregates / without, throughput (pg_ivm 0.17)"
     fi
     if [ -n "$read_agg" ]; then
         printf '%-34s %-44s %-16s %s\n' "read one day by minute" \
             "aggregate ${read_agg} ms, raw ${read_raw} ms: $(ratio "$read_raw" "$read_agg")x faster" "" \
             "$([ "$read_same" = t ] && echo "same rows" || echo "ROWS DIFFER")"
+        bench_record aggregate.read_speedup "$([ "$read_same" = t ] && ratio "$read_raw" "$read_agg" || echo nan)" x "" \
+            "one day by minute: defining query on raw events time / aggregate view time (nan: rows differ)"
     fi
     echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$RESULTS"

@@ -29,6 +29,8 @@
 #   BENCH_KEEP=0         1: keep the server's data directory and the CSV file
 #   BENCH_CONTRACTS=0    1: the stream side enforces three data contracts
 #                        (bench/contracts.sql); targets COPY >= 0.60, INSERT >= 0.85
+#   BENCH_RECORD         1: record the ratios in bench/results.tsv and the README
+#                        table (default: at the default sizes above)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -61,6 +63,14 @@ if [ "$BUILD" = 1 ]; then
 fi
 . scripts/lib.sh
 . bench/lib.sh
+RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 SECS=20 CLIENTS=4 THREADS=2 MODE=prepared UUID=v4)}
+if [ "$CONTRACTS" = 1 ]; then
+    REC=ingest_contracts
+    REC_WHAT=", the stream enforcing 3 contracts"
+else
+    REC=ingest
+    REC_WHAT=""
+fi
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -361,6 +371,8 @@ fi
             "$mp" "$(awk -v n="$ROWS" -v t="$mp" 'BEGIN { print n / t }')" \
             "$ms" "$(awk -v n="$ROWS" -v t="$ms" 'BEGIN { print n / t }')" \
             "$r" "$TARGET" "$(verdict "$r")"
+        bench_record "$REC.copy_ratio" "$r" x ">= $TARGET" \
+            "COPY of $ROWS events: stream (dedup)$REC_WHAT / plain table with a uuid primary key, throughput"
         sp=$(spread "${copy_plain[@]}"); ss=$(spread "${copy_stream[@]}")
         printf '       best of %s: plain %.2fs  stream %.2fs  ratio %s;  spread plain %s%%  stream %s%%\n' \
             "$REPS" "$(minimum "${copy_plain[@]}")" "$(minimum "${copy_stream[@]}")" \
@@ -375,6 +387,8 @@ fi
         TARGET=$TARGET_INSERT
         printf 'INSERT plain %6.0f tps  stream %6.0f tps  ratio %s (target >= %s) %s\n' \
             "$mp" "$ms" "$r" "$TARGET" "$(verdict "$r")"
+        bench_record "$REC.insert_ratio" "$r" x ">= $TARGET" \
+            "pgbench single-row INSERT, $CLIENTS clients: stream$REC_WHAT / plain table with a uuid primary key"
         sp=$(spread "${ins_plain[@]}"); ss=$(spread "${ins_stream[@]}")
         printf '       best of %s: plain %.0f tps  stream %.0f tps  ratio %s;  spread plain %s%%  stream %s%%\n' \
             "$REPS" "$(maximum "${ins_plain[@]}")" "$(maximum "${ins_stream[@]}")" \

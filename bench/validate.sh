@@ -19,6 +19,8 @@
 #   BENCH_BUILD=1        build and install the extension first (0: use the installed one)
 #   BENCH_KEEP=0         1: keep the server's data directory
 #   BENCH_INVALID=5      percent of events that violate the schema
+#   BENCH_RECORD         1: record the figures in bench/results.tsv and the
+#                        README table (default: at the default sizes above)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -34,6 +36,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 . scripts/lib.sh
 . bench/lib.sh
+RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 INVALID=5)}
 MEDIAN_FORMAT=%.1f
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -183,3 +186,9 @@ printf '  %-40s %12s\n' "stream.json_schema_validate" "$V"
 echo "ratio validate/floor:   $(ratio "$V" "$F")"
 echo "ratio validate/floor_c: $(ratio "$V" "$FC")"
 echo "validation cost: $(awk -v v="$V" -v f="$F" 'BEGIN { printf "%.2f", 1e6 / v - 1e6 / f }') us per event"
+bench_record validate.events_per_s "$V" events/s "" \
+    "stream.json_schema_validate, 10-property event schema, one backend"
+bench_record validate.ratio_floor "$(ratio "$V" "$F")" x "" \
+    "json_schema_validate throughput / a scan testing e IS NOT NULL"
+bench_record validate.ratio_floor_c "$(ratio "$V" "$FC")" x "" \
+    "json_schema_validate throughput / a scan calling jsonb_typeof per row"

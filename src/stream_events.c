@@ -31,6 +31,7 @@
 #include "core/guc.h"
 #include "stream/ddl_guard.h"
 #include "stream_events.h"
+#include "worker/worker.h"
 
 PG_MODULE_MAGIC;
 

@@ -120,16 +120,12 @@ extern uint64 stats_backend_duplicates;
 extern uint64 stats_backend_accepted;
 extern uint64 stats_backend_quarantined;
 
-/* worker.c */
-extern void worker_shmem_request(void);
-extern void worker_shmem_startup(void);
-extern void worker_register_launcher(void);
-extern void worker_stop_database(Oid dboid);
-extern int	worker_database_pid(Oid dboid);
-extern void worker_request_database(Oid dboid);
-extern void worker_request_database_at_end(Oid dboid);
+/*
+ * worker/worker.c, for src/consumer/, src/aggregate/ and src/activation/,
+ * which include this header rather than worker/worker.h (the rest of the
+ * workers' API)
+ */
 extern void worker_set_consumer_wake(bool on);
-extern void worker_wake_consumer_at_commit(void);
 extern void worker_wake_database(Oid dboid);
 /* everything flushed before lsn is decoded and applied (now) */
 extern void worker_note_consumer_position(XLogRecPtr lsn);

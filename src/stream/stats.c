@@ -25,6 +25,7 @@
 #include "utils/timestamp.h"
 
 #include "stream_events.h"
+#include "worker/worker.h"
 
 PG_FUNCTION_INFO_V1(stream_stream_counters);
 PG_FUNCTION_INFO_V1(stream_reset_stats);
