@@ -12,8 +12,8 @@
  * rows, retention) for each stream as that stream's owner, in a
  * subtransaction per stream (one stream's failure is a WARNING naming it,
  * the others are maintained; dedup keys are pruned there too, through
- * stream._priv), then the outbox's retention as itself (fixed SQL on the
- * extension's private tables).  It reacts to SIGTERM, SIGHUP and
+ * stream._priv, when due: see worker_maintain), then the outbox's retention
+ * as itself (fixed SQL on the extension's private tables).  It reacts to SIGTERM, SIGHUP and
  * postmaster death.
  * Every loop it also runs the continuous-aggregate consumer (src/consumer/),
  * and while there are aggregates it loops every
@@ -40,6 +40,7 @@
 #include "storage/procarray.h"
 #include "storage/spin.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
@@ -222,7 +223,25 @@ worker_run_isolated(const char *what, Oid as_owner_of, const char *sql,
  * create) names that stream and leaves the others maintained.  The
  * outbox is pruned as the worker itself: fixed SQL on the extension's
  * private tables, no user code.
+ *
+ * Dedup keys: pruning a stream's keys walks all of them (through the
+ * primary key's stream_id prefix: there is no index on seen_at, which
+ * would cost every ingested event one more index insertion), so it is
+ * done only when it can find something and not more often than needed:
+ * never while the stream is younger than its dedup_window (no key can
+ * have expired yet), and per stream at most once per hundredth of its
+ * window (at least a minute apart; prune says the minute has passed).
+ * Keys thus live at least dedup_window and at most 1% (or a minute, plus
+ * a naptime) longer; a longer life only drops more late retries.
  */
+typedef struct KeyPruneEntry
+{
+	Oid			relid;			/* hash key: the stream */
+	TimestampTz last;			/* its keys' last successful prune */
+} KeyPruneEntry;
+
+static HTAB *key_prunes = NULL;
+
 static void
 worker_maintain(bool prune)
 {
@@ -230,41 +249,94 @@ worker_maintain(bool prune)
 	int			nstreams;
 	Oid		   *relids;
 	char	  **names;
+	bool	   *prunable;
+	int64	   *prune_every;	/* microseconds */
 	bool		all_ok = true;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (key_prunes == NULL)
+	{
+		HASHCTL		hctl;
+
+		hctl.keysize = sizeof(Oid);
+		hctl.entrysize = sizeof(KeyPruneEntry);
+		hctl.hcxt = TopMemoryContext;
+		key_prunes = hash_create("stream_events key prunes", 16, &hctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 
 	SPI_connect();
 	/* for the whole transaction, so also inside the owner scopes */
 	SPI_execute("SET LOCAL lock_timeout = '2s'", false, 0);
-	if (SPI_execute("SELECT relid::pg_catalog.oid, relid::pg_catalog.text "
+	if (SPI_execute("SELECT relid::pg_catalog.oid, relid::pg_catalog.text, "
+					"dedup_window IS NOT NULL AND created_at <= pg_catalog.now() - dedup_window, "
+					"(pg_catalog.date_part('epoch', dedup_window) * '10000'::pg_catalog.float8)::pg_catalog.int8 "
 					"FROM stream.streams ORDER BY stream_id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list the streams");
 	nstreams = (int) SPI_processed;
 	relids = MemoryContextAlloc(ctx, sizeof(Oid) * Max(nstreams, 1));
 	names = MemoryContextAlloc(ctx, sizeof(char *) * Max(nstreams, 1));
+	prunable = MemoryContextAlloc(ctx, sizeof(bool) * Max(nstreams, 1));
+	prune_every = MemoryContextAlloc(ctx, sizeof(int64) * Max(nstreams, 1));
 	for (int i = 0; i < nstreams; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
+		Datum		d;
 
-		relids[i] = DatumGetObjectId(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		names[i] = MemoryContextStrdup(ctx, SPI_getvalue(tup, SPI_tuptable->tupdesc, 2));
+		relids[i] = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		names[i] = MemoryContextStrdup(ctx, SPI_getvalue(tup, desc, 2));
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		prunable[i] = !isnull && DatumGetBool(d);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		/* a hundredth of the window, in microseconds; at least a minute */
+		prune_every[i] = Max(isnull ? 0 : DatumGetInt64(d), 60 * USECS_PER_SEC);
 	}
 	SPI_freetuptable(SPI_tuptable);
+
+	/* forget the streams dropped since (the table stays small) */
+	{
+		HASH_SEQ_STATUS status;
+		KeyPruneEntry *entry;
+
+		hash_seq_init(&status, key_prunes);
+		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			bool		listed = false;
+
+			for (int i = 0; i < nstreams && !listed; i++)
+				listed = relids[i] == entry->relid;
+			if (!listed)
+				hash_search(key_prunes, &entry->relid, HASH_REMOVE, NULL);
+		}
+	}
 
 	for (int i = 0; i < nstreams; i++)
 	{
 		char	   *what = psprintf("stream %s", names[i]);
+		KeyPruneEntry *entry;
+		bool		found;
+		bool		prune_keys;
 
 		CHECK_FOR_INTERRUPTS();
 		/* dropped since it was listed: nothing to maintain */
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relids[i])))
 			continue;
-		/* dedup keys past the stream's window: at most once a minute */
+		/* dedup keys past the stream's window, when due (see above) */
+		entry = hash_search(key_prunes, &relids[i], HASH_FIND, &found);
+		prune_keys = prune && prunable[i] &&
+			(!found || now - entry->last >= prune_every[i]);
 		if (!worker_run_isolated(what, relids[i],
-								 prune ? "SELECT count(*) FROM stream.maintain($1, true)"
+								 prune_keys ? "SELECT count(*) FROM stream.maintain($1, true)"
 								 : "SELECT count(*) FROM stream.maintain($1, false)",
 								 REGCLASSOID, ObjectIdGetDatum(relids[i])))
 			all_ok = false;
+		else if (prune_keys)
+		{
+			entry = hash_search(key_prunes, &relids[i], HASH_ENTER, &found);
+			entry->last = now;
+		}
 	}
 	/* acknowledged activations past stream_events.activation_retention */
 	if (prune &&
@@ -343,7 +415,7 @@ stream_events_worker_main(Datum main_arg)
 			installed = OidIsValid(get_extension_oid("stream_events", true));
 			if (installed)
 			{
-				/* dedup keys are pruned at most once a minute */
+				/* dedup keys and the outbox: at most once a minute */
 				worker_maintain(TimestampDifferenceExceeds(last_prune, now, 60 * 1000));
 				if (TimestampDifferenceExceeds(last_prune, now, 60 * 1000))
 					last_prune = now;
