@@ -165,6 +165,8 @@ SELECT stream.resume('no_such_definition');
 SELECT stream.retry_dead_letters('no_such_definition');
 SELECT stream.retry_dead_letters('clicks_hourly') AS asked;
 SELECT name, on_error, dead_letters FROM stream.aggregates WHERE name = 'clicks_hourly';
+-- the consumer's memory bound has a floor (ALTER SYSTEM checks it, writes nothing)
+ALTER SYSTEM SET stream_events.consumer_memory = '1MB';
 -- rebuild and drop
 SELECT stream.rebuild_aggregate('clicks_hourly');
 SELECT stream.flush('clicks_hourly', '60 s') IS NOT NULL AS flushed;

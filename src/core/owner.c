@@ -24,6 +24,7 @@ void
 owner_enter(OwnerScope *scope, Oid owner, const char *search_path)
 {
 	char	   *path;
+	static const char *const bare = "pg_catalog, pg_temp";
 
 	Assert(OidIsValid(owner));
 	GetUserIdAndSecContext(&scope->saved_userid, &scope->saved_sec);
@@ -38,11 +39,14 @@ owner_enter(OwnerScope *scope, Oid owner, const char *search_path)
 	 * temporary objects could capture the owner's names.
 	 */
 	if (search_path == NULL || search_path[0] == '\0')
-		path = "pg_catalog, pg_temp";
+		path = (char *) bare;
 	else
 		path = psprintf("%s, pg_temp", search_path);
 	(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	/* the GUC keeps its own copy; a scope per decoded event must not pile up */
+	if (path != bare)
+		pfree(path);
 }
 
 void
