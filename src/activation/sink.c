@@ -31,29 +31,16 @@
 static List *acts = NIL;		/* ActRuntime, delivery 'batched' */
 static bool have_absence = false;
 
+/*
+ * An activation stays parked while its status says error (before 0.2.0's
+ * catalog, which has no status: until the worker restarts); stream.resume
+ * sets it running.
+ */
 static List *
 act_states(void)
 {
-	List	   *states = NIL;
-
-	/*
-	 * An activation stays parked while its status says error (before
-	 * 0.2.0's catalog, which has no status: until the worker restarts);
-	 * stream.resume sets it running.
-	 */
-	if (SPI_execute("SELECT act_id, coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'status', 'error') "
-					"OPERATOR(pg_catalog.=) 'error' FROM stream.activation_defs d", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read stream.activation_defs");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		ConsumerDefState *st = palloc(sizeof(ConsumerDefState));
-		bool		isnull;
-
-		st->id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		st->in_error = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		states = lappend(states, st);
-	}
-	return states;
+	return consumer_read_states("SELECT act_id, coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'status', 'error') "
+								"OPERATOR(pg_catalog.=) 'error' FROM stream.activation_defs d");
 }
 
 static void

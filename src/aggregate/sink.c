@@ -57,21 +57,7 @@ aggregate_add_pending_watch(AggRuntime *rt, AggWatch *w)
 static List *
 agg_states(void)
 {
-	List	   *states = NIL;
-
-	if (SPI_execute("SELECT agg_id, status = 'error' FROM stream.aggregate_defs",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read stream.aggregate_defs");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		ConsumerDefState *st = palloc(sizeof(ConsumerDefState));
-		bool		isnull;
-
-		st->id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		st->in_error = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-		states = lappend(states, st);
-	}
-	return states;
+	return consumer_read_states("SELECT agg_id, status = 'error' FROM stream.aggregate_defs");
 }
 
 /* reads the catalog and compiles every aggregate but skip; SPI */

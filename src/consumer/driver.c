@@ -144,17 +144,46 @@ def_find(const ConsumerSink *sink, int32 id)
 	return NULL;
 }
 
-/* the definitions of one sink, in a list of the caller's */
+/* the definitions of one sink among defs, in a list of the caller's */
 List *
-defs_of(const ConsumerSink *sink)
+defs_of_in(List *defs, const ConsumerSink *sink)
 {
 	List	   *l = NIL;
 	ListCell   *lc;
 
-	foreach(lc, consumer_defs)
+	foreach(lc, defs)
 		if (((ConsumerDef *) lfirst(lc))->sink == sink)
 			l = lappend(l, lfirst(lc));
 	return l;
+}
+
+List *
+defs_of(const ConsumerSink *sink)
+{
+	return defs_of_in(consumer_defs, sink);
+}
+
+/*
+ * A sink's states(): the rows of sql, (id int4, in_error bool), as
+ * ConsumerDefState; SPI connected.
+ */
+List *
+consumer_read_states(const char *sql)
+{
+	List	   *states = NIL;
+
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the definitions' status");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		ConsumerDefState *st = palloc(sizeof(ConsumerDefState));
+		bool		isnull;
+
+		st->id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		st->in_error = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		states = lappend(states, st);
+	}
+	return states;
 }
 
 StreamFeed *

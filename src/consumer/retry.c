@@ -212,25 +212,7 @@ retry_body(uint64 n, SPITupleTable *tt, MemoryContext cxt)
 	}
 	/* as in apply: every sink locks, then every sink writes */
 	for (int s = 0; s < consumer_nsinks; s++)
-	{
-		List	   *defs = NIL;
-		ListCell   *lc;
-
-		foreach(lc, touched)
-			if (((ConsumerDef *) lfirst(lc))->sink == consumer_sinks[s])
-				defs = lappend(defs, lfirst(lc));
-		consumer_sinks[s]->lock(defs);
-		list_free(defs);
-	}
+		consumer_sinks[s]->lock(defs_of_in(touched, consumer_sinks[s]));
 	for (int s = 0; s < consumer_nsinks; s++)
-	{
-		List	   *defs = NIL;
-		ListCell   *lc;
-
-		foreach(lc, touched)
-			if (((ConsumerDef *) lfirst(lc))->sink == consumer_sinks[s])
-				defs = lappend(defs, lfirst(lc));
-		consumer_sinks[s]->retried(defs);
-		list_free(defs);
-	}
+		consumer_sinks[s]->retried(defs_of_in(touched, consumer_sinks[s]));
 }

@@ -131,6 +131,8 @@ typedef struct ConsumerSink
 
 /* driver.c: what sinks may call */
 extern void consumer_register_sink(const ConsumerSink *sink);
+/* for states(): the rows of sql, (id int4, in_error bool) */
+extern List *consumer_read_states(const char *sql);
 
 /*
  * Errors raised while an event's expressions are evaluated may be the
