@@ -171,6 +171,22 @@ BEGIN
 END $$;
 SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name = 'stream_events_' || (SELECT oid FROM pg_database WHERE datname = current_database());
 DROP TABLE act_plain;
+-- an immediate activation skips a poison event into its dead letters (on_error
+-- => 'skip', the default): the producer's row and the other events fire
+SELECT stream.on_event('imm_price', 'act_clicks', $$(properties->>'price')::numeric > 10$$,
+    channel => 'imm_price', delivery => 'immediate');
+INSERT INTO act_clicks (event_name, occurred_at, properties)
+VALUES ('buy', now(), '{"price": 20}'), ('buy', now(), '{"price": "N/A"}');
+SELECT count(*) AS fired FROM stream.activations WHERE activation = 'imm_price';
+SELECT definition, kind, sqlstate, error, event_id IS NOT NULL AS has_event
+FROM stream.dead_letters WHERE definition = 'imm_price';
+SELECT stream.retry_dead_letters('imm_price');
+-- with on_error => 'stop' the producer's statement fails instead
+SELECT stream.on_event('imm_price_stop', 'act_clicks', $$(properties->>'price')::numeric > 10$$,
+    channel => 'imm_price', delivery => 'immediate', on_error => 'stop');
+INSERT INTO act_clicks (event_name, occurred_at, properties) VALUES ('buy', now(), '{"price": "N/A"}');
+SELECT stream.drop_activation('imm_price_stop');
+SELECT stream.drop_activation('imm_price');
 -- dropping a stream drops its activations (immediate trigger included)
 SELECT stream.on_event('last', 'act_clicks', 'true', delivery => 'immediate');
 SELECT stream.drop_stream('act_clicks');

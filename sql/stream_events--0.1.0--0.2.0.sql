@@ -1924,6 +1924,13 @@ BEGIN
                       DETAIL = 'The worker applies dead letters only for a definition that runs.',
                       HINT = format('Fix the cause, then SELECT stream.resume(%L) first.', name);
         END IF;
+        IF d.kind = 'activation' AND EXISTS (SELECT FROM stream.activation_defs a
+                                             WHERE a.act_id = d.def_id AND a.delivery = 'immediate') THEN
+            RAISE EXCEPTION 'activation "%" fires in the producers'' transactions: its dead letters are not retried', name
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = 'The worker retries only what it evaluated itself; each dead letter keeps the event_id and the error.',
+                      HINT = 'Fix the cause, then insert the events again with new event_ids, or define the activation with delivery => ''batched''.';
+        END IF;
         UPDATE stream.dead_letters l SET retry_requested = true
          WHERE l.kind = d.kind AND l.def_id = d.def_id AND l.event_id IS NOT NULL;
         GET DIAGNOSTICS c = ROW_COUNT;

@@ -42,6 +42,9 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+#include "utils/resowner.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 
 #include "activation/activation.h"
 #include "core/owner.h"
@@ -62,6 +65,7 @@ typedef struct ImmediateEntry
 	TupleDesc	part_desc;
 	TupleTableSlot *part_slot;	/* the row as the trigger gets it */
 	TupleConversionMap *map;	/* partition row -> stream row, or NULL */
+	bool		has_dead_letters;	/* the catalog has stream.dead_letters (0.2.0) */
 } ImmediateEntry;
 
 static HTAB *immediate_cache = NULL;
@@ -101,7 +105,9 @@ load_entry(ImmediateEntry *entry, Relation rel)
 		if (SPI_execute_with_args("SELECT act_id, name, owner::oid, condition, key, payload, channel, "
 								  "cooldown, search_path, "
 								  "coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'notify', 'full') "
-								  "OPERATOR(pg_catalog.=) 'id', " ACT_TREES_SQL
+								  "OPERATOR(pg_catalog.=) 'id', " ACT_TREES_SQL ", "
+								  "coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'on_error', 'stop') "
+								  "OPERATOR(pg_catalog.=) 'skip' "
 								  "FROM stream.activation_defs d "
 								  "WHERE stream OPERATOR(pg_catalog.=) $1 AND kind OPERATOR(pg_catalog.=) 'event' "
 								  "AND delivery OPERATOR(pg_catalog.=) 'immediate' "
@@ -116,6 +122,8 @@ load_entry(ImmediateEntry *entry, Relation rel)
 	n = SPI_processed;
 	tuptable = SPI_tuptable;
 	MemoryContextSwitchTo(immediate_cxt);	/* SPI switched to its own */
+	entry->has_dead_letters =
+		OidIsValid(get_relname_relid("dead_letters", get_namespace_oid("stream", false)));
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = tuptable->vals[i];
@@ -136,6 +144,8 @@ load_entry(ImmediateEntry *entry, Relation rel)
 		if (!isnull)
 			act->cooldown = datumCopy(d, false, sizeof(Interval));
 		act->notify_id = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
+		act->def.skip_errors = entry->has_dead_letters &&
+			DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
 		entry->acts = lappend(entry->acts, act);
 	}
 	MemoryContextSwitchTo(old);
@@ -159,6 +169,79 @@ fire_as_extension_owner(ActRuntime *act, ActEval *ev, Datum event_id,
 		(void) act_fire_row(act->def.name, act->channel, ev->keynull ? NULL : ev->key,
 							ev->payload, event_id, occurred_at, received_at,
 							act->has_cooldown, act->cooldown, act->notify_id);
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
+}
+
+/* CONTEXT of an error in an activation's expressions: which one */
+static void
+activation_error_context(void *arg)
+{
+	errcontext("activation %s (delivery => 'immediate')", ((ActRuntime *) arg)->def.name);
+}
+
+/*
+ * act_evaluate for an activation that skips poison events (on_error =>
+ * 'skip'): in a subtransaction, which assigns no transaction ID (it only
+ * reads), so that an event's own error (consumer_error_is_events) rolls
+ * back the evaluation alone.  Returns that error (the caller writes the
+ * dead letter); other errors are thrown: they fail the producer's
+ * statement, as with on_error => 'stop'.
+ */
+static ErrorData *
+evaluate_guarded(ActRuntime *act, TupleTableSlot *row, ActEval *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		act_evaluate(act, row, ev);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (!consumer_error_is_events(edata))
+			ReThrowError(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/*
+ * The event a skipping immediate activation could not evaluate, as a dead
+ * letter of that activation, written with the event (the producer's
+ * transaction) as the extension's owner: producers may not write the
+ * table themselves.
+ */
+static void
+dead_letter_as_extension_owner(ActRuntime *act, TupleTableSlot *row, ErrorData *edata)
+{
+	OwnerScope	scope = {0};
+	Datum		event_id;
+	TimestampTz occurred_at,
+				received_at;
+
+	act_event_envelope(row, &event_id, &occurred_at, &received_at);
+	owner_enter(&scope, owner_of_extension(), NULL);
+	PG_TRY();
+	{
+		consumer_insert_dead_letter(&act->def, "activation", event_id, InvalidXLogRecPtr, edata);
 	}
 	PG_FINALLY();
 	{
@@ -239,6 +322,7 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 	{
 		ActRuntime *act = lfirst(lc);
 		ActEval		ev;
+		ErrorContextCallback errcallback;
 		Datum		event_id;
 		TimestampTz occurred_at,
 					received_at;
@@ -247,7 +331,30 @@ stream_activation_fire(PG_FUNCTION_ARGS)
 		if (!act_owner_may_read(act))
 			continue;
 		/* the user's expressions, as the activation's owner */
-		act_evaluate(act, row, &ev);
+		errcallback.callback = activation_error_context;
+		errcallback.arg = act;
+		errcallback.previous = error_context_stack;
+		error_context_stack = &errcallback;
+		if (act->def.skip_errors)
+		{
+			ErrorData  *e = evaluate_guarded(act, row, &ev);
+
+			if (e)
+			{
+				error_context_stack = errcallback.previous;
+				if (!connected)
+				{
+					SPI_connect();
+					connected = true;
+				}
+				dead_letter_as_extension_owner(act, row, e);
+				FreeErrorData(e);
+				continue;
+			}
+		}
+		else
+			act_evaluate(act, row, &ev);
+		error_context_stack = errcallback.previous;
 		if (!ev.starts)
 			continue;
 		act_event_envelope(row, &event_id, &occurred_at, &received_at);

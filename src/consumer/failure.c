@@ -153,8 +153,8 @@ failure_forget_blame(void)
  * or dropped function, privileges, internal errors) are the definition's:
  * every event would fail the same way, so it is parked instead.
  */
-static bool
-error_is_events(ErrorData *edata)
+bool
+consumer_error_is_events(ErrorData *edata)
 {
 	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
 
@@ -256,7 +256,7 @@ fold_guarded(ConsumerDef *def, ConsumerEvent *ev)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		if (!events || !error_is_events(edata))
+		if (!events || !consumer_error_is_events(edata))
 			ReThrowError(edata);	/* blamed as any error (round_failed) */
 		eval_phase = false;
 		consumer_unblame();
@@ -318,7 +318,7 @@ dead_letter_row(DeadLetter *d, Datum *values, bool *isnull)
 {
 	memset(isnull, 0, DL_NCOLS * sizeof(bool));
 	values[0] = CStringGetTextDatum(d->name);
-	values[1] = CStringGetTextDatum(d->sink->dead_kind);
+	values[1] = d->sink ? CStringGetTextDatum(d->sink->dead_kind) : (Datum) 0;
 	values[2] = Int32GetDatum(d->id);
 	values[3] = ObjectIdGetDatum(d->owner);
 	values[4] = UUIDPGetDatum(&d->event_id);
@@ -347,6 +347,35 @@ insert_dead_letter(Datum *values, bool *isnull)
 							  "$7, $8, $9, $10)",
 							  DL_NCOLS, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into stream.dead_letters");
+}
+
+/*
+ * One dead letter written now, in the caller's transaction (the immediate
+ * trigger: the producer's), by a caller allowed to write the table.
+ */
+void
+consumer_insert_dead_letter(ConsumerDef *def, const char *kind, Datum event_id,
+							XLogRecPtr lsn, ErrorData *edata)
+{
+	DeadLetter	d = {0};
+	Datum		values[DL_NCOLS];
+	bool		isnull[DL_NCOLS];
+
+	d.sink = NULL;
+	d.id = def->id;
+	d.name = def->name;
+	d.owner = def->owner;
+	d.stream = def->stream;
+	d.has_event_id = (event_id != (Datum) 0);
+	if (d.has_event_id)
+		memcpy(&d.event_id, DatumGetUUIDP(event_id), sizeof(pg_uuid_t));
+	d.lsn = lsn;
+	d.sqlerrcode = edata->sqlerrcode;
+	d.message = edata->message ? edata->message : "unknown error";
+	d.detail = edata->detail;
+	dead_letter_row(&d, values, isnull);
+	values[1] = CStringGetTextDatum(kind);
+	insert_dead_letter(values, isnull);
 }
 
 /*
@@ -649,7 +678,7 @@ round_failed(ErrorData *edata, bool *retry_at_once)
 	if (!eval_phase)
 		eval_has_event = false; /* the error is not an event's */
 
-	if (def && eval_phase && error_is_events(edata) && def->skip_errors && !def->careful)
+	if (def && eval_phase && consumer_error_is_events(edata) && def->skip_errors && !def->careful)
 	{
 		CarefulDef *c = palloc0(sizeof(CarefulDef));
 

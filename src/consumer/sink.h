@@ -23,6 +23,7 @@
 #include "datatype/timestamp.h"
 #include "executor/tuptable.h"
 #include "nodes/pg_list.h"
+#include "utils/elog.h"
 
 struct ConsumerSink;
 
@@ -152,6 +153,15 @@ extern void consumer_unblame(void);
 
 /* in apply: writes the definition's queued dead letters */
 extern void consumer_write_dead_letters(ConsumerDef *def);
+
+/*
+ * Errors that are an event's own (data exceptions, RAISE, ...): with
+ * on_error => 'skip' such an event becomes a dead letter
+ */
+extern bool consumer_error_is_events(ErrorData *edata);
+/* one dead letter now, in the caller's transaction (the immediate trigger) */
+extern void consumer_insert_dead_letter(ConsumerDef *def, const char *kind, Datum event_id,
+										XLogRecPtr lsn, ErrorData *edata);
 
 /* whether the catalog has the failure columns and dead_letters (0.2.0) */
 extern bool consumer_catalog_has_failures;
