@@ -672,9 +672,23 @@ act_threshold_edge(ActRuntime *act, const char *grp, const char *payload, bool h
 		elog(ERROR, "could not update stream.threshold_state");
 	if (SPI_processed == 0)
 		return;					/* it held already */
-	if (act_fire_row(act->def.name, act->channel, grp, payload, (Datum) 0, 0, 0, false, 0,
-					 act->notify_id) != 0)
-		act->fired++;
+
+	/*
+	 * Queued, not fired here: firing takes NOTIFY's cluster-wide commit lock
+	 * (act_fire_row), which would then be held across every later upsert of
+	 * the apply; act_apply_queue fires it after them.
+	 */
+	{
+		MemoryContext old = MemoryContextSwitchTo(fire_context());
+		ActOp	   *o = palloc0(sizeof(ActOp));
+
+		o->op = OP_FIRE;
+		o->act = act;
+		o->key = pstrdup(grp);
+		o->payload = pstrdup(payload);
+		queue = lappend(queue, o);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /* ---------- absence timers ---------- */
