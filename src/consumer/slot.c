@@ -251,14 +251,19 @@ decode_available(void)
 void
 warn_if_slot_holds_wal(void)
 {
-	char	   *name = consumer_slot_name(MyDatabaseId);
+	char	   *name;
 	ReplicationSlot *slot;
 	XLogRecPtr	restart = InvalidXLogRecPtr;
 	XLogRecPtr	now_lsn;
 	TimestampTz now = GetCurrentTimestamp();
+	static TimestampTz last_check = 0;
 
-	if (!TimestampDifferenceExceeds(last_slot_warning, now, 60 * 1000))
+	/* looked at every ten seconds, said at most once a minute */
+	if (!TimestampDifferenceExceeds(last_check, now, 10 * 1000) ||
+		!TimestampDifferenceExceeds(last_slot_warning, now, 60 * 1000))
 		return;
+	last_check = now;
+	name = consumer_slot_name(MyDatabaseId);
 	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
 	slot = SearchNamedReplicationSlot(name, false);
 	if (slot != NULL)
