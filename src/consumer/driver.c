@@ -642,6 +642,7 @@ consumer_round(bool *installed)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		fold_scope_forget();
 		MemoryContextSwitchTo(caller);
 		PG_TRY();
 		{

@@ -68,6 +68,7 @@ extern void warn_if_slot_holds_wal(void);
 /* plugin.c: the output plugin and the fold of a decoded event */
 extern void part_cache_reset(void);
 extern void part_cache_register(void);
+extern void fold_scope_forget(void);
 
 /* failure.c: the failure boundary per definition */
 extern ConsumerDef *current_def;	/* the definition being folded or applied */

@@ -155,8 +155,11 @@ cb_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 /*
  * The owner scope cb_change evaluates definitions in: entered again only
  * when the next definition has another owner or search_path, so that the
- * definitions of one owner share one scope per event (a scope costs a GUC
- * nest level).
+ * definitions of one owner share one scope (a scope costs a GUC nest
+ * level).  It stays open from one change of a transaction to the next (no
+ * permission is checked between them: the reorder buffer only maps
+ * relations) and is left at the transaction's commit callback, or on an
+ * error: a large transaction of one owner's stream enters it once.
  */
 typedef struct FoldScope
 {
@@ -164,6 +167,15 @@ typedef struct FoldScope
 	Oid			owner;
 	const char *search_path;
 } FoldScope;
+
+static FoldScope txn_scope;
+
+/* the round failed: the transaction's abort unwound the scope already */
+void
+fold_scope_forget(void)
+{
+	txn_scope.scope.active = false;
+}
 
 static void
 fold_scope_switch(FoldScope *fs, Oid owner, const char *search_path)
@@ -236,19 +248,16 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 static void
 fold_change(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row)
 {
-	FoldScope	fs = {{0}};
-
 	PG_TRY();
 	{
-		fold_change_body(feed, txn, row, &fs);
+		fold_change_body(feed, txn, row, &txn_scope);
 	}
 	PG_CATCH();
 	{
-		owner_exit(&fs.scope);
+		owner_exit(&txn_scope.scope);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	owner_exit(&fs.scope);
 }
 
 static void
@@ -294,6 +303,8 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 static void
 cb_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
+	/* before the reorder buffer ends its replay subtransaction */
+	owner_exit(&txn_scope.scope);
 	/* apply at a commit boundary once the batch is big or old enough */
 	if (batch_units >= se_aggregate_batch_groups ||
 		(batch_units > 0 &&
