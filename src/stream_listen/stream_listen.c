@@ -5,11 +5,14 @@
  *	  given channels (the stream.activations row, as row_to_json gives it),
  *	  or runs a command per activation with that line on its standard input.
  *
- * This file owns the whole client: option parsing, the libpq connection and
- * its reconnection with back-off, LISTEN, the catch-up from the outbox, the
- * wait loop (poll() on the connection's socket and on a self-pipe written by
- * the SIGINT/SIGTERM handler), and delivery (stdout or --exec, retried
- * until it succeeds).
+ * This file owns the program's frame: option parsing and main, the libpq
+ * connection and its reconnection with back-off, LISTEN, the wait loop
+ * (poll() on the connection's socket and on a self-pipe written by the
+ * SIGINT/SIGTERM handler), and the reports on stderr.  outbox.c owns what
+ * is read from the outbox and delivered: the catch-up from
+ * stream.activations, stream.consume/stream.ack for --consumer, the
+ * notifications' payloads, and delivery (stdout or --exec, retried until it
+ * succeeds).  stream_listen.h declares what the two share.
  *
  * Two modes:
  *
@@ -37,7 +40,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -46,68 +48,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "libpq-fe.h"
 
+#include "stream_listen.h"
+
 #ifndef STREAM_LISTEN_VERSION
 #define STREAM_LISTEN_VERSION "unknown"
 #endif
 
-#define PROGNAME "stream_listen"
-
-/* exit codes (documented in --help and docs/stream_listen.md) */
-#define EXIT_STOPPED	0		/* SIGINT or SIGTERM: clean exit */
-#define EXIT_USAGE		1		/* bad command line */
-#define EXIT_FATAL		2		/* no connection at start-up, or an error
-								 * retrying cannot fix */
-#define EXIT_OUTPUT		3		/* standard output could not be written */
-
-#define BACKOFF_MIN_MS	100		/* reconnect and --exec retry back-off */
-#define BACKOFF_MAX_MS	5000
-#define CONSUME_BATCH	100		/* rows per stream.consume call */
-#define CATCHUP_BATCH	1000	/* rows per outbox read in plain mode */
-#define IDLE_CHECK_MS	30000	/* catch up (and so check the connection)
-								 * when idle this long */
-
-typedef enum
-{
-	STEP_OK,					/* go on */
-	STEP_LOST,					/* connection lost or transient error:
-								 * reconnect */
-	STEP_STOP					/* SIGINT/SIGTERM: leave */
-} Step;
-
 /* command line */
 static const char *conninfo = NULL;
-static char **channels = NULL;
-static int	nchannels = 0;
-static const char *consumer = NULL;
-static const char *exec_cmd = NULL;
+char	  **channels = NULL;
+int			nchannels = 0;
+const char *consumer = NULL;
+const char *exec_cmd = NULL;
 static bool since_given = false;
 static int64_t since_id = 0;
 
 /* state */
-static PGconn *conn = NULL;
+PGconn	   *conn = NULL;
 static bool ever_connected = false;
-static char *channel_array = NULL;	/* text[] literal of channels */
-static bool *dirty = NULL;		/* consumer: a notification came */
-static int64_t *done_id = NULL; /* consumer: highest id handled, per channel */
-static int64_t last_id = 0;		/* plain: highest id printed (position) */
-static int	exec_backoff_ms = 0;
+char	   *channel_array = NULL;	/* text[] literal of channels */
+bool	   *dirty = NULL;		/* consumer: a notification came */
+int64_t	   *done_id = NULL;		/* consumer: highest id handled, per channel */
+int64_t		last_id = 0;		/* plain: highest id printed (position) */
 
-/* consumer: the batch being handled (see ack_pending) */
-static int	batch_channel = -1;
-static int64_t batch_handled = 0;
-static int64_t batch_acked = 0;
-
-static volatile sig_atomic_t stop_requested = 0;
+volatile sig_atomic_t stop_requested = 0;
 static int	signal_pipe[2] = {-1, -1};
-
-static void warn(const char *fmt,...) __attribute__((format(printf, 1, 2)));
-static void die(int code, const char *fmt,...) __attribute__((format(printf, 2, 3)));
 
 static void
 usage(FILE *f)
@@ -142,7 +112,7 @@ usage(FILE *f)
 			PROGNAME, PROGNAME);
 }
 
-static void
+void
 warn(const char *fmt,...)
 {
 	va_list		ap;
@@ -155,7 +125,7 @@ warn(const char *fmt,...)
 	fflush(stderr);
 }
 
-static void
+void
 die(int code, const char *fmt,...)
 {
 	va_list		ap;
@@ -170,7 +140,7 @@ die(int code, const char *fmt,...)
 	exit(code);
 }
 
-static void *
+void *
 xmalloc(size_t size)
 {
 	void	   *p = malloc(size);
@@ -273,7 +243,7 @@ now_ms(void)
  * Waits until sock is readable (sock >= 0), ms have passed, or a stop was
  * requested.  Returns 1 if readable, 0 on timeout, -1 on a stop request.
  */
-static int
+int
 wait_for(int sock, int ms)
 {
 	int64_t		end = now_ms() + ms;
@@ -322,7 +292,7 @@ wait_for(int sock, int ms)
  * transaction rollback), means reconnect; anything else (no such function,
  * permission denied, ...) ends the program with EXIT_FATAL.
  */
-static Step
+Step
 server_error(PGresult *res, const char *what)
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -451,384 +421,6 @@ reconnect(void)
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
 }
-
-/* ---------- delivery ---------- */
-
-static void
-write_line(const char *json)
-{
-	if (fputs(json, stdout) == EOF || fputc('\n', stdout) == EOF ||
-		fflush(stdout) == EOF)
-		die(EXIT_OUTPUT, "could not write to standard output: %s", strerror(errno));
-}
-
-/* Runs --exec's command with the line on its stdin; true if it exited 0. */
-static bool
-run_command(const char *json, int64_t id)
-{
-	int			fds[2];
-	pid_t		pid;
-	int			status;
-	size_t		len = strlen(json);
-	char	   *line = xmalloc(len + 2);
-	size_t		off = 0;
-
-	memcpy(line, json, len);
-	line[len++] = '\n';
-	line[len] = '\0';
-
-	if (pipe(fds) != 0)
-	{
-		warn("could not create pipe: %s", strerror(errno));
-		free(line);
-		return false;
-	}
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	if (pid < 0)
-	{
-		warn("could not fork: %s", strerror(errno));
-		close(fds[0]);
-		close(fds[1]);
-		free(line);
-		return false;
-	}
-	if (pid == 0)
-	{
-		dup2(fds[0], STDIN_FILENO);
-		close(fds[0]);
-		close(fds[1]);
-		signal(SIGPIPE, SIG_DFL);
-		execl("/bin/sh", "sh", "-c", exec_cmd, (char *) NULL);
-		fprintf(stderr, "%s: could not run /bin/sh: %s\n", PROGNAME, strerror(errno));
-		_exit(127);
-	}
-	close(fds[0]);
-	while (off < len)
-	{
-		ssize_t		n = write(fds[1], line + off, len - off);
-
-		if (n < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			break;				/* EPIPE: the command did not read it all */
-		}
-		off += n;
-	}
-	close(fds[1]);
-	free(line);
-	while (waitpid(pid, &status, 0) < 0)
-	{
-		if (errno != EINTR)
-		{
-			warn("waitpid failed: %s", strerror(errno));
-			return false;
-		}
-	}
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		return true;
-	if (WIFEXITED(status))
-		warn("command failed for activation %" PRId64 ": exit status %d",
-			 id, WEXITSTATUS(status));
-	else if (WIFSIGNALED(status))
-		warn("command failed for activation %" PRId64 ": terminated by signal %d",
-			 id, WTERMSIG(status));
-	else
-		warn("command failed for activation %" PRId64, id);
-	return false;
-}
-
-/*
- * Delivers one activation: prints it, or runs --exec's command until it
- * succeeds.  Before the first retry, before_retry (if any) acknowledges
- * what was handled so far.
- */
-static Step
-handle_row(const char *json, int64_t id, Step (*before_retry) (void))
-{
-	for (;;)
-	{
-		if (exec_cmd == NULL)
-		{
-			write_line(json);
-			return STEP_OK;
-		}
-		if (run_command(json, id))
-		{
-			exec_backoff_ms = 0;
-			return STEP_OK;
-		}
-		if (before_retry)
-		{
-			Step		r = before_retry();
-
-			if (r != STEP_OK)
-				return r;
-		}
-		exec_backoff_ms = exec_backoff_ms == 0 ? BACKOFF_MIN_MS :
-			(exec_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : exec_backoff_ms * 2);
-		warn("retrying activation %" PRId64 " in %d ms", id, exec_backoff_ms);
-		if (wait_for(-1, exec_backoff_ms) < 0)
-			return STEP_STOP;
-	}
-}
-
-/* ---------- consumer mode ---------- */
-
-/* Acknowledges the batch's highest handled id, if not done yet. */
-static Step
-ack_pending(void)
-{
-	char		idbuf[32];
-	const char *params[2];
-	PGresult   *res;
-
-	if (batch_channel < 0 || batch_handled <= batch_acked)
-		return STEP_OK;
-	snprintf(idbuf, sizeof(idbuf), "%" PRId64, batch_handled);
-	params[0] = consumer;
-	params[1] = idbuf;
-	res = PQexecParams(conn, "SELECT stream.ack($1, $2::bigint)", 2, NULL,
-					   params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-	{
-		Step		r = server_error(res, "stream.ack");
-
-		PQclear(res);
-		return r;
-	}
-	PQclear(res);
-	batch_acked = batch_handled;
-	return STEP_OK;
-}
-
-/*
- * Consumes channel ch until stream.consume returns a short batch: handles
- * each row in id order (skipping rows this process handled before a
- * reconnect), then acknowledges the highest.
- */
-static Step
-consume_channel(int ch)
-{
-	for (;;)
-	{
-		char		maxbuf[16];
-		const char *params[3] = {consumer, channels[ch], maxbuf};
-		PGresult   *res;
-		Step		r = STEP_OK;
-		int			n;
-
-		snprintf(maxbuf, sizeof(maxbuf), "%d", CONSUME_BATCH);
-		res = PQexecParams(conn,
-						   "SELECT a.id, row_to_json(a)::text"
-						   " FROM stream.consume($1, $2, $3::integer) a ORDER BY a.id",
-						   3, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		{
-			r = server_error(res, "stream.consume");
-			PQclear(res);
-			return r;
-		}
-		n = PQntuples(res);
-		batch_channel = ch;
-		batch_handled = batch_acked = 0;
-		for (int i = 0; i < n; i++)
-		{
-			int64_t		id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-
-			if (id > done_id[ch])
-			{
-				r = handle_row(PQgetvalue(res, i, 1), id, ack_pending);
-				if (r != STEP_OK)
-					break;
-				done_id[ch] = id;
-			}
-			batch_handled = id;
-			if (stop_requested)
-			{
-				r = STEP_STOP;
-				break;
-			}
-		}
-		PQclear(res);
-		if (r != STEP_LOST)
-		{
-			Step		a = ack_pending();
-
-			if (a != STEP_OK)
-				r = a;
-		}
-		batch_channel = -1;
-		if (r != STEP_OK)
-			return r;
-		if (n < CONSUME_BATCH)
-			return STEP_OK;
-	}
-}
-
-static Step
-consume_all(void)
-{
-	for (int i = 0; i < nchannels; i++)
-	{
-		Step		r;
-
-		dirty[i] = false;
-		r = consume_channel(i);
-		if (r != STEP_OK)
-			return r;
-	}
-	return STEP_OK;
-}
-
-/* ---------- plain mode ---------- */
-
-/* Prints the rows of the channels after the position, in id order. */
-static Step
-catch_up_plain(void)
-{
-	for (;;)
-	{
-		char		idbuf[32];
-		char		limbuf[16];
-		const char *params[3];
-		PGresult   *res;
-		int			n;
-
-		snprintf(idbuf, sizeof(idbuf), "%" PRId64, last_id);
-		snprintf(limbuf, sizeof(limbuf), "%d", CATCHUP_BATCH);
-		params[0] = channel_array;
-		params[1] = idbuf;
-		params[2] = limbuf;
-		res = PQexecParams(conn,
-						   "SELECT a.id, row_to_json(a)::text FROM stream.activations a"
-						   " WHERE a.channel = ANY ($1::text[]) AND a.id > $2::bigint"
-						   " ORDER BY a.id LIMIT $3::integer",
-						   3, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		{
-			Step		r = server_error(res, "reading stream.activations");
-
-			PQclear(res);
-			return r;
-		}
-		n = PQntuples(res);
-		for (int i = 0; i < n; i++)
-		{
-			int64_t		id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-			Step		r = handle_row(PQgetvalue(res, i, 1), id, NULL);
-
-			if (r != STEP_OK)
-			{
-				PQclear(res);
-				return r;
-			}
-			last_id = id;
-			if (stop_requested)
-			{
-				PQclear(res);
-				return STEP_STOP;
-			}
-		}
-		PQclear(res);
-		if (n < CATCHUP_BATCH)
-			return STEP_OK;
-	}
-}
-
-/*
- * Reads the id at the start of a NOTIFY payload: {"id":n,... (the row),
- * {"id": n, "truncated": true} (too long for NOTIFY) or {"id": n} (an
- * activation with notify => 'id').  *truncated: the row must be read from
- * the outbox by its id, where row level security shows it only to roles
- * that own or were granted the channel.
- */
-static bool
-parse_payload(const char *p, int64_t *id, bool *truncated, bool *more)
-{
-	char	   *end;
-
-	while (*p == ' ')
-		p++;
-	if (*p++ != '{')
-		return false;
-	while (*p == ' ')
-		p++;
-	if (strncmp(p, "\"id\"", 4) != 0)
-		return false;
-	p += 4;
-	while (*p == ' ')
-		p++;
-	if (*p++ != ':')
-		return false;
-	while (*p == ' ')
-		p++;
-	errno = 0;
-	*id = strtoll(p, &end, 10);
-	if (end == p || errno != 0)
-		return false;
-	*truncated = strcmp(end, ", \"truncated\": true}") == 0 || strcmp(end, "}") == 0;
-	/* more rows than were announced one by one (docs/activations.md) */
-	*more = strcmp(end, ", \"more\": true}") == 0;
-	return true;
-}
-
-/* A NOTIFY that carries the id only: the row is read from the outbox. */
-static Step
-handle_truncated(int64_t id)
-{
-	char		idbuf[32];
-	const char *params[1];
-	PGresult   *res;
-	Step		r;
-
-	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
-	params[0] = idbuf;
-	res = PQexecParams(conn,
-					   "SELECT row_to_json(a)::text FROM stream.activations a WHERE a.id = $1::bigint",
-					   1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-	{
-		r = server_error(res, "reading stream.activations");
-		PQclear(res);
-		return r;
-	}
-	if (PQntuples(res) == 0)
-	{
-		warn("activation %" PRId64 " is not in stream.activations for this role: pruned, or its channel is not granted to it (stream.grant_channel)", id);
-		PQclear(res);
-		return STEP_OK;
-	}
-	r = handle_row(PQgetvalue(res, 0, 0), id, NULL);
-	PQclear(res);
-	return r;
-}
-
-static Step
-plain_notification(PGnotify *n)
-{
-	int64_t		id;
-	bool		truncated;
-	bool		more;
-	Step		r;
-
-	if (!parse_payload(n->extra, &id, &truncated, &more))
-	{
-		warn("ignoring a notification on channel \"%s\" that is not an activation", n->relname);
-		return STEP_OK;
-	}
-	if (id <= last_id)
-		return STEP_OK;			/* printed by a catch-up, or before --since */
-	if (more)
-		return catch_up_plain();
-	r = truncated ? handle_truncated(id) : handle_row(n->extra, id, NULL);
-	if (r == STEP_OK)
-		last_id = id;
-	return r;
-}
-
 /* ---------- the loop ---------- */
 
 /*
