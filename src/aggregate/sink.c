@@ -297,8 +297,14 @@ agg_set_error(int32 id, const char *msg)
 	Oid			argtypes[3] = {TEXTOID, BOOLOID, INT4OID};
 	Datum		args[3] = {CStringGetTextDatum(msg), BoolGetDatum(id == 0), Int32GetDatum(id)};
 
+	/*
+	 * An error that is nobody's (id 0) is the worker's: an aggregate that
+	 * backfills in its own process (consumer/backfill.c) is not concerned,
+	 * and its row must not say 'error', which would park it when that
+	 * process ends.
+	 */
 	SPI_execute_with_args("UPDATE stream.aggregate_defs SET status = 'error', last_error = $1 "
-						  "WHERE $2 OR agg_id = $3",
+						  "WHERE ($2 AND applied_lsn IS NOT NULL) OR agg_id = $3",
 						  3, argtypes, args, NULL, false, 0);
 }
 
@@ -323,7 +329,9 @@ agg_slot_lost(ConsumerDef *def)
  * The backfill's writes, tagged as the worker's own (origin.h): the groups
  * folded so far (each upserted as the owner) and, when done, the
  * aggregate's applied LSN; then its watches waiting for the backfill
- * start.
+ * start.  (The backfill process loads no activation: there are none; the
+ * worker starts the thresholds from the backfilled groups when it loads
+ * the aggregate again, act_loaded.)
  */
 static void
 agg_backfill_write(ConsumerDef *def, bool done, XLogRecPtr start, int64 nevents)
@@ -369,6 +377,28 @@ agg_backfill_write(ConsumerDef *def, bool done, XLogRecPtr start, int64 nevents)
 	rt->pending_watches = NIL;
 }
 
+/*
+ * Where the backfill process stands (sink.h): started (an error an earlier
+ * attempt left is cleared) or failed for a reason that passes (retried).
+ * Only while the aggregate has no applied LSN: a finished backfill's row
+ * is the apply's.
+ */
+static void
+agg_backfill_note(int32 id, const char *msg)
+{
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2] = {Int32GetDatum(id), msg ? CStringGetTextDatum(msg) : (Datum) 0};
+	char		nulls[2] = {' ', msg ? ' ' : 'n'};
+	const char *sql = msg
+	? "UPDATE stream.aggregate_defs SET last_error = $2 "
+	"WHERE agg_id = $1 AND applied_lsn IS NULL"
+	: "UPDATE stream.aggregate_defs SET status = 'backfill', last_error = $2 "
+	"WHERE agg_id = $1 AND applied_lsn IS NULL AND status <> 'backfill'";
+
+	if (SPI_execute_with_args(sql, 2, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update stream.aggregate_defs");
+}
+
 const ConsumerSink aggregate_sink = {
 	.what = "continuous aggregate",
 	.dead_kind = "aggregate",
@@ -398,6 +428,7 @@ const ConsumerSink aggregate_sink = {
 	.set_error = agg_set_error,
 	.slot_lost = agg_slot_lost,
 	.backfill_write = agg_backfill_write,
+	.backfill_note = agg_backfill_note,
 };
 
 /* registers the sink; _PG_init, before the activations' (thresholds bind to it) */

@@ -2,11 +2,12 @@
  * driver.c
  *	  The consumer's driver, run by each database's worker (worker.c calls
  *	  consumer_round() every loop): loads the definitions of every sink
- *	  (sink.h: continuous aggregates, batched activations), backfills new
- *	  ones (backfill.c), decodes what was flushed through the database's
- *	  logical slot (slot.c, plugin.c), applies what the sinks folded in one
- *	  transaction with each definition's applied LSN, and lets the slot
- *	  forget what every definition has applied.  Errors go through the
+ *	  (sink.h: continuous aggregates, batched activations), has new ones
+ *	  backfilled in a process of their own (backfill.c), decodes what was
+ *	  flushed through the database's logical slot (slot.c, plugin.c),
+ *	  applies what the sinks folded in one transaction with each
+ *	  definition's applied LSN, and lets the slot forget what every
+ *	  definition has applied.  Errors go through the
  *	  failure boundary (failure.c): one definition is parked or skips an
  *	  event; the others go on.  docs/aggregates.md has the exactly-once
  *	  argument.
@@ -216,7 +217,7 @@ feed_for(Oid stream)
 	return feed;
 }
 
-static void
+void
 free_definitions(void)
 {
 	last_round_insert = InvalidXLogRecPtr;
@@ -230,6 +231,18 @@ free_definitions(void)
 	defs_signature = NULL;
 	have_definitions = false;
 	batch_units = 0;
+}
+
+/* a compiled definition joins the driver's lists; in defs_cxt */
+static void
+def_register(const ConsumerSink *sink, ConsumerDef *def)
+{
+	def->sink = sink;
+	def->skip_errors = def->skip_errors && consumer_catalog_has_failures;
+	def->careful = careful_is(sink, def->id);
+	consumer_defs = lappend(consumer_defs, def);
+	if (OidIsValid(def->stream))
+		feed_for(def->stream)->defs = lappend(feed_for(def->stream)->defs, def);
 }
 
 /*
@@ -264,16 +277,7 @@ load_definitions(const char *signature)
 		old = MemoryContextSwitchTo(defs_cxt);
 		defs = sink->load(skip);
 		foreach(lc, defs)
-		{
-			ConsumerDef *def = lfirst(lc);
-
-			def->sink = sink;
-			def->skip_errors = def->skip_errors && consumer_catalog_has_failures;
-			def->careful = careful_is(sink, def->id);
-			consumer_defs = lappend(consumer_defs, def);
-			if (OidIsValid(def->stream))
-				feed_for(def->stream)->defs = lappend(feed_for(def->stream)->defs, def);
-		}
+			def_register(sink, lfirst(lc));
 		MemoryContextSwitchTo(old);
 	}
 	for (int s = 0; s < consumer_nsinks; s++)
@@ -283,6 +287,46 @@ load_definitions(const char *signature)
 	defs_signature = pstrdup(signature);
 	MemoryContextSwitchTo(old);
 	have_definitions = (consumer_defs != NIL);
+}
+
+/*
+ * Compiles one definition of one sink, as the only one loaded (the
+ * backfill process, backfill.c); NULL when it is gone.  In a transaction
+ * with SPI.
+ */
+ConsumerDef *
+load_definition(const ConsumerSink *sink, int32 id)
+{
+	List	   *skip = NIL;
+	List	   *defs;
+	ListCell   *lc;
+	MemoryContext old;
+	ConsumerDef *found = NULL;
+
+	free_definitions();
+	consumer_catalog_has_failures =
+		OidIsValid(get_relname_relid("dead_letters", get_namespace_oid("stream", false)));
+	foreach(lc, sink->states())
+	{
+		ConsumerDefState *st = lfirst(lc);
+
+		if (st->id != id)
+			skip = lappend_int(skip, st->id);
+	}
+	old = MemoryContextSwitchTo(defs_cxt);
+	defs = sink->load(skip);
+	foreach(lc, defs)
+	{
+		ConsumerDef *def = lfirst(lc);
+
+		if (def->id != id)
+			continue;
+		def_register(sink, def);
+		found = def;
+	}
+	MemoryContextSwitchTo(old);
+	have_definitions = (found != NULL);
+	return found;
 }
 
 /* ---------- apply ---------- */
@@ -400,6 +444,16 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 	confirm = parked_confirm(confirm);
 
 	/*
+	 * A backfill running in its own process ends at a consistent point C
+	 * at or after where the slot was confirmed when it started, and this
+	 * worker then decodes the commits from C on from the slot: the slot
+	 * stays where it is until the worker has loaded that aggregate again
+	 * (backfill.c, docs/aggregates.md).
+	 */
+	if (backfill_holds_slot())
+		confirm = InvalidXLogRecPtr;
+
+	/*
 	 * The slot may forget WAL only once the commits that recorded these
 	 * applied LSNs are flushed (they are, with synchronous_commit on; kept
 	 * for a server that sets it off for everyone).  WAL is flushed in
@@ -495,6 +549,11 @@ round_body(bool *installed)
 		drop_everything();
 		return;
 	}
+	/* a backfill process that ended: parked if it says so (a reload) */
+	SPI_connect();
+	if (backfill_poll())
+		defs_signature = NULL;
+	SPI_finish();
 	if (defs_signature == NULL || strcmp(sig, defs_signature) != 0)
 	{
 		release_decoding();
@@ -544,13 +603,11 @@ round_body(bool *installed)
 		return;
 	}
 
-	foreach(lc, consumer_defs)
-	{
-		ConsumerDef *def = lfirst(lc);
-
-		if (def->backfill)
-			backfill(def);
-	}
+	/*
+	 * New definitions backfill in a process of their own, one at a time;
+	 * this worker goes on with the others meanwhile.
+	 */
+	backfill_schedule();
 	if (consumer_defs == NIL)
 		return;
 
@@ -586,9 +643,22 @@ round_body(bool *installed)
 	}
 }
 
+/* the consumer's memory, once per process (the worker, a backfill process) */
+void
+consumer_init(void)
+{
+	if (consumer_cxt != NULL)
+		return;
+	consumer_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events consumer",
+										 ALLOCSET_DEFAULT_SIZES);
+	defs_cxt = AllocSetContextCreate(consumer_cxt, "stream_events definitions",
+									 ALLOCSET_DEFAULT_SIZES);
+	part_cache_register();
+}
+
 /*
- * One round of the consumer: (re)load definitions, backfill new
- * aggregates, decode what was flushed and apply it.  Returns true while
+ * One round of the consumer: (re)load definitions, start the backfill of
+ * new aggregates, decode what was flushed and apply it.  Returns true while
  * there are definitions (the worker then polls every
  * stream_events.aggregate_poll_interval).  Errors are reported as a
  * WARNING and in the status views, and everything held in memory is
@@ -601,14 +671,7 @@ consumer_round(bool *installed)
 	MemoryContext caller = CurrentMemoryContext;
 
 	*installed = true;
-	if (consumer_cxt == NULL)
-	{
-		consumer_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events consumer",
-											 ALLOCSET_DEFAULT_SIZES);
-		defs_cxt = AllocSetContextCreate(consumer_cxt, "stream_events definitions",
-										 ALLOCSET_DEFAULT_SIZES);
-		part_cache_register();
-	}
+	consumer_init();
 	if (next_attempt != 0 && GetCurrentTimestamp() < next_attempt)
 		return true;
 	next_attempt = 0;
@@ -620,7 +683,7 @@ consumer_round(bool *installed)
 	 * interval.  A full round at least every IDLE_ROUND_MS all the same.
 	 */
 	if (have_definitions && !retry_pending && !XLogRecPtrIsInvalid(last_round_insert) &&
-		GetXLogInsertRecPtr() == last_round_insert &&
+		GetXLogInsertRecPtr() == last_round_insert && !backfill_wants_round() &&
 		!TimestampDifferenceExceeds(last_full_round, GetCurrentTimestamp(), IDLE_ROUND_MS) &&
 		!consumer_timers_due(GetCurrentTimestamp()))
 	{

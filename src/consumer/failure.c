@@ -168,7 +168,7 @@ consumer_error_is_events(ErrorData *edata)
 }
 
 /* errors that pass by themselves: retried, nobody is parked */
-static bool
+bool
 error_is_transient(ErrorData *edata)
 {
 	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
@@ -621,6 +621,33 @@ parked_prune(const ConsumerSink *sink, List *states)
 	}
 }
 
+/*
+ * Parks a definition whose backfill process ended on an error of its own
+ * (backfill.c, which said it in the definition's row): it has no applied
+ * LSN, so it holds nothing in the slot; set right, it backfills again.
+ */
+void
+park_backfill(const ConsumerSink *sink, int32 id)
+{
+	MemoryContext old;
+	ParkedDef  *p;
+	ListCell   *lc;
+
+	foreach(lc, parked)
+	{
+		p = lfirst(lc);
+		if (p->sink == sink && p->id == id)
+			return;				/* this worker parked it already */
+	}
+	old = MemoryContextSwitchTo(consumer_cxt);
+	p = palloc0(sizeof(ParkedDef));
+	p->sink = sink;
+	p->id = id;
+	p->applied_lsn = InvalidXLogRecPtr;
+	parked = lappend(parked, p);
+	MemoryContextSwitchTo(old);
+}
+
 /* the slot keeps what the parked definitions have not applied */
 XLogRecPtr
 parked_confirm(XLogRecPtr confirm)
@@ -727,7 +754,7 @@ round_failed(ErrorData *edata, bool *retry_at_once)
 }
 
 /* what the status views say: the error, its SQLSTATE, the event */
-static char *
+char *
 describe_error(ErrorData *edata, const char *raw)
 {
 	StringInfoData buf;

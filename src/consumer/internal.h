@@ -46,10 +46,13 @@ extern void reset_batches(void);
 extern void consumer_check_memory(void);
 extern bool consumer_over_memory(void);
 extern int64 spills;			/* times the batches were spilled (for DEBUG) */
+extern void consumer_init(void);
+extern void free_definitions(void);
+extern ConsumerDef *load_definition(const ConsumerSink *sink, int32 id);
 
 /* slot.c: the database's slot and its decoding */
 extern LogicalDecodingContext *dctx;
-extern LogicalDecodingContext *bf_ctx;	/* during a backfill's start */
+extern LogicalDecodingContext *bf_ctx;	/* a backfill's short-lived slot */
 extern bool consumer_active;	/* our output plugin runs in the worker */
 extern RepOriginId own_origin;
 extern bool flush_seen;
@@ -95,12 +98,17 @@ extern void failure_record(ErrorData *edata);
 extern void failure_round_ok(void);
 extern void failure_forget_blame(void);
 extern ErrorData *fold_guarded(ConsumerDef *def, ConsumerEvent *ev);
+extern bool error_is_transient(ErrorData *edata);
+extern char *describe_error(ErrorData *edata, const char *raw);
+extern void park_backfill(const ConsumerSink *sink, int32 id);
 
 /* retry.c */
 extern void retry_dead_letters(void);
 
-/* backfill.c */
-extern XLogRecPtr bf_lsn;		/* the backfill's consistent point */
-extern void backfill(ConsumerDef *def);
+/* backfill.c: in the worker */
+extern bool backfill_poll(void);
+extern void backfill_schedule(void);
+extern bool backfill_holds_slot(void);
+extern bool backfill_wants_round(void);
 
 #endif							/* STREAM_EVENTS_CONSUMER_INTERNAL_H */

@@ -128,6 +128,16 @@ typedef struct ConsumerSink
 	/* backfill (optional): folded groups so far, and the end */
 	void		(*backfill_write) (ConsumerDef *def, bool done, XLogRecPtr start,
 								   int64 nevents);
+
+	/*
+	 * The backfill runs in a process of its own (backfill.c), which says
+	 * where it stands in the definition's row (SPI, tagged by the caller):
+	 * msg NULL when it starts (the status is 'backfilling' again, an error
+	 * left by an earlier attempt cleared), or the error of an attempt that
+	 * is tried again, the status unchanged.  A definition's own error goes
+	 * to set_error, which parks it.  Needed with backfill_write.
+	 */
+	void		(*backfill_note) (int32 id, const char *msg);
 } ConsumerSink;
 
 /* driver.c: what sinks may call */
