@@ -92,6 +92,8 @@ extern XLogRecPtr parked_confirm(XLogRecPtr confirm);
 extern char *parked_describe(void);
 extern void reset_dead_letters(void);
 extern void dead_letters_spill(void);
+extern MemoryContext dead_context(void);
+extern void queue_dead_letter(ConsumerDef *def, XLogRecPtr lsn, ErrorData *edata);
 extern void fold_one(ConsumerDef *def, ConsumerEvent *ev);
 extern void round_failed(ErrorData *edata, bool *retry_at_once);
 extern void failure_record(ErrorData *edata);
