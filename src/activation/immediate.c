@@ -192,35 +192,27 @@ activation_error_context(void *arg)
  * dead letter); other errors are thrown: they fail the producer's
  * statement, as with on_error => 'stop'.
  */
+typedef struct GuardedEval
+{
+	ActRuntime *act;
+	TupleTableSlot *row;
+	ActEval    *ev;
+} GuardedEval;
+
+static void
+guarded_eval(void *arg)
+{
+	GuardedEval *g = arg;
+
+	act_evaluate(g->act, g->row, g->ev);
+}
+
 static ErrorData *
 evaluate_guarded(ActRuntime *act, TupleTableSlot *row, ActEval *ev)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
+	GuardedEval g = {act, row, ev};
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		act_evaluate(act, row, ev);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (!consumer_error_is_events(edata))
-			ReThrowError(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return edata;
+	return consumer_guarded(guarded_eval, &g, false, CurrentMemoryContext);
 }
 
 /*

@@ -565,46 +565,40 @@ backfill_run(ConsumerDef *def)
  * when the definition is gone (dropped during its backfill: that was its
  * error, nobody is told).
  */
+typedef struct BackfillOutcome
+{
+	const ConsumerSink *sink;
+	int32		id;
+	const char *msg;
+	bool		park;
+} BackfillOutcome;
+
+static bool
+backfill_record_body(void *arg)
+{
+	BackfillOutcome *o = arg;
+	ListCell   *lc;
+	bool		exists = false;
+
+	foreach(lc, o->sink->states())
+		if (((ConsumerDefState *) lfirst(lc))->id == o->id)
+			exists = true;
+	if (!exists)
+		return false;
+	if (o->park)
+		o->sink->set_error(o->id, o->msg);
+	else
+		o->sink->backfill_note(o->id, o->msg);
+	return true;
+}
+
 static bool
 backfill_record(const ConsumerSink *sink, int32 id, const char *msg, bool park)
 {
-	OriginTag	tag = {0};
-	volatile bool exists = true;
+	BackfillOutcome o = {sink, id, msg, park};
 
-	PG_TRY();
-	{
-		ListCell   *lc;
-
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		exists = false;
-		if (OidIsValid(get_extension_oid("stream_events", true)))
-			foreach(lc, sink->states())
-				if (((ConsumerDefState *) lfirst(lc))->id == id)
-					exists = true;
-		if (exists)
-		{
-			origin_tag_begin(&tag);
-			if (park)
-				sink->set_error(id, msg);
-			else
-				sink->backfill_note(id, msg);
-			origin_tag_end(&tag);
-		}
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		origin_tag_end(&tag);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-	}
-	PG_END_TRY();
-	return exists;
+	/* after an error writing it down, it is taken to exist */
+	return consumer_tagged_transaction(backfill_record_body, &o, true);
 }
 
 /*

@@ -170,14 +170,17 @@ note_event(TupleTableSlot *row)
 }
 
 /*
- * Folds the event into the definition in a subtransaction (the safe way
- * to go on after an error in executor code).  Returns NULL, or the event's
- * error (in dead_cxt) after rolling the subtransaction back; an error that
- * is not the event's (error_is_events), or that came after the evaluation
- * (a transition function), is thrown again.
+ * Runs fn(arg) in a subtransaction (the safe way to go on after an error
+ * in executor code).  Returns NULL, or an event's own error
+ * (consumer_error_is_events; copied into errcxt) after rolling the
+ * subtransaction back; other errors, and with only_evaluation those
+ * raised outside the evaluation of the event's expressions
+ * (consumer_evaluating: a transition function, an upsert), are thrown
+ * again.
  */
 ErrorData *
-fold_guarded(ConsumerDef *def, ConsumerEvent *ev)
+consumer_guarded(void (*fn) (void *arg), void *arg, bool only_evaluation,
+				 MemoryContext errcxt)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -187,14 +190,14 @@ fold_guarded(ConsumerDef *def, ConsumerEvent *ev)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		batch_units += def->sink->fold(def, ev);
+		fn(arg);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
-		bool		events = eval_phase;
+		bool		events = !only_evaluation || eval_phase;
 
-		MemoryContextSwitchTo(dead_context());
+		MemoryContextSwitchTo(errcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
@@ -209,6 +212,29 @@ fold_guarded(ConsumerDef *def, ConsumerEvent *ev)
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	return edata;
+}
+
+typedef struct GuardedFold
+{
+	ConsumerDef *def;
+	ConsumerEvent *ev;
+} GuardedFold;
+
+static void
+guarded_fold(void *arg)
+{
+	GuardedFold *g = arg;
+
+	batch_units += g->def->sink->fold(g->def, g->ev);
+}
+
+/* the event into the definition, its own error returned (in dead_cxt) */
+ErrorData *
+fold_guarded(ConsumerDef *def, ConsumerEvent *ev)
+{
+	GuardedFold g = {def, ev};
+
+	return consumer_guarded(guarded_fold, &g, true, dead_context());
 }
 
 /*
@@ -548,6 +574,66 @@ describe_error(ErrorData *edata, const char *raw)
 }
 
 /*
+ * Runs fn(arg) in a transaction of its own, with SPI and a snapshot, its
+ * writes tagged as the worker's own (origin.h), when the extension still
+ * exists; an error is reported, not thrown, and rolled back: writing down
+ * a failure must not fail the worker.  Returns fn's result; false without
+ * the extension, on_error after an error.
+ */
+bool
+consumer_tagged_transaction(bool (*fn) (void *arg), void *arg, bool on_error)
+{
+	OriginTag	tag = {0};
+	volatile bool result = on_error;
+
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (OidIsValid(get_extension_oid("stream_events", true)))
+		{
+			origin_tag_begin(&tag);
+			result = fn(arg);
+			origin_tag_end(&tag);
+		}
+		else
+			result = false;
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		origin_tag_end(&tag);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		result = on_error;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static const char *failed_msg = NULL;
+
+/* failure_record's write: the status of the definitions it concerns */
+static bool
+record_status(void *arg)
+{
+	if (failed_parked)
+		failed_def.sink->set_error(failed_def.id, failed_msg);
+	else if (failed_def.sink == NULL)
+	{
+		for (int s = 0; s < consumer_nsinks; s++)
+			consumer_sinks[s]->set_error(0, failed_msg);
+	}
+	else
+		failed_def.sink->set_error(failed_def.id, failed_msg);
+	return true;
+}
+
+/*
  * Reports the error of a round (after round_failed): a WARNING naming the
  * definition parked for it, and its catalog row's status; an error that
  * is nobody's own is written into every definition's row that can say it
@@ -558,7 +644,6 @@ failure_record(ErrorData *edata)
 {
 	const char *raw = edata->message ? edata->message : "unknown error";
 	char	   *msg;
-	OriginTag	tag = {0};
 
 	if (failed_skip)
 		return;					/* decoded again at once, carefully */
@@ -576,38 +661,8 @@ failure_record(ErrorData *edata)
 				 edata->hint ? errhint("%s", edata->hint) : 0));
 		last_warning = MemoryContextStrdup(consumer_cxt, msg);
 	}
-	PG_TRY();
-	{
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (OidIsValid(get_extension_oid("stream_events", true)))
-		{
-			/* the worker's own write */
-			origin_tag_begin(&tag);
-			if (failed_parked)
-				failed_def.sink->set_error(failed_def.id, msg);
-			else if (failed_def.sink == NULL)
-			{
-				for (int s = 0; s < consumer_nsinks; s++)
-					consumer_sinks[s]->set_error(0, msg);
-			}
-			else
-				failed_def.sink->set_error(failed_def.id, msg);
-			origin_tag_end(&tag);
-		}
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		origin_tag_end(&tag);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-	}
-	PG_END_TRY();
+	failed_msg = msg;
+	(void) consumer_tagged_transaction(record_status, NULL, false);
 }
 
 /* a round succeeded: the next error is warned about again */

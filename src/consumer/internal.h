@@ -97,6 +97,7 @@ extern void queue_dead_letter(ConsumerDef *def, XLogRecPtr lsn, ErrorData *edata
 extern void fold_one(ConsumerDef *def, ConsumerEvent *ev);
 extern void round_failed(ErrorData *edata, bool *retry_at_once);
 extern void failure_record(ErrorData *edata);
+extern bool consumer_tagged_transaction(bool (*fn) (void *arg), void *arg, bool on_error);
 extern void failure_round_ok(void);
 extern void failure_forget_blame(void);
 extern ErrorData *fold_guarded(ConsumerDef *def, ConsumerEvent *ev);

@@ -169,6 +169,12 @@ extern void consumer_write_dead_letters(ConsumerDef *def);
  * on_error => 'skip' such an event becomes a dead letter
  */
 extern bool consumer_error_is_events(ErrorData *edata);
+/*
+ * fn(arg) in a subtransaction; an event's own error is returned (copied
+ * into errcxt), others thrown (failure.c)
+ */
+extern ErrorData *consumer_guarded(void (*fn) (void *arg), void *arg, bool only_evaluation,
+								   MemoryContext errcxt);
 /* one dead letter now, in the caller's transaction (the immediate trigger) */
 extern void consumer_insert_dead_letter(ConsumerDef *def, const char *kind, Datum event_id,
 										XLogRecPtr lsn, ErrorData *edata);
