@@ -136,15 +136,13 @@ group_values(AggRuntime *rt, TupleHashEntry entry, Datum *values, bool *isnull)
 }
 
 /*
- * Upserts one group as the aggregate's owner (owner.h): from the batch
- * (entry: its states serialised here) or spilled before (slot); the
- * combine functions in the statement and, with thresholds, their payloads
- * and conditions.  Results into edges.
+ * Upserts one group of the table as the aggregate's owner (owner.h): its
+ * states serialised, the combine functions in the statement and, with
+ * thresholds, their payloads and conditions.  Results into edges.
  */
 static void
 upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
-				 TupleHashEntry entry, TupleTableSlot *spilled,
-				 Datum *values, char *nulls, GroupEdges *edges)
+				 TupleHashEntry entry, Datum *values, char *nulls, GroupEdges *edges)
 {
 	OwnerScope	scope = {0};
 	MemoryContext cxt = CurrentMemoryContext;
@@ -155,14 +153,7 @@ upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
 	{
 		bool	   *isnull = palloc(n * sizeof(bool));
 
-		if (entry)
-			group_values(rt, entry, values, isnull);
-		else
-		{
-			slot_getallattrs(spilled);
-			memcpy(values, spilled->tts_values, n * sizeof(Datum));
-			memcpy(isnull, spilled->tts_isnull, n * sizeof(bool));
-		}
+		group_values(rt, entry, values, isnull);
 		for (int i = 0; i < n; i++)
 			nulls[i] = isnull[i] ? 'n' : ' ';
 		if (!with_thresholds)
@@ -205,20 +196,19 @@ upsert_one_group(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
 		owner_exit(&scope);
 	}
 	PG_END_TRY();
-	if (entry)
-		ExecClearTuple(rt->readslot);
+	ExecClearTuple(rt->readslot);
 }
 
 /* upsert_one_group, then each watch is told (as the worker, not the owner) */
 static void
 upsert_and_tell(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
-				TupleHashEntry entry, TupleTableSlot *spilled, Datum *values, char *nulls)
+				TupleHashEntry entry, Datum *values, char *nulls)
 {
 	GroupEdges	edges = {0};
 	ListCell   *lc;
 	int			t = 0;
 
-	upsert_one_group(rt, plan, with_thresholds, entry, spilled, values, nulls, &edges);
+	upsert_one_group(rt, plan, with_thresholds, entry, values, nulls, &edges);
 	if (!with_thresholds)
 		return;
 	foreach(lc, rt->watches)
@@ -229,6 +219,77 @@ upsert_and_tell(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds,
 				edges.holds[t]);
 		t++;
 	}
+}
+
+/* every group of the table, upserted (upsert_and_tell) */
+static void
+upsert_table(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds, Datum *values,
+			 char *nulls, MemoryContext tmp)
+{
+	TupleHashIterator iter;
+	TupleHashEntry entry;
+
+	InitTupleHashIterator(rt->groups, &iter);
+	while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(tmp);
+
+		upsert_and_tell(rt, plan, with_thresholds, entry, values, nulls);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+	}
+	TermTupleHashIterator(&iter);
+}
+
+/*
+ * A spilled group combined into the table: its serialised states
+ * deserialised and combined into the group's (made if new), as the
+ * owner (the functions may be the owner's).
+ */
+static void
+merge_spilled(AggRuntime *rt, TupleTableSlot *spilled)
+{
+	OwnerScope	scope = {0};
+
+	slot_getallattrs(spilled);
+	owner_enter(&scope, rt->def.owner, rt->def.search_path);
+	PG_TRY();
+	{
+		TupleHashEntry entry;
+		bool		isnew;
+		AggTransValue *tv;
+
+		ExecClearTuple(rt->keyslot);
+		for (int k = 0; k < rt->nkeys; k++)
+		{
+			rt->keyslot->tts_values[k] = spilled->tts_values[k];
+			rt->keyslot->tts_isnull[k] = spilled->tts_isnull[k];
+		}
+		ExecStoreVirtualTuple(rt->keyslot);
+		entry = LookupTupleHashEntry(rt->groups, rt->keyslot, &isnew, NULL);
+		if (isnew)
+		{
+			tv = MemoryContextAlloc(rt->batchcxt, Max(rt->naggs, 1) * sizeof(AggTransValue));
+			for (int a = 0; a < rt->naggs; a++)
+				aggfunc_init_trans(rt->aggs[a].info, &tv[a], rt->batchcxt);
+			entry->additional = tv;
+			rt->ngroups++;
+		}
+		tv = (AggTransValue *) entry->additional;
+		for (int a = 0; a < rt->naggs; a++)
+		{
+			AggTransValue other;
+
+			aggfunc_deserialize(rt->aggs[a].info, spilled->tts_values[rt->nkeys + a],
+								spilled->tts_isnull[rt->nkeys + a], &other, rt->batchcxt);
+			aggfunc_combine(rt->aggs[a].info, &tv[a], &other, rt->batchcxt);
+		}
+	}
+	PG_FINALLY();
+	{
+		owner_exit(&scope);
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -265,8 +326,6 @@ prepare_upsert_as_owner(AggRuntime *rt, bool with_thresholds)
 void
 aggregate_upsert_groups(AggRuntime *rt)
 {
-	TupleHashIterator iter;
-	TupleHashEntry entry;
 	int			n = rt->nkeys + rt->naggs;
 	Datum	   *values;
 	char	   *nulls;
@@ -292,32 +351,37 @@ aggregate_upsert_groups(AggRuntime *rt)
 								ALLOCSET_DEFAULT_SIZES);
 	values = palloc(n * sizeof(Datum));
 	nulls = palloc(n * sizeof(char));
-	/* the groups spilled first: they hold older events */
+	/*
+	 * A batch that spilled: the groups in memory go to the file too (after
+	 * the older ones), then the file is combined back into the emptied
+	 * table in order and upserted whenever the table passes the memory
+	 * bound.  A group is so upserted once per table-full, not once per
+	 * spill: every upsert of a row this transaction wrote already costs
+	 * PostgreSQL a combo command id until the transaction ends.
+	 */
 	if (rt->spill)
 	{
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(rt->spilldesc, &TTSOpsMinimalTuple);
 
+		aggregate_spill(rt);
 		tuplestore_rescan(rt->spill);
 		/* (a tuple read back from the file belongs to the slot, not to tmp) */
 		while (tuplestore_gettupleslot(rt->spill, true, false, slot))
 		{
 			old = MemoryContextSwitchTo(tmp);
-			upsert_and_tell(rt, plan, with_thresholds, NULL, slot, values, nulls);
+			merge_spilled(rt, slot);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(tmp);
+			if (consumer_over_memory())
+			{
+				upsert_table(rt, plan, with_thresholds, values, nulls, tmp);
+				aggregate_forget_groups(rt);
+			}
 			CHECK_FOR_INTERRUPTS();
 		}
 		ExecDropSingleTupleTableSlot(slot);
 	}
-	InitTupleHashIterator(rt->groups, &iter);
-	while ((entry = ScanTupleHashTable(rt->groups, &iter)) != NULL)
-	{
-		old = MemoryContextSwitchTo(tmp);
-		upsert_and_tell(rt, plan, with_thresholds, entry, NULL, values, nulls);
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(tmp);
-	}
-	TermTupleHashIterator(&iter);
+	upsert_table(rt, plan, with_thresholds, values, nulls, tmp);
 	MemoryContextDelete(tmp);
 }
 

@@ -44,7 +44,6 @@ extern List *defs_of_in(List *defs, const ConsumerSink *sink);
 extern void apply_batches(XLogRecPtr upto, bool write_idle);
 extern void reset_batches(void);
 extern void consumer_check_memory(void);
-extern bool consumer_over_memory(void);
 extern int64 spills;			/* times the batches were spilled (for DEBUG) */
 extern void consumer_init(void);
 extern void free_definitions(void);

@@ -190,5 +190,7 @@ extern MemoryContext consumer_defs_context(void);
  * applied): the driver bounds it by stream_events.consumer_memory.
  */
 extern MemoryContext consumer_batch_context(void);
+/* whether the batches passed stream_events.consumer_memory */
+extern bool consumer_over_memory(void);
 
 #endif							/* STREAM_EVENTS_CONSUMER_SINK_H */
