@@ -362,6 +362,7 @@ aggregate_upsert_groups(AggRuntime *rt)
 	if (rt->spill)
 	{
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(rt->spilldesc, &TTSOpsMinimalTuple);
+		int64		flushed = 0;
 
 		aggregate_spill(rt);
 		tuplestore_rescan(rt->spill);
@@ -372,8 +373,14 @@ aggregate_upsert_groups(AggRuntime *rt)
 			merge_spilled(rt, slot);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(tmp);
-			if (consumer_over_memory())
+			/*
+			 * Past the bound, with at least half as many groups as the last
+			 * time: what stays allocated (the buckets, other definitions'
+			 * batches) must not make every row a table-full.
+			 */
+			if (consumer_over_memory() && rt->ngroups >= Max(flushed / 2, 1000))
 			{
+				flushed = rt->ngroups;
 				upsert_table(rt, plan, with_thresholds, values, nulls, tmp);
 				aggregate_forget_groups(rt);
 			}
