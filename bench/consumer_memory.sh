@@ -21,7 +21,7 @@
 # aggregate equals its defining query (EXCEPT ALL both ways) and the outbox
 # holds exactly N rows of the activation with N distinct event_ids.  When
 # RssAnon passes the bound, pg_log_backend_memory_contexts(<worker>) is
-# called (again at each further 25% growth) and the largest contexts of the
+# called (again at each further 10% growth) and the largest contexts of the
 # last dump are printed.
 #
 # Environment:
@@ -112,7 +112,7 @@ short_n() { awk -v n="$1" 'BEGIN { if (n % 1000000 == 0) printf "%dM", n / 10000
 
 # sampler PID FILE BOUND_KB: appends "epoch RssAnon_kB VmHWM_kB RssShmem_kB"
 # every SAMPLE seconds while the process lives and FILE.stop does not
-# exist; past BOUND_KB of RssAnon (and at each further 25%) it asks the
+# exist; past BOUND_KB of RssAnon (and at each further 10%) it asks the
 # process to log its memory contexts.
 sampler() {
     local pid=$1 file=$2 bound=$3 next=$3 line anon
@@ -126,7 +126,7 @@ sampler() {
             if [ "$anon" -gt "$next" ]; then
                 echo "$line dump" >> "$file.dumps"
                 "${PSQL[@]}" -At -c "SELECT pg_log_backend_memory_contexts($pid)" >/dev/null 2>&1 || true
-                next=$((anon * 5 / 4))
+                next=$((anon * 11 / 10))
             fi
         fi
         sleep "$SAMPLE"
