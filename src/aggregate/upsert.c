@@ -250,6 +250,7 @@ static void
 merge_spilled(AggRuntime *rt, TupleTableSlot *spilled)
 {
 	OwnerScope	scope = {0};
+	MemoryContext cxt = CurrentMemoryContext;
 
 	slot_getallattrs(spilled);
 	owner_enter(&scope, rt->def.owner, rt->def.search_path);
@@ -280,8 +281,13 @@ merge_spilled(AggRuntime *rt, TupleTableSlot *spilled)
 		{
 			AggTransValue other;
 
+			/*
+			 * the other state in the caller's per-row memory: a combine
+			 * function copies what it keeps into the group's (as nodeAgg.c
+			 * expects of it), so rows do not pile up in the batch
+			 */
 			aggfunc_deserialize(rt->aggs[a].info, spilled->tts_values[rt->nkeys + a],
-								spilled->tts_isnull[rt->nkeys + a], &other, rt->batchcxt);
+								spilled->tts_isnull[rt->nkeys + a], &other, cxt);
 			aggfunc_combine(rt->aggs[a].info, &tv[a], &other, rt->batchcxt);
 		}
 	}
