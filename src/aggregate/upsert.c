@@ -17,7 +17,10 @@
 #include "utils/builtins.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
+#include "utils/tuplesort.h"
 #include "utils/tuplestore.h"
+#include "utils/typcache.h"
+#include "catalog/pg_operator.h"
 
 #include "aggregate/runtime.h"
 #include "core/definition.h"
@@ -299,6 +302,91 @@ merge_spilled(AggRuntime *rt, TupleTableSlot *spilled)
 }
 
 /*
+ * A batch that spilled, when every key type has a sort order: the groups
+ * in memory spilled too, the file is sorted by key (then by the order it
+ * was written, so a group's states combine in event order) and combined
+ * back group after group; the table is upserted and emptied whenever it
+ * passes the memory bound (with 1000 groups at least), and a group that
+ * was flushed does not come back: each is upserted once (twice at most
+ * when a flush falls inside it), however many times it spilled.  False
+ * (nothing done) when a key type cannot be sorted.
+ */
+static bool
+merge_sorted(AggRuntime *rt, SPIPlanPtr plan, bool with_thresholds, Datum *values,
+			 char *nulls, MemoryContext tmp)
+{
+	int			n = rt->nkeys + rt->naggs;
+	AttrNumber *attnums = palloc((rt->nkeys + 1) * sizeof(AttrNumber));
+	Oid		   *sortops = palloc((rt->nkeys + 1) * sizeof(Oid));
+	Oid		   *colls = palloc((rt->nkeys + 1) * sizeof(Oid));
+	bool	   *nullsfirst = palloc0((rt->nkeys + 1) * sizeof(bool));
+	TupleDesc	sortdesc;
+	Tuplesortstate *ts;
+	TupleTableSlot *slot;
+	TupleTableSlot *vslot;
+	TupleTableSlot *sslot;
+	int64		seq = 0;
+
+	for (int k = 0; k < rt->nkeys; k++)
+	{
+		sortops[k] = lookup_type_cache(rt->keytypes[k], TYPECACHE_LT_OPR)->lt_opr;
+		if (!OidIsValid(sortops[k]))
+			return false;
+		attnums[k] = k + 1;
+		colls[k] = rt->collations[k];
+	}
+	attnums[rt->nkeys] = n + 1;
+	sortops[rt->nkeys] = Int8LessOperator;
+	colls[rt->nkeys] = InvalidOid;
+
+	sortdesc = CreateTemplateTupleDesc(n + 1);
+	for (int i = 0; i < n; i++)
+		TupleDescCopyEntry(sortdesc, i + 1, rt->spilldesc, i + 1);
+	TupleDescInitBuiltinEntry(sortdesc, n + 1, "seq", INT8OID, -1, 0);
+
+	aggregate_spill(rt);
+	ts = tuplesort_begin_heap(sortdesc, rt->nkeys + 1, attnums, sortops, colls, nullsfirst,
+							  work_mem, NULL, TUPLESORT_NONE);
+	slot = MakeSingleTupleTableSlot(rt->spilldesc, &TTSOpsMinimalTuple);
+	vslot = MakeSingleTupleTableSlot(sortdesc, &TTSOpsVirtual);
+	tuplestore_rescan(rt->spill);
+	while (tuplestore_gettupleslot(rt->spill, true, false, slot))
+	{
+		slot_getallattrs(slot);
+		ExecClearTuple(vslot);
+		memcpy(vslot->tts_values, slot->tts_values, n * sizeof(Datum));
+		memcpy(vslot->tts_isnull, slot->tts_isnull, n * sizeof(bool));
+		vslot->tts_values[n] = Int64GetDatum(seq++);
+		vslot->tts_isnull[n] = false;
+		ExecStoreVirtualTuple(vslot);
+		tuplesort_puttupleslot(ts, vslot);
+		CHECK_FOR_INTERRUPTS();
+	}
+	tuplesort_performsort(ts);
+	sslot = MakeSingleTupleTableSlot(sortdesc, &TTSOpsMinimalTuple);
+	while (tuplesort_gettupleslot(ts, true, false, sslot, NULL))
+	{
+		MemoryContext old;
+
+		if (rt->ngroups >= 1000 && consumer_over_memory())
+		{
+			upsert_table(rt, plan, with_thresholds, values, nulls, tmp);
+			aggregate_forget_groups(rt);
+		}
+		old = MemoryContextSwitchTo(tmp);
+		merge_spilled(rt, sslot);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(tmp);
+		CHECK_FOR_INTERRUPTS();
+	}
+	tuplesort_end(ts);
+	ExecDropSingleTupleTableSlot(sslot);
+	ExecDropSingleTupleTableSlot(vslot);
+	ExecDropSingleTupleTableSlot(slot);
+	return true;
+}
+
+/*
  * Prepares an aggregate's upsert as its owner, in the search_path it will
  * run in.
  */
@@ -365,7 +453,11 @@ aggregate_upsert_groups(AggRuntime *rt)
 	 * spill: every upsert of a row this transaction wrote already costs
 	 * PostgreSQL a combo command id until the transaction ends.
 	 */
-	if (rt->spill)
+	if (rt->spill && merge_sorted(rt, plan, with_thresholds, values, nulls, tmp))
+	{
+		/* every group upserted (merge_sorted) */
+	}
+	else if (rt->spill)
 	{
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(rt->spilldesc, &TTSOpsMinimalTuple);
 		int64		flushed = 0;
