@@ -19,6 +19,36 @@
 /* ---------- folding one event ---------- */
 
 /*
+ * The states of the group with these keys, made (initial states) when it
+ * is new; the keys are copied into the table.
+ */
+AggTransValue *
+aggregate_group(AggRuntime *rt, Datum *keys, bool *nulls, bool *isnew)
+{
+	TupleHashEntry entry;
+
+	ExecClearTuple(rt->keyslot);
+	for (int k = 0; k < rt->nkeys; k++)
+	{
+		rt->keyslot->tts_values[k] = keys[k];
+		rt->keyslot->tts_isnull[k] = nulls[k];
+	}
+	ExecStoreVirtualTuple(rt->keyslot);
+	entry = LookupTupleHashEntry(rt->groups, rt->keyslot, isnew, NULL);
+	if (*isnew)
+	{
+		AggTransValue *tv = MemoryContextAlloc(rt->batchcxt,
+											   Max(rt->naggs, 1) * sizeof(AggTransValue));
+
+		for (int a = 0; a < rt->naggs; a++)
+			aggfunc_init_trans(rt->aggs[a].info, &tv[a], rt->batchcxt);
+		entry->additional = tv;
+		rt->ngroups++;
+	}
+	return (AggTransValue *) entry->additional;
+}
+
+/*
  * Folds one event; returns the number of groups it made.  The expressions'
  * evaluation is marked for the consumer (consumer_evaluating): an error
  * there may be the event's own.
@@ -102,29 +132,13 @@ aggregate_fold(AggRuntime *rt, TupleTableSlot *row)
 
 	for (int w = 0; w < nwindows; w++)
 	{
-		TupleHashEntry entry;
 		bool		isnew;
 		AggTransValue *tv;
 		int			ai = w * nt;
 
-		ExecClearTuple(rt->keyslot);
-		for (int k = 0; k < rt->nkeys; k++)
-		{
-			rt->keyslot->tts_values[k] = keyv[w * nk + k];
-			rt->keyslot->tts_isnull[k] = keyn[w * nk + k];
-		}
-		ExecStoreVirtualTuple(rt->keyslot);
-		entry = LookupTupleHashEntry(rt->groups, rt->keyslot, &isnew, NULL);
+		tv = aggregate_group(rt, &keyv[w * nk], &keyn[w * nk], &isnew);
 		if (isnew)
-		{
-			tv = MemoryContextAlloc(rt->batchcxt, Max(rt->naggs, 1) * sizeof(AggTransValue));
-			for (int a = 0; a < rt->naggs; a++)
-				aggfunc_init_trans(rt->aggs[a].info, &tv[a], rt->batchcxt);
-			entry->additional = tv;
-			rt->ngroups++;
 			newgroups++;
-		}
-		tv = (AggTransValue *) entry->additional;
 		for (int a = 0; a < rt->naggs; a++)
 		{
 			AggCall    *call = &rt->aggs[a];

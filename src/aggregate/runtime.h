@@ -104,6 +104,7 @@ extern AggRuntime *aggregate_compile(int32 agg_id, Oid view, Oid state_rel, Oid 
 
 /* fold.c: one event into the groups (owner's scope); new groups made */
 extern int	aggregate_fold(AggRuntime *rt, TupleTableSlot *row);
+extern AggTransValue *aggregate_group(AggRuntime *rt, Datum *keys, bool *nulls, bool *isnew);
 extern void aggregate_build_groups(AggRuntime *rt);
 extern void aggregate_forget_groups(AggRuntime *rt);
 extern void aggregate_reset_batch(AggRuntime *rt);

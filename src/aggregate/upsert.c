@@ -259,27 +259,10 @@ merge_spilled(AggRuntime *rt, TupleTableSlot *spilled)
 	owner_enter(&scope, rt->def.owner, rt->def.search_path);
 	PG_TRY();
 	{
-		TupleHashEntry entry;
 		bool		isnew;
-		AggTransValue *tv;
+		AggTransValue *tv = aggregate_group(rt, spilled->tts_values, spilled->tts_isnull,
+											&isnew);
 
-		ExecClearTuple(rt->keyslot);
-		for (int k = 0; k < rt->nkeys; k++)
-		{
-			rt->keyslot->tts_values[k] = spilled->tts_values[k];
-			rt->keyslot->tts_isnull[k] = spilled->tts_isnull[k];
-		}
-		ExecStoreVirtualTuple(rt->keyslot);
-		entry = LookupTupleHashEntry(rt->groups, rt->keyslot, &isnew, NULL);
-		if (isnew)
-		{
-			tv = MemoryContextAlloc(rt->batchcxt, Max(rt->naggs, 1) * sizeof(AggTransValue));
-			for (int a = 0; a < rt->naggs; a++)
-				aggfunc_init_trans(rt->aggs[a].info, &tv[a], rt->batchcxt);
-			entry->additional = tv;
-			rt->ngroups++;
-		}
-		tv = (AggTransValue *) entry->additional;
 		for (int a = 0; a < rt->naggs; a++)
 		{
 			AggTransValue other;
