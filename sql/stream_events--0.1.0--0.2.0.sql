@@ -105,6 +105,36 @@ COMMENT ON TABLE stream.dead_letters IS
 COMMENT ON COLUMN stream.dead_letters.retry_requested IS
     'stream.retry_dead_letters asked the worker to apply the event again';
 
+-- The ingest queue (queue mode, docs/queue-mode.md).
+CREATE TABLE stream.queue_ticks (
+    tick    bigint PRIMARY KEY,
+    snap    pg_snapshot NOT NULL,
+    made_at timestamptz NOT NULL
+);
+COMMENT ON TABLE stream.queue_ticks IS
+    'Ticks of the ingest queue: numbered snapshots cutting committed transactions into windows (internal, queue mode)';
+INSERT INTO stream.queue_ticks VALUES (1, pg_catalog.pg_current_snapshot(), pg_catalog.clock_timestamp());
+CREATE TABLE stream.queue_txns (
+    xid               xid8 NOT NULL,
+    subxid            xid NOT NULL,
+    stream            oid NOT NULL,
+    first_received_at timestamptz NOT NULL
+);
+CREATE INDEX queue_txns_xid ON stream.queue_txns (xid);
+COMMENT ON TABLE stream.queue_txns IS
+    'Transactions that inserted events, per stream, not yet read by every definition (internal, queue mode)';
+-- every stream gets the index the queue reads new events by
+DO $upgrade$
+DECLARE
+    s record;
+BEGIN
+    FOR s IN SELECT st.relid, c.relname FROM stream.streams st JOIN pg_catalog.pg_class c ON c.oid = st.relid LOOP
+        EXECUTE format('CREATE INDEX %I ON %s USING brin (received_at) WITH (autosummarize = on)',
+                       s.relname || '_received_at', s.relid);
+    END LOOP;
+END
+$upgrade$;
+
 -- ---- functions, views, privileges and policies (scripts/upgrade-functions.sh) ----
 DROP POLICY streams_read ON stream.streams;
 DROP POLICY streams_owner_write ON stream.streams;
@@ -285,6 +315,9 @@ BEGIN
     relid := format('%I.%I', nsp, rel)::regclass;
 
     EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', nsp, rel || '_default', relid);
+    -- the ingest queue finds new events by received_at (docs/queue-mode.md)
+    EXECUTE format('CREATE INDEX %I ON %s USING brin (received_at) WITH (autosummarize = on)',
+                   rel || '_received_at', relid);
     EXECUTE format('CREATE TRIGGER stream_events_ingest BEFORE INSERT ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION stream._ingest_trigger()', relid);
     EXECUTE format('CREATE TRIGGER stream_events_append_only BEFORE UPDATE OR DELETE ON %s '
@@ -897,6 +930,46 @@ AS '$libdir/stream_events', $function$stream_consumer_position$function$
 COMMENT ON FUNCTION stream._consumer_position() IS 'WAL position this database''s worker has decoded and applied everything up to, and when (internal; the lag of stream.aggregates and stream.activation_status)';
 
 
+CREATE OR REPLACE FUNCTION stream.consumer_mode()
+ RETURNS text
+ LANGUAGE c
+ STABLE
+AS '$libdir/stream_events', $function$stream_consumer_mode$function$
+;
+COMMENT ON FUNCTION stream.consumer_mode() IS 'What feeds continuous aggregates and batched activations here: logical (decoding) or queue (the ingest queue); see stream_events.consumer';
+
+
+CREATE OR REPLACE FUNCTION stream._consumer_start_position()
+ RETURNS pg_lsn
+ LANGUAGE c
+AS '$libdir/stream_events', $function$stream_consumer_start_position$function$
+;
+COMMENT ON FUNCTION stream._consumer_start_position() IS 'Where a definition created now starts: the WAL insert position, or in queue mode the window after the last tick (internal)';
+
+
+CREATE OR REPLACE FUNCTION stream._consumer_mode_changed()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    queue boolean := stream.consumer_mode() = 'queue';
+    d record;
+BEGIN
+    FOR d IN SELECT a.view, a.owner FROM stream.aggregate_defs a
+             WHERE a.applied_lsn IS NOT NULL AND (a.applied_lsn >= '80000000/0') <> queue LOOP
+        PERFORM stream._priv_rebuild_aggregate(d.owner, d.view);
+    END LOOP;
+    UPDATE stream.activation_defs a
+       SET applied_lsn = CASE WHEN a.kind = 'threshold' THEN NULL ELSE stream._consumer_start_position() END
+     WHERE a.delivery = 'batched' AND a.applied_lsn IS NOT NULL
+       AND (a.applied_lsn >= '80000000/0') <> queue;
+END $function$
+;
+COMMENT ON FUNCTION stream._consumer_mode_changed() IS 'Moves every definition to the consumer''s mode: aggregates rebuilt, activations started from now (internal, the worker)';
+REVOKE ALL ON FUNCTION stream._consumer_mode_changed() FROM PUBLIC;
+
+
 CREATE OR REPLACE FUNCTION stream._aggregate_analyze_as(role regrole, search_path text, query text, OUT stream regclass, OUT query_tree text, OUT column_names text[], OUT is_key boolean[], OUT visible boolean[], OUT state_types text[], OUT result_types text[], OUT aggregates regprocedure[])
  RETURNS record
  LANGUAGE c
@@ -1138,6 +1211,7 @@ CREATE OR REPLACE FUNCTION stream.flush(name text DEFAULT NULL::text, timeout in
 AS $function$
 DECLARE
     target   pg_lsn;
+    started  timestamptz := clock_timestamp();
     deadline timestamptz := clock_timestamp() + coalesce(timeout, interval '10 s');
     one      stream.aggregate_defs;
     behind   record;
@@ -1151,8 +1225,22 @@ BEGIN
     IF name IS NOT NULL THEN
         one := stream._aggregate_lookup(name);
     END IF;
-    -- Every change committed before this call ends before target.
+    -- Every change committed before this call ends before target.  In
+    -- queue mode: the window after the first tick made after this call.
     target := stream._aggregate_wake(true);
+    WHILE target IS NULL LOOP
+        SELECT '80000000/0'::pg_lsn + (t.tick + 1) INTO target
+        FROM stream.queue_ticks t WHERE t.made_at >= started ORDER BY t.tick LIMIT 1;
+        EXIT WHEN target IS NOT NULL;
+        IF clock_timestamp() >= deadline THEN
+            RAISE EXCEPTION 'the worker has not read the ingest queue within %', timeout
+                USING ERRCODE = 'query_canceled',
+                      DETAIL = 'No tick was made since the call.',
+                      HINT = 'Check that the stream_events worker runs in this database (stream.workers).';
+        END IF;
+        PERFORM pg_sleep(0.005);
+        PERFORM stream._aggregate_wake(true);
+    END LOOP;
     LOOP
         SELECT d.view, d.status, d.last_error, d.applied_lsn INTO behind
         FROM stream.aggregate_defs d
@@ -1423,7 +1511,7 @@ BEGIN
             cooldown, delivery, caller, search_path,
             -- a threshold's stays NULL until the worker has noted which groups
             -- already satisfy it (they fire only after they stop, then rise)
-            CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
+            CASE WHEN kind = 'threshold' THEN NULL ELSE stream._consumer_start_position() END,
             mode, trees[1], trees[2], trees[3], trees[4], _priv_register_activation.on_error);
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(rel);
@@ -2177,6 +2265,8 @@ REVOKE ALL ON SEQUENCE stream.streams_stream_id_seq FROM PUBLIC;
 
 REVOKE ALL ON TABLE stream.streams FROM PUBLIC;
 GRANT SELECT ON TABLE stream.streams TO PUBLIC;
+
+GRANT SELECT ON TABLE stream.queue_ticks TO PUBLIC;
 
 REVOKE ALL ON TABLE stream.contracts FROM PUBLIC;
 GRANT SELECT ON TABLE stream.contracts TO PUBLIC;

@@ -196,7 +196,7 @@ act_load_batched(List *skip)
 	MemoryContext cxt = CurrentMemoryContext;
 
 	/* the worker's own write: not decoded (origin.h) */
-	if (act_execute_tagged(NULL, "UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
+	if (act_execute_tagged(NULL, "UPDATE stream.activation_defs SET applied_lsn = stream._consumer_start_position(), "
 					   "origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
 					   NULL) != SPI_OK_UPDATE)
 		elog(ERROR, "could not adopt restored activations");

@@ -209,17 +209,18 @@ check_no_writes(ConsumerDef *def)
 				 errhint("Use functions that only compute a value from the event.")));
 }
 
-/* fold_change's work; the caller exits the last scope, also on error */
+/* fold_event's work; the caller exits the last scope, also on error */
 static void
-fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, FoldScope *fs)
+fold_event_body(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time,
+				TupleTableSlot *row, FoldScope *fs)
 {
 	ListCell   *lc;
 	ConsumerEvent ev;
 
 	ev.row = row;
-	ev.lsn = txn->final_lsn;
-	ev.commit_time = txn->xact_time.commit_time;
-	eval_lsn = txn->final_lsn;
+	ev.lsn = lsn;
+	ev.commit_time = commit_time;
+	eval_lsn = lsn;
 	note_event(row);
 	foreach(lc, feed->defs)
 	{
@@ -229,7 +230,7 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 		 * Exactly once: commits before applied_lsn are applied already.
 		 * denied: its owner may not read the stream.
 		 */
-		if (def->backfill || def->denied || txn->final_lsn < def->applied_lsn)
+		if (def->backfill || def->denied || lsn < def->applied_lsn)
 			continue;
 		fold_scope_switch(fs, def->owner, def->search_path);
 		current_def = def;
@@ -240,17 +241,19 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 }
 
 /*
- * One decoded event through every definition of its stream, in order
- * (aggregates, then activations), each in its owner's scope, which is
- * left on every path (PG_CATCH rather than PG_FINALLY: gcc's -Wclobbered
- * misreads the latter here).
+ * One event (decoded, or read from the ingest queue, queue.c) through
+ * every definition of its stream, in order (aggregates, then
+ * activations), each in its owner's scope, which is left on every path
+ * (PG_CATCH rather than PG_FINALLY: gcc's -Wclobbered misreads the latter
+ * here).  The last scope stays open for the next event of the same
+ * transaction (fold_scope_end).
  */
-static void
-fold_change(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row)
+void
+fold_event(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time, TupleTableSlot *row)
 {
 	PG_TRY();
 	{
-		fold_change_body(feed, txn, row, &txn_scope);
+		fold_event_body(feed, lsn, commit_time, row, &txn_scope);
 	}
 	PG_CATCH();
 	{
@@ -258,6 +261,12 @@ fold_change(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+}
+
+void
+fold_scope_end(void)
+{
+	owner_exit(&txn_scope.scope);
 }
 
 static void
@@ -293,7 +302,7 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pushed = true;
 	}
-	fold_change(pe->feed, txn, row);
+	fold_event(pe->feed, txn->final_lsn, txn->xact_time.commit_time, row);
 	consumer_check_memory();
 	if (pushed)
 		PopActiveSnapshot();
@@ -304,7 +313,7 @@ static void
 cb_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
 	/* before the reorder buffer ends its replay subtransaction */
-	owner_exit(&txn_scope.scope);
+	fold_scope_end();
 	/* apply at a commit boundary once the batch is big or old enough */
 	if (batch_units >= se_aggregate_batch_groups ||
 		(batch_units > 0 &&

@@ -500,6 +500,50 @@ stream_events_worker_main(Datum main_arg)
 	proc_exit(0);
 }
 
+/* ---------- ticks of the ingest queue (consumer/queue.c) ---------- */
+
+/* stream.flush in queue mode: the database's worker makes a tick soon */
+void
+worker_request_tick(Oid dboid)
+{
+	if (worker_shared == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < NSLOTS; i++)
+		if (worker_shared->slots[i].dboid == dboid)
+			worker_shared->slots[i].tick_requested = true;
+	SpinLockRelease(&worker_shared->mutex);
+	worker_wake_database(dboid);
+}
+
+/* whether a tick was asked for since the last call (in the worker) */
+bool
+worker_take_tick_request(void)
+{
+	bool		asked;
+
+	if (my_slot == NULL)
+		return false;
+	SpinLockAcquire(&worker_shared->mutex);
+	asked = my_slot->tick_requested;
+	my_slot->tick_requested = false;
+	SpinLockRelease(&worker_shared->mutex);
+	return asked;
+}
+
+bool
+worker_tick_requested(void)
+{
+	bool		asked;
+
+	if (my_slot == NULL)
+		return false;
+	SpinLockAcquire(&worker_shared->mutex);
+	asked = my_slot->tick_requested;
+	SpinLockRelease(&worker_shared->mutex);
+	return asked;
+}
+
 /* ---------- the consumer's position (stream.aggregates' lag) ---------- */
 
 void
