@@ -123,6 +123,9 @@ CREATE TABLE stream.queue_txns (
 CREATE INDEX queue_txns_xid ON stream.queue_txns (xid);
 COMMENT ON TABLE stream.queue_txns IS
     'Transactions that inserted events, per stream, not yet read by every definition (internal, queue mode)';
+ALTER TABLE stream.activation_defs ADD COLUMN start_snapshot pg_snapshot;
+COMMENT ON COLUMN stream.activation_defs.start_snapshot IS
+    'Queue mode: the snapshot of the activation''s start; events of transactions it sees are not looked at';
 -- every stream gets the index the queue reads new events by
 DO $upgrade$
 DECLARE
@@ -961,7 +964,8 @@ BEGIN
         PERFORM stream._priv_rebuild_aggregate(d.owner, d.view);
     END LOOP;
     UPDATE stream.activation_defs a
-       SET applied_lsn = CASE WHEN a.kind = 'threshold' THEN NULL ELSE stream._consumer_start_position() END
+       SET applied_lsn = CASE WHEN a.kind = 'threshold' THEN NULL ELSE stream._consumer_start_position() END,
+           start_snapshot = CASE WHEN queue THEN pg_catalog.pg_current_snapshot() END
      WHERE a.delivery = 'batched' AND a.applied_lsn IS NOT NULL
        AND (a.applied_lsn >= '80000000/0') <> queue;
 END $function$
@@ -1184,7 +1188,7 @@ AS $function$
     SELECT CASE
         WHEN current_setting('shared_preload_libraries') !~ '(^|[ ,])"?stream_events"?($|[ ,])' THEN
             'The background worker is not running: add stream_events to shared_preload_libraries in postgresql.conf and restart the server.'
-        WHEN current_setting('wal_level') <> 'logical' THEN
+        WHEN current_setting('wal_level') <> 'logical' AND stream.consumer_mode() <> 'queue' THEN
             'The worker reads changes by logical decoding: set wal_level = logical in postgresql.conf and restart the server.'
         WHEN last_error LIKE '%may not be used as an output plugin%' THEN
             'The server refuses this library as an output plugin: add stream_events to output_plugin_libraries (superuser setting, PostgreSQL 15.20 and later) and reload.'
@@ -1228,7 +1232,9 @@ BEGIN
     -- Every change committed before this call ends before target.  In
     -- queue mode: the window after the first tick made after this call.
     target := stream._aggregate_wake(true);
-    WHILE target IS NULL LOOP
+    WHILE target IS NULL AND stream.consumer_mode() = 'queue'
+          AND (EXISTS (SELECT 1 FROM stream.aggregate_defs)
+               OR EXISTS (SELECT 1 FROM stream.activation_defs WHERE delivery = 'batched')) LOOP
         SELECT '80000000/0'::pg_lsn + (t.tick + 1) INTO target
         FROM stream.queue_ticks t WHERE t.made_at >= started ORDER BY t.tick LIMIT 1;
         EXIT WHEN target IS NOT NULL;
@@ -1236,7 +1242,7 @@ BEGIN
             RAISE EXCEPTION 'the worker has not read the ingest queue within %', timeout
                 USING ERRCODE = 'query_canceled',
                       DETAIL = 'No tick was made since the call.',
-                      HINT = 'Check that the stream_events worker runs in this database (stream.workers).';
+                      HINT = 'Check that the stream_events worker runs in this database (stream.worker_status()).';
         END IF;
         PERFORM pg_sleep(0.005);
         PERFORM stream._aggregate_wake(true);
@@ -1506,13 +1512,14 @@ BEGIN
     INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
                                         payload, channel, cooldown, delivery, owner, search_path,
                                         applied_lsn, notify, condition_tree, key_tree, payload_tree,
-                                        cancelled_by_tree, on_error)
+                                        cancelled_by_tree, on_error, start_snapshot)
     VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
             cooldown, delivery, caller, search_path,
             -- a threshold's stays NULL until the worker has noted which groups
             -- already satisfy it (they fire only after they stop, then rise)
             CASE WHEN kind = 'threshold' THEN NULL ELSE stream._consumer_start_position() END,
-            mode, trees[1], trees[2], trees[3], trees[4], _priv_register_activation.on_error);
+            mode, trees[1], trees[2], trees[3], trees[4], _priv_register_activation.on_error,
+            CASE WHEN stream.consumer_mode() = 'queue' THEN pg_catalog.pg_current_snapshot() END);
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(rel);
     END IF;

@@ -71,9 +71,12 @@ extern void warn_if_slot_holds_wal(void);
 extern void part_cache_reset(void);
 extern void part_cache_register(void);
 extern void fold_scope_forget(void);
-/* one event (of the commit at lsn) through its stream's definitions */
+/*
+ * one event (of the commit at lsn; in queue mode of the top-level
+ * transaction xid, else 0) through its stream's definitions
+ */
 extern void fold_event(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time,
-					   TupleTableSlot *row);
+					   uint64 xid, TupleTableSlot *row);
 /* leaves the owner scope fold_event left open (end of a transaction) */
 extern void fold_scope_end(void);
 

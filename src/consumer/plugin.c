@@ -20,6 +20,7 @@
 #include "replication/origin.h"
 #include "replication/output_plugin.h"
 #include "utils/hsearch.h"
+#include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -211,7 +212,7 @@ check_no_writes(ConsumerDef *def)
 
 /* fold_event's work; the caller exits the last scope, also on error */
 static void
-fold_event_body(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time,
+fold_event_body(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time, uint64 xid,
 				TupleTableSlot *row, FoldScope *fs)
 {
 	ListCell   *lc;
@@ -232,6 +233,11 @@ fold_event_body(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time,
 		 */
 		if (def->backfill || def->denied || lsn < def->applied_lsn)
 			continue;
+		/* queue mode: a transaction the definition's creation saw */
+		if (def->start_snapshot != (Datum) 0 && xid != 0 &&
+			DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, UInt64GetDatum(xid),
+											 def->start_snapshot)))
+			continue;
 		fold_scope_switch(fs, def->owner, def->search_path);
 		current_def = def;
 		fold_one(def, &ev);
@@ -249,11 +255,12 @@ fold_event_body(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time,
  * transaction (fold_scope_end).
  */
 void
-fold_event(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time, TupleTableSlot *row)
+fold_event(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time, uint64 xid,
+		   TupleTableSlot *row)
 {
 	PG_TRY();
 	{
-		fold_event_body(feed, lsn, commit_time, row, &txn_scope);
+		fold_event_body(feed, lsn, commit_time, xid, row, &txn_scope);
 	}
 	PG_CATCH();
 	{
@@ -302,7 +309,7 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pushed = true;
 	}
-	fold_event(pe->feed, txn->final_lsn, txn->xact_time.commit_time, row);
+	fold_event(pe->feed, txn->final_lsn, txn->xact_time.commit_time, 0, row);
 	consumer_check_memory();
 	if (pushed)
 		PopActiveSnapshot();

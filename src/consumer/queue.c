@@ -46,6 +46,8 @@
 #include "pgstat.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/array.h"
+#include "utils/hsearch.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
@@ -108,7 +110,11 @@ static bool
 tick_needed(void)
 {
 	if (worker_take_tick_request())
+	{
+		/* as the flush marker in logical mode: positions are written */
+		flush_seen = true;
 		return true;
+	}
 	if (SPI_execute("SELECT 1 FROM (SELECT snap FROM stream.queue_ticks ORDER BY tick DESC LIMIT 1) t, "
 					"stream.queue_txns q "
 					"WHERE q.xid >= pg_catalog.pg_snapshot_xmin(t.snap) "
@@ -127,29 +133,81 @@ typedef struct Tick
 	TimestampTz made_at;
 } Tick;
 
+/* subxid -> its top-level xid8, for the definitions with a start snapshot */
+typedef struct TopXid
+{
+	TransactionId subxid;
+	uint64		xid;
+} TopXid;
+
+static bool
+feed_has_start_snapshot(StreamFeed *feed)
+{
+	ListCell   *lc;
+
+	foreach(lc, feed->defs)
+		if (((ConsumerDef *) lfirst(lc))->start_snapshot != (Datum) 0)
+			return true;
+	return false;
+}
+
+static HTAB *
+top_xids(Datum subxids, Datum xids)
+{
+	HASHCTL		ctl = {0};
+	HTAB	   *tops;
+	Datum	   *subs,
+			   *tops_d;
+	int			n,
+				m;
+
+	ctl.keysize = sizeof(TransactionId);
+	ctl.entrysize = sizeof(TopXid);
+	ctl.hcxt = CurrentMemoryContext;
+	tops = hash_create("stream_events window xids", 256, &ctl,
+					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	deconstruct_array(DatumGetArrayTypeP(subxids), XIDOID, sizeof(TransactionId), true,
+					  TYPALIGN_INT, &subs, NULL, &n);
+	deconstruct_array(DatumGetArrayTypeP(xids), XID8OID, sizeof(uint64), FLOAT8PASSBYVAL,
+					  TYPALIGN_DOUBLE, &tops_d, NULL, &m);
+	for (int i = 0; i < n && i < m; i++)
+	{
+		TransactionId sub = DatumGetTransactionId(subs[i]);
+		TopXid	   *e = hash_search(tops, &sub, HASH_ENTER, NULL);
+
+		e->xid = DatumGetUInt64(tops_d[i]);
+	}
+	return tops;
+}
+
 /* the stream's rows of one window through its definitions */
 static void
-read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum xids,
-				   TimestampTz from)
+read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum subxids,
+				   Datum xids, TimestampTz from)
 {
 	Oid			argtypes[2] = {TIMESTAMPTZOID, XIDARRAYOID};
-	Datum		args[2] = {TimestampTzGetDatum(from), xids};
+	Datum		args[2] = {TimestampTzGetDatum(from), subxids};
 	Portal		portal;
 	TupleConversionMap *map = NULL;
 	bool		map_done = false;
 	char	   *sql;
+	HTAB	   *tops = feed_has_start_snapshot(feed) ? top_xids(subxids, xids) : NULL;
 
-	sql = psprintf("SELECT * FROM %s s WHERE s.received_at OPERATOR(pg_catalog.>=) $1 "
+	/* the last column is the row's xmin, its (sub)transaction */
+	sql = psprintf("SELECT s.*, s.xmin AS \"stream_events xmin\" FROM %s s "
+				   "WHERE s.received_at OPERATOR(pg_catalog.>=) $1 "
 				   "AND s.xmin OPERATOR(pg_catalog.=) ANY ($2)",
 				   definition_relation_name(feed->stream));
 	portal = SPI_cursor_open_with_args(NULL, sql, 2, argtypes, args, NULL, true, 0);
 	for (;;)
 	{
 		TupleTableSlot *slot;
+		int			natts;
 
 		SPI_cursor_fetch(portal, true, QUEUE_FETCH);
 		if (SPI_processed == 0)
 			break;
+		natts = SPI_tuptable->tupdesc->natts;
 		slot = MakeSingleTupleTableSlot(SPI_tuptable->tupdesc, &TTSOpsHeapTuple);
 		if (!map_done)
 		{
@@ -160,10 +218,20 @@ read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum xids,
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			TupleTableSlot *row;
+			uint64		top = 0;
 
 			ExecStoreHeapTuple(SPI_tuptable->vals[i], slot, false);
-			row = map ? execute_attr_map_slot(map->attrMap, slot, feed->slot) : slot;
-			fold_event(feed, QUEUE_POSITION(w), made_at, row);
+			if (tops)
+			{
+				bool		isnull;
+				TransactionId sub = DatumGetTransactionId(slot_getattr(slot, natts, &isnull));
+				TopXid	   *e = hash_search(tops, &sub, HASH_FIND, NULL);
+
+				top = e ? e->xid : 0;
+			}
+			/* always a map: the cursor has one column more */
+			row = execute_attr_map_slot(map->attrMap, slot, feed->slot);
+			fold_event(feed, QUEUE_POSITION(w), made_at, top, row);
 			consumer_check_memory();
 			ExecClearTuple(slot);
 		}
@@ -173,6 +241,8 @@ read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum xids,
 	}
 	SPI_cursor_close(portal);
 	fold_scope_end();
+	if (tops)
+		hash_destroy(tops);
 }
 
 /* window w: the transactions visible in hi and not in lo */
@@ -185,7 +255,7 @@ read_window(int64 w, Tick *lo, Tick *hi)
 	uint64		n;
 
 	if (SPI_execute_with_args("SELECT q.stream, pg_catalog.array_agg(q.subxid), "
-							  "pg_catalog.min(q.first_received_at) "
+							  "pg_catalog.min(q.first_received_at), pg_catalog.array_agg(q.xid) "
 							  "FROM stream.queue_txns q "
 							  "WHERE q.xid >= pg_catalog.pg_snapshot_xmin($1) "
 							  "AND q.xid < pg_catalog.pg_snapshot_xmax($2) "
@@ -202,11 +272,12 @@ read_window(int64 w, Tick *lo, Tick *hi)
 		Oid			stream = DatumGetObjectId(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull));
 		Datum		xids = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull);
 		TimestampTz from = DatumGetTimestampTz(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 3, &isnull));
+		Datum		tops = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 4, &isnull);
 		StreamFeed *feed = feed_of(stream);
 
 		if (feed == NULL || feed->defs == NIL)
 			continue;
-		read_stream_window(feed, w, hi->made_at, xids, from);
+		read_stream_window(feed, w, hi->made_at, xids, tops, from);
 	}
 	SPI_freetuptable(tuptable);
 }
@@ -244,8 +315,17 @@ queue_read_available(void)
 	int64		first;
 	int64		last;
 	MemoryContext cxt;
+	TimestampTz asked;
 
-	/* a tick, in a transaction of its own: readers rely on it committed */
+	flush_seen = false;
+
+	/*
+	 * A tick, in a transaction of its own: readers rely on it committed.
+	 * Without one, every transaction committed before asked (the clock
+	 * before the check's snapshot) is in a tick already: the horizon of
+	 * timers is that time.
+	 */
+	asked = GetCurrentTimestamp();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
@@ -326,6 +406,7 @@ queue_read_available(void)
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 
+	decode_horizon = Max(decode_horizon, asked);
 	queue_read_upto = QUEUE_POSITION(last + 1);
 	decoded_to_end = true;
 	decoded_end = queue_read_upto;
@@ -479,8 +560,11 @@ queue_adopt_mode(void)
 
 /*
  * stream._consumer_start_position(): where a definition created now starts
- * (activations): the WAL insert position in logical mode; in queue mode
- * the window after the last tick.
+ * (activations): the WAL insert position in logical mode.  In queue mode,
+ * the window after the last tick this call sees (L): every tick up to L
+ * sees less than this call's snapshot, which the definition keeps as its
+ * start snapshot (activation_defs.start_snapshot): events of transactions
+ * it sees are skipped in the windows after L (fold_event).
  */
 Datum
 stream_consumer_start_position(PG_FUNCTION_ARGS)

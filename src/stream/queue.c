@@ -62,6 +62,7 @@ void
 queue_note_insert(Oid stream_relid, TimestampTz received_at)
 {
 	TransactionId xid;
+	Oid			relid;
 	Relation	rel;
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
@@ -79,7 +80,10 @@ queue_note_insert(Oid stream_relid, TimestampTz received_at)
 		if (noted[i] == stream_relid)
 			return;
 
-	rel = table_open(queue_txns_relid(), RowExclusiveLock);
+	relid = queue_txns_relid();
+	if (!OidIsValid(relid))
+		return;					/* a catalog older than queue mode (0.1.0) */
+	rel = table_open(relid, RowExclusiveLock);
 	values[0] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	values[1] = TransactionIdGetDatum(xid);
 	values[2] = ObjectIdGetDatum(stream_relid);
@@ -110,8 +114,11 @@ queue_unread_xids(Oid stream_relid)
 	Datum	   *xids = NULL;
 	int			n = 0,
 				max = 0;
+	Oid			relid = queue_txns_relid();
 
-	rel = table_open(queue_txns_relid(), AccessShareLock);
+	if (!OidIsValid(relid))
+		return construct_empty_array(XIDOID);
+	rel = table_open(relid, AccessShareLock);
 	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
