@@ -950,6 +950,21 @@ AS '$libdir/stream_events', $function$stream_consumer_start_position$function$
 COMMENT ON FUNCTION stream._consumer_start_position() IS 'Where a definition created now starts: the WAL insert position, or in queue mode the window after the last tick (internal)';
 
 
+CREATE OR REPLACE FUNCTION stream._queue_lag(pos pg_lsn)
+ RETURNS double precision
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT coalesce(greatest(extract(epoch FROM now() - min(q.first_received_at)), 0)::double precision, 0)
+    FROM stream.queue_ticks t, stream.queue_txns q
+    WHERE t.tick = (pos - '80000000/0'::pg_lsn)::bigint - 1
+      AND q.xid >= pg_snapshot_xmin(t.snap) AND NOT pg_visible_in_snapshot(q.xid, t.snap)
+$function$
+;
+COMMENT ON FUNCTION stream._queue_lag(pg_lsn) IS 'Queue mode: age in seconds of the oldest committed event a definition at this position has not read (internal; the lag of stream.aggregates)';
+
+
 CREATE OR REPLACE FUNCTION stream._consumer_mode_changed()
  RETURNS void
  LANGUAGE plpgsql
@@ -2147,11 +2162,12 @@ CREATE VIEW stream.aggregates AS
     d.last_error,
     d.applied_lsn,
         CASE
-            WHEN (d.applied_lsn IS NOT NULL) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(), p.pos), (0)::numeric)
+            WHEN ((d.applied_lsn IS NOT NULL) AND (d.applied_lsn < '80000000/0'::pg_lsn)) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(), p.pos), (0)::numeric)
             ELSE NULL::numeric
         END AS lag_bytes,
         CASE
             WHEN (d.applied_lsn IS NULL) THEN NULL::double precision
+            WHEN (d.applied_lsn >= '80000000/0'::pg_lsn) THEN stream._queue_lag(d.applied_lsn)
             WHEN (pg_current_wal_lsn() <= p.pos) THEN (0)::double precision
             ELSE (GREATEST(EXTRACT(epoch FROM (now() - p.pos_at)), (0)::numeric))::double precision
         END AS lag_seconds,
@@ -2239,7 +2255,7 @@ CREATE VIEW stream.activation_status AS
     d.applied_lsn,
         CASE
             WHEN (d.delivery = 'immediate'::text) THEN (0)::numeric
-            WHEN (d.applied_lsn IS NOT NULL) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(),
+            WHEN ((d.applied_lsn IS NOT NULL) AND (d.applied_lsn < '80000000/0'::pg_lsn)) THEN GREATEST(pg_wal_lsn_diff(pg_current_wal_lsn(),
             CASE
                 WHEN ((d.status = 'running'::text) AND (c.decoded_lsn > d.applied_lsn)) THEN c.decoded_lsn
                 ELSE d.applied_lsn

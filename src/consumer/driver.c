@@ -718,7 +718,7 @@ consumer_round(bool *installed)
 	 */
 	if (have_definitions && !retry_pending && !XLogRecPtrIsInvalid(last_round_insert) &&
 		GetXLogInsertRecPtr() == last_round_insert && !backfill_wants_round() &&
-		!worker_tick_requested() &&
+		!worker_tick_requested() && loaded_queue == (int) consumer_uses_queue() &&
 		!TimestampDifferenceExceeds(last_full_round, GetCurrentTimestamp(), IDLE_ROUND_MS) &&
 		!consumer_timers_due(GetCurrentTimestamp()))
 	{

@@ -54,4 +54,4 @@ SELECT (SELECT count(*) FROM stream.activations WHERE activation = 'big_buy') AS
        (SELECT count(*) FROM shop WHERE event_name = 'buy' AND (properties->>'price')::int >= 45
           AND received_at > (SELECT created_at FROM stream.aggregates WHERE name = 'shop_per_user')) AS matching;
 SELECT key, count(*) FROM stream.activations WHERE activation = 'big_buy' AND key IN ('sp', 'rolled_back') GROUP BY key;
-SELECT state, applied_lsn >= '80000000/0' AS queue_position FROM stream.aggregates;
+SELECT state, applied_lsn >= '80000000/0' AS queue_position, lag_bytes IS NULL AS no_lag_bytes, lag_seconds FROM stream.aggregates;
