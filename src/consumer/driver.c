@@ -41,6 +41,7 @@
 #include "consumer/internal.h"
 #include "core/guc.h"
 #include "core/origin.h"
+#include "core/plans.h"
 #include "stream_events.h"
 
 /* an idle worker still makes a full round this often */
@@ -65,6 +66,8 @@ static TimestampTz last_idle_write = 0;
 static XLogRecPtr last_round_insert = InvalidXLogRecPtr;
 static TimestampTz last_full_round = 0;
 static int	loaded_queue = -1;	/* the mode the definitions were loaded in */
+static uint64 seen_generation = 0;	/* worker_definitions_generation() read */
+static TimestampTz last_catalog_check = 0;
 
 void
 consumer_register_sink(const ConsumerSink *sink)
@@ -501,19 +504,29 @@ consumer_timers(TimestampTz horizon)
 static char *
 read_signature(bool *installed)
 {
+	static SPIPlanPtr plan = NULL;
+	static char *sql = NULL;
 	char	   *sig = NULL;
-	StringInfoData sql;
 
 	*installed = OidIsValid(get_extension_oid("stream_events", true));
 	if (!*installed)
 		return NULL;
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT nullif(concat_ws('|'");
-	for (int s = 0; s < consumer_nsinks; s++)
-		appendStringInfo(&sql, ", (%s)", consumer_sinks[s]->signature_sql);
-	appendStringInfoString(&sql, "), '')");
+	if (sql == NULL)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "SELECT nullif(concat_ws('|'");
+		for (int s = 0; s < consumer_nsinks; s++)
+			appendStringInfo(&buf, ", (%s)", consumer_sinks[s]->signature_sql);
+		appendStringInfoString(&buf, "), '')");
+		sql = MemoryContextStrdup(TopMemoryContext, buf.data);
+		pfree(buf.data);
+	}
 	SPI_connect();
-	if (SPI_execute(sql.data, true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+	/* every round: prepared once (planning it was most of a round's cost) */
+	if (plan_execute(&plan, sql, 0, NULL, NULL, NULL, true, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1)
 	{
 		bool		isnull;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -522,7 +535,6 @@ read_signature(bool *installed)
 			sig = MemoryContextStrdup(TopTransactionContext, TextDatumGetCString(d));
 	}
 	SPI_finish();
-	pfree(sql.data);
 	return sig;
 }
 
@@ -542,6 +554,23 @@ round_body(bool *installed)
 	ListCell   *lc;
 	XLogRecPtr	upto;
 	XLogRecPtr	round_insert = GetXLogInsertRecPtr();
+	uint64		generation;
+
+	/*
+	 * The catalogs are looked at again (signature, a backfill's end, dead
+	 * letters to retry) when definitions' DDL committed since, a backfill
+	 * wants it, or a second passed (changes nobody signals: DROP VIEW of an
+	 * aggregate, rows restored by pg_restore).  Otherwise a round goes
+	 * straight to reading what was committed: a round woken by every
+	 * producer's commit must be short.
+	 */
+	generation = worker_definitions_generation();
+	if (defs_signature != NULL && generation == seen_generation &&
+		loaded_queue == (int) consumer_uses_queue() && !backfill_wants_round() &&
+		!TimestampDifferenceExceeds(last_catalog_check, GetCurrentTimestamp(), 1000))
+		goto read;
+	last_catalog_check = GetCurrentTimestamp();
+	seen_generation = generation;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -599,14 +628,18 @@ round_body(bool *installed)
 	/* dead letters stream.retry_dead_letters asked for (a partial index) */
 	if (consumer_catalog_has_failures)
 	{
+		static SPIPlanPtr retry_plan = NULL;
+
 		SPI_connect();
 		retry_pending =
-			SPI_execute("SELECT 1 FROM stream.dead_letters WHERE retry_requested LIMIT 1",
-						true, 0) == SPI_OK_SELECT && SPI_processed > 0;
+			plan_execute(&retry_plan, "SELECT 1 FROM stream.dead_letters WHERE retry_requested LIMIT 1",
+						 0, NULL, NULL, NULL, true, 0) == SPI_OK_SELECT && SPI_processed > 0;
 		SPI_finish();
 	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+
+read:
 
 	/*
 	 * Queue mode needs no slot (and must not keep one holding WAL); in
