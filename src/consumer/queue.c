@@ -270,14 +270,14 @@ read_window(int64 w, Tick *lo, Tick *hi)
 	uint64		n;
 
 	if (plan_execute(&plan, "SELECT q.stream, pg_catalog.array_agg(q.subxid), "
-							  "pg_catalog.min(q.first_received_at), pg_catalog.array_agg(q.xid) "
-							  "FROM stream.queue_txns q "
-							  "WHERE q.xid >= pg_catalog.pg_snapshot_xmin($1) "
-							  "AND q.xid < pg_catalog.pg_snapshot_xmax($2) "
-							  "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, $1) "
-							  "AND pg_catalog.pg_visible_in_snapshot(q.xid, $2) "
-							  "GROUP BY q.stream",
-							  2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+					 "pg_catalog.min(q.first_received_at), pg_catalog.array_agg(q.xid) "
+					 "FROM stream.queue_txns q "
+					 "WHERE q.xid >= pg_catalog.pg_snapshot_xmin($1) "
+					 "AND q.xid < pg_catalog.pg_snapshot_xmax($2) "
+					 "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, $1) "
+					 "AND pg_catalog.pg_visible_in_snapshot(q.xid, $2) "
+					 "GROUP BY q.stream",
+					 2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.queue_txns");
 	tuptable = SPI_tuptable;
 	n = SPI_processed;
