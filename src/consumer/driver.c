@@ -439,8 +439,14 @@ round_body(bool *installed)
 			queue_release_idle();
 		return;
 	}
-	/* a backfill process that ended: parked if it says so (a reload) */
+	/*
+	 * A backfill process that ended: parked if it says so (a reload).  Its
+	 * commit may postdate the signature just read: the next round reads it
+	 * again.
+	 */
 	SPI_connect();
+	if (backfill_wants_round())
+		last_catalog_check = 0;
 	if (backfill_poll())
 		defs_signature = NULL;
 	SPI_finish();
