@@ -408,8 +408,9 @@ CREATE OR REPLACE FUNCTION stream._on_sql_drop()
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    gone record;
-    q    regclass;
+    gone    record;
+    q       regclass;
+    changed boolean;
 BEGIN
     -- activations of a dropped stream, or of a dropped aggregate's view
     -- (piece 70), go with it: their outbox rows stay
@@ -417,11 +418,13 @@ BEGIN
     USING pg_event_trigger_dropped_objects() o
     WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
       AND (a.stream = o.objid OR a.aggregate = o.objid);
+    changed := FOUND;
     FOR gone IN SELECT objid FROM pg_event_trigger_dropped_objects()
                 WHERE classid = 'pg_class'::regclass AND objsubid = 0
                   AND object_type IN ('table', 'partitioned table')
     LOOP
         SELECT quarantine INTO q FROM stream.streams WHERE relid = gone.objid;
+        changed := changed OR FOUND;
         WITH s AS (DELETE FROM stream.streams WHERE relid = gone.objid RETURNING stream_id),
              c AS (DELETE FROM stream.contracts k USING s WHERE k.stream_id = s.stream_id
                    RETURNING k.schema_uri),
@@ -432,6 +435,10 @@ BEGIN
             EXECUTE format('DROP TABLE IF EXISTS %s', q);
         END IF;
     END LOOP;
+    -- the worker reads its catalogs again at the commit (it may feed them)
+    IF changed THEN
+        PERFORM stream._aggregate_wake(false);
+    END IF;
 END $function$
 ;
 

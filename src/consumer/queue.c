@@ -55,6 +55,7 @@
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "consumer/internal.h"
@@ -293,6 +294,9 @@ read_window(int64 w, Tick *lo, Tick *hi)
 
 		if (feed == NULL || feed->defs == NIL)
 			continue;
+		/* dropped since the definitions were loaded: they go next round */
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(stream)))
+			continue;
 		read_stream_window(feed, w, hi->made_at, xids, tops, from);
 	}
 	SPI_freetuptable(tuptable);
@@ -496,7 +500,8 @@ queue_summarize(void)
 			Oid			heap = DatumGetObjectId(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
 
 			/* the function takes the same lock, held by us already then */
-			if (ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock))
+			if (ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock) &&
+				SearchSysCacheExists1(RELOID, ObjectIdGetDatum(index)))
 				(void) DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(index));
 		}
 		SPI_freetuptable(tuptable);
