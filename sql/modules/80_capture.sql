@@ -76,6 +76,12 @@ CREATE FUNCTION stream._capture_mode() RETURNS text
 COMMENT ON FUNCTION stream._capture_mode() IS
     'How captured changes reach their stream in this server: logical (decoding) or queue (the capture trigger) (internal)';
 
+CREATE FUNCTION stream._capture_event_id(capture_id integer, change_position text) RETURNS uuid
+    AS 'MODULE_PATHNAME', 'stream_capture_event_id'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION stream._capture_event_id(integer, text) IS
+    'The event_id a capture gives the change at change_position (its event''s context.position): a version 5 UUID, the same however often the change is written (internal)';
+
 -- What the worker's capture sink must load again when it changes (NULL in
 -- queue mode, where captures need no slot).
 CREATE FUNCTION stream._capture_signature() RETURNS text

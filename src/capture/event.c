@@ -14,6 +14,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
@@ -29,6 +30,8 @@
 /* the namespace of captured events' ids (a fixed, random UUID) */
 static const pg_uuid_t capture_namespace = {{0x8c, 0x3e, 0x51, 0x0f, 0x2d, 0x6a, 0x4b, 0x17,
 0x9a, 0x41, 0xc2, 0x7e, 0x05, 0xd3, 0x68, 0xb9}};
+
+PG_FUNCTION_INFO_V1(stream_capture_event_id);
 
 void
 capture_event_id(int32 capture_id, const char *position, pg_uuid_t *result)
@@ -320,4 +323,17 @@ capture_build_event(CaptureSpec *spec, CaptureShape *shape, CaptureChange *chang
 	appendStringInfoChar(&buf, '}');
 	ev->context = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 	capture_event_id(spec->capture_id, change->position, &ev->event_id);
+}
+
+/*
+ * stream._capture_event_id(capture_id, position): the id the capture gives
+ * the change at position (context.position), for checks and tests.
+ */
+Datum
+stream_capture_event_id(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t  *result = palloc(sizeof(pg_uuid_t));
+
+	capture_event_id(PG_GETARG_INT32(0), text_to_cstring(PG_GETARG_TEXT_PP(1)), result);
+	PG_RETURN_UUID_P(result);
 }

@@ -122,6 +122,8 @@ capture_load(List *skip)
 					"coalesce(k.applied_lsn, k.start_lsn), k.applied_lsn IS NULL FROM "
 					CAPTURE_SPEC_FROM " ORDER BY k.capture_id", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.captures");
+	/* SPI_execute left us in SPI's own memory, freed at SPI_finish */
+	MemoryContextSwitchTo(cxt);
 	ctl.keysize = sizeof(Oid);
 	ctl.entrysize = sizeof(SourceEntry);
 	ctl.hcxt = cxt;
@@ -429,7 +431,7 @@ static const ConsumerSink capture_sink = {
 	 * the query parses there too).
 	 */
 	.signature_sql = "SELECT CASE WHEN pg_catalog.to_regprocedure('stream._capture_signature()') IS NOT NULL "
-	"THEN pg_catalog.nullif(pg_catalog.query_to_xml('SELECT s FROM stream._capture_signature() s "
+	"THEN nullif(pg_catalog.query_to_xml('SELECT s FROM stream._capture_signature() s "
 	"WHERE s IS NOT NULL', false, true, '')::text, '') END",
 	.states = capture_states,
 	.load = capture_load,
