@@ -122,9 +122,12 @@ BEGIN
     SELECT * INTO c FROM pg_catalog.pg_class r WHERE r.oid = source;
     IF EXISTS (SELECT 1 FROM stream.streams s
                WHERE s.relid = source OR s.relid = pg_catalog.pg_partition_root(source)) THEN
-        RAISE EXCEPTION 'cannot capture stream %', source
+        RAISE EXCEPTION 'cannot capture stream %', pg_catalog.pg_partition_root(source)
             USING ERRCODE = 'wrong_object_type',
-                  DETAIL = format('%s is a stream: its events are already events.', source),
+                  DETAIL = CASE WHEN pg_catalog.pg_partition_root(source) = source
+                                THEN format('%s is a stream: its events are already events.', source)
+                                ELSE format('%s is a partition of stream %s: its events are already events.',
+                                            source, pg_catalog.pg_partition_root(source)) END,
                   HINT = 'Capture ordinary tables; aggregates and activations read a stream directly.';
     END IF;
     IF c.relkind <> 'r' THEN
@@ -133,7 +136,7 @@ BEGIN
                   DETAIL = format('%s is a %s, not an ordinary table.', source,
                                   CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
                                                  WHEN 'p' THEN 'partitioned table' WHEN 'f' THEN 'foreign table'
-                                                 WHEN 'S' THEN 'sequence' ELSE 'relation of kind ' || c.relkind END),
+                                                 WHEN 'S' THEN 'sequence' ELSE 'relation of kind ' || c.relkind::text END),
                   HINT = CASE c.relkind WHEN 'p' THEN 'Capture its partitions one by one.'
                                         ELSE 'Capture the table the view reads from.' END;
     END IF;
