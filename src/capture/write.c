@@ -22,7 +22,9 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "replication/origin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -78,7 +80,8 @@ typedef struct WriteState
 	CaptureSpec *spec;
 	Tuplestorestate *store;
 	TupleTableSlot *slot;
-	char	   *sql;
+	char	   *sql;			/* one event */
+	char	   *sql_chunk;		/* a chunk of them, as arrays */
 	bool		one;			/* only the row in slot */
 	int64		n;
 } WriteState;
@@ -103,6 +106,74 @@ insert_row(WriteState *ws, SPIPlanPtr plan)
 	ws->n++;
 }
 
+/*
+ * The batch, chunk by chunk: one INSERT ... SELECT FROM unnest(arrays) per
+ * CHUNK events (the executor starts once per chunk, not per event; each
+ * row still goes through the stream's trigger).  unnest is unqualified:
+ * only the FROM-clause form takes several arrays, and the owner scope's
+ * search_path is pg_catalog alone.
+ */
+#define CHUNK 1000
+
+static void
+insert_chunks(WriteState *ws, SPIPlanPtr plan)
+{
+	static const Oid elemtypes[NCOLS] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	MemoryContext chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "capture chunk",
+													ALLOCSET_DEFAULT_SIZES);
+	Datum	   *values[NCOLS];
+	bool	   *nulls[NCOLS];
+	int16		typlen[NCOLS];
+	bool		typbyval[NCOLS];
+	char		typalign[NCOLS];
+	bool		more = true;
+
+	for (int c = 0; c < NCOLS; c++)
+	{
+		values[c] = palloc(sizeof(Datum) * CHUNK);
+		nulls[c] = palloc(sizeof(bool) * CHUNK);
+		get_typlenbyvalalign(elemtypes[c], &typlen[c], &typbyval[c], &typalign[c]);
+	}
+	tuplestore_rescan(ws->store);
+	while (more)
+	{
+		int			n = 0;
+		Datum		args[NCOLS];
+		MemoryContext old = MemoryContextSwitchTo(chunk_cxt);
+		int			ret;
+
+		while (n < CHUNK && (more = tuplestore_gettupleslot(ws->store, true, false, ws->slot)))
+		{
+			for (int c = 0; c < NCOLS; c++)
+			{
+				Datum		d = slot_getattr(ws->slot, c + 1, &nulls[c][n]);
+
+				values[c][n] = nulls[c][n] ? (Datum) 0 : datumCopy(d, typbyval[c], typlen[c]);
+			}
+			n++;
+		}
+		if (n > 0)
+		{
+			int			dims[1] = {n};
+			int			lbs[1] = {1};
+
+			for (int c = 0; c < NCOLS; c++)
+				args[c] = PointerGetDatum(construct_md_array(values[c], nulls[c], 1, dims, lbs,
+															 elemtypes[c], typlen[c], typbyval[c],
+															 typalign[c]));
+			MemoryContextSwitchTo(old);
+			ret = SPI_execute_plan(plan, args, NULL, false, 0);
+			if (ret != SPI_OK_INSERT)
+				elog(ERROR, "could not write captured events: %s", SPI_result_code_string(ret));
+			ws->n += n;
+		}
+		else
+			MemoryContextSwitchTo(old);
+		MemoryContextReset(chunk_cxt);
+	}
+	MemoryContextDelete(chunk_cxt);
+}
+
 /* the batch (or one event), as the capture's owner; in a subtransaction */
 static void
 write_guarded(void *arg)
@@ -110,23 +181,22 @@ write_guarded(void *arg)
 	WriteState *ws = arg;
 	OwnerScope	scope = {0};
 	Oid			argtypes[NCOLS] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	Oid			arraytypes[NCOLS] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+	JSONBARRAYOID, JSONBARRAYOID};
 	SPIPlanPtr	plan;
 
 	/* an error leaves the scope through the subtransaction's abort */
 	owner_enter(&scope, ws->spec->owner, NULL);
 	SPI_connect();
-	plan = SPI_prepare(ws->sql, NCOLS, argtypes);
+	plan = ws->one ? SPI_prepare(ws->sql, NCOLS, argtypes) :
+		SPI_prepare(ws->sql_chunk, NCOLS, arraytypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the insert of captured events: %s",
 			 SPI_result_code_string(SPI_result));
 	if (ws->one)
 		insert_row(ws, plan);
 	else
-	{
-		tuplestore_rescan(ws->store);
-		while (tuplestore_gettupleslot(ws->store, true, false, ws->slot))
-			insert_row(ws, plan);
-	}
+		insert_chunks(ws, plan);
 	SPI_finish();
 	owner_exit(&scope);
 }
@@ -209,16 +279,19 @@ capture_write_events(CaptureSpec *spec, Tuplestorestate *store)
 	RepOriginId saved_origin = replorigin_session_origin;
 	MemoryContext cxt = CurrentMemoryContext;
 	ErrorData  *edata;
+	const char *stream;
 
 	if (tuplestore_tuple_count(store) == 0)
 		return result;
 	ws.spec = spec;
 	ws.store = store;
 	ws.slot = MakeSingleTupleTableSlot(capture_event_desc(), &TTSOpsMinimalTuple);
+	stream = quote_qualified_identifier(get_namespace_name(get_rel_namespace(spec->stream)),
+										get_rel_name(spec->stream));
 	ws.sql = psprintf("INSERT INTO %s (event_id, event_name, occurred_at, user_id, properties, context) "
-					  "VALUES ($1, $2, $3, $4, $5, $6)",
-					  quote_qualified_identifier(get_namespace_name(get_rel_namespace(spec->stream)),
-												 get_rel_name(spec->stream)));
+					  "VALUES ($1, $2, $3, $4, $5, $6)", stream);
+	ws.sql_chunk = psprintf("INSERT INTO %s (event_id, event_name, occurred_at, user_id, properties, context) "
+							"SELECT * FROM unnest($1, $2, $3, $4, $5, $6)", stream);
 	replorigin_session_origin = InvalidRepOriginId;
 	PG_TRY();
 	{
