@@ -169,6 +169,8 @@ insert_chunks(WriteState *ws, SPIPlanPtr plan)
 		}
 		else
 			MemoryContextSwitchTo(old);
+		/* a tuple read back from disk was palloc'd in chunk_cxt: the slot lets go first */
+		ExecClearTuple(ws->slot);
 		MemoryContextReset(chunk_cxt);
 	}
 	MemoryContextDelete(chunk_cxt);

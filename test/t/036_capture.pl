@@ -29,6 +29,7 @@ use IPC::Run;
 use Time::HiRes qw(usleep);
 
 my $node = StreamEventsTest::new_node('capture', q{track_commit_timestamp = on},
+	q{stream_events.consumer_memory = '16MB'},    # the capture's batch spills at 4MB
 	q{max_connections = 30});
 $node->start;
 my $t = SecurityTest->new($node);
