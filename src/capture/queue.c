@@ -186,6 +186,13 @@ stream_capture_trigger(PG_FUNCTION_ARGS)
 				 errmsg("stream._capture_trigger() must be an AFTER row trigger")));
 	if (!consumer_mode_is_queue())
 		return PointerGetDatum(NULL);
+
+	/*
+	 * Only the capture's own trigger: one another role with TRIGGER on the
+	 * table attached to this function would queue every change twice.
+	 */
+	if (strcmp(td->tg_trigger->tgname, "stream_events_capture") != 0)
+		return PointerGetDatum(NULL);
 	e = trigger_lookup(RelationGetRelid(td->tg_relation));
 	if (e->spec == NULL)
 		return PointerGetDatum(NULL);

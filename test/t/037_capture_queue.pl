@@ -188,6 +188,14 @@ $node->safe_psql('postgres', 'SELECT stream._capture_drain()');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ticket_events WHERE event_name = 'carol_t.insert'}),
 	'2', 'resumed: its queued changes are written, once');
 
+# the function attached again under another name queues nothing twice
+$node->safe_psql('postgres', q{
+CREATE TRIGGER zz_again AFTER INSERT OR UPDATE OR DELETE ON tickets FOR EACH ROW EXECUTE FUNCTION stream._capture_trigger();
+INSERT INTO tickets (id) VALUES (8000);});
+is($node->safe_psql('postgres', q{SELECT count(*) FROM stream.capture_log}), '1',
+	'only the capture\'s own trigger queues a change');
+$node->safe_psql('postgres', q{DROP TRIGGER zz_again ON tickets; SELECT stream._capture_drain()});
+
 # uncapture drops the trigger and the queued rows
 $node->safe_psql('postgres', q{INSERT INTO tickets (id) VALUES (9001); SELECT stream.uncapture('tickets')});
 is($node->safe_psql('postgres', q{SELECT count(*) FROM stream.capture_log}), '0',
