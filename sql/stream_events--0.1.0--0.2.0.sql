@@ -144,8 +144,8 @@ CREATE TABLE stream.capture_log (
     event_name   text,
     occurred_at  timestamptz,  -- the source transaction's start (its commit time is not known yet)
     user_id      text,
-    properties   jsonb,
-    context      jsonb
+    properties   json,         -- JSON text: parsed into jsonb by the worker, not the producer
+    context      json
 );
 SELECT pg_catalog.pg_extension_config_dump('stream.capture_log', '');
 COMMENT ON TABLE stream.capture_log IS

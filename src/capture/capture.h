@@ -55,6 +55,7 @@ typedef struct CaptureSpec
 typedef struct CaptureShape
 {
 	TupleDesc	source_desc;	/* the row type it was built for (a copy) */
+	TupleDesc	seen_desc;		/* the descriptor last compared equal to it */
 	int			nprops;
 	AttrNumber *props;			/* properties' columns */
 	TupleDesc	props_desc;		/* blessed record of them */
@@ -92,8 +93,8 @@ typedef struct CapturedEvent
 	text	   *event_name;
 	TimestampTz occurred_at;
 	text	   *user_id;		/* NULL: none */
-	Jsonb	   *properties;
-	Jsonb	   *context;
+	text	   *properties;		/* JSON text: parsed into jsonb by the worker, */
+	text	   *context;		/* never in a producer's transaction */
 } CapturedEvent;
 
 /* the shape of a spec in desc, reused when desc has not changed */
@@ -102,6 +103,8 @@ extern CaptureShape *capture_shape(CaptureSpec *spec, CaptureShape *shape, Tuple
 /* the event of a change (event_id and occurred_at are the caller's) */
 extern void capture_build_event(CaptureSpec *spec, CaptureShape *shape,
 								CaptureChange *change, CapturedEvent *ev);
+/* JSON text (CapturedEvent's) as jsonb */
+extern Jsonb *capture_jsonb(text *json);
 /* the deterministic event_id of a change: v5 of (capture, position) */
 extern void capture_event_id(int32 capture_id, const char *position, pg_uuid_t *result);
 /* a catalog row (SPI result row) as a spec, in cxt */

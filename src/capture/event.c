@@ -143,11 +143,18 @@ capture_shape(CaptureSpec *spec, CaptureShape *shape, TupleDesc desc, MemoryCont
 	MemoryContext old;
 	ListCell   *lc;
 
-	if (shape != NULL && same_row_type(shape->source_desc, desc))
+	/* the same relcache descriptor as last time: nothing changed */
+	if (shape != NULL && shape->seen_desc == desc)
 		return shape;
+	if (shape != NULL && same_row_type(shape->source_desc, desc))
+	{
+		shape->seen_desc = desc;
+		return shape;
+	}
 	old = MemoryContextSwitchTo(cxt);
 	shape = palloc0(sizeof(CaptureShape));
 	shape->source_desc = CreateTupleDescCopy(desc);
+	shape->seen_desc = desc;
 	shape->props = palloc(sizeof(AttrNumber) * Max(desc->natts, 1));
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -183,13 +190,12 @@ capture_shape(CaptureSpec *spec, CaptureShape *shape, TupleDesc desc, MemoryCont
 }
 
 /* the columns attnos of a row, as a JSON object (row_to_json's values) */
-static Jsonb *
-columns_jsonb(TupleDesc rec, AttrNumber *attnos, int n, Datum *values, bool *nulls)
+static text *
+columns_json(TupleDesc rec, AttrNumber *attnos, int n, Datum *values, bool *nulls)
 {
 	Datum	   *v = palloc(sizeof(Datum) * Max(n, 1));
 	bool	   *isnull = palloc(sizeof(bool) * Max(n, 1));
 	HeapTuple	tup;
-	Datum		json;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -197,9 +203,13 @@ columns_jsonb(TupleDesc rec, AttrNumber *attnos, int n, Datum *values, bool *nul
 		isnull[i] = nulls[attnos[i] - 1];
 	}
 	tup = heap_form_tuple(rec, v, isnull);
-	json = DirectFunctionCall1(row_to_json, HeapTupleGetDatum(tup));
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-											  CStringGetDatum(TextDatumGetCString(json))));
+	return DatumGetTextPP(DirectFunctionCall1(row_to_json, HeapTupleGetDatum(tup)));
+}
+
+Jsonb *
+capture_jsonb(text *json)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text_to_cstring(json))));
 }
 
 static void
@@ -231,7 +241,7 @@ capture_build_event(CaptureSpec *spec, CaptureShape *shape, CaptureChange *chang
 	List	   *unlogged = NIL;
 	const char *opname;
 	StringInfoData buf;
-	Jsonb	   *key;
+	text	   *key;
 
 	opname = change->op == CAPTURE_INSERT ? "insert" :
 		change->op == CAPTURE_UPDATE ? "update" : "delete";
@@ -273,13 +283,13 @@ capture_build_event(CaptureSpec *spec, CaptureShape *shape, CaptureChange *chang
 	/* the key: of the old row when the WAL gave one (a delete, a key change) */
 	keyv = change->old_values ? change->old_values : values;
 	keyn = change->old_values ? change->old_nulls : nulls;
-	key = columns_jsonb(shape->key_desc, shape->key, shape->nkey, keyv, keyn);
+	key = columns_json(shape->key_desc, shape->key, shape->nkey, keyv, keyn);
 
 	if (change->op == CAPTURE_DELETE)
 		ev->properties = key;
 	else
-		ev->properties = columns_jsonb(shape->props_desc, shape->props, shape->nprops,
-									   values, nulls);
+		ev->properties = columns_json(shape->props_desc, shape->props, shape->nprops,
+									  values, nulls);
 
 	/* changed columns: only when the old row is known in full */
 	if (change->op == CAPTURE_UPDATE && change->old_values && change->old_is_full)
@@ -313,7 +323,7 @@ capture_build_event(CaptureSpec *spec, CaptureShape *shape, CaptureChange *chang
 	appendStringInfoString(&buf, "{\"source\": ");
 	escape_json(&buf, spec->source_name);
 	appendStringInfo(&buf, ", \"operation\": \"%s\", \"key\": ", opname);
-	appendStringInfoString(&buf, JsonbToCString(NULL, &key->root, VARSIZE(key)));
+	appendBinaryStringInfo(&buf, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 	if (change->op == CAPTURE_UPDATE && change->old_values && change->old_is_full)
 		append_json_names(&buf, "changed", changed);
 	if (unlogged != NIL)
@@ -321,7 +331,7 @@ capture_build_event(CaptureSpec *spec, CaptureShape *shape, CaptureChange *chang
 	appendStringInfoString(&buf, ", \"position\": ");
 	escape_json(&buf, change->position);
 	appendStringInfoChar(&buf, '}');
-	ev->context = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+	ev->context = cstring_to_text_with_len(buf.data, buf.len);
 	capture_event_id(spec->capture_id, change->position, &ev->event_id);
 }
 

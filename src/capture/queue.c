@@ -155,8 +155,8 @@ append_log_row(CaptureSpec *spec, FullTransactionId fxid, int64 seq, CapturedEve
 	values[4] = TimestampTzGetDatum(ev->occurred_at);
 	values[5] = PointerGetDatum(ev->user_id);
 	nulls[5] = (ev->user_id == NULL);
-	values[6] = JsonbPGetDatum(ev->properties);
-	values[7] = JsonbPGetDatum(ev->context);
+	values[6] = PointerGetDatum(ev->properties);
+	values[7] = PointerGetDatum(ev->context);
 	tup = heap_form_tuple(RelationGetDescr(log), values, nulls);
 	/* no index, no constraint: nothing about the row can fail */
 	simple_heap_insert(log, tup);
@@ -296,8 +296,8 @@ drain_one(CaptureSpec *spec)
 			ev.occurred_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 			d = SPI_getbinval(tup, desc, 5, &isnull);
 			ev.user_id = isnull ? NULL : DatumGetTextPP(d);
-			ev.properties = DatumGetJsonbP(SPI_getbinval(tup, desc, 6, &isnull));
-			ev.context = DatumGetJsonbP(SPI_getbinval(tup, desc, 7, &isnull));
+			ev.properties = DatumGetTextPP(SPI_getbinval(tup, desc, 6, &isnull));
+			ev.context = DatumGetTextPP(SPI_getbinval(tup, desc, 7, &isnull));
 			capture_store_event(store, &ev);
 		}
 		SPI_freetuptable(SPI_tuptable);

@@ -52,8 +52,8 @@ capture_event_desc(void)
 		TupleDescInitEntry(desc, 2, "event_name", TEXTOID, -1, 0);
 		TupleDescInitEntry(desc, 3, "occurred_at", TIMESTAMPTZOID, -1, 0);
 		TupleDescInitEntry(desc, 4, "user_id", TEXTOID, -1, 0);
-		TupleDescInitEntry(desc, 5, "properties", JSONBOID, -1, 0);
-		TupleDescInitEntry(desc, 6, "context", JSONBOID, -1, 0);
+		TupleDescInitEntry(desc, 5, "properties", JSONOID, -1, 0);
+		TupleDescInitEntry(desc, 6, "context", JSONOID, -1, 0);
 		MemoryContextSwitchTo(old);
 	}
 	return desc;
@@ -70,8 +70,8 @@ capture_store_event(Tuplestorestate *store, CapturedEvent *ev)
 	values[2] = TimestampTzGetDatum(ev->occurred_at);
 	values[3] = PointerGetDatum(ev->user_id);
 	nulls[3] = (ev->user_id == NULL);
-	values[4] = JsonbPGetDatum(ev->properties);
-	values[5] = JsonbPGetDatum(ev->context);
+	values[4] = PointerGetDatum(ev->properties);
+	values[5] = PointerGetDatum(ev->context);
 	tuplestore_putvalues(store, capture_event_desc(), values, nulls);
 }
 
@@ -118,7 +118,7 @@ insert_row(WriteState *ws, SPIPlanPtr plan)
 static void
 insert_chunks(WriteState *ws, SPIPlanPtr plan)
 {
-	static const Oid elemtypes[NCOLS] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	static const Oid elemtypes[NCOLS] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONOID, JSONOID};
 	MemoryContext chunk_cxt = AllocSetContextCreate(CurrentMemoryContext, "capture chunk",
 													ALLOCSET_DEFAULT_SIZES);
 	Datum	   *values[NCOLS];
@@ -182,9 +182,9 @@ write_guarded(void *arg)
 {
 	WriteState *ws = arg;
 	OwnerScope	scope = {0};
-	Oid			argtypes[NCOLS] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID};
+	Oid			argtypes[NCOLS] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONOID, JSONOID};
 	Oid			arraytypes[NCOLS] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
-	JSONBARRAYOID, JSONBARRAYOID};
+	JSONARRAYOID, JSONARRAYOID};
 	SPIPlanPtr	plan;
 
 	/* an error leaves the scope through the subtransaction's abort */
@@ -242,6 +242,8 @@ quarantine_one(WriteState *ws, ErrorData *edata)
 		AttrNumber a = info->attnums[from[i]];
 
 		values[a - 1] = slot_getattr(ws->slot, i + 1, &nulls[a - 1]);
+		if (from[i] == ENV_PROPERTIES || from[i] == ENV_CONTEXT)
+			values[a - 1] = JsonbPGetDatum(capture_jsonb(DatumGetTextPP(values[a - 1])));
 	}
 	values[info->attnums[ENV_RECEIVED_AT] - 1] = TimestampTzGetDatum(GetCurrentStatementStartTimestamp());
 	nulls[info->attnums[ENV_RECEIVED_AT] - 1] = false;
