@@ -235,20 +235,42 @@ END $$;
 COMMENT ON FUNCTION stream.capture(regclass, regclass, text[], text) IS
     'Turns every committed INSERT, UPDATE and DELETE of an ordinary table into an event <table>.insert|update|delete of a stream (properties: the new row, or the old key; context: the key and changed columns); returns the capture''s id';
 
-CREATE FUNCTION stream._priv_uncapture(caller regrole, source regclass) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+-- The capture of a table, for a caller who owns it (or, with or_table, the
+-- table): what uncapture and resume_capture act on.
+CREATE FUNCTION stream._capture_of(caller regrole, source regclass, or_table boolean)
+RETURNS stream.captures
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k stream.captures;
 BEGIN
-    SELECT * INTO k FROM stream.captures c WHERE c.source = _priv_uncapture.source;
+    SELECT * INTO k FROM stream.captures c WHERE c.source = _capture_of.source;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table % is not captured', coalesce(source::text, 'NULL')
             USING ERRCODE = 'undefined_object',
                   HINT = 'stream.captures lists the captured tables.';
     END IF;
     IF NOT pg_catalog.pg_has_role(caller, k.owner, 'USAGE') THEN
-        PERFORM stream._check_owner(caller, source, 'table');
+        IF or_table THEN
+            PERFORM stream._check_owner(caller, source, 'table');
+        ELSE
+            RAISE EXCEPTION 'must be owner of the capture of %', source
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('The capture belongs to role %s.', k.owner),
+                      HINT = format('Ask role %s to do it.', k.owner);
+        END IF;
     END IF;
+    RETURN k;
+END $$;
+COMMENT ON FUNCTION stream._capture_of(regrole, regclass, boolean) IS
+    'The capture of a table, checked to belong to the caller (or, with or_table, the caller to own the table) (internal)';
+REVOKE ALL ON FUNCTION stream._capture_of(regrole, regclass, boolean) FROM PUBLIC;
+
+CREATE FUNCTION stream._priv_uncapture(caller regrole, source regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k stream.captures;
+BEGIN
+    k := stream._capture_of(caller, source, true);
     DELETE FROM stream.captures c WHERE c.capture_id = k.capture_id;
     DELETE FROM stream.capture_log l WHERE l.capture_id = k.capture_id;
     -- the extension's own trigger only (DROP TRIGGER needs ownership)
@@ -277,18 +299,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k stream.captures;
 BEGIN
-    SELECT * INTO k FROM stream.captures c WHERE c.source = _priv_resume_capture.source;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'table % is not captured', coalesce(source::text, 'NULL')
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'stream.captures lists the captured tables.';
-    END IF;
-    IF NOT pg_catalog.pg_has_role(caller, k.owner, 'USAGE') THEN
-        RAISE EXCEPTION 'must be owner of the capture of %', source
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = format('The capture belongs to role %s.', k.owner),
-                  HINT = format('Ask role %s to resume it.', k.owner);
-    END IF;
+    k := stream._capture_of(caller, source, false);
     UPDATE stream.captures c SET status = 'running', last_error = NULL
     WHERE c.capture_id = k.capture_id;
 END $$;

@@ -156,12 +156,13 @@ capture_load(List *skip)
 	return list_copy(captures);
 }
 
+/* the batches of these captures are gone (applied, or given up) */
 static void
-capture_free(void)
+end_batches(List *defs)
 {
 	ListCell   *lc;
 
-	foreach(lc, captures)
+	foreach(lc, defs)
 	{
 		CaptureRuntime *rt = lfirst(lc);
 
@@ -169,6 +170,12 @@ capture_free(void)
 			tuplestore_end(rt->batch);
 		rt->batch = NULL;
 	}
+}
+
+static void
+capture_free(void)
+{
+	end_batches(captures);
 	captures = NIL;
 	by_source = NULL;
 	if (batch_cxt)
@@ -373,16 +380,7 @@ capture_committed(List *defs, XLogRecPtr upto, TimestampTz now)
 static void
 capture_reset(List *defs)
 {
-	ListCell   *lc;
-
-	foreach(lc, defs)
-	{
-		CaptureRuntime *rt = lfirst(lc);
-
-		if (rt->batch)
-			tuplestore_end(rt->batch);
-		rt->batch = NULL;
-	}
+	end_batches(defs);
 }
 
 static void

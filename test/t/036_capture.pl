@@ -24,9 +24,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use StreamEventsTest;
 use SecurityTest;
+use CaptureTest;
 use Test::More;
-use IPC::Run;
-use Time::HiRes qw(usleep);
 
 my $node = StreamEventsTest::new_node('capture', q{track_commit_timestamp = on},
 	q{stream_events.consumer_memory = '16MB'},    # the capture's batch spills at 4MB
@@ -177,41 +176,8 @@ like($node->safe_psql('postgres', q{SELECT errors::text FROM ticket_events_quara
 	qr{/priority}, 'the quarantined event carries the contract\'s error');
 
 # crashes while pgbench changes the table
-my $script = $node->basedir . '/capture_changes.sql';
-open my $fh, '>', $script or die;
-print $fh q{
-\set id random(1000, 1400)
-\set r random(1, 10)
-BEGIN;
-INSERT INTO tickets (id, user_id, priority) VALUES (:id, 'u' || :id % 7, 1 + :r) ON CONFLICT (id) DO UPDATE SET priority = excluded.priority, status = 'reopened';
-UPDATE tickets SET body = 'b' || :r WHERE id = :id + 1;
-\if :r = 1
-DELETE FROM tickets WHERE id = :id;
-\endif
-\if :r = 2
-ROLLBACK;
-\else
-COMMIT;
-\endif
-};
-close $fh;
 my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM audit');
-for my $round (1 .. 3)
-{
-	my ($o, $e);
-	my $h = IPC::Run::start(
-		[
-			'pgbench', '--no-vacuum', '--client=4', '--jobs=4', '--time=8',
-			'--file=' . $script, '--host=' . $node->host,
-			'--port=' . $node->port, 'postgres'
-		],
-		'>', \$o, '2>', \$e);
-	usleep(1_500_000 + int(rand(3_000_000)));
-	$node->stop('immediate');
-	$h->finish;
-	$node->start;
-	note("crash round $round");
-}
+CaptureTest::crash_rounds($node, CaptureTest::changes_script($node), 3);
 caught_up('after the crashes');
 my ($audit, $events, $distinct, $quarantined) = split /\|/, $node->safe_psql('postgres', q{
 SELECT (SELECT count(*) FROM audit), count(*), count(DISTINCT event_id),

@@ -21,8 +21,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use StreamEventsTest;
 use Test::More;
-use IPC::Run;
-use Time::HiRes qw(usleep);
+use CaptureTest;
 
 my $node = StreamEventsTest::new_node('capture_queue', q{wal_level = replica},
 	q{track_commit_timestamp = on}, q{max_connections = 30});
@@ -110,49 +109,13 @@ SELECT (SELECT string_agg(properties->>'id', ',') FROM ticket_events_quarantine)
 	'300 301 6/1/running', 'the refused event is quarantined, the other written, the capture runs');
 
 # crashes while pgbench changes the table, draining meanwhile
-my $script = $node->basedir . '/changes.sql';
-open my $fh, '>', $script or die;
-print $fh q{
-\set id random(1000, 1400)
-\set r random(1, 10)
-BEGIN;
-INSERT INTO tickets (id, user_id, priority) VALUES (:id, 'u' || :id % 7, 1 + :r) ON CONFLICT (id) DO UPDATE SET priority = excluded.priority, status = 'reopened';
-UPDATE tickets SET body = 'b' || :r WHERE id = :id + 1;
-\if :r = 1
-DELETE FROM tickets WHERE id = :id;
-\endif
-\if :r = 2
-ROLLBACK;
-\else
-COMMIT;
-\endif
-};
-close $fh;
-for my $round (1 .. 3)
-{
-	my ($o, $e);
-	my $h = IPC::Run::start(
-		[
-			'pgbench', '--no-vacuum', '--client=4', '--jobs=4', '--time=8',
-			'--file=' . $script, '--host=' . $node->host,
-			'--port=' . $node->port, 'postgres'
-		],
-		'>', \$o, '2>', \$e);
-	my ($do, $de);
-	my $d = IPC::Run::start(
-		[
-			'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', 'postgres', '-c',
-			q{SELECT stream._capture_drain(), pg_sleep(0.3)}, '-c',
-			q{SELECT stream._capture_drain(), pg_sleep(0.3)}, '-c', q{SELECT stream._capture_drain()}
-		],
-		'>', \$do, '2>', \$de);
-	usleep(1_000_000 + int(rand(2_000_000)));
-	$node->stop('immediate');
-	$h->finish;
-	$d->finish;
-	$node->start;
-	note("crash round $round");
-}
+CaptureTest::crash_rounds($node, CaptureTest::changes_script($node), 3,
+	[
+		'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', 'postgres',
+		'-c', q{SELECT stream._capture_drain(), pg_sleep(0.3)},
+		'-c', q{SELECT stream._capture_drain(), pg_sleep(0.3)},
+		'-c', q{SELECT stream._capture_drain()}
+	]);
 $node->safe_psql('postgres', 'SELECT stream._capture_drain()');
 my ($audit, $events, $distinct, $quarantined, $queued) = split /\|/, $node->safe_psql('postgres', q{
 SELECT (SELECT count(*) FROM audit), count(*), count(DISTINCT event_id),
