@@ -41,6 +41,23 @@ else
     [ -f "$WORK/regress/regression.diffs" ] && head -200 "$WORK/regress/regression.diffs"
 fi
 
+# -- pg_regress in queue mode (wal_level = replica) ----------------------
+if ls test/queue/sql/*.sql >/dev/null 2>&1; then
+    echo "== pg_regress, queue mode"
+    QTESTS=$(ls test/queue/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort | tr '\n' ' ')
+    sed 's/^wal_level.*/wal_level = replica/' "$WORK/test/regress.conf" > "$WORK/test/regress-queue.conf"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/test/regress-queue.conf"
+    PORT=$(free_port 55482)
+    if (cd "$WORK" && as_pg "$PG_REGRESS" --inputdir=test/queue --outputdir=regress-queue \
+            --bindir="$PGBIN" --temp-instance=regress-queue/instance --temp-config=test/regress-queue.conf \
+            --port="$PORT" --load-extension=stream_events $QTESTS); then
+        record "pg_regress, queue mode ($(echo $QTESTS | wc -w) suites)" PASS
+    else
+        record "pg_regress, queue mode" FAIL
+        [ -f "$WORK/regress-queue/regression.diffs" ] && head -200 "$WORK/regress-queue/regression.diffs"
+    fi
+fi
+
 # -- isolation (concurrency) --------------------------------------------
 if ls test/isolation/specs/*.spec >/dev/null 2>&1; then
     echo "== isolation"
@@ -73,6 +90,26 @@ if ls test/t/*.pl >/dev/null 2>&1; then
     fi
 fi
 
+# -- TAP in queue mode ----------------------------------------------------
+# The files that say so run again with the ingest queue as the consumer's
+# source (wal_level = replica, docs/queue-mode.md).
+QUEUE_TAP=$(grep -l '^# Runs in both consumer modes' test/t/*.pl 2>/dev/null | tr '\n' ' ')
+if [ -n "$QUEUE_TAP" ]; then
+    echo "== TAP, queue mode"
+    mkdir -p "$WORK/tap-queue"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/tap-queue"
+    if (cd "$WORK" && as_pg env TESTDIR="$WORK/tap-queue" PG_REGRESS="$PG_REGRESS" \
+            PERL5LIB="$PG_PERL_LIB:$WORK/test/perl" PG_TEST_NOCLEAN= STREAM_EVENTS_TEST_MODE=queue \
+            prove --timer $QUEUE_TAP); then
+        record "TAP, queue mode ($(echo $QUEUE_TAP | wc -w) files)" PASS
+    else
+        record "TAP, queue mode" FAIL
+        for f in "$WORK"/tap-queue/tmp_check/log/regress_log_*; do
+            [ -f "$f" ] && { echo "--- $f (tail)"; tail -40 "$f"; }
+        done
+    fi
+fi
+
 # -- JSON Schema conformance ---------------------------------------------
 if [ -x test/conformance/run.sh ]; then
     echo "== conformance"
@@ -94,7 +131,7 @@ if [ $fail -eq 0 ]; then
     echo "ALL TESTS PASSED"
 else
     # repeat the first lines of each diff last, where a truncated log shows them
-    for d in "$WORK"/regress/regression.diffs "$WORK"/isolation/regression.diffs; do
+    for d in "$WORK"/regress/regression.diffs "$WORK"/regress-queue/regression.diffs "$WORK"/isolation/regression.diffs; do
         [ -s "$d" ] && { echo "--- $d (head)"; head -40 "$d"; }
     done
     echo "SOME TESTS FAILED (work files in $WORK)"

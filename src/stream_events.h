@@ -129,6 +129,10 @@ extern void worker_set_consumer_wake(bool on);
 extern void worker_wake_database(Oid dboid);
 /* everything flushed before lsn is decoded and applied (now) */
 extern void worker_note_consumer_position(XLogRecPtr lsn);
+/* queue mode: stream.flush asks for a tick, the worker takes the request */
+extern void worker_request_tick(Oid dboid);
+extern bool worker_take_tick_request(void);
+extern bool worker_tick_requested(void);
 
 /*
  * maintain.c: the default partition the extension is moving rows out of

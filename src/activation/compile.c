@@ -196,9 +196,14 @@ act_load_batched(List *skip)
 	MemoryContext cxt = CurrentMemoryContext;
 
 	/* the worker's own write: not decoded (origin.h) */
-	if (act_execute_tagged(NULL, "UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
-					   "origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
-					   NULL) != SPI_OK_UPDATE)
+	if (act_execute_tagged(NULL, consumer_catalog_has_failures ?
+						   "UPDATE stream.activation_defs SET applied_lsn = stream._consumer_start_position(), "
+						   "start_snapshot = CASE WHEN stream.consumer_mode() = 'queue' THEN pg_current_snapshot() END, "
+						   "origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()" :
+						   /* a 0.1.0 catalog (no queue mode) */
+						   "UPDATE stream.activation_defs SET applied_lsn = pg_current_wal_insert_lsn(), "
+						   "origin = stream._aggregate_origin() WHERE origin <> stream._aggregate_origin()",
+						   NULL) != SPI_OK_UPDATE)
 		elog(ERROR, "could not adopt restored activations");
 
 	/*
@@ -211,7 +216,8 @@ act_load_batched(List *skip)
 					"coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'notify', 'full') "
 					"OPERATOR(pg_catalog.=) 'id', " ACT_TREES_SQL ", "
 					"coalesce(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'on_error', 'stop') "
-					"OPERATOR(pg_catalog.=) 'skip' "
+					"OPERATOR(pg_catalog.=) 'skip', "
+					"(pg_catalog.to_jsonb(d) OPERATOR(pg_catalog.->>) 'start_snapshot')::pg_catalog.pg_snapshot "
 					"FROM stream.activation_defs d WHERE delivery = 'batched' ORDER BY act_id",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.activation_defs");
@@ -256,6 +262,8 @@ act_load_batched(List *skip)
 		act->def.applied_lsn = DatumGetLSN(SPI_getbinval(tup, desc, 13, &isnull));
 		act->notify_id = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
 		act->def.skip_errors = DatumGetBool(SPI_getbinval(tup, desc, 20, &isnull));
+		d = SPI_getbinval(tup, desc, 21, &isnull);
+		act->def.start_snapshot = isnull ? (Datum) 0 : datumCopy(d, false, -1);
 		consumer_unblame();
 		act->def.denied = !act_owner_may_read(act);
 		if (act->def.denied)

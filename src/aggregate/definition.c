@@ -51,6 +51,7 @@
 #include "consumer/consumer.h"
 #include "core/definition.h"
 #include "core/owner.h"
+#include "core/guc.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_aggregate_analyze);
@@ -682,6 +683,9 @@ stream_aggregate_check_decoding(PG_FUNCTION_ARGS)
 	int			free_slots = 0;
 	int			needed;
 
+	/* the ingest queue needs no slot and works at any wal_level */
+	if (consumer_uses_queue())
+		PG_RETURN_VOID();
 	if (wal_level < WAL_LEVEL_LOGICAL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -760,7 +764,16 @@ stream_aggregate_wake(PG_FUNCTION_ARGS)
 	bool		flush = PG_GETARG_BOOL(0);
 	XLogRecPtr	lsn = InvalidXLogRecPtr;
 
-	if (flush && XLogLogicalInfoActive() && !RecoveryInProgress())
+	/*
+	 * Queue mode: no LSN to wait for; the worker makes a tick, which
+	 * stream.flush waits for (the first made after this call)
+	 */
+	if (flush && consumer_uses_queue())
+	{
+		worker_request_tick(MyDatabaseId);
+		flush = false;
+	}
+	else if (flush && XLogLogicalInfoActive() && !RecoveryInProgress())
 	{
 		lsn = LogLogicalMessage(FLUSH_MESSAGE_PREFIX, "flush", 5, false);
 		XLogFlush(lsn);

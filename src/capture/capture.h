@@ -22,16 +22,6 @@
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
-/* ---------- mode.c ---------- */
-
-/*
- * Whether this server feeds the consumer by the ingest queue rather than
- * logical decoding.  A stub until the driver's setting lands: the setting
- * stream_events.consumer when it is defined ('queue', 'logical'; 'auto'
- * or absent: queue when wal_level is below logical).
- */
-extern bool consumer_mode_is_queue(void);
-
 /* ---------- event.c: a change made into an event ---------- */
 
 /* what a capture makes of a change (its catalog row, stream.captures) */
@@ -148,9 +138,11 @@ extern void capture_init(void);
 /*
  * Writes the committed rows of stream.capture_log to their streams, in a
  * transaction of its own; every capture in a subtransaction, a failing
- * one stopped (status error) and the others written.  For the driver to
- * call once per round in queue mode.  Returns the events written.
+ * one stopped (status error) and the others written.  The worker calls it
+ * every loop in queue mode (worker.c); nothing is done while no WAL was
+ * written since the last call.  Returns whether captures exist (the
+ * worker then polls at stream_events.aggregate_poll_interval).
  */
-extern int64 capture_drain(void);
+extern bool capture_drain(void);
 
 #endif							/* STREAM_EVENTS_CAPTURE_H */

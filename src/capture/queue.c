@@ -24,6 +24,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -31,6 +32,7 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -43,6 +45,7 @@
 #include "utils/xid8.h"
 
 #include "capture/capture.h"
+#include "core/guc.h"
 #include "core/owner.h"
 
 PG_FUNCTION_INFO_V1(stream_capture_trigger);
@@ -184,7 +187,7 @@ stream_capture_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("stream._capture_trigger() must be an AFTER row trigger")));
-	if (!consumer_mode_is_queue())
+	if (!consumer_uses_queue())
 		return PointerGetDatum(NULL);
 
 	/*
@@ -370,9 +373,12 @@ drain_guarded(CaptureSpec *spec, CaptureWritten *w)
 	return error;
 }
 
-/* every running capture, in the caller's transaction; SPI not connected */
+/*
+ * every running capture, in the caller's transaction; SPI not connected;
+ * *any: whether there is one
+ */
 static int64
-drain_all(void)
+drain_all(bool *any)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	List	   *specs = NIL;
@@ -380,6 +386,8 @@ drain_all(void)
 	int64		total = 0;
 	Oid			nsp = get_namespace_oid("stream", true);
 
+	if (any)
+		*any = false;
 	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("capture_log", nsp)))
 		return 0;
 	SPI_connect();
@@ -390,6 +398,8 @@ drain_all(void)
 	for (uint64 i = 0; i < SPI_processed; i++)
 		specs = lappend(specs, capture_spec_from_row(SPI_tuptable->vals[i],
 													 SPI_tuptable->tupdesc, cxt));
+	if (any)
+		*any = (specs != NIL);
 	foreach(lc, specs)
 	{
 		CaptureSpec *spec = lfirst(lc);
@@ -404,24 +414,48 @@ drain_all(void)
 	return total;
 }
 
-int64
+bool
 capture_drain(void)
 {
-	int64		n = 0;
+	static XLogRecPtr last_insert = InvalidXLogRecPtr;
+	static bool have_captures = false;
+	XLogRecPtr	insert = GetXLogInsertRecPtr();
+	MemoryContext cxt = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(get_extension_oid("stream_events", true)))
-		n = drain_all();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return n;
+	/* a queued change writes WAL: none since the last call, nothing queued */
+	if (insert == last_insert)
+		return have_captures;
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "stream_events: writing captured changes");
+		have_captures = false;
+		if (OidIsValid(get_extension_oid("stream_events", true)))
+			(void) drain_all(&have_captures);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		last_insert = insert;
+	}
+	PG_CATCH();
+	{
+		/* not the worker's error: said, and tried again next time */
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return have_captures;
 }
 
 /* stream._capture_drain(): the same, in the caller's transaction */
 Datum
 stream_capture_drain(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(drain_all());
+	PG_RETURN_INT64(drain_all(NULL));
 }

@@ -116,7 +116,7 @@ capture_load(List *skip)
 
 	captures = NIL;
 	by_source = NULL;
-	if (consumer_mode_is_queue() || !catalog_exists())
+	if (consumer_uses_queue() || !catalog_exists())
 		return NIL;
 	if (SPI_execute("SELECT " CAPTURE_SPEC_COLUMNS ", "
 					"coalesce(k.applied_lsn, k.start_lsn), k.applied_lsn IS NULL FROM "

@@ -31,6 +31,7 @@
 
 #include "access/tupconvert.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -340,7 +341,7 @@ static XLogRecPtr bf_lsn = InvalidXLogRecPtr;
 
 /* The backfill's read of the stream, as the definition's owner. */
 static Portal
-backfill_open(ConsumerDef *def, const char *sql)
+backfill_open(ConsumerDef *def, const char *sql, int nargs, Oid *argtypes, Datum *args)
 {
 	OwnerScope	scope = {0};
 	volatile Portal portal = NULL;
@@ -348,7 +349,7 @@ backfill_open(ConsumerDef *def, const char *sql)
 	owner_enter(&scope, def->owner, def->search_path);
 	PG_TRY();
 	{
-		portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, true, 0);
+		portal = SPI_cursor_open_with_args(NULL, sql, nargs, argtypes, args, NULL, true, 0);
 	}
 	PG_FINALLY();
 	{
@@ -468,6 +469,9 @@ backfill_run(ConsumerDef *def)
 	Portal		portal;
 	int64		nevents = 0;
 	char	   *sql;
+	int			nargs = 0;
+	Oid			argtypes[1];
+	Datum		args[1];
 	MemoryContext old;
 	StreamFeed *feed = feed_of(def->stream);
 	List	   *just = list_make1(def);
@@ -480,28 +484,47 @@ backfill_run(ConsumerDef *def)
 	StartTransactionCommand();
 	/* as SnapBuildExportSnapshot does: there is no nicer API */
 	XactIsoLevel = XACT_REPEATABLE_READ;
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("stream_events: backfill of %s: waiting for a consistent point (transactions in progress end)",
-									def->name));
-	old = MemoryContextSwitchTo(consumer_cxt);
-	bf_ctx = create_slot(psprintf("stream_events_%u_backfill_%d", MyDatabaseId, def->id),
-						 false, true);
-	MemoryContextSwitchTo(old);
-	start = MyReplicationSlot->data.confirmed_flush;
+	if (consumer_uses_queue())
+	{
+		/*
+		 * Queue mode: this transaction's snapshot S sees the last tick T;
+		 * the events of S but those of transactions T does not see are
+		 * the ones up to T's window, and the definition goes on from the
+		 * window after T (queue.c).
+		 */
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		start = queue_backfill_start(def->stream, &args[0]);
+		argtypes[0] = XIDARRAYOID;
+		nargs = 1;
+		sql = psprintf("SELECT * FROM %s s WHERE s.xmin OPERATOR(pg_catalog.<>) ALL ($1)",
+					   definition_relation_name(def->stream));
+	}
+	else
+	{
+		pgstat_report_activity(STATE_RUNNING,
+							   psprintf("stream_events: backfill of %s: waiting for a consistent point (transactions in progress end)",
+										def->name));
+		old = MemoryContextSwitchTo(consumer_cxt);
+		bf_ctx = create_slot(psprintf("stream_events_%u_backfill_%d", MyDatabaseId, def->id),
+							 false, true);
+		MemoryContextSwitchTo(old);
+		start = MyReplicationSlot->data.confirmed_flush;
+		snap = SnapBuildInitialSnapshot(bf_ctx->snapshot_builder);
+		RestoreTransactionSnapshot(snap, MyProc);
+		release_decoding();		/* ephemeral: dropped; our xmin holds the rows */
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		sql = psprintf("SELECT * FROM %s", definition_relation_name(def->stream));
+	}
 	bf_lsn = start;
-	snap = SnapBuildInitialSnapshot(bf_ctx->snapshot_builder);
-	RestoreTransactionSnapshot(snap, MyProc);
-	release_decoding();			/* ephemeral: dropped; our xmin holds the rows */
 
 	bf_phase = BF_READING;
 	pgstat_report_activity(STATE_RUNNING,
 						   psprintf("stream_events: backfill of %s: reading the stream up to %X/%X",
 									def->name, LSN_FORMAT_ARGS(start)));
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	sql = psprintf("SELECT * FROM %s", definition_relation_name(def->stream));
 	current_def = def;
-	portal = backfill_open(def, sql);
+	portal = backfill_open(def, sql, nargs, argtypes, args);
 	for (;;)
 	{
 		TupleTableSlot *slot;
@@ -542,7 +565,8 @@ backfill_run(ConsumerDef *def)
 		CHECK_FOR_INTERRUPTS();
 	}
 	SPI_cursor_close(portal);
-	check_main_slot(start);
+	if (!consumer_uses_queue())
+		check_main_slot(start);
 	def->sink->backfill_write(def, true, start, nevents);
 	current_def = NULL;
 	SPI_finish();

@@ -64,6 +64,7 @@ static TimestampTz next_attempt = 0;
 static TimestampTz last_idle_write = 0;
 static XLogRecPtr last_round_insert = InvalidXLogRecPtr;
 static TimestampTz last_full_round = 0;
+static int	loaded_queue = -1;	/* the mode the definitions were loaded in */
 
 void
 consumer_register_sink(const ConsumerSink *sink)
@@ -462,7 +463,12 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 	 * little, but decoding then waited for the WAL writer, up to
 	 * wal_writer_delay, and absence timers fired up to 200 ms late.)
 	 */
-	if (MyReplicationSlot && !XLogRecPtrIsInvalid(confirm) &&
+	if (consumer_uses_queue())
+	{
+		if (!XLogRecPtrIsInvalid(confirm))
+			queue_release(confirm);
+	}
+	else if (MyReplicationSlot && !XLogRecPtrIsInvalid(confirm) &&
 		confirm > MyReplicationSlot->data.confirmed_flush &&
 		GetFlushRecPtr(NULL) >= XactLastCommitEnd)
 	{
@@ -526,7 +532,7 @@ drop_everything(void)
 {
 	if (have_definitions || consumer_defs != NIL)
 		free_definitions();
-	drop_main_slot();
+	drop_main_slot("no continuous aggregate left");
 }
 
 static void
@@ -547,6 +553,8 @@ round_body(bool *installed)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		drop_everything();
+		if (*installed && consumer_uses_queue())
+			queue_release_idle();
 		return;
 	}
 	/* a backfill process that ended: parked if it says so (a reload) */
@@ -554,6 +562,8 @@ round_body(bool *installed)
 	if (backfill_poll())
 		defs_signature = NULL;
 	SPI_finish();
+	if (loaded_queue != (int) consumer_uses_queue())
+		defs_signature = NULL;
 	if (defs_signature == NULL || strcmp(sig, defs_signature) != 0)
 	{
 		release_decoding();
@@ -572,7 +582,18 @@ round_body(bool *installed)
 		/* the private origin exists before anything is tagged with it */
 		(void) se_origin_id(true);
 		SPI_connect();
+		/* positions of the other mode: rebuilt or restarted (queue.c) */
+		if (queue_adopt_mode())
+		{
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			if (have_definitions || consumer_defs != NIL)
+				free_definitions();
+			return;
+		}
 		load_definitions(sig);
+		loaded_queue = (int) consumer_uses_queue();
 		SPI_finish();
 	}
 	/* dead letters stream.retry_dead_letters asked for (a partial index) */
@@ -587,8 +608,13 @@ round_body(bool *installed)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
-	/* the slot went missing under running definitions */
-	if (ensure_main_slot())
+	/*
+	 * Queue mode needs no slot (and must not keep one holding WAL); in
+	 * logical mode, the slot went missing under running definitions.
+	 */
+	if (consumer_uses_queue())
+		drop_main_slot("the consumer reads the ingest queue (stream_events.consumer)");
+	else if (ensure_main_slot())
 	{
 		foreach(lc, consumer_defs)
 		{
@@ -613,8 +639,16 @@ round_body(bool *installed)
 
 	do
 	{
-		decode_available();
-		upto = dctx->reader->EndRecPtr;
+		if (consumer_uses_queue())
+		{
+			queue_read_available();
+			upto = queue_read_upto;
+		}
+		else
+		{
+			decode_available();
+			upto = dctx->reader->EndRecPtr;
+		}
 		apply_batches(upto, flush_seen ||
 					  TimestampDifferenceExceeds(last_idle_write, GetCurrentTimestamp(), 10000));
 	} while (stop_after_commit && !ShutdownRequestPending);
@@ -684,6 +718,7 @@ consumer_round(bool *installed)
 	 */
 	if (have_definitions && !retry_pending && !XLogRecPtrIsInvalid(last_round_insert) &&
 		GetXLogInsertRecPtr() == last_round_insert && !backfill_wants_round() &&
+		!worker_tick_requested() && loaded_queue == (int) consumer_uses_queue() &&
 		!TimestampDifferenceExceeds(last_full_round, GetCurrentTimestamp(), IDLE_ROUND_MS) &&
 		!consumer_timers_due(GetCurrentTimestamp()))
 	{
@@ -748,7 +783,7 @@ consumer_extension_dropped(void)
 	{
 		if (defs_cxt)
 			free_definitions();
-		drop_main_slot();
+		drop_main_slot("no continuous aggregate left");
 	}
 	PG_CATCH();
 	{

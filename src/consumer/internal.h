@@ -63,7 +63,7 @@ extern void release_decoding(void);
 extern LogicalDecodingContext *create_slot(const char *name, bool persistent,
 										   bool need_full_snapshot);
 extern bool ensure_main_slot(void);
-extern void drop_main_slot(void);
+extern void drop_main_slot(const char *why);
 extern void decode_available(void);
 extern void warn_if_slot_holds_wal(void);
 
@@ -71,6 +71,31 @@ extern void warn_if_slot_holds_wal(void);
 extern void part_cache_reset(void);
 extern void part_cache_register(void);
 extern void fold_scope_forget(void);
+/*
+ * one event (of the commit at lsn; in queue mode of the top-level
+ * transaction xid, else 0) through its stream's definitions
+ */
+extern void fold_event(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time,
+					   uint64 xid, TupleTableSlot *row);
+/* leaves the owner scope fold_event left open (end of a transaction) */
+extern void fold_scope_end(void);
+
+/*
+ * queue.c: the ingest queue.  A position in queue mode is window w as the
+ * pg_lsn QUEUE_POSITION(w) (docs/queue-mode.md): the top bit, never set
+ * in a WAL position, tells the two apart.
+ */
+#define QUEUE_POSITION_BIT (UINT64CONST(1) << 63)
+#define QUEUE_POSITION(w) ((XLogRecPtr) (QUEUE_POSITION_BIT | (uint64) (w)))
+#define QUEUE_POSITION_IS(lsn) (((lsn) & QUEUE_POSITION_BIT) != 0)
+#define QUEUE_TICK(lsn) ((int64) ((lsn) & ~QUEUE_POSITION_BIT))
+extern XLogRecPtr queue_read_upto;
+extern void queue_make_tick(void);
+extern void queue_read_available(void);
+extern void queue_release(XLogRecPtr confirm);
+extern bool queue_adopt_mode(void);
+extern void queue_release_idle(void);
+extern XLogRecPtr queue_backfill_start(Oid stream, Datum *xids);
 
 /* failure.c: the failure boundary per definition */
 extern ConsumerDef *current_def;	/* the definition being folded or applied */

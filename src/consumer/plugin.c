@@ -20,6 +20,7 @@
 #include "replication/origin.h"
 #include "replication/output_plugin.h"
 #include "utils/hsearch.h"
+#include "utils/fmgrprotos.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -209,17 +210,18 @@ check_no_writes(ConsumerDef *def)
 				 errhint("Use functions that only compute a value from the event.")));
 }
 
-/* fold_change's work; the caller exits the last scope, also on error */
+/* fold_event's work; the caller exits the last scope, also on error */
 static void
-fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, FoldScope *fs)
+fold_event_body(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time, uint64 xid,
+				TupleTableSlot *row, FoldScope *fs)
 {
 	ListCell   *lc;
 	ConsumerEvent ev;
 
 	ev.row = row;
-	ev.lsn = txn->final_lsn;
-	ev.commit_time = txn->xact_time.commit_time;
-	eval_lsn = txn->final_lsn;
+	ev.lsn = lsn;
+	ev.commit_time = commit_time;
+	eval_lsn = lsn;
 	note_event(row);
 	foreach(lc, feed->defs)
 	{
@@ -229,7 +231,12 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 		 * Exactly once: commits before applied_lsn are applied already.
 		 * denied: its owner may not read the stream.
 		 */
-		if (def->backfill || def->denied || txn->final_lsn < def->applied_lsn)
+		if (def->backfill || def->denied || lsn < def->applied_lsn)
+			continue;
+		/* queue mode: a transaction the definition's creation saw */
+		if (def->start_snapshot != (Datum) 0 && xid != 0 &&
+			DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot, UInt64GetDatum(xid),
+											 def->start_snapshot)))
 			continue;
 		fold_scope_switch(fs, def->owner, def->search_path);
 		current_def = def;
@@ -240,17 +247,20 @@ fold_change_body(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row, F
 }
 
 /*
- * One decoded event through every definition of its stream, in order
- * (aggregates, then activations), each in its owner's scope, which is
- * left on every path (PG_CATCH rather than PG_FINALLY: gcc's -Wclobbered
- * misreads the latter here).
+ * One event (decoded, or read from the ingest queue, queue.c) through
+ * every definition of its stream, in order (aggregates, then
+ * activations), each in its owner's scope, which is left on every path
+ * (PG_CATCH rather than PG_FINALLY: gcc's -Wclobbered misreads the latter
+ * here).  The last scope stays open for the next event of the same
+ * transaction (fold_scope_end).
  */
-static void
-fold_change(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row)
+void
+fold_event(StreamFeed *feed, XLogRecPtr lsn, TimestampTz commit_time, uint64 xid,
+		   TupleTableSlot *row)
 {
 	PG_TRY();
 	{
-		fold_change_body(feed, txn, row, &txn_scope);
+		fold_event_body(feed, lsn, commit_time, xid, row, &txn_scope);
 	}
 	PG_CATCH();
 	{
@@ -258,6 +268,12 @@ fold_change(StreamFeed *feed, ReorderBufferTXN *txn, TupleTableSlot *row)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+}
+
+void
+fold_scope_end(void)
+{
+	owner_exit(&txn_scope.scope);
 }
 
 static void
@@ -297,7 +313,7 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pushed = true;
 	}
-	fold_change(pe->feed, txn, row);
+	fold_event(pe->feed, txn->final_lsn, txn->xact_time.commit_time, 0, row);
 	consumer_check_memory();
 	if (pushed)
 		PopActiveSnapshot();
@@ -308,7 +324,7 @@ static void
 cb_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
 	/* before the reorder buffer ends its replay subtransaction */
-	owner_exit(&txn_scope.scope);
+	fold_scope_end();
 	/* apply at a commit boundary once the batch is big or old enough */
 	if (batch_units >= se_aggregate_batch_groups ||
 		(batch_units > 0 &&

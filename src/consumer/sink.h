@@ -39,7 +39,10 @@ typedef struct ConsumerDef
 	Oid			owner;
 	char	   *search_path;	/* its expressions run in it (owner.h) */
 	Oid			stream;			/* the stream it folds; InvalidOid: none */
-	XLogRecPtr	applied_lsn;	/* commits before it are applied */
+	XLogRecPtr	applied_lsn;	/* commits before it are applied (queue mode:
+								 * windows, consumer/queue.c) */
+	Datum		start_snapshot; /* queue mode: pg_snapshot whose transactions
+								 * it skips (created then), or 0 */
 	bool		backfill;		/* not backfilled yet: no applied LSN */
 	bool		rides;			/* its applied LSN follows another's (thresholds) */
 	bool		denied;			/* its owner may not read what it watches */

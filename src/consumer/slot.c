@@ -146,7 +146,7 @@ ensure_main_slot(void)
 }
 
 void
-drop_main_slot(void)
+drop_main_slot(const char *why)
 {
 	char	   *name = consumer_slot_name(MyDatabaseId);
 
@@ -155,7 +155,7 @@ drop_main_slot(void)
 	{
 		ReplicationSlotDrop(name, true);
 		ereport(LOG,
-				(errmsg("stream_events dropped replication slot \"%s\": no continuous aggregate left", name)));
+				(errmsg("stream_events dropped replication slot \"%s\": %s", name, why)));
 	}
 }
 

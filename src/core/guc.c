@@ -10,6 +10,7 @@
 
 #include <limits.h>
 
+#include "access/xlog.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -38,6 +39,14 @@ int			se_consumer_memory_kb = 256 * 1024;
 int			se_slot_warning_size_mb = 1024;
 int			se_wake_delay_max_ms = 5;
 int			se_activation_retention = 7 * 24 * 3600;
+int			se_consumer_source = CONSUMER_AUTO;
+
+static const struct config_enum_entry consumer_source_options[] = {
+	{"auto", CONSUMER_AUTO, false},
+	{"logical", CONSUMER_LOGICAL, false},
+	{"queue", CONSUMER_QUEUE, false},
+	{NULL, 0, false}
+};
 
 /*
  * stream_events.max_future: parsed once here (an interval, not negative)
@@ -111,6 +120,30 @@ check_consumer_memory(int *newval, void **extra, GucSource source)
 						*newval, CONSUMER_MEMORY_FLOOR_KB);
 	GUC_check_errhint("Set it to 16MB or more; the worker spills what it folds to temporary files beyond it.");
 	return false;
+}
+
+/*
+ * stream_events.consumer = 'logical' needs logical decoding: refused when
+ * the server runs with a lower wal_level (read before any library loads).
+ */
+static bool
+check_consumer_source(int *newval, void **extra, GucSource source)
+{
+	if (*newval != CONSUMER_LOGICAL || wal_level >= WAL_LEVEL_LOGICAL)
+		return true;
+	GUC_check_errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+	GUC_check_errdetail("The server runs with wal_level = %s; logical decoding needs wal_level = logical.",
+						GetConfigOption("wal_level", false, false));
+	GUC_check_errhint("Use stream_events.consumer = 'queue' (or 'auto'), or set wal_level = logical and restart the server.");
+	return false;
+}
+
+/* the source the consumer reads: logical decoding or the ingest queue */
+bool
+consumer_uses_queue(void)
+{
+	return se_consumer_source == CONSUMER_QUEUE ||
+		(se_consumer_source == CONSUMER_AUTO && wal_level < WAL_LEVEL_LOGICAL);
 }
 
 void
@@ -197,6 +230,13 @@ guc_init(void)
 							"Rows every consumer of their channel acknowledged (or of channels without consumers) are deleted once older; unacknowledged rows stay.",
 							&se_activation_retention, 7 * 24 * 3600, 60, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomEnumVariable("stream_events.consumer",
+							 "What feeds continuous aggregates and batched activations: logical decoding or the ingest queue.",
+							 "auto: logical decoding when wal_level = logical, else the ingest queue "
+							 "(transactions read by snapshot, docs/queue-mode.md). Changing it makes every "
+							 "definition start again from its stream (docs/queue-mode.md, \"Changing the mode\").",
+							 &se_consumer_source, CONSUMER_AUTO, consumer_source_options,
+							 PGC_SIGHUP, 0, check_consumer_source, NULL, NULL);
 }
 
 /* settings that only server start can set: defined only when preloaded */

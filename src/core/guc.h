@@ -33,4 +33,15 @@ extern int	se_slot_warning_size_mb;
 extern int	se_wake_delay_max_ms;
 extern int	se_activation_retention;
 
+/* stream_events.consumer */
+typedef enum ConsumerSource
+{
+	CONSUMER_AUTO,
+	CONSUMER_LOGICAL,
+	CONSUMER_QUEUE
+}			ConsumerSource;
+extern int	se_consumer_source;
+/* the consumer reads the ingest queue (not logical decoding) */
+extern bool consumer_uses_queue(void);
+
 #endif							/* STREAM_EVENTS_CORE_GUC_H */

@@ -37,6 +37,7 @@
 
 #include "jsonschema/jsonschema.h"
 #include "core/owner.h"
+#include "stream/queue.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_ingest_trigger);
@@ -410,6 +411,8 @@ stream_ingest_trigger(PG_FUNCTION_ARGS)
 	stats_count_event(info->stream_relid,
 					  DatumGetTimestampTz(values[info->attnums[ENV_OCCURRED_AT] - 1]),
 					  received_at);
+	/* queue mode: the (sub)transaction's row of stream.queue_txns */
+	queue_note_insert(info->stream_relid, received_at);
 
 	newtuple = same_received_at ? trigdata->tg_trigtuple :
 		heap_form_tuple(desc, values, nulls);

@@ -48,7 +48,9 @@
 #include "utils/timestamp.h"
 
 #include "aggregate/aggregate.h"
+#include "capture/capture.h"
 #include "consumer/consumer.h"
+#include "core/guc.h"
 #include "core/owner.h"
 #include "stream_events.h"
 #include "worker/worker.h"
@@ -391,6 +393,7 @@ stream_events_worker_main(Datum main_arg)
 	{
 		bool		installed = true;
 		bool		aggregates;
+		bool		captures;
 		TimestampTz now;
 		long		timeout;
 		int			rc;
@@ -440,7 +443,9 @@ stream_events_worker_main(Datum main_arg)
 		if (installed)
 		{
 			MemoryContextSwitchTo(loop_context);
-			aggregates = consumer_round(&installed);
+			/* queue mode: captured tables' changes into their streams first */
+			captures = consumer_uses_queue() && capture_drain();
+			aggregates = consumer_round(&installed) || captures;
 			MemoryContextSwitchTo(TopMemoryContext);
 			MemoryContextReset(loop_context);
 		}
@@ -498,6 +503,50 @@ stream_events_worker_main(Datum main_arg)
 	}
 	consumer_shutdown();
 	proc_exit(0);
+}
+
+/* ---------- ticks of the ingest queue (consumer/queue.c) ---------- */
+
+/* stream.flush in queue mode: the database's worker makes a tick soon */
+void
+worker_request_tick(Oid dboid)
+{
+	if (worker_shared == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < NSLOTS; i++)
+		if (worker_shared->slots[i].dboid == dboid)
+			worker_shared->slots[i].tick_requested = true;
+	SpinLockRelease(&worker_shared->mutex);
+	worker_wake_database(dboid);
+}
+
+/* whether a tick was asked for since the last call (in the worker) */
+bool
+worker_take_tick_request(void)
+{
+	bool		asked;
+
+	if (my_slot == NULL)
+		return false;
+	SpinLockAcquire(&worker_shared->mutex);
+	asked = my_slot->tick_requested;
+	my_slot->tick_requested = false;
+	SpinLockRelease(&worker_shared->mutex);
+	return asked;
+}
+
+bool
+worker_tick_requested(void)
+{
+	bool		asked;
+
+	if (my_slot == NULL)
+		return false;
+	SpinLockAcquire(&worker_shared->mutex);
+	asked = my_slot->tick_requested;
+	SpinLockRelease(&worker_shared->mutex);
+	return asked;
 }
 
 /* ---------- the consumer's position (stream.aggregates' lag) ---------- */

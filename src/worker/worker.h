@@ -68,6 +68,7 @@ typedef struct WorkerSlot
 	char		last_error[SE_ERROR_LEN];
 	XLogRecPtr	decoded_lsn;	/* the consumer decoded and applied up to */
 	TimestampTz decoded_at;		/* when it last was there */
+	bool		tick_requested; /* stream.flush in queue mode wants a tick */
 } WorkerSlot;
 
 typedef struct WorkerShared

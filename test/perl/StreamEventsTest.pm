@@ -2,6 +2,11 @@
 # (PostgreSQL::Test::Cluster with the extension preloaded, logical decoding,
 # room for the workers, and output_plugin_libraries where the server has
 # that setting, 15.20+).  test/t/*.pl: my $node = StreamEventsTest::new_node('name', @extra_conf_lines);
+#
+# STREAM_EVENTS_TEST_MODE=queue runs the same test in queue mode: wal_level =
+# replica and stream_events.consumer = 'queue' (the ingest queue instead of
+# logical decoding, docs/queue-mode.md); StreamEventsTest::queue_mode() tells
+# a test which mode it runs in.
 package StreamEventsTest;
 
 use strict;
@@ -11,14 +16,20 @@ use PostgreSQL::Test::Cluster;
 
 my $has_plugin_libraries;
 
+sub queue_mode
+{
+	return ($ENV{STREAM_EVENTS_TEST_MODE} // '') eq 'queue';
+}
+
 sub new_node
 {
 	my ($name, @extra) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(allows_streaming => 'logical');
+	$node->init(allows_streaming => queue_mode() ? 1 : 'logical');
 	$node->append_conf('postgresql.conf', join("\n",
 		q{shared_preload_libraries = 'stream_events'},
-		q{wal_level = logical},
+		queue_mode() ? (q{wal_level = replica}, q{stream_events.consumer = 'queue'})
+		  : q{wal_level = logical},
 		q{max_worker_processes = 32},
 		q{max_replication_slots = 10},
 		q{stream_events.naptime = 1},

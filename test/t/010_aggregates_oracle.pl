@@ -5,6 +5,9 @@
 # pgbench sessions with rolled-back transactions.  After stream.flush the
 # aggregate and its defining query are equal both ways, for a tumbling
 # window with eight aggregate functions and a hopping window.
+#
+# Runs in both consumer modes: logical decoding, and the ingest queue when
+# make test runs it again with STREAM_EVENTS_TEST_MODE=queue (StreamEventsTest.pm).
 use strict;
 use warnings;
 

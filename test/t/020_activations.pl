@@ -3,6 +3,9 @@
 # payload is sent as its id, firing is exactly once across pg_ctl -m
 # immediate (rows in stream.activations = matching events), and a consumer
 # catches up with stream.consume/stream.ack after a disconnect.
+#
+# Runs in both consumer modes: logical decoding, and the ingest queue when
+# make test runs it again with STREAM_EVENTS_TEST_MODE=queue (StreamEventsTest.pm).
 use strict;
 use warnings;
 

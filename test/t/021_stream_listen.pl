@@ -7,6 +7,9 @@
 # back-off after pg_terminate_backend and a server restart; --exec runs a
 # command per activation and retries a failing one without acknowledging it;
 # SIGINT finishes the current activation, acknowledges it and exits 0.
+#
+# Runs in both consumer modes: logical decoding, and the ingest queue when
+# make test runs it again with STREAM_EVENTS_TEST_MODE=queue (StreamEventsTest.pm).
 use strict;
 use warnings;
 

@@ -7,6 +7,9 @@
 # - thresholds are edge-triggered on a live aggregate: once per rise, again
 #   after the condition became false and true again;
 # - on_event cooldown on a live server: one firing per key per interval.
+#
+# Runs in both consumer modes: logical decoding, and the ingest queue when
+# make test runs it again with STREAM_EVENTS_TEST_MODE=queue (StreamEventsTest.pm).
 use strict;
 use warnings;
 

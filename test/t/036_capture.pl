@@ -1,9 +1,9 @@
 # Capture of operational tables (stream.capture, docs/capture.md): plain SQL
-# on a table becomes events of a stream.  Runs in the mode StreamEventsTest
-# gives the node (logical today; STREAM_EVENTS_TEST_MODE=queue once the
-# driver's queue mode lands): in queue mode the test also drains
-# stream.capture_log itself (stream._capture_drain, what the worker does each
-# round), so it does not depend on when the driver calls it.
+# on a table becomes events of a stream.
+# Runs in both consumer modes: logical decoding, and the ingest queue when
+# STREAM_EVENTS_TEST_MODE=queue (StreamEventsTest); in queue mode the test
+# also drains stream.capture_log itself (stream._capture_drain, what the
+# worker does each loop) to know when everything is written.
 #   - insert, update, delete, a multi-statement transaction, a rolled back
 #     transaction, a savepoint rolled back: names, properties, context, user_id,
 #     occurred_at = commit time, ids = the deterministic v5 of the position;

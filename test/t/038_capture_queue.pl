@@ -1,9 +1,10 @@
 # Capture in queue mode (wal_level = replica: no decoding), the path of
-# src/capture/queue.c on its own: the capture trigger appends each change to
-# stream.capture_log in the source's transaction, stream._capture_drain()
-# (what the worker's driver calls each round in queue mode) writes them to
-# the stream.  Independent of the driver's queue mode (no aggregate here);
-# 036_capture.pl covers the whole path in whichever mode the node runs.
+# src/capture/queue.c on its own, without the worker: the capture trigger
+# appends each change to stream.capture_log in the source's transaction,
+# stream._capture_drain() (what the worker does each loop in queue mode,
+# capture_drain) writes them to the stream.  036_capture.pl covers the
+# whole path with the worker in whichever mode the node runs
+# (STREAM_EVENTS_TEST_MODE=queue).
 #   - changes, a rolled back transaction and savepoint: only committed
 #     changes are queued; events as in logical mode (changed columns from
 #     OLD/NEW); occurred_at the commit time (track_commit_timestamp);
@@ -23,7 +24,10 @@ use StreamEventsTest;
 use Test::More;
 use CaptureTest;
 
+# no worker (the launcher takes the only background worker slot): the test
+# drains by hand, so that what is queued and when it is written are its own
 my $node = StreamEventsTest::new_node('capture_queue', q{wal_level = replica},
+	q{stream_events.consumer = 'queue'}, q{max_worker_processes = 1},
 	q{track_commit_timestamp = on}, q{max_connections = 30});
 $node->start;
 
