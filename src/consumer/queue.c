@@ -204,6 +204,8 @@ read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum subxids
 		TupleTableSlot *slot;
 		int			natts;
 
+		/* the read is the worker's own, outside any definition's scope */
+		fold_scope_end();
 		SPI_cursor_fetch(portal, true, QUEUE_FETCH);
 		if (SPI_processed == 0)
 			break;
