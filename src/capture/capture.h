@@ -18,6 +18,7 @@
 
 #include "access/attnum.h"
 #include "access/tupdesc.h"
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"

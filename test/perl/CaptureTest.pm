@@ -1,4 +1,4 @@
-# CaptureTest: what the capture TAP tests (036_capture.pl, 038_capture_queue.pl)
+# CaptureTest: what the capture TAP tests (036_capture.pl, 037_capture_queue.pl)
 # share: the pgbench script that changes a captured `tickets` table (insert or
 # upsert, update of another row, sometimes a delete, some transactions rolled
 # back), and crash rounds: pgbench (and optionally another command) running
