@@ -14,9 +14,10 @@
 #   logical: wal_level = logical; the worker decodes and writes the events
 #            while pgbench runs (its CPU is part of the cost: 2 cores).
 #   queue:   wal_level = replica; the capture trigger queues each change in
-#            the producer's transaction; a loop calls stream._capture_drain()
-#            every 200 ms meanwhile (what the worker's driver will call each
-#            round in queue mode).
+#            the producer's transaction; the worker drains the queue each loop
+#            (capture_drain, worker.c), and a loop here calls
+#            stream._capture_drain() every 200 ms as well (so that the figure
+#            does not depend on the worker's poll interval).
 #
 # Environment:
 #   BENCH_MODES="logical queue"
