@@ -50,6 +50,7 @@
 #include "utils/hsearch.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -59,6 +60,7 @@
 #include "consumer/internal.h"
 #include "core/definition.h"
 #include "core/guc.h"
+#include "core/plans.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_consumer_start_position);
@@ -79,6 +81,14 @@ queue_ticks_relid(void)
 }
 
 /* ---------- ticks ---------- */
+
+/* this transaction's commit does not wait for its WAL to be flushed */
+static void
+no_flush_at_commit(void)
+{
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
 
 /*
  * Makes the next tick: its number and snapshot under the table's exclusive
@@ -109,17 +119,19 @@ queue_make_tick(void)
 static bool
 tick_needed(void)
 {
+	static SPIPlanPtr plan = NULL;
+
 	if (worker_take_tick_request())
 	{
 		/* as the flush marker in logical mode: positions are written */
 		flush_seen = true;
 		return true;
 	}
-	if (SPI_execute("SELECT 1 FROM (SELECT snap FROM stream.queue_ticks ORDER BY tick DESC LIMIT 1) t, "
-					"stream.queue_txns q "
-					"WHERE q.xid >= pg_catalog.pg_snapshot_xmin(t.snap) "
-					"AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, t.snap) LIMIT 1",
-					true, 1) != SPI_OK_SELECT)
+	if (plan_execute(&plan, "SELECT 1 FROM (SELECT snap FROM stream.queue_ticks ORDER BY tick DESC LIMIT 1) t, "
+					 "stream.queue_txns q "
+					 "WHERE q.xid >= pg_catalog.pg_snapshot_xmin(t.snap) "
+					 "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, t.snap) LIMIT 1",
+					 0, NULL, NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.queue_txns");
 	return SPI_processed > 0;
 }
@@ -251,20 +263,21 @@ read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum subxids
 static void
 read_window(int64 w, Tick *lo, Tick *hi)
 {
+	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
 	Datum		args[2] = {lo->snap, hi->snap};
 	SPITupleTable *tuptable;
 	uint64		n;
 
-	if (SPI_execute_with_args("SELECT q.stream, pg_catalog.array_agg(q.subxid), "
-							  "pg_catalog.min(q.first_received_at), pg_catalog.array_agg(q.xid) "
-							  "FROM stream.queue_txns q "
-							  "WHERE q.xid >= pg_catalog.pg_snapshot_xmin($1) "
-							  "AND q.xid < pg_catalog.pg_snapshot_xmax($2) "
-							  "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, $1) "
-							  "AND pg_catalog.pg_visible_in_snapshot(q.xid, $2) "
-							  "GROUP BY q.stream",
-							  2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (plan_execute(&plan, "SELECT q.stream, pg_catalog.array_agg(q.subxid), "
+					 "pg_catalog.min(q.first_received_at), pg_catalog.array_agg(q.xid) "
+					 "FROM stream.queue_txns q "
+					 "WHERE q.xid >= pg_catalog.pg_snapshot_xmin($1) "
+					 "AND q.xid < pg_catalog.pg_snapshot_xmax($2) "
+					 "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, $1) "
+					 "AND pg_catalog.pg_visible_in_snapshot(q.xid, $2) "
+					 "GROUP BY q.stream",
+					 2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.queue_txns");
 	tuptable = SPI_tuptable;
 	n = SPI_processed;
@@ -311,6 +324,8 @@ first_unread_window(int64 last)
 void
 queue_read_available(void)
 {
+	static SPIPlanPtr last_plan = NULL;
+	static SPIPlanPtr ticks_plan = NULL;
 	SPITupleTable *tuptable;
 	uint64		n;
 	Tick	   *ticks;
@@ -333,7 +348,14 @@ queue_read_available(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (tick_needed())
+	{
+		/*
+		 * No WAL flush of its own: whatever is applied with this tick is
+		 * committed later by the apply transaction, whose flush covers it
+		 */
+		no_flush_at_commit();
 		queue_make_tick();
+	}
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
@@ -343,8 +365,8 @@ queue_read_available(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "stream_events: reading the ingest queue");
-	if (SPI_execute("SELECT max(tick) FROM stream.queue_ticks", true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	if (plan_execute(&last_plan, "SELECT max(tick) FROM stream.queue_ticks",
+					 0, NULL, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read stream.queue_ticks");
 	{
 		bool		isnull;
@@ -361,9 +383,9 @@ queue_read_available(void)
 		Datum		args[1] = {Int64GetDatum(first - 1)};
 		MemoryContext old;
 
-		if (SPI_execute_with_args("SELECT tick, snap, made_at FROM stream.queue_ticks "
-								  "WHERE tick >= $1 ORDER BY tick",
-								  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		if (plan_execute(&ticks_plan, "SELECT tick, snap, made_at FROM stream.queue_ticks "
+						 "WHERE tick >= $1 ORDER BY tick",
+						 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read stream.queue_ticks");
 		tuptable = SPI_tuptable;
 		n = SPI_processed;
@@ -472,6 +494,8 @@ queue_release(XLogRecPtr confirm)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* lost in a crash, it is only done again */
+	no_flush_at_commit();
 	if (SPI_execute_with_args("DELETE FROM stream.queue_txns q USING stream.queue_ticks t "
 							  "WHERE t.tick = $1 AND q.xid < pg_catalog.pg_snapshot_xmin(t.snap)",
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE ||

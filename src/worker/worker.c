@@ -505,6 +505,35 @@ stream_events_worker_main(Datum main_arg)
 	proc_exit(0);
 }
 
+/* ---------- definitions changed (the consumer's signature check) ---------- */
+
+/* a committed transaction changed definitions of the database */
+void
+worker_definitions_changed(Oid dboid)
+{
+	if (worker_shared == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < NSLOTS; i++)
+		if (worker_shared->slots[i].dboid == dboid)
+			worker_shared->slots[i].defs_generation++;
+	SpinLockRelease(&worker_shared->mutex);
+}
+
+/* in the worker: how many times that happened (0 outside a worker) */
+uint64
+worker_definitions_generation(void)
+{
+	uint64		gen;
+
+	if (my_slot == NULL)
+		return 0;
+	SpinLockAcquire(&worker_shared->mutex);
+	gen = my_slot->defs_generation;
+	SpinLockRelease(&worker_shared->mutex);
+	return gen;
+}
+
 /* ---------- ticks of the ingest queue (consumer/queue.c) ---------- */
 
 /* stream.flush in queue mode: the database's worker makes a tick soon */
