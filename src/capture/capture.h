@@ -129,6 +129,8 @@ typedef struct CaptureWritten
  * the consumer decodes them like a producer's.
  */
 extern CaptureWritten capture_write_events(CaptureSpec *spec, Tuplestorestate *store);
+/* ERROR (42501) unless the owner may still SELECT the table and INSERT into the stream */
+extern void capture_check_rights(CaptureSpec *spec);
 
 /* ---------- sink.c: logical mode ---------- */
 

@@ -249,16 +249,7 @@ drain_one(CaptureSpec *spec)
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(spec->capture_id)};
 
-	if (pg_class_aclcheck(spec->source, spec->owner, ACL_SELECT) != ACLCHECK_OK ||
-		pg_class_aclcheck(spec->stream, spec->owner, ACL_INSERT) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the owner of the capture of %s may not read it or write stream %s",
-						spec->source_name, get_rel_name(spec->stream)),
-				 errdetail("A capture reads its table and writes its stream with its owner's rights (role %s).",
-						   GetUserNameFromId(spec->owner, false)),
-				 errhint("Grant SELECT on the table and INSERT on the stream, then SELECT stream.resume_capture('%s').",
-						 spec->source_name)));
+	capture_check_rights(spec);
 	for (;;)
 	{
 		Tuplestorestate *store;

@@ -80,32 +80,10 @@ capture_states(void)
 static void
 check_rights(CaptureRuntime *rt)
 {
-	CaptureSpec *spec = rt->spec;
-	Oid			denied = InvalidOid;
-	const char *what = NULL;
-
-	if (pg_class_aclcheck(spec->source, spec->owner, ACL_SELECT) != ACLCHECK_OK)
-	{
-		denied = spec->source;
-		what = "SELECT";
-	}
-	else if (pg_class_aclcheck(spec->stream, spec->owner, ACL_INSERT) != ACLCHECK_OK)
-	{
-		denied = spec->stream;
-		what = "INSERT";
-	}
-	if (!OidIsValid(denied))
-		return;
-	consumer_blame(&capture_sink, spec->capture_id, spec->source_name, rt->def.applied_lsn);
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("the owner of the capture of %s has no %s privilege on %s",
-					spec->source_name, what, get_rel_name(denied)),
-			 errdetail("A capture reads its table and writes its stream with its owner's rights (role %s).",
-					   GetUserNameFromId(spec->owner, false)),
-			 errhint("GRANT %s ON %s TO %s, then SELECT stream.resume_capture('%s').",
-					 what, get_rel_name(denied), GetUserNameFromId(spec->owner, false),
-					 spec->source_name)));
+	consumer_blame(&capture_sink, rt->spec->capture_id, rt->spec->source_name,
+				   rt->def.applied_lsn);
+	capture_check_rights(rt->spec);
+	consumer_unblame();
 }
 
 static List *

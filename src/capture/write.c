@@ -21,7 +21,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "replication/origin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -201,6 +203,39 @@ write_guarded(void *arg)
 		insert_chunks(ws, plan);
 	SPI_finish();
 	owner_exit(&scope);
+}
+
+/*
+ * The capture's owner may still read its table and write its stream (a
+ * right revoked since stream.capture); 42501 naming the missing one.
+ */
+void
+capture_check_rights(CaptureSpec *spec)
+{
+	Oid			denied = InvalidOid;
+	const char *what = NULL;
+
+	if (pg_class_aclcheck(spec->source, spec->owner, ACL_SELECT) != ACLCHECK_OK)
+	{
+		denied = spec->source;
+		what = "SELECT";
+	}
+	else if (pg_class_aclcheck(spec->stream, spec->owner, ACL_INSERT) != ACLCHECK_OK)
+	{
+		denied = spec->stream;
+		what = "INSERT";
+	}
+	if (!OidIsValid(denied))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("the owner of the capture of %s has no %s privilege on %s",
+					spec->source_name, what, get_rel_name(denied)),
+			 errdetail("A capture reads its table and writes its stream with its owner's rights (role %s).",
+					   GetUserNameFromId(spec->owner, false)),
+			 errhint("GRANT %s ON %s TO %s, then SELECT stream.resume_capture('%s').",
+					 what, get_rel_name(denied), GetUserNameFromId(spec->owner, false),
+					 spec->source_name)));
 }
 
 /* the errors of an event the stream refused, as stream.<q>.errors has them */

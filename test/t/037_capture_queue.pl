@@ -143,7 +143,7 @@ INSERT INTO tickets (id) VALUES (9000);
 my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM ticket_events');
 $node->psql('postgres', 'SELECT stream._capture_drain()');
 is($node->safe_psql('postgres', q{
-SELECT status || ' ' || (last_error LIKE '%may not%')::text || ' ' ||
+SELECT status || ' ' || (last_error LIKE '%has no INSERT privilege%')::text || ' ' ||
        (SELECT count(*) FROM stream.capture_log l WHERE l.capture_id = k.capture_id)
 FROM stream.captures k WHERE source = 'carol_t'::regclass}),
 	'error true 2', 'the capture whose owner lost INSERT stops, its queued rows kept');
