@@ -69,7 +69,7 @@ SELECT demo_gen.capture_caught_up() \g /dev/null
 \echo '-- the captured events (SELECT ... FROM support_events):'
 SELECT event_name, user_id, properties->>'id' AS ticket, properties->>'status' AS status,
        context->'changed' AS changed, occurred_at::timestamp(3)
-FROM support_events ORDER BY split_part(context->>'position', '/', 1)::bigint, ticket::int;
+FROM support_events ORDER BY split_part(context->>'position', '/', 1)::bigint, (properties->>'id')::int;
 \echo '-- the promotions channel: pause while a ticket is open, resume when it is resolved'
 SELECT activation, key AS user_id, payload->>'action' AS action, payload->>'ticket' AS ticket
 FROM stream.activations WHERE channel = 'promotions' ORDER BY id;
