@@ -72,6 +72,7 @@ PG_FUNCTION_INFO_V1(stream_consumer_mode);
 /* the position up to which the last read went (upto of the apply) */
 XLogRecPtr	queue_read_upto = InvalidXLogRecPtr;
 static int64 released_below = 0;
+static void queue_summarize(void);
 static TimestampTz last_release = 0;
 
 static Oid
@@ -365,6 +366,15 @@ queue_read_available(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "stream_events: reading the ingest queue");
+
+	/*
+	 * A window's rows are found through the streams' BRIN index on
+	 * received_at: a stream that grows fast has statistics older than its
+	 * size, and the planner would scan every partition in full each round
+	 * (the work then grows with the stream, not with the window)
+	 */
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	if (plan_execute(&last_plan, "SELECT max(tick) FROM stream.queue_ticks",
 					 0, NULL, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read stream.queue_ticks");
@@ -432,8 +442,68 @@ queue_read_available(void)
 
 	decode_horizon = Max(decode_horizon, asked);
 	queue_read_upto = QUEUE_POSITION(last + 1);
+	queue_summarize();
 	decoded_to_end = true;
 	decoded_end = queue_read_upto;
+}
+
+/* ---------- BRIN upkeep ---------- */
+
+/*
+ * Summarizes the new ranges of the BRIN indexes on received_at of the fed
+ * streams' partitions, at most once a second: a range autovacuum has not
+ * summarized yet matches every window, so each read would scan the whole
+ * unsummarized tail again.  A partition another process holds (vacuum) is
+ * skipped this time rather than waited for.  In a transaction of its own
+ * that does not wait for its WAL flush.
+ */
+static void
+queue_summarize(void)
+{
+	static SPIPlanPtr plan = NULL;
+	static TimestampTz last = 0;
+	ListCell   *lc;
+
+	if (!TimestampDifferenceExceeds(last, GetCurrentTimestamp(), 1000))
+		return;
+	last = GetCurrentTimestamp();
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	no_flush_at_commit();
+	foreach(lc, consumer_feeds)
+	{
+		StreamFeed *feed = lfirst(lc);
+		Oid			argtypes[1] = {OIDOID};
+		Datum		args[1] = {ObjectIdGetDatum(feed->stream)};
+		SPITupleTable *tuptable;
+		uint64		n;
+
+		if (plan_execute(&plan, "SELECT i.indexrelid, i.indrelid FROM pg_catalog.pg_inherits h "
+						 "JOIN pg_catalog.pg_index i ON i.indrelid = h.inhrelid "
+						 "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+						 "JOIN pg_catalog.pg_am a ON a.oid = c.relam "
+						 "WHERE h.inhparent = $1 AND a.amname = 'brin'",
+						 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the BRIN indexes of a stream");
+		tuptable = SPI_tuptable;
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+			Oid			index = DatumGetObjectId(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull));
+			Oid			heap = DatumGetObjectId(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
+
+			/* the function takes the same lock, held by us already then */
+			if (ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock))
+				(void) DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(index));
+		}
+		SPI_freetuptable(tuptable);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
 }
 
 /* ---------- backfill ---------- */
