@@ -15,9 +15,7 @@
 #            while pgbench runs (its CPU is part of the cost: 2 cores).
 #   queue:   wal_level = replica; the capture trigger queues each change in
 #            the producer's transaction; the worker drains the queue each loop
-#            (capture_drain, worker.c), and a loop here calls
-#            stream._capture_drain() every 200 ms as well (so that the figure
-#            does not depend on the worker's poll interval).
+#            (capture_drain, worker.c) while pgbench runs.
 #
 # Environment:
 #   BENCH_MODES="logical queue"
@@ -48,11 +46,9 @@ bench_build
 PATH="$PGBIN:$PATH"
 
 WORK=$(pg_workdir "$REPO/tmp/bench-capture")
-DRAIN_PID=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    [ -n "$DRAIN_PID" ] && kill "$DRAIN_PID" 2>/dev/null || true
     cluster_stop "$WORK" immediate
     rm -rf "${WORK:?}/data"
     exit $rc
@@ -125,12 +121,7 @@ for MODE in $MODES; do
         before=$(sql "SELECT count(*) FROM account_changes")
         updates_before=$(sql "SELECT coalesce(sum(balance), 0) FROM accounts")
         sql "CHECKPOINT" >/dev/null
-        if [ "$MODE" = queue ]; then
-            ( while :; do "${PSQL[@]}" -At -c "SELECT stream._capture_drain()" >/dev/null 2>&1 || true; sleep 0.2; done ) &
-            DRAIN_PID=$!
-        fi
         c=$(run_pgbench)
-        if [ -n "$DRAIN_PID" ]; then kill "$DRAIN_PID" 2>/dev/null || true; wait "$DRAIN_PID" 2>/dev/null || true; DRAIN_PID=; fi
         caught_up "$MODE"
         events=$(( $(sql "SELECT count(*) FROM account_changes") - before ))
         updates=$(( $(sql "SELECT sum(balance) FROM accounts") - updates_before ))

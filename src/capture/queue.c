@@ -257,13 +257,15 @@ drain_one(CaptureSpec *spec)
 		CaptureWritten w;
 
 		/*
-		 * The commit time when the server keeps it, else the source
-		 * transaction's start (docs/capture.md).
+		 * A chunk in the log's physical order (no sort of the whole log per
+		 * chunk: the worker's CPU is the producers'), its events in
+		 * transaction order; the commit time when the server keeps it, else
+		 * the source transaction's start (docs/capture.md).
 		 */
 		if (SPI_execute_with_args("WITH d AS (DELETE FROM stream.capture_log l "
 								  "  WHERE l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 								  "    SELECT ctid FROM stream.capture_log "
-								  "    WHERE capture_id OPERATOR(pg_catalog.=) $1 ORDER BY xid, seq LIMIT "
+								  "    WHERE capture_id OPERATOR(pg_catalog.=) $1 LIMIT "
 								  CppAsString2(DRAIN_CHUNK) ")) RETURNING l.*) "
 								  "SELECT xid, seq, event_name, coalesce(CASE WHEN "
 								  "  pg_catalog.current_setting('track_commit_timestamp')::boolean "
