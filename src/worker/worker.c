@@ -48,7 +48,9 @@
 #include "utils/timestamp.h"
 
 #include "aggregate/aggregate.h"
+#include "capture/capture.h"
 #include "consumer/consumer.h"
+#include "core/guc.h"
 #include "core/owner.h"
 #include "stream_events.h"
 #include "worker/worker.h"
@@ -391,6 +393,7 @@ stream_events_worker_main(Datum main_arg)
 	{
 		bool		installed = true;
 		bool		aggregates;
+		bool		captures;
 		TimestampTz now;
 		long		timeout;
 		int			rc;
@@ -440,7 +443,9 @@ stream_events_worker_main(Datum main_arg)
 		if (installed)
 		{
 			MemoryContextSwitchTo(loop_context);
-			aggregates = consumer_round(&installed);
+			/* queue mode: captured tables' changes into their streams first */
+			captures = consumer_uses_queue() && capture_drain();
+			aggregates = consumer_round(&installed) || captures;
 			MemoryContextSwitchTo(TopMemoryContext);
 			MemoryContextReset(loop_context);
 		}
