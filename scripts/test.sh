@@ -93,7 +93,7 @@ fi
 # -- TAP in queue mode ----------------------------------------------------
 # The files that say so run again with the ingest queue as the consumer's
 # source (wal_level = replica, docs/queue-mode.md).
-QUEUE_TAP=$(grep -l '^# Runs in both consumer modes' test/t/*.pl 2>/dev/null | tr '\n' ' ')
+QUEUE_TAP=$(cd "$WORK" && grep -l '^# Runs in both consumer modes' test/t/*.pl 2>/dev/null | tr '\n' ' ')
 if [ -n "$QUEUE_TAP" ]; then
     echo "== TAP, queue mode"
     mkdir -p "$WORK/tap-queue"
