@@ -464,7 +464,7 @@ SKIP:
 	ok(!-e $f2, '... and nothing was handled');
 	open my $fh, '>', $flag or die;
 	close $fh;
-	ok(wait_until($e, sub { file_lines($f2) >= 2 }, 30), 'handled once the command succeeds');
+	ok(wait_until($e, sub { (() = file_lines($f2)) >= 2 }, 30), 'handled once the command succeeds');
 	is_deeply([ map { $json->decode($_)->{id} } file_lines($f2) ], \@db,
 		'in order, each once');
 	ok(wait_until(undef, sub { acked('c6', 'ex2_ch') == $db[-1] }, 30), 'then acknowledged');
