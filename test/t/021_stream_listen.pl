@@ -437,7 +437,7 @@ SKIP:
 	my $c = start_client('-c', 'ex_ch', '--exec', "cat >> '$f1'");
 	ok(wait_listening($c), '--exec: listening');
 	insert_events('ex', 'e1', 'e2', 'e3');
-	ok(wait_until($c, sub { file_lines($f1) >= 3 }, 30), '--exec: the command got each row')
+	ok(wait_until($c, sub { (() = file_lines($f1)) >= 3 }, 30), '--exec: the command got each row')
 	  or diag("stderr: $c->{err}");
 	my @l = file_lines($f1);
 	is_deeply([ map { $json->decode($_)->{id} } @l ], [ channel_ids('ex_ch') ],
