@@ -139,7 +139,7 @@ SELECT stream.on_event('y"; DROP TABLE public.sec_canary; --', 'sec.orders', 'tr
 SELECT stream.on_event('y', 'sec.orders', 'true', channel => 'x"; DROP TABLE public.sec_canary; --');
 SELECT stream.create_aggregate('sec."a; DROP TABLE public.sec_canary; --"',
     'SELECT event_name, count(*) FROM sec.orders GROUP BY 1');
-SELECT relname FROM pg_class WHERE (relname LIKE 'x;%' OR relname LIKE 'a;%') AND relname !~ '_p[0-9]{8}$' ORDER BY 1;
+SELECT relname FROM pg_class WHERE (relname LIKE 'x;%' OR relname LIKE 'a;%') AND relname !~ '_p[0-9]{8}(_received_at_idx)?$' ORDER BY 1;
 SELECT stream.drop_stream('sec."x; DROP TABLE public.sec_canary; --"');
 RESET ROLE;
 SELECT count(*) AS canary_rows FROM public.sec_canary;

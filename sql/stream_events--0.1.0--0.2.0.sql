@@ -449,6 +449,7 @@ DECLARE
     pname       text := stream._partition_name(rel, lower_bound, width);
     part        regclass;
     dflt        regclass;
+    left_behind boolean;
 BEGIN
     SELECT n.nspname, c.relowner::regrole INTO nsp, owner
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -460,30 +461,43 @@ BEGIN
     FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
     WHERE i.inhparent = rel AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
 
-    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING STORAGE)', nsp, pname, rel);
-    part := format('%I.%I', nsp, pname)::regclass;
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', part, owner::text);
-    IF dflt IS NOT NULL THEN
-        -- the bulk, while producers go on
-        moved := stream._move_rows(dflt, part, lower_bound, upper_bound);
-        IF moved = 0 AND lower_bound > now() + interval '1 hour' THEN
-            -- ahead: only producers writing to the default partition wait
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', dflt);
-        ELSE
-            -- the range receives events: in-flight producers finish first
-            EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
+    -- a block of its own: undone when the worker has not read some of the
+    -- rows yet (queue mode moves only rows it has read: stream._move_rows)
+    BEGIN
+        EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING STORAGE)', nsp, pname, rel);
+        part := format('%I.%I', nsp, pname)::regclass;
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', part, owner::text);
+        IF dflt IS NOT NULL THEN
+            -- the bulk, while producers go on
+            moved := stream._move_rows(dflt, part, lower_bound, upper_bound);
+            IF moved = 0 AND lower_bound > now() + interval '1 hour' THEN
+                -- ahead: only producers writing to the default partition wait
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', dflt);
+            ELSE
+                -- the range receives events: in-flight producers finish first
+                EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
+            END IF;
+            -- what arrived since the bulk move (the lock stops more)
+            moved := moved + stream._move_rows(dflt, part, lower_bound, upper_bound);
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE occurred_at >= $1 AND occurred_at < $2)', dflt)
+               INTO left_behind USING lower_bound, upper_bound;
+            IF left_behind THEN
+                RAISE EXCEPTION USING ERRCODE = 'SE001';
+            END IF;
         END IF;
-        -- what arrived since the bulk move (the lock stops more)
-        moved := moved + stream._move_rows(dflt, part, lower_bound, upper_bound);
-    END IF;
-    -- bounds in UTC ISO form, whatever the session's DateStyle and TimeZone
-    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', rel, part,
-                   to_char(lower_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
-                   to_char(upper_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
-    PERFORM stream._add_truncate_guard(part);
+        -- bounds in UTC ISO form, whatever the session's DateStyle and TimeZone
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', rel, part,
+                       to_char(lower_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
+                       to_char(upper_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
+        PERFORM stream._add_truncate_guard(part);
+    EXCEPTION WHEN SQLSTATE 'SE001' THEN
+        -- tried again by the next maintenance run
+        RETURN NULL;
+    END;
     RETURN moved;
 END $function$
 ;
+COMMENT ON FUNCTION stream._ensure_partition(regclass,timestamp with time zone,interval) IS 'Creates one partition of a stream if missing, adopting matching rows of the default partition; returns the rows adopted, NULL if it existed or must wait for the queue''s reader (internal)';
 
 
 CREATE OR REPLACE FUNCTION stream._drop_expired_partition(part regclass)

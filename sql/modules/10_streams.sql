@@ -55,6 +55,35 @@ COMMENT ON TABLE stream.dedup_keys IS
 REVOKE ALL ON stream.dedup_keys FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('stream.dedup_keys', '');
 
+-- The ingest queue (queue mode, docs/queue-mode.md).  Ticks: numbered
+-- snapshots made by the worker under an exclusive lock; window w holds the
+-- transactions tick w sees and tick w-1 does not.  One tick exists from the
+-- start, so that a window always has one before it.
+CREATE TABLE stream.queue_ticks (
+    tick    bigint PRIMARY KEY,
+    snap    pg_snapshot NOT NULL,
+    made_at timestamptz NOT NULL
+);
+COMMENT ON TABLE stream.queue_ticks IS
+    'Ticks of the ingest queue: numbered snapshots cutting committed transactions into windows (internal, queue mode)';
+REVOKE ALL ON stream.queue_ticks FROM PUBLIC;
+GRANT SELECT ON stream.queue_ticks TO PUBLIC;
+INSERT INTO stream.queue_ticks VALUES (1, pg_catalog.pg_current_snapshot(), pg_catalog.clock_timestamp());
+
+-- One row per (sub)transaction and stream it inserted events into, written
+-- by the C insert trigger in queue mode, in that (sub)transaction: xid is
+-- the top-level transaction, subxid the xmin of its rows.
+CREATE TABLE stream.queue_txns (
+    xid               xid8 NOT NULL,
+    subxid            xid NOT NULL,
+    stream            oid NOT NULL,
+    first_received_at timestamptz NOT NULL
+);
+CREATE INDEX queue_txns_xid ON stream.queue_txns (xid);
+COMMENT ON TABLE stream.queue_txns IS
+    'Transactions that inserted events, per stream, not yet read by every definition (internal, queue mode)';
+REVOKE ALL ON stream.queue_txns FROM PUBLIC;
+
 -- Triggers installed on every stream and its partitions.
 CREATE FUNCTION stream._ingest_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'stream_ingest_trigger' LANGUAGE C;
@@ -223,6 +252,9 @@ BEGIN
     relid := format('%I.%I', nsp, rel)::regclass;
 
     EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s DEFAULT', nsp, rel || '_default', relid);
+    -- the ingest queue finds new events by received_at (docs/queue-mode.md)
+    EXECUTE format('CREATE INDEX %I ON %s USING brin (received_at) WITH (autosummarize = on)',
+                   rel || '_received_at', relid);
     EXECUTE format('CREATE TRIGGER stream_events_ingest BEFORE INSERT ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION stream._ingest_trigger()', relid);
     EXECUTE format('CREATE TRIGGER stream_events_append_only BEFORE UPDATE OR DELETE ON %s '
@@ -417,6 +449,7 @@ DECLARE
     pname       text := stream._partition_name(rel, lower_bound, width);
     part        regclass;
     dflt        regclass;
+    left_behind boolean;
 BEGIN
     SELECT n.nspname, c.relowner::regrole INTO nsp, owner
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -428,31 +461,43 @@ BEGIN
     FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
     WHERE i.inhparent = rel AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
 
-    EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING STORAGE)', nsp, pname, rel);
-    part := format('%I.%I', nsp, pname)::regclass;
-    EXECUTE format('ALTER TABLE %s OWNER TO %I', part, owner::text);
-    IF dflt IS NOT NULL THEN
-        -- the bulk, while producers go on
-        moved := stream._move_rows(dflt, part, lower_bound, upper_bound);
-        IF moved = 0 AND lower_bound > now() + interval '1 hour' THEN
-            -- ahead: only producers writing to the default partition wait
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', dflt);
-        ELSE
-            -- the range receives events: in-flight producers finish first
-            EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
+    -- a block of its own: undone when the worker has not read some of the
+    -- rows yet (queue mode moves only rows it has read: stream._move_rows)
+    BEGIN
+        EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING STORAGE)', nsp, pname, rel);
+        part := format('%I.%I', nsp, pname)::regclass;
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', part, owner::text);
+        IF dflt IS NOT NULL THEN
+            -- the bulk, while producers go on
+            moved := stream._move_rows(dflt, part, lower_bound, upper_bound);
+            IF moved = 0 AND lower_bound > now() + interval '1 hour' THEN
+                -- ahead: only producers writing to the default partition wait
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', dflt);
+            ELSE
+                -- the range receives events: in-flight producers finish first
+                EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
+            END IF;
+            -- what arrived since the bulk move (the lock stops more)
+            moved := moved + stream._move_rows(dflt, part, lower_bound, upper_bound);
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE occurred_at >= $1 AND occurred_at < $2)', dflt)
+               INTO left_behind USING lower_bound, upper_bound;
+            IF left_behind THEN
+                RAISE EXCEPTION USING ERRCODE = 'SE001';
+            END IF;
         END IF;
-        -- what arrived since the bulk move (the lock stops more)
-        moved := moved + stream._move_rows(dflt, part, lower_bound, upper_bound);
-    END IF;
-    -- bounds in UTC ISO form, whatever the session's DateStyle and TimeZone
-    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', rel, part,
-                   to_char(lower_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
-                   to_char(upper_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
-    PERFORM stream._add_truncate_guard(part);
+        -- bounds in UTC ISO form, whatever the session's DateStyle and TimeZone
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', rel, part,
+                       to_char(lower_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
+                       to_char(upper_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00');
+        PERFORM stream._add_truncate_guard(part);
+    EXCEPTION WHEN SQLSTATE 'SE001' THEN
+        -- tried again by the next maintenance run
+        RETURN NULL;
+    END;
     RETURN moved;
 END $$;
 COMMENT ON FUNCTION stream._ensure_partition(regclass, timestamptz, interval) IS
-    'Creates one partition of a stream if missing, adopting matching rows of the default partition; returns the rows adopted, NULL if it existed (internal)';
+    'Creates one partition of a stream if missing, adopting matching rows of the default partition; returns the rows adopted, NULL if it existed or must wait for the queue''s reader (internal)';
 
 -- Retention: the one way a partition leaves a stream that stays (the DDL
 -- guard, src/ddl_guard.c, refuses DROP/DETACH/TRUNCATE of partitions).

@@ -137,6 +137,55 @@ CREATE FUNCTION stream._consumer_position(OUT decoded_lsn pg_lsn, OUT decoded_at
 COMMENT ON FUNCTION stream._consumer_position() IS
     'WAL position this database''s worker has decoded and applied everything up to, and when (internal; the lag of stream.aggregates and stream.activation_status)';
 
+-- Queue mode (docs/queue-mode.md).
+CREATE FUNCTION stream.consumer_mode() RETURNS text
+    AS 'MODULE_PATHNAME', 'stream_consumer_mode'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION stream.consumer_mode() IS
+    'What feeds continuous aggregates and batched activations here: logical (decoding) or queue (the ingest queue); see stream_events.consumer';
+CREATE FUNCTION stream._consumer_start_position() RETURNS pg_lsn
+    AS 'MODULE_PATHNAME', 'stream_consumer_start_position'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION stream._consumer_start_position() IS
+    'Where a definition created now starts: the WAL insert position, or in queue mode the window after the last tick (internal)';
+
+-- Queue mode: seconds since the oldest event committed and not yet read by
+-- a definition at position pos (0 when none).  SECURITY DEFINER: the queue's
+-- tables are private; only this number comes out, for any caller.
+CREATE FUNCTION stream._queue_lag(pos pg_lsn) RETURNS double precision
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(greatest(extract(epoch FROM now() - min(q.first_received_at)), 0)::double precision, 0)
+    FROM stream.queue_ticks t, stream.queue_txns q
+    WHERE t.tick = (pos - '80000000/0'::pg_lsn)::bigint - 1
+      AND q.xid >= pg_snapshot_xmin(t.snap) AND NOT pg_visible_in_snapshot(q.xid, t.snap)
+$$;
+COMMENT ON FUNCTION stream._queue_lag(pg_lsn) IS
+    'Queue mode: age in seconds of the oldest committed event a definition at this position has not read (internal; the lag of stream.aggregates)';
+
+-- The consumer's mode changed (the worker, before it loads the
+-- definitions): positions of the other mode mean nothing here, so the
+-- aggregates are rebuilt from their streams and batched activations start
+-- from now (thresholds from their aggregate, once rebuilt).
+CREATE FUNCTION stream._consumer_mode_changed() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    queue boolean := stream.consumer_mode() = 'queue';
+    d record;
+BEGIN
+    FOR d IN SELECT a.view, a.owner FROM stream.aggregate_defs a
+             WHERE a.applied_lsn IS NOT NULL AND (a.applied_lsn >= '80000000/0') <> queue LOOP
+        PERFORM stream._priv_rebuild_aggregate(d.owner, d.view);
+    END LOOP;
+    UPDATE stream.activation_defs a
+       SET applied_lsn = CASE WHEN a.kind = 'threshold' THEN NULL ELSE stream._consumer_start_position() END,
+           start_snapshot = CASE WHEN queue THEN pg_catalog.pg_current_snapshot() END
+     WHERE a.delivery = 'batched' AND a.applied_lsn IS NOT NULL
+       AND (a.applied_lsn >= '80000000/0') <> queue;
+END $$;
+COMMENT ON FUNCTION stream._consumer_mode_changed() IS
+    'Moves every definition to the consumer''s mode: aggregates rebuilt, activations started from now (internal, the worker)';
+REVOKE ALL ON FUNCTION stream._consumer_mode_changed() FROM PUBLIC;
+
 -- Internal C helpers.
 CREATE FUNCTION stream._aggregate_analyze(query text,
     OUT stream regclass, OUT query_tree text, OUT column_names text[],
@@ -448,7 +497,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE
         WHEN current_setting('shared_preload_libraries') !~ '(^|[ ,])"?stream_events"?($|[ ,])' THEN
             'The background worker is not running: add stream_events to shared_preload_libraries in postgresql.conf and restart the server.'
-        WHEN current_setting('wal_level') <> 'logical' THEN
+        WHEN current_setting('wal_level') <> 'logical' AND stream.consumer_mode() <> 'queue' THEN
             'The worker reads changes by logical decoding: set wal_level = logical in postgresql.conf and restart the server.'
         WHEN last_error LIKE '%may not be used as an output plugin%' THEN
             'The server refuses this library as an output plugin: add stream_events to output_plugin_libraries (superuser setting, PostgreSQL 15.20 and later) and reload.'
@@ -473,6 +522,7 @@ RETURNS pg_lsn
 LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
     target   pg_lsn;
+    started  timestamptz := clock_timestamp();
     deadline timestamptz := clock_timestamp() + coalesce(timeout, interval '10 s');
     one      stream.aggregate_defs;
     behind   record;
@@ -486,8 +536,24 @@ BEGIN
     IF name IS NOT NULL THEN
         one := stream._aggregate_lookup(name);
     END IF;
-    -- Every change committed before this call ends before target.
+    -- Every change committed before this call ends before target.  In
+    -- queue mode: the window after the first tick made after this call.
     target := stream._aggregate_wake(true);
+    WHILE target IS NULL AND stream.consumer_mode() = 'queue'
+          AND (EXISTS (SELECT 1 FROM stream.aggregate_defs)
+               OR EXISTS (SELECT 1 FROM stream.activation_defs WHERE delivery = 'batched')) LOOP
+        SELECT '80000000/0'::pg_lsn + (t.tick + 1) INTO target
+        FROM stream.queue_ticks t WHERE t.made_at >= started ORDER BY t.tick LIMIT 1;
+        EXIT WHEN target IS NOT NULL;
+        IF clock_timestamp() >= deadline THEN
+            RAISE EXCEPTION 'the worker has not read the ingest queue within %', timeout
+                USING ERRCODE = 'query_canceled',
+                      DETAIL = 'No tick was made since the call.',
+                      HINT = 'Check that the stream_events worker runs in this database (stream.worker_status()).';
+        END IF;
+        PERFORM pg_sleep(0.005);
+        PERFORM stream._aggregate_wake(true);
+    END LOOP;
     LOOP
         SELECT d.view, d.status, d.last_error, d.applied_lsn INTO behind
         FROM stream.aggregate_defs d
@@ -598,10 +664,11 @@ SELECT d.view::text AS name,
        d.status AS state,
        d.last_error,
        d.applied_lsn,
-       CASE WHEN d.applied_lsn IS NOT NULL
+       CASE WHEN d.applied_lsn IS NOT NULL AND d.applied_lsn < '80000000/0'
             THEN greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), p.pos), 0)
        END AS lag_bytes,
        CASE WHEN d.applied_lsn IS NULL THEN NULL
+            WHEN d.applied_lsn >= '80000000/0' THEN stream._queue_lag(d.applied_lsn)
             WHEN pg_catalog.pg_current_wal_lsn() <= p.pos THEN 0::double precision
             ELSE greatest(extract(epoch FROM now() - p.pos_at), 0)::double precision
        END AS lag_seconds,

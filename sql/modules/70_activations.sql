@@ -52,12 +52,16 @@ CREATE TABLE stream.activation_defs (
     last_error   text,
     CHECK ((kind = 'absence') = (cancelled_by IS NOT NULL AND within IS NOT NULL)),
     CHECK ((kind = 'threshold') = (aggregate IS NOT NULL)),
-    CHECK (kind = 'event' OR (delivery = 'batched' AND cooldown IS NULL))
+    CHECK (kind = 'event' OR (delivery = 'batched' AND cooldown IS NULL)),
+    -- queue mode: the snapshot of its creation, whose transactions it skips
+    start_snapshot pg_snapshot
 );
 SELECT pg_catalog.pg_extension_config_dump('stream.activation_defs', '');
 SELECT pg_catalog.pg_extension_config_dump('stream.activation_defs_act_id_seq', '');
 COMMENT ON TABLE stream.activation_defs IS
     'Catalog of activations (stream.on_event, on_absence, on_threshold): expressions, key, channel, delivery, and the LSN up to which the worker has looked at committed changes';
+COMMENT ON COLUMN stream.activation_defs.start_snapshot IS
+    'Queue mode: the snapshot of the activation''s start; events of transactions it sees are not looked at';
 COMMENT ON COLUMN stream.activation_defs.on_error IS
     'skip: an event that makes the activation fail is left out and kept in stream.dead_letters; stop: the activation is parked (status error) until stream.resume';
 COMMENT ON COLUMN stream.activation_defs.status IS
@@ -371,13 +375,14 @@ BEGIN
     INSERT INTO stream.activation_defs (name, kind, stream, aggregate, condition, cancelled_by, within, key,
                                         payload, channel, cooldown, delivery, owner, search_path,
                                         applied_lsn, notify, condition_tree, key_tree, payload_tree,
-                                        cancelled_by_tree, on_error)
+                                        cancelled_by_tree, on_error, start_snapshot)
     VALUES (name, kind, rel, aggregate, condition, cancelled_by, within, key, payload, channel,
             cooldown, delivery, caller, search_path,
             -- a threshold's stays NULL until the worker has noted which groups
             -- already satisfy it (they fire only after they stop, then rise)
-            CASE WHEN kind = 'threshold' THEN NULL ELSE pg_catalog.pg_current_wal_insert_lsn() END,
-            mode, trees[1], trees[2], trees[3], trees[4], _priv_register_activation.on_error);
+            CASE WHEN kind = 'threshold' THEN NULL ELSE stream._consumer_start_position() END,
+            mode, trees[1], trees[2], trees[3], trees[4], _priv_register_activation.on_error,
+            CASE WHEN stream.consumer_mode() = 'queue' THEN pg_catalog.pg_current_snapshot() END);
     IF delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(rel);
     END IF;
@@ -823,7 +828,7 @@ SELECT d.name,
        d.last_error,
        d.applied_lsn,
        CASE WHEN d.delivery = 'immediate' THEN 0::numeric
-            WHEN d.applied_lsn IS NOT NULL
+            WHEN d.applied_lsn IS NOT NULL AND d.applied_lsn < '80000000/0'
             THEN greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
                      CASE WHEN d.status = 'running' AND c.decoded_lsn > d.applied_lsn
                           THEN c.decoded_lsn ELSE d.applied_lsn END), 0)

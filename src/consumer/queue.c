@@ -50,6 +50,7 @@
 #include "utils/hsearch.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -79,6 +80,14 @@ queue_ticks_relid(void)
 }
 
 /* ---------- ticks ---------- */
+
+/* this transaction's commit does not wait for its WAL to be flushed */
+static void
+no_flush_at_commit(void)
+{
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
 
 /*
  * Makes the next tick: its number and snapshot under the table's exclusive
@@ -204,6 +213,8 @@ read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum subxids
 		TupleTableSlot *slot;
 		int			natts;
 
+		/* the read is the worker's own, outside any definition's scope */
+		fold_scope_end();
 		SPI_cursor_fetch(portal, true, QUEUE_FETCH);
 		if (SPI_processed == 0)
 			break;
@@ -331,7 +342,14 @@ queue_read_available(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (tick_needed())
+	{
+		/*
+		 * No WAL flush of its own: whatever is applied with this tick is
+		 * committed later by the apply transaction, whose flush covers it
+		 */
+		no_flush_at_commit();
 		queue_make_tick();
+	}
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
@@ -470,6 +488,8 @@ queue_release(XLogRecPtr confirm)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* lost in a crash, it is only done again */
+	no_flush_at_commit();
 	if (SPI_execute_with_args("DELETE FROM stream.queue_txns q USING stream.queue_ticks t "
 							  "WHERE t.tick = $1 AND q.xid < pg_catalog.pg_snapshot_xmin(t.snap)",
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE ||
