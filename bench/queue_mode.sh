@@ -27,13 +27,18 @@
 #      CPU time is read from /proc too.
 #  (3) after every drain, every aggregate is compared with its defining
 #      query on the raw events (EXCEPT ALL both ways); a FAIL stops the run.
+#  (5) poll cost: the worker's CPU (/proc) while pgbench inserts single
+#      events at a low rate (BENCH_POLL_RATE/s, 2 clients, BENCH_POLL_SECONDS)
+#      into the stream with the three aggregates, the stream empty and then
+#      holding BENCH_ROWS events already applied: what one poll costs as the
+#      stream grows.
 #  (4) BENCH_PROFILE=1: one more 1M drain per server under perf record of
 #      the worker, top symbols and bench/perf_drain.py's buckets.
 #
 # Environment: BENCH_ROWS=1000000 BENCH_REPS=3 BENCH_SECONDS=20
 #   BENCH_CLIENTS=4 BENCH_THREADS=2 BENCH_SMALL_CLIENTS=8 BENCH_SMALL_SECONDS=20
 #   BENCH_MODES="logical queue" BENCH_PRODUCER_AGGS=1 BENCH_WARMUP=1
-#   BENCH_ONLY=(producer|drain|small) BENCH_PROFILE=1 BENCH_CALLGRAPH=dwarf
+#   BENCH_POLL_RATE=100 BENCH_POLL_SECONDS=20 BENCH_ONLY=(producer|drain|small|poll) BENCH_PROFILE=1 BENCH_CALLGRAPH=dwarf
 #   BENCH_INSTALL=fresh (upgrade: CREATE EXTENSION ... VERSION '0.1.0' then
 #   ALTER EXTENSION ... UPDATE) BENCH_BUILD=1 BENCH_KEEP=0 BENCH_RECORD (default: 1 at the default sizes).
 #   PG_CONFIG picks the PostgreSQL installation (scripts/lib.sh, make).
@@ -57,6 +62,8 @@ BUILD=${BENCH_BUILD:-1}
 PROFILE=${BENCH_PROFILE:-1}
 CALLGRAPH=${BENCH_CALLGRAPH:-dwarf}
 KEEP=${BENCH_KEEP:-0}
+POLL_RATE=${BENCH_POLL_RATE:-100}
+POLL_SECS=${BENCH_POLL_SECONDS:-20}
 INSTALL=${BENCH_INSTALL:-fresh}
 TARGET_PRODUCER=0.90
 TARGET_TD=2.0
@@ -67,7 +74,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 . scripts/lib.sh
 . bench/lib.sh
-RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 SECS=20 CLIENTS=4 THREADS=2 SMALL_CLIENTS=8 SMALL_SECS=20 "MODES=logical queue")}
+RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 SECS=20 CLIENTS=4 THREADS=2 SMALL_CLIENTS=8 SMALL_SECS=20 POLL_RATE=100 POLL_SECS=20 "MODES=logical queue")}
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -301,7 +308,7 @@ SQL
 }
 
 # Arrays of results, keyed by MODE.side: space-separated repetitions.
-declare -A COPY_WALL=() COPY_CPU=() INS_TPS=() DRAIN_T=() DRAIN_CPU=() DRAIN_N=() SMALL_T=() SMALL_CPU=() SMALL_N=() PROF=()
+declare -A POLL_CPU=() COPY_WALL=() COPY_CPU=() INS_TPS=() DRAIN_T=() DRAIN_CPU=() DRAIN_N=() SMALL_T=() SMALL_CPU=() SMALL_N=() PROF=()
 add() { local -n arr=$1; arr[$2]="${arr[$2]:-}${arr[$2]:+ }$3"; }
 
 # rotate LIST REP: LIST in order on odd reps, reversed on even ones (for
@@ -421,6 +428,32 @@ drain() {
     out "$line  oracle $(oracle "drain-$kind")"
 }
 
+# ---------------------------------------------------------------- (5) poll cost
+poll() {
+    local side w c0 c1 pct tps
+    for side in empty full; do
+        setup drain
+        if [ "$side" = full ]; then
+            "${PSQL[@]}" -c "$(copy_sql bench_stream)"
+            sql "SELECT stream.flush(NULL, '30 min')" >/dev/null
+            sleep 2
+        fi
+        w=$(worker_pid)
+        [ -n "$w" ] || die "poll: no worker"
+        c0=$(proc_cpu "$w")
+        pgbench -n -h "$SRV" -p "$PORT" -U postgres -c 2 -j 2 -T "$POLL_SECS" -R "$POLL_RATE" -M prepared \
+                -f "$SRV/insert_stream.pgbench" bench > "$SRV/pgbench.out" 2>&1 ||
+            { cat "$SRV/pgbench.out" >&2; die "pgbench failed"; }
+        c1=$(proc_cpu "$w")
+        [ "$(worker_pid)" = "$w" ] || log "WARNING: the worker changed during the poll run"
+        tps=$(awk '/^tps = / { printf "%.1f", $3; exit }' "$SRV/pgbench.out")
+        sql "SELECT stream.flush(NULL, '5 min')" >/dev/null
+        pct=$(awk -v a="$c0" -v b="$c1" -v t="$POLL_SECS" 'BEGIN { printf "%.1f", 100 * (b - a) / t }')
+        POLL_CPU[$MODE.$side]=$pct
+        out "$MODE  poll    stream $side ($(sql "SELECT count(*) FROM bench_stream") rows at the end): pgbench -R $POLL_RATE for $POLL_SECS s, $tps tps; worker CPU $pct% of a core  oracle $(oracle "poll $side")"
+    done
+}
+
 # ---------------------------------------------------------------- (4) profile
 profile() {
     local pid t0 t
@@ -478,6 +511,7 @@ for MODE in $MODES; do
     if want small; then
         for ((rep = 1; rep <= REPS; rep++)); do drain small "$rep"; done
     fi
+    if want poll; then poll; fi
     if [ "$PROFILE" = 1 ] && { [ -z "$ONLY" ] || [ "$ONLY" = drain ]; }; then profile; fi
     grep -E 'ERROR|PANIC|FATAL|WARNING' "$SRV/server.log" | grep -v -E 'terminating background worker|terminating connection due to administrator command' |
         head -20 | sed "s/^/$MODE server log: /" | tee -a "$RESULTS" || true
@@ -600,6 +634,15 @@ rep_ratios() {
             fi
         fi
         unset -n T N
+    done
+    for MODE in $MODES; do
+        [ -n "${POLL_CPU[$MODE.empty]:-}" ] || continue
+        printf '%-8s poll at %s events/s: worker CPU %s%% of a core with the stream empty, %s%% holding %s events\n' "$MODE" "$POLL_RATE" \
+            "${POLL_CPU[$MODE.empty]}" "${POLL_CPU[$MODE.full]}" "$ROWS"
+        bench_record "queue.poll_cpu_empty_$MODE" "${POLL_CPU[$MODE.empty]}" "% core" "" \
+            "$MODE mode: the worker's CPU while pgbench inserts $POLL_RATE events/s (3 aggregates), stream empty"
+        bench_record "queue.poll_cpu_full_$MODE" "${POLL_CPU[$MODE.full]}" "% core" "" \
+            "$MODE mode: the worker's CPU while pgbench inserts $POLL_RATE events/s (3 aggregates), stream holding $ROWS events"
     done
     echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$RESULTS"
