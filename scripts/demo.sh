@@ -120,6 +120,34 @@ wait $LISTENER 2>/dev/null || true
         round(avg(extract(epoch FROM fired_at - due_at))::numeric * 1000, 1) AS avg_ms_after_deadline
     FROM stream.activations WHERE activation IN ('cart_abandoned', 'vip_customer') GROUP BY 1"
 
+# -- live: support tickets pausing promotions ---------------------------------
+# demo/87_support_tickets.sql captures support_tickets into support_events;
+# here agents open and resolve tickets with plain SQL while stream_listen
+# prints the promotions channel.
+echo
+echo "== 87  live: support tickets pause and resume promotions, as stream_listen prints them"
+echo "   stream_listen -d 'host=$WORK port=$PORT dbname=demo' -c promotions --consumer demo-promotions"
+"$PGBIN/stream_listen" -d "$CONN" -c promotions --consumer demo-promotions 2>/dev/null |
+    sed -u -e 's/^/   [stream_listen] /' &
+LISTENER=$!
+sleep 1
+for t in 10 11 12; do
+    "${PSQL[@]}" -d demo -c "INSERT INTO support_tickets (id, user_id, subject) VALUES ($t, 'live_$t', 'live ticket $t')" >/dev/null
+    echo "   [agent] INSERT INTO support_tickets ... ticket $t for live_$t (open)"
+    sleep 1.5
+done
+for t in 10 12; do
+    "${PSQL[@]}" -d demo -c "UPDATE support_tickets SET status = 'resolved', updated_at = now() WHERE id = $t" >/dev/null
+    echo "   [agent] UPDATE support_tickets SET status = 'resolved' WHERE id = $t"
+    sleep 1.5
+done
+sleep 3
+pkill -INT -P $$ -x stream_listen 2>/dev/null || true
+wait $LISTENER 2>/dev/null || true
+"${PSQL[@]}" -d demo -P footer=off -c "SELECT user_id, open_tickets,
+        CASE WHEN open_tickets > 0 THEN 'paused' ELSE 'ok' END AS promotions
+    FROM open_tickets WHERE user_id LIKE 'live_%' ORDER BY 1"
+
 cat <<EOF
 
 == the demo server is running

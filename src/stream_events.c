@@ -28,6 +28,7 @@
 
 #include "activation/activation.h"
 #include "aggregate/aggregate.h"
+#include "capture/capture.h"
 #include "core/guc.h"
 #include "stream/ddl_guard.h"
 #include "stream_events.h"
@@ -253,6 +254,7 @@ _PG_init(void)
 	stats_init();
 	aggregate_init();
 	activation_init();
+	capture_init();
 
 	/*
 	 * The DDL guard works wherever the library is loaded (with

@@ -129,6 +129,12 @@ extern void worker_set_consumer_wake(bool on);
 extern void worker_wake_database(Oid dboid);
 /* everything flushed before lsn is decoded and applied (now) */
 extern void worker_note_consumer_position(XLogRecPtr lsn);
+/*
+ * definitions' DDL committed (bumps a counter the worker reads before it
+ * looks at the catalogs again)
+ */
+extern void worker_definitions_changed(Oid dboid);
+extern uint64 worker_definitions_generation(void);
 /* queue mode: stream.flush asks for a tick, the worker takes the request */
 extern void worker_request_tick(Oid dboid);
 extern bool worker_take_tick_request(void);

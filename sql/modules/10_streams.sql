@@ -376,8 +376,9 @@ COMMENT ON FUNCTION stream.drop_stream(regclass) IS
 CREATE FUNCTION stream._on_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    gone record;
-    q    regclass;
+    gone    record;
+    q       regclass;
+    changed boolean;
 BEGIN
     -- activations of a dropped stream, or of a dropped aggregate's view
     -- (piece 70), go with it: their outbox rows stay
@@ -385,11 +386,13 @@ BEGIN
     USING pg_event_trigger_dropped_objects() o
     WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
       AND (a.stream = o.objid OR a.aggregate = o.objid);
+    changed := FOUND;
     FOR gone IN SELECT objid FROM pg_event_trigger_dropped_objects()
                 WHERE classid = 'pg_class'::regclass AND objsubid = 0
                   AND object_type IN ('table', 'partitioned table')
     LOOP
         SELECT quarantine INTO q FROM stream.streams WHERE relid = gone.objid;
+        changed := changed OR FOUND;
         WITH s AS (DELETE FROM stream.streams WHERE relid = gone.objid RETURNING stream_id),
              c AS (DELETE FROM stream.contracts k USING s WHERE k.stream_id = s.stream_id
                    RETURNING k.schema_uri),
@@ -400,6 +403,10 @@ BEGIN
             EXECUTE format('DROP TABLE IF EXISTS %s', q);
         END IF;
     END LOOP;
+    -- the worker reads its catalogs again at the commit (it may feed them)
+    IF changed THEN
+        PERFORM stream._aggregate_wake(false);
+    END IF;
 END $$;
 COMMENT ON FUNCTION stream._on_sql_drop() IS
     'Removes the catalog rows, contracts (and their registered schemas), dedup keys and activations of dropped streams, and the activations of dropped aggregate views (internal)';

@@ -577,6 +577,11 @@ BEGIN
             LIMIT 1;
         END IF;
         EXIT WHEN NOT FOUND;
+        IF stream.consumer_mode() = 'queue' THEN
+            -- the worker writes positions of definitions without new events
+            -- when asked (a tick request: the flush marker of queue mode)
+            PERFORM stream._aggregate_wake(true);
+        END IF;
         IF clock_timestamp() >= deadline THEN
             RAISE EXCEPTION 'continuous aggregate % has not caught up within %', behind.view, timeout
                 USING ERRCODE = 'query_canceled',

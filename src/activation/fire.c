@@ -40,6 +40,7 @@
 #include "utils/uuid.h"
 
 #include "activation/activation.h"
+#include "core/plans.h"
 #include "core/origin.h"
 #include "core/owner.h"
 #include "stream_events.h"
@@ -140,17 +141,6 @@ notify_row(const char *channel, int64 id, const char *json, bool id_only)
 	else if (strlen(json) >= NOTIFY_PAYLOAD_MAX_LENGTH)
 		json = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
 	Async_Notify(channel, json);
-}
-
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
 }
 
 /*
@@ -331,6 +321,7 @@ act_spill_queue(void)
 void
 act_lock_definitions(List *acts)
 {
+	static SPIPlanPtr lock_plan = NULL;
 	ListCell   *lc;
 	Oid			argtypes[1] = {INT4OID};
 
@@ -344,8 +335,8 @@ act_lock_definitions(List *acts)
 		Datum		args[1];
 
 		args[0] = Int32GetDatum(act->def.id);
-		if (SPI_execute_with_args("SELECT 1 FROM stream.activation_defs WHERE act_id = $1 FOR UPDATE",
-								  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		if (plan_execute(&lock_plan, "SELECT 1 FROM stream.activation_defs WHERE act_id = $1 FOR UPDATE",
+						 1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not lock stream.activation_defs");
 		act->gone = (SPI_processed == 0);
 		act->def.denied = !act->gone && !act_owner_may_read(act);
@@ -385,7 +376,7 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 		Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, TEXTOID, INTERVALOID};
 
-		fire_plan = keep_plan("WITH f AS ("
+		fire_plan = plan_keep("WITH f AS ("
 							  " INSERT INTO stream.activations AS a (activation, key, payload, event_id, "
 							  "   occurred_at, received_at, channel)"
 							  " SELECT $1, $2, $3::pg_catalog.jsonb, $4, $5, $6, $7"
@@ -448,7 +439,7 @@ apply_timer_op(ActOp *o)
 			Oid			types[3] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
 
 			/* a timer already due stays: it should have fired, and will */
-			cancel_plan = keep_plan("DELETE FROM stream.absence_timers "
+			cancel_plan = plan_keep("DELETE FROM stream.absence_timers "
 									"WHERE act_id = $1 AND key = $2 AND deadline >= $3",
 									3, types);
 		}
@@ -462,7 +453,7 @@ apply_timer_op(ActOp *o)
 		Oid			types[7] = {INT4OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID,
 		TIMESTAMPTZOID, TIMESTAMPTZOID};
 
-		start_plan = keep_plan("INSERT INTO stream.absence_timers AS t "
+		start_plan = plan_keep("INSERT INTO stream.absence_timers AS t "
 							   "(act_id, key, deadline, payload, event_id, occurred_at, received_at) "
 							   "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) "
 							   "ON CONFLICT (act_id, key) DO UPDATE SET deadline = EXCLUDED.deadline, "
@@ -586,6 +577,8 @@ act_apply_queue(List *acts)
 void
 act_record_applied(List *acts, XLogRecPtr upto)
 {
+	static SPIPlanPtr record_plan = NULL;
+	static SPIPlanPtr record_plan_010 = NULL;	/* a 0.1.0 catalog */
 	ListCell   *lc;
 	Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
 
@@ -603,13 +596,14 @@ act_record_applied(List *acts, XLogRecPtr upto)
 		args[1] = LSNGetDatum(Max(upto, act->def.applied_lsn));
 		args[2] = Int64GetDatum(act->fired);
 		/* it runs: no longer parked (resumed, or retried by a new worker) */
-		if (SPI_execute_with_args(consumer_catalog_has_failures
-								  ? "UPDATE stream.activation_defs SET applied_lsn = $2, "
-								  "applied_at = now(), fired = fired + $3, status = 'running', "
-								  "last_error = NULL WHERE act_id = $1"
-								  : "UPDATE stream.activation_defs SET applied_lsn = $2, "
-								  "applied_at = now(), fired = fired + $3 WHERE act_id = $1",
-								  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		if ((consumer_catalog_has_failures
+			 ? plan_execute(&record_plan, "UPDATE stream.activation_defs SET applied_lsn = $2, "
+							"applied_at = now(), fired = fired + $3, status = 'running', "
+							"last_error = NULL WHERE act_id = $1",
+							3, argtypes, args, NULL, false, 0)
+			 : plan_execute(&record_plan_010, "UPDATE stream.activation_defs SET applied_lsn = $2, "
+							"applied_at = now(), fired = fired + $3 WHERE act_id = $1",
+							3, argtypes, args, NULL, false, 0)) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update stream.activation_defs");
 	}
 }
@@ -655,9 +649,9 @@ act_threshold_edge(ActRuntime *act, const char *grp, const char *payload, bool h
 	{
 		Oid			types[2] = {INT4OID, TEXTOID};
 
-		edge_on_plan = keep_plan("INSERT INTO stream.threshold_state (act_id, grp) VALUES ($1, $2) "
+		edge_on_plan = plan_keep("INSERT INTO stream.threshold_state (act_id, grp) VALUES ($1, $2) "
 								 "ON CONFLICT DO NOTHING", 2, types);
-		edge_off_plan = keep_plan("DELETE FROM stream.threshold_state WHERE act_id = $1 AND grp = $2",
+		edge_off_plan = plan_keep("DELETE FROM stream.threshold_state WHERE act_id = $1 AND grp = $2",
 								  2, types);
 	}
 	args[0] = Int32GetDatum(act->def.id);
@@ -732,7 +726,7 @@ act_fire_due_timers(TimestampTz horizon)
 		{
 			Oid			types[1] = {TIMESTAMPTZOID};
 
-			due_plan = keep_plan("WITH due AS ("
+			due_plan = plan_keep("WITH due AS ("
 								 " DELETE FROM stream.absence_timers t"
 								 " WHERE (t.act_id, t.key) IN (SELECT act_id, key FROM stream.absence_timers"
 								 "   WHERE deadline <= $1 ORDER BY deadline LIMIT " CppAsString2(TIMERS_PER_TXN) ")"

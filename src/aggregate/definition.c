@@ -733,6 +733,7 @@ stream_aggregate_depend(PG_FUNCTION_ARGS)
 /* ---------- waking the worker at commit ---------- */
 
 static bool wake_pending = false;
+static bool defs_changed = false;	/* the commit changes definitions */
 static bool wake_callback_registered = false;
 
 static void
@@ -742,11 +743,18 @@ wake_xact_callback(XactEvent event, void *arg)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
 	{
+		/* once committed, so that the worker reads the change itself */
+		if (defs_changed)
+			worker_definitions_changed(MyDatabaseId);
 		wake_pending = false;
+		defs_changed = false;
 		worker_wake_database(MyDatabaseId);
 	}
 	else if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
 		wake_pending = false;
+		defs_changed = false;
+	}
 }
 
 #define FLUSH_MESSAGE_PREFIX "stream_events"
@@ -786,6 +794,9 @@ stream_aggregate_wake(PG_FUNCTION_ARGS)
 		wake_callback_registered = true;
 	}
 	wake_pending = true;
+	/* without flush: DDL of a definition (create, drop, resume, ...) */
+	if (!PG_GETARG_BOOL(0))
+		defs_changed = true;
 	worker_wake_database(MyDatabaseId);
 	if (XLogRecPtrIsInvalid(lsn))
 		PG_RETURN_NULL();

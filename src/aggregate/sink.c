@@ -24,6 +24,7 @@
 
 #include "aggregate/runtime.h"
 #include "core/origin.h"
+#include "core/plans.h"
 
 static List *runtimes = NIL;	/* AggRuntime, in the consumer's memory */
 
@@ -179,9 +180,11 @@ lock_row(AggRuntime *rt)
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(rt->def.id)};
 
-	if (SPI_execute_with_args("SELECT 1 FROM stream.aggregate_defs WHERE agg_id = $1 "
-							  "AND applied_lsn IS NOT NULL FOR UPDATE",
-							  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+	static SPIPlanPtr plan = NULL;
+
+	if (plan_execute(&plan, "SELECT 1 FROM stream.aggregate_defs WHERE agg_id = $1 "
+					 "AND applied_lsn IS NOT NULL FOR UPDATE",
+					 1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock stream.aggregate_defs");
 	return SPI_processed == 1;
 }
@@ -198,6 +201,7 @@ upsert_blamed(AggRuntime *rt)
 static void
 agg_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 {
+	static SPIPlanPtr applied_plan = NULL;
 	ListCell   *lc;
 
 	foreach(lc, defs)
@@ -239,12 +243,12 @@ agg_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 		args[3] = TimestampTzGetDatum(rt->last_commit_at);
 		nulls[3] = rt->last_commit_at ? ' ' : 'n';
 		args[4] = Float8GetDatum(rt->apply_rate);
-		if (SPI_execute_with_args("UPDATE stream.aggregate_defs SET applied_lsn = $2, "
-								  "applied_at = now(), status = 'running', last_error = NULL, "
-								  "events_applied = events_applied + $3, "
-								  "last_commit_at = coalesce($4, last_commit_at), apply_rate = $5 "
-								  "WHERE agg_id = $1",
-								  5, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
+		if (plan_execute(&applied_plan, "UPDATE stream.aggregate_defs SET applied_lsn = $2, "
+						 "applied_at = now(), status = 'running', last_error = NULL, "
+						 "events_applied = events_applied + $3, "
+						 "last_commit_at = coalesce($4, last_commit_at), apply_rate = $5 "
+						 "WHERE agg_id = $1",
+						 5, argtypes, args, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update stream.aggregate_defs");
 		rt->applied_now = true;
 	}

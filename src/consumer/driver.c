@@ -41,6 +41,7 @@
 #include "consumer/internal.h"
 #include "core/guc.h"
 #include "core/origin.h"
+#include "core/plans.h"
 #include "stream_events.h"
 
 /* an idle worker still makes a full round this often */
@@ -61,10 +62,12 @@ bool		consumer_catalog_has_failures = false;
 static char *defs_signature = NULL;
 static bool have_definitions = false;
 static TimestampTz next_attempt = 0;
-static TimestampTz last_idle_write = 0;
+TimestampTz last_idle_write = 0;
 static XLogRecPtr last_round_insert = InvalidXLogRecPtr;
 static TimestampTz last_full_round = 0;
 static int	loaded_queue = -1;	/* the mode the definitions were loaded in */
+static uint64 seen_generation = 0;	/* worker_definitions_generation() read */
+static TimestampTz last_catalog_check = 0;
 
 void
 consumer_register_sink(const ConsumerSink *sink)
@@ -330,153 +333,6 @@ load_definition(const ConsumerSink *sink, int32 id)
 	return found;
 }
 
-/* ---------- apply ---------- */
-
-/* whether a definition has something to write */
-static bool
-def_pending(ConsumerDef *def, XLogRecPtr upto, bool write_idle)
-{
-	if (def->backfill)
-		return false;
-	return def->ndead > 0 || def->sink->pending(def) ||
-		(write_idle && upto > def->applied_lsn);
-}
-
-/* the apply transaction's writes, tagged as the worker's own (origin.h) */
-static void
-apply_tagged(XLogRecPtr upto, bool write_idle, TimestampTz now)
-{
-	OriginTag	tag = {0};
-
-	origin_tag_begin(&tag);
-	PG_TRY();
-	{
-		/* every lock first, so that thresholds see dropped activations too */
-		for (int s = 0; s < consumer_nsinks; s++)
-		{
-			List	   *defs = defs_of(consumer_sinks[s]);
-
-			consumer_sinks[s]->lock(defs);
-			list_free(defs);
-		}
-		for (int s = 0; s < consumer_nsinks; s++)
-		{
-			List	   *defs = defs_of(consumer_sinks[s]);
-
-			consumer_sinks[s]->apply(defs, upto, write_idle, now);
-			list_free(defs);
-		}
-	}
-	PG_FINALLY();
-	{
-		origin_tag_end(&tag);
-	}
-	PG_END_TRY();
-}
-
-void
-reset_batches(void)
-{
-	for (int s = 0; s < consumer_nsinks; s++)
-	{
-		List	   *defs = defs_of(consumer_sinks[s]);
-
-		consumer_sinks[s]->reset(defs);
-		list_free(defs);
-	}
-	reset_dead_letters();
-	batch_units = 0;
-}
-
-/*
- * Applies every definition's batch and advances its applied LSN to upto
- * (all commits that start before upto have been folded), in one
- * transaction; then confirms the slot up to the smallest applied LSN.
- * Definitions without changes are written only when asked (flush) or
- * every ten seconds, so that an idle worker does not write WAL of its own.
- */
-void
-apply_batches(XLogRecPtr upto, bool write_idle)
-{
-	ListCell   *lc;
-	TimestampTz now = GetCurrentTimestamp();
-	XLogRecPtr	confirm = InvalidXLogRecPtr;
-	bool		any = false;
-
-	foreach(lc, consumer_defs)
-		if (def_pending(lfirst(lc), upto, write_idle))
-			any = true;
-	if (any)
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "stream_events: applying to continuous aggregates");
-		apply_tagged(upto, write_idle, now);
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-		pgstat_report_stat(false);
-		pgstat_report_activity(STATE_IDLE, NULL);
-		for (int s = 0; s < consumer_nsinks; s++)
-		{
-			List	   *defs = defs_of(consumer_sinks[s]);
-
-			consumer_sinks[s]->committed(defs, upto, now);
-			list_free(defs);
-		}
-		last_idle_write = now;
-	}
-	reset_batches();
-	careful_prune();
-
-	/* the slot may forget what every definition has applied */
-	foreach(lc, consumer_defs)
-	{
-		ConsumerDef *def = lfirst(lc);
-
-		if (def->backfill || def->rides)
-			continue;
-		if (XLogRecPtrIsInvalid(confirm) || def->applied_lsn < confirm)
-			confirm = def->applied_lsn;
-	}
-	/* a parked definition replays from its applied LSN when it runs again */
-	confirm = parked_confirm(confirm);
-
-	/*
-	 * A backfill running in its own process ends at a consistent point C
-	 * at or after where the slot was confirmed when it started, and this
-	 * worker then decodes the commits from C on from the slot: the slot
-	 * stays where it is until the worker has loaded that aggregate again
-	 * (backfill.c, docs/aggregates.md).
-	 */
-	if (backfill_holds_slot())
-		confirm = InvalidXLogRecPtr;
-
-	/*
-	 * The slot may forget WAL only once the commits that recorded these
-	 * applied LSNs are flushed (they are, with synchronous_commit on; kept
-	 * for a server that sets it off for everyone).  WAL is flushed in
-	 * order, so the end of this process's last commit is enough.  (Stop 11
-	 * tried asynchronous commits in the worker: producer throughput rose a
-	 * little, but decoding then waited for the WAL writer, up to
-	 * wal_writer_delay, and absence timers fired up to 200 ms late.)
-	 */
-	if (consumer_uses_queue())
-	{
-		if (!XLogRecPtrIsInvalid(confirm))
-			queue_release(confirm);
-	}
-	else if (MyReplicationSlot && !XLogRecPtrIsInvalid(confirm) &&
-		confirm > MyReplicationSlot->data.confirmed_flush &&
-		GetFlushRecPtr(NULL) >= XactLastCommitEnd)
-	{
-		LogicalConfirmReceivedLocation(confirm);
-		ReplicationSlotMarkDirty();
-	}
-}
-
 /* ---------- timers ---------- */
 
 static bool
@@ -501,19 +357,29 @@ consumer_timers(TimestampTz horizon)
 static char *
 read_signature(bool *installed)
 {
+	static SPIPlanPtr plan = NULL;
+	static char *sql = NULL;
 	char	   *sig = NULL;
-	StringInfoData sql;
 
 	*installed = OidIsValid(get_extension_oid("stream_events", true));
 	if (!*installed)
 		return NULL;
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT nullif(concat_ws('|'");
-	for (int s = 0; s < consumer_nsinks; s++)
-		appendStringInfo(&sql, ", (%s)", consumer_sinks[s]->signature_sql);
-	appendStringInfoString(&sql, "), '')");
+	if (sql == NULL)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "SELECT nullif(concat_ws('|'");
+		for (int s = 0; s < consumer_nsinks; s++)
+			appendStringInfo(&buf, ", (%s)", consumer_sinks[s]->signature_sql);
+		appendStringInfoString(&buf, "), '')");
+		sql = MemoryContextStrdup(TopMemoryContext, buf.data);
+		pfree(buf.data);
+	}
 	SPI_connect();
-	if (SPI_execute(sql.data, true, 0) == SPI_OK_SELECT && SPI_processed == 1)
+	/* every round: prepared once (planning it was most of a round's cost) */
+	if (plan_execute(&plan, sql, 0, NULL, NULL, NULL, true, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1)
 	{
 		bool		isnull;
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -522,7 +388,6 @@ read_signature(bool *installed)
 			sig = MemoryContextStrdup(TopTransactionContext, TextDatumGetCString(d));
 	}
 	SPI_finish();
-	pfree(sql.data);
 	return sig;
 }
 
@@ -542,6 +407,23 @@ round_body(bool *installed)
 	ListCell   *lc;
 	XLogRecPtr	upto;
 	XLogRecPtr	round_insert = GetXLogInsertRecPtr();
+	uint64		generation;
+
+	/*
+	 * The catalogs are looked at again (signature, a backfill's end, dead
+	 * letters to retry) when definitions' DDL committed since, a backfill
+	 * wants it, or a second passed (changes nobody signals: DROP VIEW of an
+	 * aggregate, rows restored by pg_restore).  Otherwise a round goes
+	 * straight to reading what was committed: a round woken by every
+	 * producer's commit must be short.
+	 */
+	generation = worker_definitions_generation();
+	if (defs_signature != NULL && generation == seen_generation &&
+		loaded_queue == (int) consumer_uses_queue() && !backfill_wants_round() &&
+		!TimestampDifferenceExceeds(last_catalog_check, GetCurrentTimestamp(), 1000))
+		goto read;
+	last_catalog_check = GetCurrentTimestamp();
+	seen_generation = generation;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -557,8 +439,14 @@ round_body(bool *installed)
 			queue_release_idle();
 		return;
 	}
-	/* a backfill process that ended: parked if it says so (a reload) */
+	/*
+	 * A backfill process that ended: parked if it says so (a reload).  Its
+	 * commit may postdate the signature just read: the next round reads it
+	 * again.
+	 */
 	SPI_connect();
+	if (backfill_wants_round())
+		last_catalog_check = 0;
 	if (backfill_poll())
 		defs_signature = NULL;
 	SPI_finish();
@@ -599,14 +487,18 @@ round_body(bool *installed)
 	/* dead letters stream.retry_dead_letters asked for (a partial index) */
 	if (consumer_catalog_has_failures)
 	{
+		static SPIPlanPtr retry_plan = NULL;
+
 		SPI_connect();
 		retry_pending =
-			SPI_execute("SELECT 1 FROM stream.dead_letters WHERE retry_requested LIMIT 1",
-						true, 0) == SPI_OK_SELECT && SPI_processed > 0;
+			plan_execute(&retry_plan, "SELECT 1 FROM stream.dead_letters WHERE retry_requested LIMIT 1",
+						 0, NULL, NULL, NULL, true, 0) == SPI_OK_SELECT && SPI_processed > 0;
 		SPI_finish();
 	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+
+read:
 
 	/*
 	 * Queue mode needs no slot (and must not keep one holding WAL); in

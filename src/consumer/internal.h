@@ -41,6 +41,9 @@ extern StreamFeed *feed_of(Oid stream);
 extern ConsumerDef *def_find(const ConsumerSink *sink, int32 id);
 extern List *defs_of(const ConsumerSink *sink);
 extern List *defs_of_in(List *defs, const ConsumerSink *sink);
+extern TimestampTz last_idle_write;	/* the last apply that wrote */
+
+/* apply.c */
 extern void apply_batches(XLogRecPtr upto, bool write_idle);
 extern void reset_batches(void);
 extern void consumer_check_memory(void);

@@ -284,6 +284,10 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 	TupleTableSlot *row;
 	bool		pushed = false;
 
+	/* a change of a table a sink captures (capture/sink.c) */
+	for (int s = 0; s < consumer_nsinks; s++)
+		if (consumer_sinks[s]->change && consumer_sinks[s]->change(relation, txn, change))
+			return;
 	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
 		change->data.tp.newtuple == NULL || consumer_feeds == NIL)
 		return;

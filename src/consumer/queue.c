@@ -55,11 +55,13 @@
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "consumer/internal.h"
 #include "core/definition.h"
 #include "core/guc.h"
+#include "core/plans.h"
 #include "stream_events.h"
 
 PG_FUNCTION_INFO_V1(stream_consumer_start_position);
@@ -71,6 +73,7 @@ PG_FUNCTION_INFO_V1(stream_consumer_mode);
 /* the position up to which the last read went (upto of the apply) */
 XLogRecPtr	queue_read_upto = InvalidXLogRecPtr;
 static int64 released_below = 0;
+static void queue_summarize(void);
 static TimestampTz last_release = 0;
 
 static Oid
@@ -118,17 +121,19 @@ queue_make_tick(void)
 static bool
 tick_needed(void)
 {
+	static SPIPlanPtr plan = NULL;
+
 	if (worker_take_tick_request())
 	{
 		/* as the flush marker in logical mode: positions are written */
 		flush_seen = true;
 		return true;
 	}
-	if (SPI_execute("SELECT 1 FROM (SELECT snap FROM stream.queue_ticks ORDER BY tick DESC LIMIT 1) t, "
-					"stream.queue_txns q "
-					"WHERE q.xid >= pg_catalog.pg_snapshot_xmin(t.snap) "
-					"AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, t.snap) LIMIT 1",
-					true, 1) != SPI_OK_SELECT)
+	if (plan_execute(&plan, "SELECT 1 FROM (SELECT snap FROM stream.queue_ticks ORDER BY tick DESC LIMIT 1) t, "
+					 "stream.queue_txns q "
+					 "WHERE q.xid >= pg_catalog.pg_snapshot_xmin(t.snap) "
+					 "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, t.snap) LIMIT 1",
+					 0, NULL, NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.queue_txns");
 	return SPI_processed > 0;
 }
@@ -260,20 +265,21 @@ read_stream_window(StreamFeed *feed, int64 w, TimestampTz made_at, Datum subxids
 static void
 read_window(int64 w, Tick *lo, Tick *hi)
 {
+	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[2] = {PG_SNAPSHOTOID, PG_SNAPSHOTOID};
 	Datum		args[2] = {lo->snap, hi->snap};
 	SPITupleTable *tuptable;
 	uint64		n;
 
-	if (SPI_execute_with_args("SELECT q.stream, pg_catalog.array_agg(q.subxid), "
-							  "pg_catalog.min(q.first_received_at), pg_catalog.array_agg(q.xid) "
-							  "FROM stream.queue_txns q "
-							  "WHERE q.xid >= pg_catalog.pg_snapshot_xmin($1) "
-							  "AND q.xid < pg_catalog.pg_snapshot_xmax($2) "
-							  "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, $1) "
-							  "AND pg_catalog.pg_visible_in_snapshot(q.xid, $2) "
-							  "GROUP BY q.stream",
-							  2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (plan_execute(&plan, "SELECT q.stream, pg_catalog.array_agg(q.subxid), "
+					 "pg_catalog.min(q.first_received_at), pg_catalog.array_agg(q.xid) "
+					 "FROM stream.queue_txns q "
+					 "WHERE q.xid >= pg_catalog.pg_snapshot_xmin($1) "
+					 "AND q.xid < pg_catalog.pg_snapshot_xmax($2) "
+					 "AND NOT pg_catalog.pg_visible_in_snapshot(q.xid, $1) "
+					 "AND pg_catalog.pg_visible_in_snapshot(q.xid, $2) "
+					 "GROUP BY q.stream",
+					 2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream.queue_txns");
 	tuptable = SPI_tuptable;
 	n = SPI_processed;
@@ -287,6 +293,9 @@ read_window(int64 w, Tick *lo, Tick *hi)
 		StreamFeed *feed = feed_of(stream);
 
 		if (feed == NULL || feed->defs == NIL)
+			continue;
+		/* dropped since the definitions were loaded: they go next round */
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(stream)))
 			continue;
 		read_stream_window(feed, w, hi->made_at, xids, tops, from);
 	}
@@ -320,6 +329,8 @@ first_unread_window(int64 last)
 void
 queue_read_available(void)
 {
+	static SPIPlanPtr last_plan = NULL;
+	static SPIPlanPtr ticks_plan = NULL;
 	SPITupleTable *tuptable;
 	uint64		n;
 	Tick	   *ticks;
@@ -359,8 +370,17 @@ queue_read_available(void)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "stream_events: reading the ingest queue");
-	if (SPI_execute("SELECT max(tick) FROM stream.queue_ticks", true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+
+	/*
+	 * A window's rows are found through the streams' BRIN index on
+	 * received_at: a stream that grows fast has statistics older than its
+	 * size, and the planner would scan every partition in full each round
+	 * (the work then grows with the stream, not with the window)
+	 */
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	if (plan_execute(&last_plan, "SELECT max(tick) FROM stream.queue_ticks",
+					 0, NULL, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read stream.queue_ticks");
 	{
 		bool		isnull;
@@ -377,9 +397,9 @@ queue_read_available(void)
 		Datum		args[1] = {Int64GetDatum(first - 1)};
 		MemoryContext old;
 
-		if (SPI_execute_with_args("SELECT tick, snap, made_at FROM stream.queue_ticks "
-								  "WHERE tick >= $1 ORDER BY tick",
-								  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		if (plan_execute(&ticks_plan, "SELECT tick, snap, made_at FROM stream.queue_ticks "
+						 "WHERE tick >= $1 ORDER BY tick",
+						 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read stream.queue_ticks");
 		tuptable = SPI_tuptable;
 		n = SPI_processed;
@@ -426,8 +446,69 @@ queue_read_available(void)
 
 	decode_horizon = Max(decode_horizon, asked);
 	queue_read_upto = QUEUE_POSITION(last + 1);
+	queue_summarize();
 	decoded_to_end = true;
 	decoded_end = queue_read_upto;
+}
+
+/* ---------- BRIN upkeep ---------- */
+
+/*
+ * Summarizes the new ranges of the BRIN indexes on received_at of the fed
+ * streams' partitions, at most once a second: a range autovacuum has not
+ * summarized yet matches every window, so each read would scan the whole
+ * unsummarized tail again.  A partition another process holds (vacuum) is
+ * skipped this time rather than waited for.  In a transaction of its own
+ * that does not wait for its WAL flush.
+ */
+static void
+queue_summarize(void)
+{
+	static SPIPlanPtr plan = NULL;
+	static TimestampTz last = 0;
+	ListCell   *lc;
+
+	if (!TimestampDifferenceExceeds(last, GetCurrentTimestamp(), 1000))
+		return;
+	last = GetCurrentTimestamp();
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	no_flush_at_commit();
+	foreach(lc, consumer_feeds)
+	{
+		StreamFeed *feed = lfirst(lc);
+		Oid			argtypes[1] = {OIDOID};
+		Datum		args[1] = {ObjectIdGetDatum(feed->stream)};
+		SPITupleTable *tuptable;
+		uint64		n;
+
+		if (plan_execute(&plan, "SELECT i.indexrelid, i.indrelid FROM pg_catalog.pg_inherits h "
+						 "JOIN pg_catalog.pg_index i ON i.indrelid = h.inhrelid "
+						 "JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid "
+						 "JOIN pg_catalog.pg_am a ON a.oid = c.relam "
+						 "WHERE h.inhparent = $1 AND a.amname = 'brin'",
+						 1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the BRIN indexes of a stream");
+		tuptable = SPI_tuptable;
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+			Oid			index = DatumGetObjectId(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull));
+			Oid			heap = DatumGetObjectId(SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 2, &isnull));
+
+			/* the function takes the same lock, held by us already then */
+			if (ConditionalLockRelationOid(heap, ShareUpdateExclusiveLock) &&
+				SearchSysCacheExists1(RELOID, ObjectIdGetDatum(index)))
+				(void) DirectFunctionCall1(brin_summarize_new_values, ObjectIdGetDatum(index));
+		}
+		SPI_freetuptable(tuptable);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
 }
 
 /* ---------- backfill ---------- */

@@ -26,6 +26,9 @@
 #include "utils/elog.h"
 
 struct ConsumerSink;
+struct RelationData;
+struct ReorderBufferTXN;
+struct ReorderBufferChange;
 
 /* one definition as the driver sees it (the first member of a runtime) */
 typedef struct ConsumerDef
@@ -141,6 +144,14 @@ typedef struct ConsumerSink
 	 * to set_error, which parks it.  Needed with backfill_write.
 	 */
 	void		(*backfill_note) (int32 id, const char *msg);
+
+	/*
+	 * A decoded insert, update or delete of a relation that is not a
+	 * stream's partition (optional; capture/): true when the sink took it.
+	 * Called in the decoding transaction, outside any owner scope.
+	 */
+	bool		(*change) (struct RelationData *relation, struct ReorderBufferTXN *txn,
+						   struct ReorderBufferChange *change);
 } ConsumerSink;
 
 /* driver.c: what sinks may call */

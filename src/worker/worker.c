@@ -48,7 +48,9 @@
 #include "utils/timestamp.h"
 
 #include "aggregate/aggregate.h"
+#include "capture/capture.h"
 #include "consumer/consumer.h"
+#include "core/guc.h"
 #include "core/owner.h"
 #include "stream_events.h"
 #include "worker/worker.h"
@@ -391,6 +393,7 @@ stream_events_worker_main(Datum main_arg)
 	{
 		bool		installed = true;
 		bool		aggregates;
+		bool		captures;
 		TimestampTz now;
 		long		timeout;
 		int			rc;
@@ -440,7 +443,9 @@ stream_events_worker_main(Datum main_arg)
 		if (installed)
 		{
 			MemoryContextSwitchTo(loop_context);
-			aggregates = consumer_round(&installed);
+			/* queue mode: captured tables' changes into their streams first */
+			captures = consumer_uses_queue() && capture_drain();
+			aggregates = consumer_round(&installed) || captures;
 			MemoryContextSwitchTo(TopMemoryContext);
 			MemoryContextReset(loop_context);
 		}
@@ -498,6 +503,35 @@ stream_events_worker_main(Datum main_arg)
 	}
 	consumer_shutdown();
 	proc_exit(0);
+}
+
+/* ---------- definitions changed (the consumer's signature check) ---------- */
+
+/* a committed transaction changed definitions of the database */
+void
+worker_definitions_changed(Oid dboid)
+{
+	if (worker_shared == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	for (int i = 0; i < NSLOTS; i++)
+		if (worker_shared->slots[i].dboid == dboid)
+			worker_shared->slots[i].defs_generation++;
+	SpinLockRelease(&worker_shared->mutex);
+}
+
+/* in the worker: how many times that happened (0 outside a worker) */
+uint64
+worker_definitions_generation(void)
+{
+	uint64		gen;
+
+	if (my_slot == NULL)
+		return 0;
+	SpinLockAcquire(&worker_shared->mutex);
+	gen = my_slot->defs_generation;
+	SpinLockRelease(&worker_shared->mutex);
+	return gen;
 }
 
 /* ---------- ticks of the ingest queue (consumer/queue.c) ---------- */

@@ -69,6 +69,7 @@ typedef struct WorkerSlot
 	XLogRecPtr	decoded_lsn;	/* the consumer decoded and applied up to */
 	TimestampTz decoded_at;		/* when it last was there */
 	bool		tick_requested; /* stream.flush in queue mode wants a tick */
+	uint64		defs_generation;	/* bumped by commits of definitions' DDL */
 } WorkerSlot;
 
 typedef struct WorkerShared

@@ -5,7 +5,8 @@
 # the dump took behind the events, and which we damage on purpose before the
 # dump) is rebuilt from the restored events; the restored database gets its
 # own replication slot; new events after the restore are folded.  Each step
-# is checked against the defining query (the oracle).
+# is checked against the defining query (the oracle).  A captured table
+# (stream.capture) is restored with its capture, which goes on capturing.
 use strict;
 use warnings;
 
@@ -54,6 +55,17 @@ sub insert_events
 	FROM generate_series(1, $n) AS i});
 }
 
+# every change committed so far is written by the capture (logical mode:
+# the capture is live, and its applied LSN passed a flush marker)
+sub capture_caught_up
+{
+	my ($db) = @_;
+	my $target = $node->safe_psql($db, 'SELECT stream._aggregate_wake(true)');
+	$node->poll_query_until($db,
+		"SELECT bool_and(applied_lsn >= '$target') FROM stream.captures")
+	  or die "the capture of $db did not catch up";
+}
+
 sub oracle_equal
 {
 	my ($db, $agg, $what) = @_;
@@ -76,6 +88,17 @@ for my $agg (sort keys %query)
 		"SET search_path = shop, public; SELECT stream.create_aggregate('$agg', \$q\$ $query{$agg} \$q\$)");
 }
 $node->safe_psql('src', q{SELECT stream.flush(timeout => '120 s')});
+
+# a captured table (docs/capture.md) goes along: its catalog row, its
+# trigger, and its events in the stream
+$node->safe_psql('src', q{
+	CREATE TABLE shop.tickets (id int PRIMARY KEY, user_id text, status text);
+	SELECT stream.capture('shop.tickets', stream => 'shop.clicks', user_id => 'user_id')});
+capture_caught_up('src');
+$node->safe_psql('src', q{INSERT INTO shop.tickets SELECT i, 'u' || i, 'open' FROM generate_series(1, 20) i});
+capture_caught_up('src');
+is($node->safe_psql('src', q{SELECT count(*) FROM shop.clicks WHERE event_name = 'tickets.insert'}),
+	'20', 'src: the captured table\'s inserts are events');
 insert_events('src', 1000);
 $node->safe_psql('src', q{SELECT stream.flush(timeout => '120 s')});
 oracle_equal('src', $_, 'src before the dump') for sort keys %query;
@@ -138,6 +161,24 @@ is($node->safe_psql('src',
 	'1', 'the source database keeps its slot');
 
 oracle_equal('dst', $_, 'after pg_restore') for sort keys %query;
+
+is($node->safe_psql('dst', q{
+	SELECT format('%s|%s|%s|%s', k.source, k.stream, k.source::oid = 'shop.tickets'::regclass::oid,
+	              k.origin = stream._aggregate_origin())
+	FROM stream.captures k}),
+	'shop.tickets|shop.clicks|t|t', 'the restored capture points at the restored table and stream, adopted');
+is($node->safe_psql('dst', q{
+	SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.tickets'::regclass AND tgname = 'stream_events_capture'}),
+	'1', 'the capture trigger is restored with its table');
+is($node->safe_psql('dst', q{SELECT count(*) FROM shop.clicks WHERE event_name = 'tickets.insert'}),
+	'20', 'the captured events are restored once');
+capture_caught_up('dst');
+$node->safe_psql('dst', q{UPDATE shop.tickets SET status = 'resolved' WHERE id <= 5});
+capture_caught_up('dst');
+is($node->safe_psql('dst', q{SELECT count(*) FROM shop.clicks WHERE event_name = 'tickets.update'}),
+	'5', 'the restored capture captures changes made after the restore');
+is($node->safe_psql('src', q{SELECT count(*) FROM shop.clicks WHERE event_name = 'tickets.update'}),
+	'0', '... in the restored database only');
 
 # new events after the restore are folded
 insert_events('dst', 1500);

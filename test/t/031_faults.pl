@@ -526,7 +526,8 @@ for (1 .. 1200)
 	$new_worker = eval {
 		my ($r, $o) = $node->psql('postgres', q{SELECT pid FROM pg_stat_activity
 		    WHERE backend_type LIKE 'stream_events%' AND datname = current_database()});
-		$r == 0 && $o =~ /^\d+$/ ? $o : undef;
+		# the killed worker may still be listed until the postmaster reacts
+		$r == 0 && $o =~ /^\d+$/ && $o != $worker ? $o : undef;
 	};
 	last if $new_worker;
 	usleep(100_000);
