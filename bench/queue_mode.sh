@@ -38,7 +38,7 @@
 # Environment: BENCH_ROWS=1000000 BENCH_REPS=3 BENCH_SECONDS=20
 #   BENCH_CLIENTS=4 BENCH_THREADS=2 BENCH_SMALL_CLIENTS=8 BENCH_SMALL_SECONDS=20
 #   BENCH_MODES="logical queue" BENCH_PRODUCER_AGGS=1 BENCH_WARMUP=1
-#   BENCH_POLL_RATE=100 BENCH_POLL_SECONDS=20 BENCH_ONLY=(producer|drain|small|poll) BENCH_PROFILE=1 BENCH_CALLGRAPH=dwarf
+#   BENCH_POLL_RATE=100 BENCH_POLL_SECONDS=20 BENCH_ONLY=(producer|drain|small|poll, or several) BENCH_PROFILE=1 BENCH_CALLGRAPH=dwarf
 #   BENCH_INSTALL=fresh (upgrade: CREATE EXTENSION ... VERSION '0.1.0' then
 #   ALTER EXTENSION ... UPDATE) BENCH_BUILD=1 BENCH_KEEP=0 BENCH_RECORD (default: 1 at the default sizes).
 #   PG_CONFIG picks the PostgreSQL installation (scripts/lib.sh, make).
@@ -77,6 +77,8 @@ fi
 RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 SECS=20 CLIENTS=4 THREADS=2 SMALL_CLIENTS=8 SMALL_SECS=20 POLL_RATE=100 POLL_SECS=20 "MODES=logical queue")}
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# BENCH_ONLY may name several parts ("drain small")
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 bench_build
 PATH="$PGBIN:$PATH"
@@ -512,7 +514,7 @@ for MODE in $MODES; do
         for ((rep = 1; rep <= REPS; rep++)); do drain small "$rep"; done
     fi
     if want poll; then poll; fi
-    if [ "$PROFILE" = 1 ] && { [ -z "$ONLY" ] || [ "$ONLY" = drain ]; }; then profile; fi
+    if [ "$PROFILE" = 1 ] && want drain; then profile; fi
     grep -E 'ERROR|PANIC|FATAL|WARNING' "$SRV/server.log" | grep -v -E 'terminating background worker|terminating connection due to administrator command' |
         head -20 | sed "s/^/$MODE server log: /" | tee -a "$RESULTS" || true
     stop_server
