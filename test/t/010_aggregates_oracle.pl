@@ -85,7 +85,15 @@ sub oracle_equal
 		"SELECT count(*) FROM (TABLE $agg EXCEPT ALL ($q)) d");
 	my $groups = $node->safe_psql('postgres', "SELECT count(*) FROM $agg");
 	is("$missing/$extra", '0/0',
-		"$what: $agg equals its defining query both ways ($groups groups)");
+		"$what: $agg equals its defining query both ways ($groups groups)")
+	  or diag(
+		"rows of the defining query not in $agg (first 5):\n",
+		$node->safe_psql('postgres', "SELECT * FROM (($q) EXCEPT ALL TABLE $agg) d LIMIT 5"),
+		"\nrows of $agg not in the defining query (first 5):\n",
+		$node->safe_psql('postgres', "SELECT * FROM (TABLE $agg EXCEPT ALL ($q)) d LIMIT 5"),
+		"\nstream.aggregates:\n",
+		$node->safe_psql('postgres',
+			q{SELECT name, state, applied_lsn, events_applied, events_backfilled, last_error FROM stream.aggregates}));
 }
 
 # events before the aggregates exist are backfilled
