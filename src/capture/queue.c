@@ -246,8 +246,20 @@ static CaptureWritten
 drain_one(CaptureSpec *spec)
 {
 	CaptureWritten total = {0};
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(spec->capture_id)};
+	Oid			argtypes[2] = {INT4OID, TIDOID};
+	Datum		args[2];
+	ItemPointerData after;
+
+	/*
+	 * Each chunk starts past the last row of the one before (a TID range
+	 * scan): the rows the chunks before deleted are dead until vacuum, and
+	 * scanning them again from the first page for every chunk was most of
+	 * the worker's time under a steady load.  A row written meanwhile into
+	 * space vacuum freed before that point waits for the next drain.
+	 */
+	ItemPointerSet(&after, 0, 0);
+	args[0] = Int32GetDatum(spec->capture_id);
+	args[1] = PointerGetDatum(&after);
 
 	capture_check_rights(spec);
 	for (;;)
@@ -265,13 +277,15 @@ drain_one(CaptureSpec *spec)
 		if (SPI_execute_with_args("WITH d AS (DELETE FROM stream.capture_log l "
 								  "  WHERE l.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 								  "    SELECT ctid FROM stream.capture_log "
-								  "    WHERE capture_id OPERATOR(pg_catalog.=) $1 LIMIT "
-								  CppAsString2(DRAIN_CHUNK) ")) RETURNING l.*) "
+								  "    WHERE capture_id OPERATOR(pg_catalog.=) $1 "
+								  "    AND ctid OPERATOR(pg_catalog.>) $2 LIMIT "
+								  CppAsString2(DRAIN_CHUNK) ")) RETURNING l.*, l.ctid AS row_ctid) "
 								  "SELECT xid, seq, event_name, coalesce(CASE WHEN "
 								  "  pg_catalog.current_setting('track_commit_timestamp')::boolean "
 								  "  THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(xid)) END, "
-								  "  occurred_at), user_id, properties, context FROM d ORDER BY xid, seq",
-								  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+								  "  occurred_at), user_id, properties, context, row_ctid "
+								  "FROM d ORDER BY xid, seq",
+								  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read stream.capture_log");
 		n = SPI_processed;
 		if (n == 0)
@@ -295,6 +309,9 @@ drain_one(CaptureSpec *spec)
 			ev.properties = DatumGetTextPP(SPI_getbinval(tup, desc, 6, &isnull));
 			ev.context = DatumGetTextPP(SPI_getbinval(tup, desc, 7, &isnull));
 			capture_store_event(store, &ev);
+			d = SPI_getbinval(tup, desc, 8, &isnull);
+			if (ItemPointerCompare((ItemPointer) DatumGetPointer(d), &after) > 0)
+				ItemPointerCopy((ItemPointer) DatumGetPointer(d), &after);
 		}
 		SPI_freetuptable(SPI_tuptable);
 		w = capture_write_events(spec, store);
