@@ -42,7 +42,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     jobs -p | xargs -r kill 2>/dev/null || true
-    [ -n "$WORK" ] && cluster_stop "$WORK" fast
+    [ -n "$WORK" ] && cluster_stop "$WORK" fast && rm -rf "${WORK:?}/data"
     exit $rc
 }
 trap cleanup EXIT
@@ -129,6 +129,7 @@ SQL
     bench_record "keepup.lag_end_s_$mode" "$last_lag_s" s "<= $TARGET_LAG" \
         "$mode mode: worker lag when $PRODUCERS COPY producers stop after ${SECS}s ($rate events/s; 3 aggregates + on_event), in seconds of production; caught up ${catchup} s later"
     cluster_stop "$WORK" fast
+    rm -rf "${WORK:?}/data"     # millions of events: do not keep them
     WORK=
 }
 
