@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "parser/parse_node.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "tcop/utility.h"
@@ -175,6 +176,25 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 	/* append-only: TRUNCATE, DETACH, envelope ALTERs refused up front */
 	ddl_guard_before(parsetree);
+
+	/* COPY FROM STDIN into a stream: batched (stream/copy.c) */
+	if (IsA(parsetree, CopyStmt))
+	{
+		ParseState *pstate = make_parsestate(NULL);
+		uint64		processed = 0;
+		bool		done;
+
+		pstate->p_sourcetext = queryString;
+		pstate->p_queryEnv = queryEnv;
+		done = stream_copy_from(pstate, (CopyStmt *) parsetree, &processed);
+		free_parsestate(pstate);
+		if (done)
+		{
+			if (qc)
+				SetQueryCompletion(qc, CMDTAG_COPY, processed);
+			return;
+		}
+	}
 
 	if (se_preloaded)
 	{

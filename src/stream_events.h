@@ -78,6 +78,14 @@ typedef struct StreamInfo
 } StreamInfo;
 
 extern StreamInfo *stream_lookup(Relation rel);
+extern bool stream_accept_row(Relation rel, StreamInfo *info, Datum *values,
+							  bool *nulls, bool *received_changed);
+
+/* copy.c: COPY FROM STDIN into a stream, batched (false: not taken) */
+struct ParseState;
+struct CopyStmt;
+extern bool stream_copy_from(struct ParseState *pstate, struct CopyStmt *stmt,
+							 uint64 *processed);
 extern Oid	stream_catalog_relid(void);
 
 /* contract.c */

@@ -30,6 +30,7 @@ char	   *se_max_future = NULL;
 bool		se_max_future_set = false;
 int64		se_max_future_usecs = 0;
 bool		jsonschema_format_assertion = false;
+bool		se_copy_batch = true;
 int			jsonschema_max_cache_entries = 256;
 
 /* the consumer */
@@ -174,6 +175,13 @@ guc_init(void)
 							&se_max_partitions_per_run, 16, 1, 10000,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("stream_events.copy_batch",
+							 "COPY FROM STDIN into a stream inserts its rows in batches.",
+							 "The stream's insert trigger makes PostgreSQL's COPY insert row by row; "
+							 "stream_events runs such a COPY itself, doing the trigger's work per row "
+							 "and inserting in batches (docs/streams.md). Off: PostgreSQL's COPY.",
+							 &se_copy_batch, true, PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 	DefineCustomStringVariable("stream_events.max_future",
 							   "How far ahead of the server clock occurred_at may be, for streams with no max_future of their own (empty: no limit).",
 							   "A server-wide default set by the DBA (superuser only): a producer's SET cannot "

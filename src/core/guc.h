@@ -23,6 +23,7 @@ extern char *se_max_future;
 extern bool se_max_future_set;	/* stream_events.max_future is not '' */
 extern int64 se_max_future_usecs;
 extern bool jsonschema_format_assertion;
+extern bool se_copy_batch;
 extern int	jsonschema_max_cache_entries;
 
 /* the consumer */

@@ -307,43 +307,20 @@ check_finite_occurred_at(StreamInfo *info, Datum *values)
 }
 
 /*
- * BEFORE INSERT FOR EACH ROW on every stream (cloned onto its partitions).
+ * The insert trigger's work on one row of a stream, in the row type of rel
+ * (the stream or one of its partitions): the envelope checks, the server's
+ * received_at (set in values), the envelope rules and contracts (a
+ * quarantined event is stored in the quarantine instead), dedup, the
+ * counters and, in queue mode, the transaction's row of stream.queue_txns.
+ * Returns false when the row is not to be stored (quarantined, or a
+ * duplicate); *received_changed says whether received_at was changed.
+ * Shared by the trigger and the batched COPY (copy.c).
  */
-Datum
-stream_ingest_trigger(PG_FUNCTION_ARGS)
+bool
+stream_accept_row(Relation rel, StreamInfo *info, Datum *values, bool *nulls,
+				  bool *received_changed)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	Relation	rel;
-	TupleDesc	desc;
-	StreamInfo *info;
-	Datum	   *values;
-	bool	   *nulls;
-	HeapTuple	newtuple;
 	TimestampTz received_at;
-	bool		same_received_at;
-	int			natts;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) ||
-		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("stream._ingest_trigger() must be a BEFORE INSERT row trigger")));
-
-	rel = trigdata->tg_relation;
-	desc = RelationGetDescr(rel);
-	natts = desc->natts;
-	info = stream_lookup(rel);
-
-	values = palloc(natts * sizeof(Datum));
-	nulls = palloc(natts * sizeof(bool));
-	heap_deform_tuple(trigdata->tg_trigtuple, desc, values, nulls);
-
-	/* stream.ingest: one more row of its batch */
-	if (se_ingest_progress != NULL &&
-		se_ingest_progress->stream_relid == info->stream_relid)
-		se_ingest_progress->rows_seen++;
 
 	check_not_null(rel, info, nulls, ENV_EVENT_ID,
 				   "Omit event_id to get a generated one, or send a UUID.");
@@ -362,8 +339,8 @@ stream_ingest_trigger(PG_FUNCTION_ARGS)
 	/* received_at is always the server's: the start of the statement */
 	received_at = GetCurrentStatementStartTimestamp();
 	/* the column default (statement_timestamp()) already gave it, usually */
-	same_received_at = !nulls[info->attnums[ENV_RECEIVED_AT] - 1] &&
-		DatumGetTimestampTz(values[info->attnums[ENV_RECEIVED_AT] - 1]) == received_at;
+	*received_changed = nulls[info->attnums[ENV_RECEIVED_AT] - 1] ||
+		DatumGetTimestampTz(values[info->attnums[ENV_RECEIVED_AT] - 1]) != received_at;
 	values[info->attnums[ENV_RECEIVED_AT] - 1] = TimestampTzGetDatum(received_at);
 	nulls[info->attnums[ENV_RECEIVED_AT] - 1] = false;
 
@@ -389,9 +366,7 @@ stream_ingest_trigger(PG_FUNCTION_ARGS)
 			{
 				contract_quarantine(info, values, nulls, version, errors);
 				stats_count_check(info->stream_relid, name, result, policy);
-				pfree(values);
-				pfree(nulls);
-				return PointerGetDatum(NULL);
+				return false;
 			}
 		}
 		if (result != CHECK_NOT_CHECKED)
@@ -403,9 +378,7 @@ stream_ingest_trigger(PG_FUNCTION_ARGS)
 						values[info->attnums[ENV_EVENT_ID] - 1], received_at))
 	{
 		stats_count_duplicate(info->stream_relid);
-		pfree(values);
-		pfree(nulls);
-		return PointerGetDatum(NULL);
+		return false;
 	}
 
 	stats_count_event(info->stream_relid,
@@ -413,9 +386,52 @@ stream_ingest_trigger(PG_FUNCTION_ARGS)
 					  received_at);
 	/* queue mode: the (sub)transaction's row of stream.queue_txns */
 	queue_note_insert(info->stream_relid, received_at);
+	return true;
+}
 
-	newtuple = same_received_at ? trigdata->tg_trigtuple :
-		heap_form_tuple(desc, values, nulls);
+/*
+ * BEFORE INSERT FOR EACH ROW on every stream (cloned onto its partitions).
+ * COPY into a stream does the same work in copy.c, batched, without it.
+ */
+Datum
+stream_ingest_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	StreamInfo *info;
+	Datum	   *values;
+	bool	   *nulls;
+	HeapTuple	newtuple;
+	bool		received_changed;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("stream._ingest_trigger() must be a BEFORE INSERT row trigger")));
+
+	rel = trigdata->tg_relation;
+	desc = RelationGetDescr(rel);
+	info = stream_lookup(rel);
+
+	values = palloc(desc->natts * sizeof(Datum));
+	nulls = palloc(desc->natts * sizeof(bool));
+	heap_deform_tuple(trigdata->tg_trigtuple, desc, values, nulls);
+
+	/* stream.ingest: one more row of its batch */
+	if (se_ingest_progress != NULL &&
+		se_ingest_progress->stream_relid == info->stream_relid)
+		se_ingest_progress->rows_seen++;
+
+	if (!stream_accept_row(rel, info, values, nulls, &received_changed))
+		newtuple = NULL;
+	else if (received_changed)
+		newtuple = heap_form_tuple(desc, values, nulls);
+	else
+		newtuple = trigdata->tg_trigtuple;
 	pfree(values);
 	pfree(nulls);
 	return PointerGetDatum(newtuple);
