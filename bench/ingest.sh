@@ -4,7 +4,10 @@
 #
 #  (a) COPY of BENCH_ROWS click events from one CSV file into a plain table
 #      (same 9 columns, PRIMARY KEY on event_id) and into a stream made by
-#      stream.create_stream; fresh tables each repetition, alternating.
+#      stream.create_stream; fresh tables each repetition, alternating; and
+#      a third side, the stream with PostgreSQL's row-by-row COPY
+#      (stream_events.copy_batch = off), to show what the batched COPY
+#      gives.  Wall clock and the COPY backend's CPU time (/proc).
 #  (b) pgbench single-row INSERT (BENCH_CLIENTS clients, BENCH_SECONDS each)
 #      into the plain table and into the stream, alternating.
 #
@@ -126,7 +129,7 @@ COLS="event_id, event_name, occurred_at, user_id, anonymous_id, session_id, prop
 table_of() {
     case $1 in
         plain) echo bench_plain ;;
-        stream) echo bench_stream ;;
+        stream | stream_rows) echo bench_stream ;;
         *) echo "bench_$1" ;;
     esac
 }
@@ -192,19 +195,24 @@ SQL
 }
 
 # Default partition of a partitioned variant ('' for plain tables).
+# the table a side is set up as (stream_rows: the stream)
+table_side() { [ "$1" = stream_rows ] && echo stream || echo "$1"; }
+
 default_of() {
     case $1 in
-        plain_part | stream | stream_nodedup) echo "$(table_of "$1")_default" ;;
+        plain_part | stream | stream_rows | stream_nodedup) echo "$(table_of "$1")_default" ;;
     esac
 }
 
 # One timed COPY of the CSV into variant $1; prints the seconds.
+# timed_copy VARIANT: one COPY of the CSV; prints "wall_s cpu_s" (the
+# backend's CPU time, see measured_sql).  stream_rows is the stream with
+# PostgreSQL's row-by-row COPY (stream_events.copy_batch = off).
 timed_copy() {
-    local v=$1 tbl t0 t n d
+    local v=$1 tbl n d opts=""
     tbl=$(table_of "$v")
-    t0=$(now_s)
-    "${PSQL[@]}" -c "COPY $tbl ($COLS) FROM '$CSV' WITH (FORMAT csv)"
-    t=$(elapsed "$t0" "$(now_s)")
+    [ "$v" = stream_rows ] && opts="SET stream_events.copy_batch = off;"
+    MEASURE_DIR=$WORK measured_sql "$opts COPY $tbl ($COLS) FROM '$CSV' WITH (FORMAT csv)"
     n=$(sql "SELECT count(*) FROM $tbl")
     [ "$n" = "$ROWS" ] || log "WARNING: $tbl has $n rows, expected $ROWS" >&2
     d=$(default_of "$v")
@@ -212,7 +220,6 @@ timed_copy() {
         d=$(sql "SELECT count(*) FROM $d")
         [ "$d" = 0 ] || log "WARNING: $d events of $tbl went to the default partition" >&2
     fi
-    echo "$t"
 }
 
 echo "stream_events ingest benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$RESULTS"
@@ -225,7 +232,8 @@ else
 fi
 echo "extension: $(sql "SELECT extversion FROM pg_extension WHERE extname = 'stream_events'"), $built" | tee -a "$RESULTS"
 
-copy_plain=(); copy_stream=(); ins_plain=(); ins_stream=()
+copy_plain=(); copy_stream=(); copy_rows=(); cpu_plain=(); cpu_stream=(); cpu_rows=()
+ins_plain=(); ins_stream=()
 
 # ---------------------------------------------------------------- (a) COPY
 if [ -z "$ONLY" ] || [ "$ONLY" = copy ]; then
@@ -246,11 +254,17 @@ if [ -z "$ONLY" ] || [ "$ONLY" = copy ]; then
     fi
 
     for ((rep = 1; rep <= REPS; rep++)); do
-        for side in plain stream; do
-            setup $side
-            t=$(timed_copy $side)
-            if [ $side = stream ]; then copy_stream+=("$t"); else copy_plain+=("$t"); fi
-            log "COPY   rep $rep  $(printf '%-6s' $side) $(printf '%7.3f' "$t") s  $(awk -v n="$ROWS" -v t="$t" 'BEGIN { printf "%8.0f", n / t }') rows/s" | tee -a "$RESULTS"
+        for side in plain stream stream_rows; do
+            setup "$(table_side $side)"
+            out=$(timed_copy $side)
+            read -r t c <<< "$out"
+            [ -n "${c:-}" ] || die "COPY into $side failed"
+            case $side in
+                plain) copy_plain+=("$t"); cpu_plain+=("$c") ;;
+                stream) copy_stream+=("$t"); cpu_stream+=("$c") ;;
+                stream_rows) copy_rows+=("$t"); cpu_rows+=("$c") ;;
+            esac
+            log "COPY   rep $rep  $(printf '%-11s' $side) $(printf '%7.3f' "$t") s  $(awk -v n="$ROWS" -v t="$t" 'BEGIN { printf "%8.0f", n / t }') rows/s  backend CPU $(printf '%6.2f' "$c") s" | tee -a "$RESULTS"
         done
     done
 fi
@@ -265,7 +279,8 @@ if [ "$VARIANTS" = 1 ] && { [ -z "$ONLY" ] || [ "$ONLY" = copy ]; }; then
     for ((rep = 1; rep <= REPS; rep++)); do
         for v in $VLIST; do
             setup "$v"
-            t=$(timed_copy "$v")
+            out=$(timed_copy "$v")
+            read -r t _ <<< "$out"
             bd[$v]="${bd[$v]:-} $t"
             log "COPY breakdown rep $rep  $(printf '%-15s' "$v") $(printf '%7.3f' "$t") s" | tee -a "$RESULTS"
         done
@@ -373,6 +388,17 @@ fi
             "$r" "$TARGET" "$(verdict "$r")"
         bench_record "$REC.copy_ratio" "$r" x ">= $TARGET" \
             "COPY of $ROWS events: stream (dedup)$REC_WHAT / plain table with a uuid primary key, throughput"
+        rc=$(ratio "$(median "${cpu_plain[@]}")" "$(median "${cpu_stream[@]}")")
+        printf '       backend CPU: plain %.2fs  stream %.2fs  ratio %s (target >= %s) %s\n' \
+            "$(median "${cpu_plain[@]}")" "$(median "${cpu_stream[@]}")" "$rc" "$TARGET" "$(verdict "$rc")"
+        bench_record "$REC.copy_cpu_ratio" "$rc" x ">= $TARGET" \
+            "COPY of $ROWS events: plain table backend CPU / stream (dedup)$REC_WHAT backend CPU; median of $REPS"
+        rr=$(ratio "$mp" "$(median "${copy_rows[@]}")")
+        rrc=$(ratio "$(median "${cpu_plain[@]}")" "$(median "${cpu_rows[@]}")")
+        printf '       stream with PostgreSQL'"'"'s row-by-row COPY (copy_batch = off): %.2fs, ratio %s, CPU ratio %s\n' \
+            "$(median "${copy_rows[@]}")" "$rr" "$rrc"
+        bench_record "$REC.copy_ratio_rowbyrow" "$rr" x "" \
+            "COPY of $ROWS events as before the batched COPY (stream_events.copy_batch = off): plain / stream throughput; CPU ratio $rrc"
         sp=$(spread "${copy_plain[@]}"); ss=$(spread "${copy_stream[@]}")
         printf '       best of %s: plain %.2fs  stream %.2fs  ratio %s;  spread plain %s%%  stream %s%%\n' \
             "$REPS" "$(minimum "${copy_plain[@]}")" "$(minimum "${copy_stream[@]}")" \

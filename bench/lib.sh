@@ -18,6 +18,22 @@ minimum() { printf '%s\n' "$@" | sort -g | head -1; }
 maximum() { printf '%s\n' "$@" | sort -g | tail -1; }
 # (max - min) / min of the repetitions, in percent
 spread() { awk -v a="$(minimum "$@")" -v b="$(maximum "$@")" 'BEGIN { printf "%.0f", 100 * (b - a) / a }'; }
+# measured_sql SQL: runs SQL in one session (PSQL) and prints "wall_s
+# cpu_s": the wall clock around the statement and its backend's user +
+# system time from /proc/<pid>/stat, which the neighbours' load does not
+# change (root or the postgres user can read it).  Scratch files go to
+# MEASURE_DIR (default: SRV).
+measured_sql() {
+    local dir=${MEASURE_DIR:-${SRV:?}}
+    "${PSQL[@]}" -At >/dev/null <<SQL
+SELECT pg_backend_pid() AS pid \gset
+\setenv QB_PID :pid
+\! awk '{ print \$14 + \$15 }' /proc/\$QB_PID/stat > $dir/cpu0; date +%s.%N > $dir/t0
+$1;
+\! date +%s.%N > $dir/t1; awk '{ print \$14 + \$15 }' /proc/\$QB_PID/stat > $dir/cpu1
+SQL
+    echo "$(elapsed "$(cat "$dir/t0")" "$(cat "$dir/t1")") $(awk -v t="$(getconf CLK_TCK)" 'NR == FNR { a = $1; next } { printf "%.2f", ($1 - a) / t }' "$dir/cpu0" "$dir/cpu1")"
+}
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a <= b) }'; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "nan" && a >= b) }'; }
 

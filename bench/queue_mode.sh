@@ -230,20 +230,6 @@ check_rows() {     # TABLE N
     fi
 }
 
-# measured_sql SQL: runs SQL in one session and prints "wall_s cpu_s", the
-# wall clock around the statement and its backend's user + system time
-# (/proc/<pid>/stat; root or the postgres user can read it).
-measured_sql() {
-    "${PSQL[@]}" -At >/dev/null <<SQL
-SELECT pg_backend_pid() AS pid \gset
-\setenv QB_PID :pid
-\! awk '{ print \$14 + \$15 }' /proc/\$QB_PID/stat > $SRV/cpu0; date +%s.%N > $SRV/t0
-$1;
-\! date +%s.%N > $SRV/t1; awk '{ print \$14 + \$15 }' /proc/\$QB_PID/stat > $SRV/cpu1
-SQL
-    echo "$(elapsed "$(cat "$SRV/t0")" "$(cat "$SRV/t1")") $(awk -v t="$TCK" 'NR == FNR { a = $1; next } { printf "%.2f", ($1 - a) / t }' "$SRV/cpu0" "$SRV/cpu1")"
-}
-
 copy_sql() { echo "COPY $1 ($COLS) FROM '$CSV' WITH (FORMAT csv)"; }
 
 proc_cpu() {       # PID: user + system seconds of the process so far

@@ -177,7 +177,7 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	/* append-only: TRUNCATE, DETACH, envelope ALTERs refused up front */
 	ddl_guard_before(parsetree);
 
-	/* COPY FROM STDIN into a stream: batched (stream/copy.c) */
+	/* COPY FROM into a stream: batched (stream/copy.c) */
 	if (IsA(parsetree, CopyStmt))
 	{
 		ParseState *pstate = make_parsestate(NULL);

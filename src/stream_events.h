@@ -81,7 +81,7 @@ extern StreamInfo *stream_lookup(Relation rel);
 extern bool stream_accept_row(Relation rel, StreamInfo *info, Datum *values,
 							  bool *nulls, bool *received_changed);
 
-/* copy.c: COPY FROM STDIN into a stream, batched (false: not taken) */
+/* copy.c: COPY FROM into a stream, batched (false: not taken) */
 struct ParseState;
 struct CopyStmt;
 extern bool stream_copy_from(struct ParseState *pstate, struct CopyStmt *stmt,
@@ -111,6 +111,9 @@ typedef struct IngestProgress
 extern IngestProgress *se_ingest_progress;
 
 /* dedup.c */
+extern void dedup_batch_begin(void);
+extern void dedup_batch_flush(void);
+extern void dedup_batch_end(bool release);
 extern bool dedup_register(Relation streamrel, int32 stream_id, Datum event_id,
 						   TimestampTz seen_at);
 

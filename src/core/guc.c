@@ -176,7 +176,7 @@ guc_init(void)
 							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("stream_events.copy_batch",
-							 "COPY FROM STDIN into a stream inserts its rows in batches.",
+							 "COPY FROM into a stream inserts its rows in batches.",
 							 "The stream's insert trigger makes PostgreSQL's COPY insert row by row; "
 							 "stream_events runs such a COPY itself, doing the trigger's work per row "
 							 "and inserting in batches (docs/streams.md). Off: PostgreSQL's COPY.",

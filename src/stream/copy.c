@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * copy.c
- *	  COPY ... FROM STDIN into a stream, with batched inserts.
+ *	  COPY ... FROM into a stream, with batched inserts.
  *
  * PostgreSQL's COPY inserts row by row into a table that has a BEFORE ROW
  * INSERT trigger (such a trigger might read the table and must see the
@@ -14,8 +14,9 @@
  * partitions' indexes and AFTER ROW triggers (immediate activations), as
  * copyfrom.c does for a table without BEFORE ROW triggers.
  *
- * Taken only where the result is the ordinary path's: COPY FROM STDIN
- * (no file, program or WHERE) into the stream itself, in a session that
+ * Taken only where the result is the ordinary path's: COPY FROM (STDIN,
+ * or a file or program for a role PostgreSQL lets read it; no WHERE)
+ * into the stream itself, in a session that
  * fires origin triggers (session_replication_role is not replica), the
  * stream's ingest trigger enabled, no other BEFORE or INSTEAD OF INSERT
  * row trigger and no transition table on the stream, and
@@ -47,6 +48,8 @@
 #include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "tcop/utility.h"
+#include "catalog/pg_authid.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
@@ -224,6 +227,8 @@ part_buffer_flush(CopyBatch *batch, PartBuffer *buf)
 static void
 batch_flush(CopyBatch *batch)
 {
+	/* the batch's keys are no longer speculative (dedup.c) */
+	dedup_batch_flush();
 	for (int i = 0; i < batch->nparts; i++)
 		part_buffer_flush(batch, batch->parts[i]);
 	batch->nrows = 0;
@@ -327,75 +332,86 @@ copy_rows(CopyFromState cstate, Relation rel, StreamInfo *info, Oid ingest_fn)
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	for (;;)
+	dedup_batch_begin();
+	PG_TRY();
 	{
-		ResultRelInfo *rri;
-		PartBuffer *buf;
-		TupleTableSlot *slot;
-		TupleConversionMap *map;
-		bool		accepted;
-		bool		received_changed;
-
-		CHECK_FOR_INTERRUPTS();
-		ResetPerTupleExprContext(estate);
-
-		/* parsed and checked in the per-row context, as the trigger runs */
-		MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
-		ExecClearTuple(rootslot);
-		if (!NextCopyFrom(cstate, econtext, rootslot->tts_values,
-						  rootslot->tts_isnull))
+		for (;;)
 		{
-			MemoryContextSwitchTo(oldcontext);
-			break;
-		}
-		ExecStoreVirtualTuple(rootslot);
-		rootslot->tts_tableOid = RelationGetRelid(rel);
-		accepted = stream_accept_row(rel, info, rootslot->tts_values,
-									 rootslot->tts_isnull, &received_changed);
-		MemoryContextSwitchTo(oldcontext);
-		if (!accepted)
-		{
-			pgstat_progress_update_param(PROGRESS_COPY_TUPLES_EXCLUDED,
-										 ++batch.excluded);
-			continue;
-		}
+			ResultRelInfo *rri;
+			PartBuffer *buf;
+			TupleTableSlot *slot;
+			TupleConversionMap *map;
+			bool		accepted;
+			bool		received_changed;
 
-		rri = ExecFindPartition(mtstate, root, proute, rootslot, estate);
-		buf = batch_buffer(&batch, rri, ingest_fn);
-		if (buf->slots[buf->nused] == NULL)
-			buf->slots[buf->nused] = table_slot_create(rri->ri_RelationDesc, NULL);
-		slot = buf->slots[buf->nused];
-		map = rri->ri_RootToPartitionMap;
-		if (map != NULL)
-			slot = execute_attr_map_slot(map->attrMap, rootslot, slot);
-		else
-			ExecCopySlot(slot, rootslot);
-		slot->tts_tableOid = RelationGetRelid(rri->ri_RelationDesc);
+			CHECK_FOR_INTERRUPTS();
+			ResetPerTupleExprContext(estate);
 
-		if (buf->own_triggers)
-		{
-			if (!ExecBRInsertTriggers(estate, rri, slot))
+			/* parsed and checked in the per-row context, as the trigger runs */
+			MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
+			ExecClearTuple(rootslot);
+			if (!NextCopyFrom(cstate, econtext, rootslot->tts_values,
+							  rootslot->tts_isnull))
 			{
-				ExecClearTuple(slot);
+				MemoryContextSwitchTo(oldcontext);
+				break;
+			}
+			ExecStoreVirtualTuple(rootslot);
+			rootslot->tts_tableOid = RelationGetRelid(rel);
+			accepted = stream_accept_row(rel, info, rootslot->tts_values,
+										 rootslot->tts_isnull, &received_changed);
+			MemoryContextSwitchTo(oldcontext);
+			if (!accepted)
+			{
+				pgstat_progress_update_param(PROGRESS_COPY_TUPLES_EXCLUDED,
+											 ++batch.excluded);
 				continue;
 			}
-			/* the partition's trigger may have changed the partition key */
-			ExecPartitionCheck(rri, slot, estate, true);
+
+			rri = ExecFindPartition(mtstate, root, proute, rootslot, estate);
+			buf = batch_buffer(&batch, rri, ingest_fn);
+			if (buf->slots[buf->nused] == NULL)
+				buf->slots[buf->nused] = table_slot_create(rri->ri_RelationDesc, NULL);
+			slot = buf->slots[buf->nused];
+			map = rri->ri_RootToPartitionMap;
+			if (map != NULL)
+				slot = execute_attr_map_slot(map->attrMap, rootslot, slot);
+			else
+				ExecCopySlot(slot, rootslot);
+			slot->tts_tableOid = RelationGetRelid(rri->ri_RelationDesc);
+
+			if (buf->own_triggers)
+			{
+				if (!ExecBRInsertTriggers(estate, rri, slot))
+				{
+					ExecClearTuple(slot);
+					continue;
+				}
+				/* the partition's trigger may have changed the partition key */
+				ExecPartitionCheck(rri, slot, estate, true);
+			}
+			if (rri->ri_RelationDesc->rd_att->constr)
+			{
+				if (rri->ri_RelationDesc->rd_att->constr->has_generated_stored)
+					ExecComputeStoredGenerated(rri, estate, slot, CMD_INSERT);
+				ExecConstraints(rri, slot, estate);
+			}
+			ExecMaterializeSlot(slot);
+			buf->linenos[buf->nused++] = cstate->cur_lineno;
+			batch.nrows++;
+			batch.nbytes += cstate->line_buf.len;
+			if (batch.nrows >= COPY_BATCH_ROWS || batch.nbytes >= COPY_BATCH_BYTES)
+				batch_flush(&batch);
 		}
-		if (rri->ri_RelationDesc->rd_att->constr)
-		{
-			if (rri->ri_RelationDesc->rd_att->constr->has_generated_stored)
-				ExecComputeStoredGenerated(rri, estate, slot, CMD_INSERT);
-			ExecConstraints(rri, slot, estate);
-		}
-		ExecMaterializeSlot(slot);
-		buf->linenos[buf->nused++] = cstate->cur_lineno;
-		batch.nrows++;
-		batch.nbytes += cstate->line_buf.len;
-		if (batch.nrows >= COPY_BATCH_ROWS || batch.nbytes >= COPY_BATCH_BYTES)
-			batch_flush(&batch);
+		batch_flush(&batch);
 	}
-	batch_flush(&batch);
+	PG_CATCH();
+	{
+		dedup_batch_end(false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	dedup_batch_end(true);
 
 	error_context_stack = errcallback.previous;
 
@@ -411,7 +427,7 @@ copy_rows(CopyFromState cstate, Relation rel, StreamInfo *info, Oid ingest_fn)
 }
 
 /*
- * COPY FROM STDIN into a stream, when it can be batched (see the top of
+ * COPY FROM into a stream, when it can be batched (see the top of
  * the file): *processed is the rows stored.  False: run PostgreSQL's COPY.
  */
 bool
@@ -424,9 +440,15 @@ stream_copy_from(ParseState *pstate, CopyStmt *stmt, uint64 *processed)
 	CopyFromState cstate;
 
 	if (!se_copy_batch || !stmt->is_from || stmt->relation == NULL ||
-		stmt->query != NULL || stmt->filename != NULL || stmt->is_program ||
-		stmt->whereClause != NULL ||
+		stmt->query != NULL || stmt->whereClause != NULL ||
 		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return false;
+
+	/* a server file or program: PostgreSQL's path refuses who may not */
+	if (stmt->filename != NULL &&
+		!has_privs_of_role(GetUserId(), stmt->is_program ?
+						   ROLE_PG_EXECUTE_SERVER_PROGRAM :
+						   ROLE_PG_READ_SERVER_FILES))
 		return false;
 
 	/* a cheap test first: most COPYs are into something else */
@@ -451,8 +473,8 @@ stream_copy_from(ParseState *pstate, CopyStmt *stmt, uint64 *processed)
 		PreventCommandIfReadOnly("COPY FROM");
 	PreventCommandIfParallelMode("COPY FROM");
 
-	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, NULL,
-						   stmt->attlist, stmt->options);
+	cstate = BeginCopyFrom(pstate, rel, NULL, stmt->filename, stmt->is_program,
+						   NULL, stmt->attlist, stmt->options);
 	*processed = copy_rows(cstate, rel, info, ingest_fn);
 	EndCopyFrom(cstate);
 	table_close(rel, NoLock);

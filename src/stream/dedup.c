@@ -112,6 +112,17 @@ static int32 *keyed_streams = NULL;
 static int	n_keyed = 0;
 static int	max_keyed = 0;
 
+/*
+ * A batch of keys (COPY, stream/copy.c): one speculative-insertion token
+ * for all of them, taken at the first key and released when the batch's
+ * rows are written, instead of a lock acquired and released per key.  A
+ * session that meets one of these keys while it is still speculative (the
+ * instant between its heap and index insertions) waits for the batch's
+ * end instead of that instant.
+ */
+static bool batch_mode = false;
+static uint32 batch_token = 0;
+
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static bool executor_end_installed = false;
 
@@ -269,6 +280,8 @@ dedup_xact_callback(XactEvent event, void *arg)
 			n_locked = 0;
 			n_keyed = 0;
 			last_locked = -1;
+			batch_mode = false;
+			batch_token = 0;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -343,6 +356,39 @@ dedup_open(void)
 }
 
 /*
+ * The keys registered from now on until dedup_batch_end share one
+ * speculative-insertion token (see batch_mode); dedup_batch_flush releases
+ * it when the batch's rows are written.  Not for a key whose registration
+ * may wait for anything but other producers' transactions.
+ */
+void
+dedup_batch_begin(void)
+{
+	batch_mode = true;
+	batch_token = 0;
+}
+
+void
+dedup_batch_flush(void)
+{
+	if (batch_token != 0)
+	{
+		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+		batch_token = 0;
+	}
+}
+
+/* also on error (PG_FINALLY): the lock manager releases what aborts */
+void
+dedup_batch_end(bool release)
+{
+	if (release)
+		dedup_batch_flush();
+	batch_mode = false;
+	batch_token = 0;
+}
+
+/*
  * Registers event_id for the stream.  Returns true when the key is new (the
  * event is accepted), false when an accepted event already has it.
  */
@@ -384,13 +430,21 @@ dedup_register(Relation streamrel, int32 stream_id, Datum event_id,
 		 * A conflicting speculative tuple is super-deleted at once, so it
 		 * never makes anyone wait for us.
 		 */
-		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+		if (!batch_mode)
+			token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+		else
+		{
+			if (batch_token == 0)
+				batch_token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
+			token = batch_token;
+		}
 		table_tuple_insert_speculative(state->rel, slot,
 									   GetCurrentCommandId(true), 0, NULL, token);
 		recheck = ExecInsertIndexTuples(state->rri, slot, estate, false, true,
 										&spec_conflict, NIL);
 		table_tuple_complete_speculative(state->rel, slot, token, !spec_conflict);
-		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+		if (!batch_mode)
+			SpeculativeInsertionLockRelease(GetCurrentTransactionId());
 		list_free(recheck);
 
 		if (!spec_conflict)
