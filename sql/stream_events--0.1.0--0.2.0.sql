@@ -502,6 +502,8 @@ DECLARE
     pname       text := stream._partition_name(rel, lower_bound, width);
     part        regclass;
     dflt        regclass;
+    again       bigint;
+    waited      integer;
     left_behind boolean;
 BEGIN
     SELECT n.nspname, c.relowner::regrole INTO nsp, owner
@@ -523,7 +525,19 @@ BEGIN
         IF dflt IS NOT NULL THEN
             -- the bulk, while producers go on
             moved := stream._move_rows(dflt, part, lower_bound, upper_bound);
-            IF moved = 0 AND lower_bound > now() + interval '1 hour' THEN
+            IF moved > 0 THEN
+                -- events moved: readers too finish first, then wait (above)
+                SELECT s.setting::integer INTO waited FROM pg_catalog.pg_settings s
+                WHERE s.name = 'lock_timeout';
+                PERFORM pg_catalog.set_config('lock_timeout',
+                    CASE WHEN waited BETWEEN 1 AND 1000 THEN waited ELSE 1000 END || 'ms', true);
+                BEGIN
+                    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', rel);
+                EXCEPTION WHEN lock_not_available THEN
+                    RAISE EXCEPTION USING ERRCODE = 'SE001';
+                END;
+                PERFORM pg_catalog.set_config('lock_timeout', waited || 'ms', true);
+            ELSIF lower_bound > now() + interval '1 hour' THEN
                 -- ahead: only producers writing to the default partition wait
                 EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', dflt);
             ELSE
@@ -531,12 +545,14 @@ BEGIN
                 EXECUTE format('LOCK TABLE %s IN SHARE MODE', rel);
             END IF;
             -- what arrived since the bulk move (the lock stops more)
-            moved := moved + stream._move_rows(dflt, part, lower_bound, upper_bound);
+            again := stream._move_rows(dflt, part, lower_bound, upper_bound);
             EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE occurred_at >= $1 AND occurred_at < $2)', dflt)
                INTO left_behind USING lower_bound, upper_bound;
-            IF left_behind THEN
+            -- moved under a lock readers pass: the next run moves them (above)
+            IF left_behind OR (again > 0 AND moved = 0) THEN
                 RAISE EXCEPTION USING ERRCODE = 'SE001';
             END IF;
+            moved := moved + again;
         END IF;
         -- bounds in UTC ISO form, whatever the session's DateStyle and TimeZone
         EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', rel, part,
@@ -550,7 +566,7 @@ BEGIN
     RETURN moved;
 END $function$
 ;
-COMMENT ON FUNCTION stream._ensure_partition(regclass,timestamp with time zone,interval) IS 'Creates one partition of a stream if missing, adopting matching rows of the default partition; returns the rows adopted, NULL if it existed or must wait for the queue''s reader (internal)';
+COMMENT ON FUNCTION stream._ensure_partition(regclass,timestamp with time zone,interval) IS 'Creates one partition of a stream if missing, adopting matching rows of the default partition; returns the rows adopted, NULL if it existed or is left for the next run (the queue''s reader, a lock, events that arrived meanwhile) (internal)';
 
 
 CREATE OR REPLACE FUNCTION stream._drop_expired_partition(part regclass)
