@@ -48,9 +48,8 @@ for my $name (sort keys %query)
 		"SELECT stream.create_aggregate('$name', \$q\$ $query{$name} \$q\$)");
 }
 
-# Both directions in one REPEATABLE READ transaction: a READ COMMITTED
-# query planned before maintenance adopts default-partition rows into a
-# new partition and run after it commits misses those rows (docs/streams.md).
+# Both directions in one REPEATABLE READ transaction, so that they compare
+# the same events while producers and maintenance go on.
 sub oracle_equal
 {
 	my ($what) = @_;
