@@ -1,7 +1,7 @@
 -- COPY FROM STDIN into a stream runs batched (stream/copy.c): the same
 -- rows, checks, dedup, quarantine, errors, triggers and rights as the
--- ordinary row-by-row COPY (stream_events.copy_batch = off), which every
--- case here is compared with.
+-- ordinary row-by-row COPY (stream_events.copy_batch = off), which the
+-- first cases are compared with.  (psql's \copy runs COPY FROM STDIN.)
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SET client_min_messages = notice;
@@ -15,29 +15,22 @@ FROM unnest(ARRAY['cp_batched', 'cp_rows']::regclass[]) AS s;
 -- duplicates within the COPY and of earlier events, a late event (default
 -- partition), NULLs for the columns the envelope allows, received_at sent
 -- by the producer (the server's wins)
+CREATE TEMP TABLE cp_input (event_id text, event_name text, occurred_at text,
+                            user_id text, properties text, received_at text);
+COPY cp_input FROM stdin;
+00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:00+00	u1	{"path": "/"}	2001-01-01 00:00:00+00
+00000000-0000-4000-8000-000000000002	view	2026-11-20 10:00:01+00	\N	{}	2001-01-01 00:00:00+00
+00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:02+00	u1	{"retry": true}	2001-01-01 00:00:00+00
+00000000-0000-4000-8000-000000000003	buy	2020-01-01 00:00:00+00	u3	{"price": 5}	2001-01-01 00:00:00+00
+\.
+\copy cp_input TO '/tmp/stream_events_copy_input.tsv'
+-- the same file twice into each stream: the second time every row is a retry
 SET stream_events.copy_batch = on;
-COPY cp_batched (event_id, event_name, occurred_at, user_id, properties, received_at) FROM stdin;
-00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:00+00	u1	{"path": "/"}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000002	view	2026-11-20 10:00:01+00	\N	{}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:02+00	u1	{"retry": true}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000003	buy	2020-01-01 00:00:00+00	u3	{"price": 5}	2001-01-01 00:00:00+00
-\.
--- again: every row is a retry now
-COPY cp_batched (event_id, event_name, occurred_at, user_id, properties, received_at) FROM stdin;
-00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:00+00	u1	{"path": "/"}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000003	buy	2020-01-01 00:00:00+00	u3	{"price": 5}	2001-01-01 00:00:00+00
-\.
+\copy cp_batched (event_id, event_name, occurred_at, user_id, properties, received_at) FROM '/tmp/stream_events_copy_input.tsv'
+\copy cp_batched (event_id, event_name, occurred_at, user_id, properties, received_at) FROM '/tmp/stream_events_copy_input.tsv'
 SET stream_events.copy_batch = off;
-COPY cp_rows (event_id, event_name, occurred_at, user_id, properties, received_at) FROM stdin;
-00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:00+00	u1	{"path": "/"}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000002	view	2026-11-20 10:00:01+00	\N	{}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:02+00	u1	{"retry": true}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000003	buy	2020-01-01 00:00:00+00	u3	{"price": 5}	2001-01-01 00:00:00+00
-\.
-COPY cp_rows (event_id, event_name, occurred_at, user_id, properties, received_at) FROM stdin;
-00000000-0000-4000-8000-000000000001	view	2026-11-20 10:00:00+00	u1	{"path": "/"}	2001-01-01 00:00:00+00
-00000000-0000-4000-8000-000000000003	buy	2020-01-01 00:00:00+00	u3	{"price": 5}	2001-01-01 00:00:00+00
-\.
+\copy cp_rows (event_id, event_name, occurred_at, user_id, properties, received_at) FROM '/tmp/stream_events_copy_input.tsv'
+\copy cp_rows (event_id, event_name, occurred_at, user_id, properties, received_at) FROM '/tmp/stream_events_copy_input.tsv'
 SET stream_events.copy_batch = on;
 
 -- the same rows, in the same partitions
@@ -59,7 +52,6 @@ WHERE stream IN ('cp_batched', 'cp_rows') ORDER BY stream;
 -- more rows than one batch (1000 rows), over two partitions (one day's and
 -- the default), 300 of them retries: the same count both ways
 \copy (SELECT md5((g % 2700)::text)::uuid, 'many', '2026-11-20'::timestamptz + (g % 3) * interval '1 day' + g * interval '1 second' FROM generate_series(1, 3000) g) TO '/tmp/stream_events_copy_many.tsv'
--- (psql's \copy runs COPY FROM STDIN)
 \copy cp_batched (event_id, event_name, occurred_at) FROM '/tmp/stream_events_copy_many.tsv'
 SET stream_events.copy_batch = off;
 \copy cp_rows (event_id, event_name, occurred_at) FROM '/tmp/stream_events_copy_many.tsv'
@@ -178,6 +170,11 @@ COPY cp_batched (event_id, event_name, occurred_at, received_at) FROM stdin;
 \.
 RESET session_replication_role;
 SELECT event_name, received_at FROM cp_batched WHERE event_name = 'restored';
+
+-- FREEZE is refused, as PostgreSQL refuses it for a partitioned table
+COPY cp_batched (event_id, event_name) FROM stdin WITH (FREEZE);
+00000000-0000-4000-8000-000000000062	frozen
+\.
 
 -- COPY into one partition directly: PostgreSQL's COPY, with the trigger
 COPY cp_batched_p20261120 (event_id, event_name, occurred_at) FROM stdin;

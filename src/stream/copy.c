@@ -475,6 +475,11 @@ stream_copy_from(ParseState *pstate, CopyStmt *stmt, uint64 *processed)
 
 	cstate = BeginCopyFrom(pstate, rel, NULL, stmt->filename, stmt->is_program,
 						   NULL, stmt->attlist, stmt->options);
+	/* as CopyFrom refuses it for every partitioned table */
+	if (cstate->opts.freeze)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot perform COPY FREEZE on a partitioned table")));
 	*processed = copy_rows(cstate, rel, info, ingest_fn);
 	EndCopyFrom(cstate);
 	table_close(rel, NoLock);

@@ -13,6 +13,7 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use Time::HiRes ();
 
 my $has_plugin_libraries;
 
@@ -40,6 +41,23 @@ sub new_node
 		"output_plugin_libraries = 'pgoutput, test_decoding, stream_events'")
 	  if $has_plugin_libraries;
 	return $node;
+}
+
+# poll_until($node, $db, $query, $expected, $seconds): runs $query every
+# 20 ms until it returns $expected or $seconds (default 60) pass; returns
+# what it got last.
+sub poll_until
+{
+	my ($node, $db, $query, $expected, $seconds) = @_;
+	my $got;
+	my $until = Time::HiRes::time() + ($seconds // 60);
+	while (Time::HiRes::time() < $until)
+	{
+		$got = $node->safe_psql($db, $query);
+		return $got if $got eq $expected;
+		Time::HiRes::usleep(20_000);
+	}
+	return $got;
 }
 
 1;

@@ -26,19 +26,7 @@ $node->start;
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 # polls $query every 20 ms until it returns $expected; returns what it got last
-sub wait_for
-{
-	my ($query, $expected, $seconds) = @_;
-	my $got;
-	my $until = time + ($seconds // 60);
-	while (time < $until)
-	{
-		$got = sql($query);
-		return $got if $got eq $expected;
-		usleep(20_000);
-	}
-	return $got;
-}
+sub wait_for { return StreamEventsTest::poll_until($node, 'postgres', @_); }
 
 my %query = (
 	per_user => q{SELECT user_id, count(*) AS n, sum((properties->>'price')::numeric) AS revenue

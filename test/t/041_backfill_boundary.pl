@@ -41,19 +41,7 @@ $node->start;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub wait_for
-{
-	my ($query, $expected, $seconds) = @_;
-	my $got;
-	my $until = time + ($seconds // 60);
-	while (time < $until)
-	{
-		$got = sql($query);
-		return $got if $got eq $expected;
-		usleep(20_000);
-	}
-	return $got;
-}
+sub wait_for { return StreamEventsTest::poll_until($node, 'postgres', @_); }
 
 my %query;
 
