@@ -168,9 +168,9 @@ ok(stored() > $before + 1000, 'events of rolled-back COPYs are stored when sent 
 oracle_equal('after resending');
 
 # 3. crashes while COPYs run and while the worker applies them
-for my $round (1 .. 3)
+for my $round (1 .. 2)
 {
-	my $f = event_file(40000, 1000000);
+	my $f = event_file(25000, 1000000);
 	my $h = IPC::Run::start(
 		[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', copy_sql('clicks', $f) ],
 		'>', \my $o, '2>', \my $e);
@@ -180,7 +180,7 @@ for my $round (1 .. 3)
 	$node->start;
 	oracle_equal("after immediate stop $round");
 }
-my $f9 = event_file(30000, 1000000);
+my $f9 = event_file(20000, 1000000);
 $node->safe_psql('postgres', copy_sql('clicks', $f9));
 $node->stop('immediate');
 $node->start;
