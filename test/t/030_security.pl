@@ -1004,6 +1004,22 @@ is(scalar(@trojan), 0, '1j: mallory\'s operator never ran in bob\'s activation (
   or diag($trojan[0]);
 $t->run('mallory', q{DROP OPERATOR public.>= (numeric, integer)});
 
+# ---------------------------------------------------------------- COPY
+# COPY into a stream runs batched in the extension's utility hook
+# (src/stream/copy.c): it lets copy exactly who PostgreSQL's COPY lets.
+$t->succeeds('pat', q{\copy public.clicks (event_name, user_id) FROM PROGRAM 'echo "pat_copied	p1"'},
+	'copy: pat (INSERT on clicks) copies into it from the client');
+is($t->query('alice', q{SELECT count(*) FROM public.clicks WHERE event_name = 'pat_copied'}), '1',
+	'copy: pat\'s row is stored');
+$t->refused('mallory', q{\copy public.clicks (event_name) FROM PROGRAM 'echo mallory_copied'}, '42501',
+	'copy: mallory (no INSERT on clicks) cannot copy into it');
+$t->refused('pat', q{COPY public.clicks (event_name) FROM '/etc/hostname'}, '42501',
+	'copy: pat cannot have the server read a file into the stream (no pg_read_server_files)');
+$t->refused('pat', q{COPY public.clicks (event_name) FROM PROGRAM 'id -un'}, '42501',
+	'copy: pat cannot have the server run a program (no pg_execute_server_program)');
+is($t->query('alice', q{SELECT count(*) FROM public.clicks WHERE event_name NOT IN ('pat_copied') AND received_at > now() - interval '1 minute' AND event_name LIKE '%copied%'}), '0',
+	'copy: nothing of the refused COPYs is stored');
+
 # ---------------------------------------------------------------- end
 is(sec_state(), $CLEAN, 'end: clean');
 fast_stop('end');
