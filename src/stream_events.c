@@ -17,7 +17,6 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "parser/parse_node.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "tcop/utility.h"
@@ -180,15 +179,10 @@ se_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	/* COPY FROM into a stream: batched (stream/copy.c) */
 	if (IsA(parsetree, CopyStmt))
 	{
-		ParseState *pstate = make_parsestate(NULL);
 		uint64		processed = 0;
-		bool		done;
 
-		pstate->p_sourcetext = queryString;
-		pstate->p_queryEnv = queryEnv;
-		done = stream_copy_from(pstate, (CopyStmt *) parsetree, &processed);
-		free_parsestate(pstate);
-		if (done)
+		if (stream_copy_from((CopyStmt *) parsetree, queryString, queryEnv,
+							 &processed))
 		{
 			if (qc)
 				SetQueryCompletion(qc, CMDTAG_COPY, processed);

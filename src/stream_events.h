@@ -80,13 +80,14 @@ typedef struct StreamInfo
 extern StreamInfo *stream_lookup(Relation rel);
 extern bool stream_accept_row(Relation rel, StreamInfo *info, Datum *values,
 							  bool *nulls, bool *received_changed);
+extern Oid	stream_catalog_relid(void);
 
 /* copy.c: COPY FROM into a stream, batched (false: not taken) */
-struct ParseState;
 struct CopyStmt;
-extern bool stream_copy_from(struct ParseState *pstate, struct CopyStmt *stmt,
+struct QueryEnvironment;
+extern bool stream_copy_from(struct CopyStmt *stmt, const char *query_string,
+							 struct QueryEnvironment *query_env,
 							 uint64 *processed);
-extern Oid	stream_catalog_relid(void);
 
 /* contract.c */
 extern ContractSet *contract_load(int32 stream_id, MemoryContext context,

@@ -15,12 +15,11 @@
  * copyfrom.c does for a table without BEFORE ROW triggers.
  *
  * Taken only where the result is the ordinary path's: COPY FROM (STDIN,
- * or a file or program for a role PostgreSQL lets read it; no WHERE)
- * into the stream itself, in a session that
- * fires origin triggers (session_replication_role is not replica), the
- * stream's ingest trigger enabled, no other BEFORE or INSTEAD OF INSERT
- * row trigger and no transition table on the stream, and
- * stream_events.copy_batch on.  A partition with BEFORE INSERT row
+ * or a file or program for a role PostgreSQL lets read it; no WHERE) into
+ * the stream itself, in a session that fires origin triggers
+ * (session_replication_role is not replica), the stream's ingest trigger
+ * enabled, no other BEFORE or INSTEAD OF INSERT row trigger and no
+ * transition table on the stream, and stream_events.copy_batch on.  A partition with BEFORE INSERT row
  * triggers of its own (created on it alone) gets each row through them,
  * ours disabled in this statement's copy of its trigger list (its work is
  * done).  Rights are checked as DoCopy checks them: INSERT on the copied
@@ -34,6 +33,9 @@
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_trigger.h"
 #include "commands/copy.h"
 #include "commands/copyfrom_internal.h"
 #include "commands/progress.h"
@@ -41,14 +43,12 @@
 #include "executor/execPartition.h"
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_trigger.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
 #include "parser/parse_relation.h"
 #include "pgstat.h"
 #include "tcop/utility.h"
-#include "catalog/pg_authid.h"
 #include "utils/acl.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -427,16 +427,18 @@ copy_rows(CopyFromState cstate, Relation rel, StreamInfo *info, Oid ingest_fn)
 }
 
 /*
- * COPY FROM into a stream, when it can be batched (see the top of
- * the file): *processed is the rows stored.  False: run PostgreSQL's COPY.
+ * COPY FROM into a stream, when it can be batched (see the top of the
+ * file): *processed is the rows stored.  False: run PostgreSQL's COPY.
  */
 bool
-stream_copy_from(ParseState *pstate, CopyStmt *stmt, uint64 *processed)
+stream_copy_from(CopyStmt *stmt, const char *query_string,
+				 QueryEnvironment *query_env, uint64 *processed)
 {
 	Relation	rel;
 	Oid			relid;
 	Oid			ingest_fn;
 	StreamInfo *info;
+	ParseState *pstate;
 	CopyFromState cstate;
 
 	if (!se_copy_batch || !stmt->is_from || stmt->relation == NULL ||
@@ -451,20 +453,24 @@ stream_copy_from(ParseState *pstate, CopyStmt *stmt, uint64 *processed)
 						   ROLE_PG_READ_SERVER_FILES))
 		return false;
 
-	/* a cheap test first: most COPYs are into something else */
-	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	/* the lock COPY FROM takes anyway; most COPYs are into something else */
+	relid = RangeVarGetRelid(stmt->relation, RowExclusiveLock, true);
 	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
 		return false;
 
-	rel = table_openrv(stmt->relation, RowExclusiveLock);
+	rel = table_open(relid, NoLock);
 	ingest_fn = batchable_triggers(rel->trigdesc);
 	if (!OidIsValid(ingest_fn) || rel->rd_rel->relispartition)
 	{
 		table_close(rel, NoLock);
 		return false;
 	}
+	pstate = make_parsestate(NULL);
+	pstate->p_sourcetext = query_string;
+	pstate->p_queryEnv = query_env;
 	if (!copy_check_rights(pstate, rel, stmt->attlist))
 	{
+		free_parsestate(pstate);
 		table_close(rel, NoLock);
 		return false;
 	}
@@ -482,6 +488,7 @@ stream_copy_from(ParseState *pstate, CopyStmt *stmt, uint64 *processed)
 				 errmsg("cannot perform COPY FREEZE on a partitioned table")));
 	*processed = copy_rows(cstate, rel, info, ingest_fn);
 	EndCopyFrom(cstate);
+	free_parsestate(pstate);
 	table_close(rel, NoLock);
 	return true;
 }

@@ -378,7 +378,7 @@ dedup_batch_flush(void)
 	}
 }
 
-/* also on error (PG_FINALLY): the lock manager releases what aborts */
+/* on error too (PG_CATCH, release false): the abort releases the lock */
 void
 dedup_batch_end(bool release)
 {
