@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # bench/queue_mode.sh: queue mode against logical mode (issue 14, item 5),
-# measured in one run on two throwaway servers, one after the other, with
-# the same settings (BENCH_SERVER_CONF, stream_events.naptime = 3600):
-#   L  wal_level = logical   the consumer decodes WAL   (stream.consumer_mode() = 'logical')
-#   Q  wal_level = replica   the consumer reads the ingest queue ('queue', consumer = 'auto')
+# measured in one run on two (or three) throwaway servers, one after the
+# other, with the same settings (BENCH_SERVER_CONF, stream_events.naptime = 3600):
+#   L   logical   wal_level = logical   the consumer decodes WAL   (stream.consumer_mode() = 'logical')
+#   Q   queue     wal_level = replica   the consumer reads the ingest queue ('queue', consumer = 'auto')
+#   QL  qlogical  wal_level = logical, stream_events.consumer = 'queue': the
+#                 consumer reads the ingest queue ('queue') on a server that
+#                 can also decode its WAL; only when BENCH_MODES names it
 # On each server, on the same BENCH_ROWS click events (bench/gen_events.sql):
 #
 #  (1) producer cost: COPY of the events into a stream with dedup against a
@@ -21,10 +24,11 @@
 #      committed, then from stream._extension_created() (the worker asked
 #      for again) until stream.flush() returns.  Backlogs: BENCH_ROWS events
 #      in one COPY, and the single-row INSERT transactions of BENCH_SMALL_CLIENTS
-#      pgbench clients for BENCH_SMALL_SECONDS.  On L the same WAL is also
-#      decoded by test_decoding and pgoutput (slots made before the backlog;
-#      issue 13: worker >= 2x test_decoding, >= 1.5x pgoutput).  The worker's
-#      CPU time is read from /proc too.
+#      pgbench clients for BENCH_SMALL_SECONDS.  On L and QL the same WAL is
+#      also decoded by test_decoding and pgoutput (slots made before the
+#      backlog; issue 13: worker >= 2x test_decoding, >= 1.5x pgoutput; on QL
+#      the queue-mode worker against the decoders on one server).  The
+#      worker's CPU time is read from /proc too.
 #  (3) after every drain, every aggregate is compared with its defining
 #      query on the raw events (EXCEPT ALL both ways); a FAIL stops the run.
 #  (5) poll cost: the worker's CPU (/proc) while pgbench inserts single
@@ -37,10 +41,12 @@
 #
 # Environment: BENCH_ROWS=1000000 BENCH_REPS=3 BENCH_SECONDS=20
 #   BENCH_CLIENTS=4 BENCH_THREADS=2 BENCH_SMALL_CLIENTS=8 BENCH_SMALL_SECONDS=20
-#   BENCH_MODES="logical queue" BENCH_PRODUCER_AGGS=1 BENCH_WARMUP=1
+#   BENCH_MODES="logical queue" (any of logical, queue, qlogical: "qlogical"
+#   or "logical queue qlogical" for QL) BENCH_PRODUCER_AGGS=1 BENCH_WARMUP=1
 #   BENCH_POLL_RATE=100 BENCH_POLL_SECONDS=20 BENCH_ONLY=(producer|drain|small|poll, or several) BENCH_PROFILE=1 BENCH_CALLGRAPH=dwarf
 #   BENCH_INSTALL=fresh (upgrade: CREATE EXTENSION ... VERSION '0.1.0' then
-#   ALTER EXTENSION ... UPDATE) BENCH_BUILD=1 BENCH_KEEP=0 BENCH_RECORD (default: 1 at the default sizes).
+#   ALTER EXTENSION ... UPDATE) BENCH_BUILD=1 BENCH_KEEP=0 BENCH_RECORD (default: 1 at the
+#   default sizes and modes, "logical queue" with or without qlogical after them).
 #   PG_CONFIG picks the PostgreSQL installation (scripts/lib.sh, make).
 #   See bench/README.md.
 set -euo pipefail
@@ -74,9 +80,16 @@ if [ "$BUILD" = 1 ]; then
 fi
 . scripts/lib.sh
 . bench/lib.sh
-RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 SECS=20 CLIENTS=4 THREADS=2 SMALL_CLIENTS=8 SMALL_SECS=20 POLL_RATE=100 POLL_SECS=20 "MODES=logical queue")}
+# qlogical after the default two servers still records (its figures have names of their own)
+MODES_REC=${MODES% qlogical}
+RECORD=${BENCH_RECORD:-$(bench_defaults ROWS=1000000 REPS=3 SECS=20 CLIENTS=4 THREADS=2 SMALL_CLIENTS=8 SMALL_SECS=20 POLL_RATE=100 POLL_SECS=20 "MODES_REC=logical queue")}
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# decodes MODE: its server has wal_level = logical (L, QL), so test_decoding
+# and pgoutput read the drains' WAL there
+decodes() { [ "$1" = logical ] || [ "$1" = qlogical ]; }
+# what MODE is, for the recorded figures' descriptions
+mode_desc() { if [ "$1" = qlogical ]; then echo "queue mode at wal_level=logical"; else echo "$1 mode"; fi; }
 # BENCH_ONLY may name several parts ("drain small")
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -85,7 +98,7 @@ PATH="$PGBIN:$PATH"
 TCK=$(getconf CLK_TCK)
 
 WORK=$(pg_workdir "$REPO/tmp/bench-queue")
-for m in logical queue; do cluster_stop "$WORK/$m" immediate; done
+for m in logical queue qlogical; do cluster_stop "$WORK/$m" immediate; done
 rm -rf "${WORK:?}"/*
 CSV="$WORK/events.csv"
 RESULTS="$REPO/tmp/bench-queue-mode-$(date +%Y%m%d-%H%M%S).txt"
@@ -96,9 +109,9 @@ cleanup() {
     trap - EXIT INT TERM
     [ -n "${PERF_PID:-}" ] && kill -INT "$PERF_PID" 2>/dev/null || true
     [ -n "${PGB_PID:-}" ] && kill "$PGB_PID" 2>/dev/null || true
-    for m in logical queue; do cluster_stop "$WORK/$m" fast; done
+    for m in logical queue qlogical; do cluster_stop "$WORK/$m" fast; done
     if [ "$KEEP" != 1 ]; then
-        rm -rf "${WORK:?}/logical/data" "${WORK:?}/queue/data" "$CSV" "$WORK"/*.data
+        rm -rf "${WORK:?}/logical/data" "${WORK:?}/queue/data" "${WORK:?}/qlogical/data" "$CSV" "$WORK"/*.data
     fi
     exit $rc
 }
@@ -113,18 +126,25 @@ PART_DAYS="generate_series(stream._bucket_start(now() - interval '4 days', '1 da
 PRICE="(properties->>'price')::numeric"
 
 # ---------------------------------------------------------------- the server
-# start_server MODE: a fresh server for MODE (logical | queue); sets SRV,
-# PORT, PSQL.  Dies unless stream.consumer_mode() says MODE.
+# start_server MODE: a fresh server for MODE (logical | queue | qlogical);
+# sets SRV, PORT, PSQL.  Dies unless stream.consumer_mode() says MODE's
+# consumer (qlogical: queue).
 start_server() {
-    local mode=$1 wal got
+    local mode=$1 wal consumer expect got conf
     SRV="$WORK/$mode"
     mkdir -p "$SRV"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$SRV"
     PORT=$(free_port 5480)
-    wal=$([ "$mode" = logical ] && echo logical || echo replica)
-    log "server $mode: port $PORT under $SRV (wal_level=$wal, shared_buffers=2GB, fsync=on, synchronous_commit=on)"
-    cluster_init "$SRV" "$PORT" "${BENCH_SERVER_CONF[@]}" \
-        "stream_events.naptime = 3600" "wal_level = $wal"
+    case $mode in
+        logical)  wal=logical; consumer=auto;  expect=logical ;;
+        queue)    wal=replica; consumer=auto;  expect=queue ;;
+        qlogical) wal=logical; consumer=queue; expect=queue ;;
+        *) die "unknown mode '$mode' in BENCH_MODES (logical, queue, qlogical)" ;;
+    esac
+    log "server $mode: port $PORT under $SRV (wal_level=$wal, stream_events.consumer=$consumer, shared_buffers=2GB, fsync=on, synchronous_commit=on)"
+    conf=("${BENCH_SERVER_CONF[@]}" "stream_events.naptime = 3600" "wal_level = $wal")
+    [ "$consumer" = auto ] || conf+=("stream_events.consumer = '$consumer'")
+    cluster_init "$SRV" "$PORT" "${conf[@]}"
     cluster_start "$SRV"
     PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h "$SRV" -p "$PORT" -U postgres)
     "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench"
@@ -137,7 +157,7 @@ start_server() {
     [ "$(sql "SELECT to_regprocedure('stream.consumer_mode()') IS NOT NULL AND to_regclass('stream.queue_txns') IS NOT NULL")" = t ] ||
         die "CREATE EXTENSION ($INSTALL) made version $(sql "SELECT extversion FROM pg_extension WHERE extname = 'stream_events'") without stream.consumer_mode() or stream.queue_txns (queue mode's SQL is missing from that install script; BENCH_INSTALL=upgrade installs 0.1.0 and updates)"
     got=$(sql "SELECT stream.consumer_mode()")
-    [ "$got" = "$mode" ] || die "server $mode: stream.consumer_mode() says '$got'"
+    [ "$got" = "$expect" ] || die "server $mode: stream.consumer_mode() says '$got', expected '$expect'"
     out "server $mode: wal_level $(sql "SHOW wal_level"), stream_events.consumer $(sql "SHOW stream_events.consumer"), stream.consumer_mode() $got"
     if [ ! -f "$CSV" ]; then
         log "generating $ROWS events into $CSV"
@@ -174,7 +194,7 @@ SQL
 #   plain       the stream's 9 columns, a uuid PRIMARY KEY, nothing else
 #   stream      stream.create_stream (dedup 7 days), daily partitions for the data's days
 #   stream_aggs the stream, the three aggregates and one on_event activation
-#   drain       the stream and the three aggregates (and, on L, a publication of it)
+#   drain       the stream and the three aggregates (and, on L and QL, a publication of it)
 # then flushes the definitions in and checkpoints.
 setup() {
     local side=$1
@@ -211,7 +231,7 @@ SQL
                 "${PSQL[@]}" -o /dev/null -c "SELECT stream.on_event('purchases', 'bench_stream', \$c\$event_name = 'purchase'\$c\$, channel => 'bench_c1')" ;;
             drain)
                 create_aggregates
-                [ "$MODE" = logical ] && "${PSQL[@]}" -c "CREATE PUBLICATION bench_pub FOR TABLE bench_stream" ;;
+                if decodes "$MODE"; then "${PSQL[@]}" -c "CREATE PUBLICATION bench_pub FOR TABLE bench_stream"; fi ;;
         esac
         sql "SELECT stream.flush(NULL, '5 min')" >/dev/null
     fi
@@ -360,13 +380,13 @@ producer() {
 
 # ---------------------------------------------------------------- (2) drains
 # drain KIND REP: KIND big (one COPY of ROWS events) or small (pgbench
-# single-row INSERTs with the worker stopped); the worker (and on L
+# single-row INSERTs with the worker stopped); the worker (and on L and QL
 # test_decoding and pgoutput) read it.
 drain() {
     local kind=$1 rep=$2 t0 t wall cpu n pid sides side c
     setup drain
     pause_worker
-    if [ "$MODE" = logical ]; then
+    if decodes "$MODE"; then
         sql "SELECT pg_create_logical_replication_slot('bench_td', 'test_decoding')" >/dev/null
         sql "SELECT pg_create_logical_replication_slot('bench_po', 'pgoutput')" >/dev/null
         sides=$(order "$rep" worker td po)
@@ -538,12 +558,12 @@ rep_ratios() {
                     "$TARGET_PRODUCER" "$(verdict "$rw" $TARGET_PRODUCER)" "$(verdict "$rc" $TARGET_PRODUCER)"
                 if [ "$s" = stream ]; then
                     bench_record "queue.copy_ratio_$MODE" "$rw" x ">= $TARGET_PRODUCER" \
-                        "$MODE mode: COPY of $ROWS events, plain table (uuid PK) wall time / stream (dedup) wall time; median of $REPS"
+                        "$(mode_desc "$MODE"): COPY of $ROWS events, plain table (uuid PK) wall time / stream (dedup) wall time; median of $REPS"
                     bench_record "queue.copy_cpu_ratio_$MODE" "$rc" x ">= $TARGET_PRODUCER" \
-                        "$MODE mode: COPY of $ROWS events, plain table backend CPU / stream backend CPU; median of $REPS"
+                        "$(mode_desc "$MODE"): COPY of $ROWS events, plain table backend CPU / stream backend CPU; median of $REPS"
                 else
                     bench_record "queue.copy_ratio_aggs_$MODE" "$rw" x "" \
-                        "$MODE mode: COPY of $ROWS events, plain / stream with 3 aggregates + 1 on_event (wall); CPU ratio $rc"
+                        "$(mode_desc "$MODE"): COPY of $ROWS events, plain / stream with 3 aggregates + 1 on_event (wall); CPU ratio $rc"
                 fi
             done
         fi
@@ -559,10 +579,10 @@ rep_ratios() {
                     "$(rep_ratios "${INS_TPS[$MODE.$s]}" "${INS_TPS[$MODE.plain]}")" "$TARGET_PRODUCER" "$(verdict "$r" $TARGET_PRODUCER)"
                 if [ "$s" = stream ]; then
                     bench_record "queue.insert_ratio_$MODE" "$r" x ">= $TARGET_PRODUCER" \
-                        "$MODE mode: pgbench single-row INSERT, $CLIENTS clients, stream / plain table tps; median of $REPS"
+                        "$(mode_desc "$MODE"): pgbench single-row INSERT, $CLIENTS clients, stream / plain table tps; median of $REPS"
                 else
                     bench_record "queue.insert_ratio_aggs_$MODE" "$r" x "" \
-                        "$MODE mode: pgbench single-row INSERT, $CLIENTS clients, stream with 3 aggregates + 1 on_event / plain tps"
+                        "$(mode_desc "$MODE"): pgbench single-row INSERT, $CLIENTS clients, stream with 3 aggregates + 1 on_event / plain tps"
                 fi
             done
         fi
@@ -583,20 +603,20 @@ rep_ratios() {
                     printf '%-8s drain big: worker vs test_decoding %sx (per rep %s, target >= %s: %s), vs pgoutput %sx (per rep %s, target >= %s: %s)\n' "$MODE" \
                         "$rt" "$(rep_ratios "${T[$MODE.td]}" "${T[$MODE.worker]}")" "$TARGET_TD" "$(verdict "$rt" $TARGET_TD)" \
                         "$rp" "$(rep_ratios "${T[$MODE.po]}" "${T[$MODE.worker]}")" "$TARGET_PO" "$(verdict "$rp" $TARGET_PO)"
-                    bench_record queue.drain_vs_test_decoding_logical "$rt" x ">= $TARGET_TD" \
-                        "logical mode: drain of $ROWS events (one COPY) into 3 aggregates, test_decoding time / worker time, same WAL"
-                    bench_record queue.drain_vs_pgoutput_logical "$rp" x ">= $TARGET_PO" \
-                        "logical mode: drain of $ROWS events (one COPY) into 3 aggregates, pgoutput time / worker time, same WAL"
+                    bench_record "queue.drain_vs_test_decoding_$MODE" "$rt" x ">= $TARGET_TD" \
+                        "$(mode_desc "$MODE"): drain of $ROWS events (one COPY) into 3 aggregates, test_decoding time / worker time, same WAL"
+                    bench_record "queue.drain_vs_pgoutput_$MODE" "$rp" x ">= $TARGET_PO" \
+                        "$(mode_desc "$MODE"): drain of $ROWS events (one COPY) into 3 aggregates, pgoutput time / worker time, same WAL"
                 else
                     printf '%-8s drain small: worker vs test_decoding %sx, vs pgoutput %sx (no target)\n' "$MODE" "$rt" "$rp"
                 fi
             fi
             if [ $kind = big ]; then
                 bench_record "queue.drain_eps_$MODE" "$(eps "$ROWS" "$(med "${T[$MODE.worker]}")")" events/s "" \
-                    "$MODE mode: drain of a $ROWS-event backlog (one COPY) into 3 aggregates, resume → flush; median of $REPS"
+                    "$(mode_desc "$MODE"): drain of a $ROWS-event backlog (one COPY) into 3 aggregates, resume → flush; median of $REPS"
             else
                 bench_record "queue.drain_small_eps_$MODE" "$(eps "$(med "${N[$MODE.worker]}")" "$(med "${T[$MODE.worker]}")")" events/s "" \
-                    "$MODE mode: drain of the single-row transactions of $SMALL_CLIENTS pgbench clients x ${SMALL_SECS}s into 3 aggregates"
+                    "$(mode_desc "$MODE"): drain of the single-row transactions of $SMALL_CLIENTS pgbench clients x ${SMALL_SECS}s into 3 aggregates"
             fi
             unset -n T C N
         done
@@ -628,9 +648,9 @@ rep_ratios() {
         printf '%-8s poll at %s events/s: worker CPU %s%% of a core with the stream empty, %s%% holding %s events\n' "$MODE" "$POLL_RATE" \
             "${POLL_CPU[$MODE.empty]}" "${POLL_CPU[$MODE.full]}" "$ROWS"
         bench_record "queue.poll_cpu_empty_$MODE" "${POLL_CPU[$MODE.empty]}" "% core" "" \
-            "$MODE mode: the worker's CPU while pgbench inserts $POLL_RATE events/s (3 aggregates), stream empty"
+            "$(mode_desc "$MODE"): the worker's CPU while pgbench inserts $POLL_RATE events/s (3 aggregates), stream empty"
         bench_record "queue.poll_cpu_full_$MODE" "${POLL_CPU[$MODE.full]}" "% core" "" \
-            "$MODE mode: the worker's CPU while pgbench inserts $POLL_RATE events/s (3 aggregates), stream holding $ROWS events"
+            "$(mode_desc "$MODE"): the worker's CPU while pgbench inserts $POLL_RATE events/s (3 aggregates), stream holding $ROWS events"
     done
     echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$RESULTS"
