@@ -480,17 +480,20 @@ stream_events_worker_main(Datum main_arg)
 		/*
 		 * Woken by a producer's commit (activations): a duty cycle.  The
 		 * worker rests ten times as long as its last round took, at most
-		 * stream_events.wake_delay_max, before the next one: a quiet stream
-		 * (short rounds) fires within a millisecond or so; a busy one is
-		 * batched into longer, rarer rounds, so the worker takes little of
-		 * a core from the producers.
+		 * stream_events.wake_delay_max, before the next one, so that while
+		 * producers keep the CPUs busy they are batched into longer, rarer
+		 * rounds and the worker takes little CPU time from them.  The rest
+		 * is scaled by the share of time tasks waited for a CPU lately
+		 * (pressure.c): with a CPU free, resting would save the producers
+		 * nothing and delay every activation.
 		 */
 		if ((rc & WL_LATCH_SET) && aggregates && se_wake_delay_max_ms > 0 &&
 			!ShutdownRequestPending)
 		{
 			TimestampTz woke = GetCurrentTimestamp();
-			long		rest = Min((long) se_wake_delay_max_ms * 1000,
-								   10 * (long) (now - round_started));
+			long		rest = (long) (worker_cpu_pressure() *
+									   Min((long) se_wake_delay_max_ms * 1000,
+										   10 * (long) (now - round_started)));
 			long		since = (long) (woke - now);
 
 			if (since < rest)

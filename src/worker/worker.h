@@ -2,7 +2,7 @@
  * worker.h
  *	  The background workers.  launcher.c owns the launcher (one per
  *	  cluster) and the slots in shared memory, worker.c one database's
- *	  worker.  This header declares what the rest of the extension calls
+ *	  worker, pressure.c what that worker reads of the CPUs' contention.  This header declares what the rest of the extension calls
  *	  and the slot layout the two files share.
  *
  * Declared in stream_events.h instead, because src/consumer/,
@@ -34,6 +34,9 @@ extern void worker_request_database_at_end(Oid dboid);
 
 /* worker.c */
 extern void worker_wake_consumer_at_commit(void);
+
+/* pressure.c */
+extern double worker_cpu_pressure(void);
 
 /* ---------- shared by launcher.c and worker.c ---------- */
 
