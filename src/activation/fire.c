@@ -95,6 +95,7 @@ typedef struct ChannelCount
 static bool notify_capped = false;
 static List *channel_counts = NIL;	/* ChannelCount, in fire_cxt */
 static SPIPlanPtr fire_plan = NULL;
+static SPIPlanPtr fire_plan_plain = NULL;	/* no cooldown to check */
 static SPIPlanPtr start_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
 static SPIPlanPtr edge_on_plan = NULL;
@@ -360,6 +361,7 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	char		nulls[8] = "        ";
 	bool		isnull;
 	int64		id = 0;
+	bool		cooling;
 	MemoryContext cxt = CurrentMemoryContext;
 	MemoryContext tmp;
 
@@ -371,7 +373,8 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	 * skips a row that commits later with a lower id.
 	 */
 	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
-	if (fire_plan == NULL)
+	cooling = has_cooldown && key != NULL && received_at != 0;
+	if (cooling && fire_plan == NULL)
 	{
 		Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
 		TIMESTAMPTZOID, TEXTOID, INTERVALOID};
@@ -388,6 +391,22 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 							  " RETURNING a.id, pg_catalog.row_to_json(a)::pg_catalog.text)"
 							  " SELECT * FROM f",
 							  8, types);
+	}
+
+	/*
+	 * Without a cooldown the statement has no subquery to set up for every
+	 * firing: the worker fires most events of a busy stream this way.
+	 */
+	if (!cooling && fire_plan_plain == NULL)
+	{
+		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TEXTOID};
+
+		fire_plan_plain = plan_keep("INSERT INTO stream.activations AS a (activation, key, payload, event_id, "
+									"   occurred_at, received_at, channel)"
+									" VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5, $6, $7)"
+									" RETURNING a.id, pg_catalog.row_to_json(a)::pg_catalog.text",
+									7, types);
 	}
 	/*
 	 * What one row needs is freed with it: SPI leaves its procedure context
@@ -408,7 +427,9 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	args[6] = CStringGetTextDatum(channel);
 	args[7] = cooldown;
 	nulls[7] = has_cooldown ? ' ' : 'n';
-	if (SPI_execute_plan(fire_plan, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (cooling
+		? SPI_execute_plan(fire_plan, args, nulls, false, 0) != SPI_OK_SELECT
+		: SPI_execute_plan(fire_plan_plain, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into stream.activations");
 	MemoryContextSwitchTo(tmp);
 	if (SPI_processed > 0)		/* else: cooldown */
@@ -788,7 +809,7 @@ act_fire_due_timers(TimestampTz horizon)
 void
 act_free_plans(void)
 {
-	SPIPlanPtr *plans[] = {&fire_plan, &start_plan, &cancel_plan, &edge_on_plan,
+	SPIPlanPtr *plans[] = {&fire_plan, &fire_plan_plain, &start_plan, &cancel_plan, &edge_on_plan,
 	&edge_off_plan, &due_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
