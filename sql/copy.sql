@@ -184,7 +184,48 @@ COPY cp_batched_p20261120 (event_id, event_name, occurred_at) FROM stdin;
 SELECT count(*) AS direct FROM cp_batched WHERE event_name = 'direct';
 
 SELECT stream.drop_activation('cp_big');
+-- a foreign-table partition (allowed once the stream has no immediate
+-- activation, whose constraint trigger foreign tables cannot carry), here
+-- through postgres_fdw to a table of this database: the batched COPY
+-- refuses it before writing anything (0A000; the HINT's way out, the
+-- row-by-row COPY, then writes through the wrapper, our trigger included)
+CREATE EXTENSION postgres_fdw;
+SELECT current_database() AS cp_db \gset
+\getenv cp_host PGHOST
+\getenv cp_port PGPORT
+CREATE SERVER cp_loopback FOREIGN DATA WRAPPER postgres_fdw
+    OPTIONS (dbname :'cp_db', host :'cp_host', port :'cp_port');
+CREATE USER MAPPING FOR CURRENT_USER SERVER cp_loopback;
+CREATE TABLE cp_remote (LIKE cp_batched);
+CREATE FOREIGN TABLE cp_batched_foreign PARTITION OF cp_batched
+    FOR VALUES FROM ('2026-11-25') TO ('2026-11-26')
+    SERVER cp_loopback OPTIONS (table_name 'cp_remote');
+COPY cp_batched (event_id, event_name, occurred_at) FROM stdin;
+00000000-0000-4000-8000-0000000000f1	foreign	2026-11-20 12:00:00+00
+00000000-0000-4000-8000-0000000000f2	foreign	2026-11-25 12:00:00+00
+\.
+\set VERBOSITY sqlstate
+COPY cp_batched (event_id, event_name, occurred_at) FROM stdin;
+00000000-0000-4000-8000-0000000000f2	foreign	2026-11-25 12:00:00+00
+\.
+\set VERBOSITY default
+SELECT count(*) AS foreign_kept FROM cp_batched WHERE event_name = 'foreign';
+SET stream_events.copy_batch = off;
+COPY cp_batched (event_id, event_name, occurred_at) FROM stdin;
+00000000-0000-4000-8000-0000000000f1	foreign	2026-11-20 12:00:00+00
+00000000-0000-4000-8000-0000000000f2	foreign	2026-11-25 12:00:00+00
+00000000-0000-4000-8000-0000000000f2	foreign	2026-11-25 12:00:00+00
+\.
+SET stream_events.copy_batch = on;
+SELECT event_id, tableoid::regclass AS partition, received_at IS NOT NULL AS received
+FROM cp_batched WHERE event_name = 'foreign' ORDER BY event_id;
+SELECT count(*) AS remote_rows FROM cp_remote;
+
 SELECT stream.drop_stream('cp_batched');
+DROP TABLE cp_remote;
+DROP USER MAPPING FOR CURRENT_USER SERVER cp_loopback;
+DROP SERVER cp_loopback;
+DROP EXTENSION postgres_fdw;
 SELECT stream.drop_stream('cp_rows');
 DROP FUNCTION cp_tag();
 REVOKE USAGE ON SCHEMA stream FROM cp_producer, cp_partial, cp_nobody;
