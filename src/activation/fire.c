@@ -809,8 +809,8 @@ act_fire_due_timers(TimestampTz horizon)
 void
 act_free_plans(void)
 {
-	SPIPlanPtr *plans[] = {&fire_plan, &fire_plan_plain, &start_plan, &cancel_plan, &edge_on_plan,
-	&edge_off_plan, &due_plan};
+	SPIPlanPtr *plans[] = {&fire_plan, &fire_plan_plain, &start_plan, &cancel_plan,
+	&edge_on_plan, &edge_off_plan, &due_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
