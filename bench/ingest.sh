@@ -386,8 +386,9 @@ fi
             "$mp" "$(awk -v n="$ROWS" -v t="$mp" 'BEGIN { print n / t }')" \
             "$ms" "$(awk -v n="$ROWS" -v t="$ms" 'BEGIN { print n / t }')" \
             "$r" "$TARGET" "$(verdict "$r")"
+        sp=$(spread "${copy_plain[@]}"); ss=$(spread "${copy_stream[@]}")
         bench_record "$REC.copy_ratio" "$r" x ">= $TARGET" \
-            "COPY of $ROWS events: stream (dedup)$REC_WHAT / plain table with a uuid primary key, throughput"
+            "COPY of $ROWS events: stream (dedup)$REC_WHAT / plain table with a uuid primary key, throughput; median of $REPS (best of $REPS: $(ratio "$(minimum "${copy_plain[@]}")" "$(minimum "${copy_stream[@]}")"); spread plain $sp%, stream $ss%)"
         rc=$(ratio "$(median "${cpu_plain[@]}")" "$(median "${cpu_stream[@]}")")
         printf '       backend CPU: plain %.2fs  stream %.2fs  ratio %s (target >= %s) %s\n' \
             "$(median "${cpu_plain[@]}")" "$(median "${cpu_stream[@]}")" "$rc" "$TARGET" "$(verdict "$rc")"
@@ -399,7 +400,6 @@ fi
             "$(median "${copy_rows[@]}")" "$rr" "$rrc"
         bench_record "$REC.copy_ratio_rowbyrow" "$rr" x "" \
             "COPY of $ROWS events as before the batched COPY (stream_events.copy_batch = off): plain / stream throughput; CPU ratio $rrc"
-        sp=$(spread "${copy_plain[@]}"); ss=$(spread "${copy_stream[@]}")
         printf '       best of %s: plain %.2fs  stream %.2fs  ratio %s;  spread plain %s%%  stream %s%%\n' \
             "$REPS" "$(minimum "${copy_plain[@]}")" "$(minimum "${copy_stream[@]}")" \
             "$(ratio "$(minimum "${copy_plain[@]}")" "$(minimum "${copy_stream[@]}")")" "$sp" "$ss"
@@ -413,9 +413,9 @@ fi
         TARGET=$TARGET_INSERT
         printf 'INSERT plain %6.0f tps  stream %6.0f tps  ratio %s (target >= %s) %s\n' \
             "$mp" "$ms" "$r" "$TARGET" "$(verdict "$r")"
-        bench_record "$REC.insert_ratio" "$r" x ">= $TARGET" \
-            "pgbench single-row INSERT, $CLIENTS clients: stream$REC_WHAT / plain table with a uuid primary key"
         sp=$(spread "${ins_plain[@]}"); ss=$(spread "${ins_stream[@]}")
+        bench_record "$REC.insert_ratio" "$r" x ">= $TARGET" \
+            "pgbench single-row INSERT, $CLIENTS clients: stream$REC_WHAT / plain table with a uuid primary key; median of $REPS (best of $REPS: $(ratio "$(maximum "${ins_stream[@]}")" "$(maximum "${ins_plain[@]}")"); spread plain $sp%, stream $ss%)"
         printf '       best of %s: plain %.0f tps  stream %.0f tps  ratio %s;  spread plain %s%%  stream %s%%\n' \
             "$REPS" "$(maximum "${ins_plain[@]}")" "$(maximum "${ins_stream[@]}")" \
             "$(ratio "$(maximum "${ins_stream[@]}")" "$(maximum "${ins_plain[@]}")")" "$sp" "$ss"
