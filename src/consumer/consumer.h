@@ -10,8 +10,12 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+
 /* true while there are definitions (the worker then polls) */
 extern bool consumer_round(bool *installed);
+/* whether an activation timer falls due by t (or that is not known) */
+extern bool consumer_timer_due_before(TimestampTz t);
 extern void consumer_shutdown(void);
 extern void consumer_extension_dropped(void);
 extern char *consumer_slot_name(Oid dboid);

@@ -344,6 +344,16 @@ consumer_timers_due(TimestampTz horizon)
 	return false;
 }
 
+/*
+ * For the worker's idle back-off: whether a timer falls due by t (or its
+ * next deadline is not known yet).
+ */
+bool
+consumer_timer_due_before(TimestampTz t)
+{
+	return consumer_timers_due(t);
+}
+
 static void
 consumer_timers(TimestampTz horizon)
 {

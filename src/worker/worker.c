@@ -24,6 +24,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -90,18 +91,32 @@ worker_wake_database(Oid dboid)
 }
 
 /*
- * The worker says whether producers should wake it when they commit events
- * (while it runs activations, whose latency is the time to its next round).
+ * Whether producers should wake the worker when they commit events: while
+ * it runs activations (whose latency is the time to its next round), and
+ * while it polls slowly because nothing was written for a while (see
+ * idle_poll_timeout).
  */
-void
-worker_set_consumer_wake(bool on)
+static bool wake_for_activations = false;
+static bool wake_while_idle = false;
+
+static void
+publish_consumer_wake(void)
 {
+	bool		on = wake_for_activations || wake_while_idle;
+
 	if (my_slot != NULL && my_slot->consumer_wake != on)
 	{
 		SpinLockAcquire(&worker_shared->mutex);
 		my_slot->consumer_wake = on;
 		SpinLockRelease(&worker_shared->mutex);
 	}
+}
+
+void
+worker_set_consumer_wake(bool on)
+{
+	wake_for_activations = on;
+	publish_consumer_wake();
 }
 
 /*
@@ -350,6 +365,58 @@ worker_maintain(bool prune)
 		worker_set_error(NULL);
 }
 
+/* ---------- idle back-off ---------- */
+
+/*
+ * While definitions exist the worker polls every
+ * stream_events.aggregate_poll_interval for WAL to read.  Once nothing at
+ * all has been written for IDLE_AFTER_MS (the WAL insert position has not
+ * moved), it polls every IDLE_POLL_MS instead and asks producers to wake it
+ * when they commit events, so an idle database costs few wakeups and the
+ * first event after a quiet spell is not delayed.  Changes no producer
+ * announces (captured tables, DDL) are seen at the next slow poll, and an
+ * absence timer falling due sooner keeps the normal interval.
+ */
+#define IDLE_AFTER_MS 1000
+#define IDLE_POLL_MS 200
+
+static XLogRecPtr idle_insert_lsn = InvalidXLogRecPtr;
+static TimestampTz idle_since = 0;
+
+static long
+idle_poll_timeout(TimestampTz now)
+{
+	XLogRecPtr	insert;
+
+	if (RecoveryInProgress() || se_aggregate_poll_ms >= IDLE_POLL_MS)
+		return se_aggregate_poll_ms;
+	insert = GetXLogInsertRecPtr();
+	if (insert != idle_insert_lsn)
+	{
+		idle_insert_lsn = insert;
+		idle_since = now;
+	}
+	else if (TimestampDifferenceExceeds(idle_since, now, IDLE_AFTER_MS) &&
+			 !consumer_timer_due_before(TimestampTzPlusMilliseconds(now, IDLE_POLL_MS)))
+	{
+		/*
+		 * The flag first, then the position again: a producer that read
+		 * the flag unset had inserted its commit record before, so the
+		 * position has moved and the worker keeps polling fast.
+		 */
+		wake_while_idle = true;
+		publish_consumer_wake();
+		if (GetXLogInsertRecPtr() == idle_insert_lsn)
+			return IDLE_POLL_MS;
+	}
+	if (wake_while_idle)
+	{
+		wake_while_idle = false;
+		publish_consumer_wake();
+	}
+	return se_aggregate_poll_ms;
+}
+
 void
 stream_events_worker_main(Datum main_arg)
 {
@@ -470,8 +537,8 @@ stream_events_worker_main(Datum main_arg)
 
 		now = GetCurrentTimestamp();
 		timeout = next_maintain > now ? (long) ((next_maintain - now) / 1000) + 1 : 0;
-		if (aggregates && timeout > se_aggregate_poll_ms)
-			timeout = se_aggregate_poll_ms;
+		if (aggregates)
+			timeout = Min(timeout, idle_poll_timeout(now));
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					   timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
