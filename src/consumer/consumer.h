@@ -14,8 +14,8 @@
 
 /* true while there are definitions (the worker then polls) */
 extern bool consumer_round(bool *installed);
-/* whether an activation timer falls due by t (or that is not known) */
-extern bool consumer_timer_due_before(TimestampTz t);
+/* whether an activation timer falls due by horizon (or that is not known) */
+extern bool consumer_timers_due(TimestampTz horizon);
 extern void consumer_shutdown(void);
 extern void consumer_extension_dropped(void);
 extern char *consumer_slot_name(Oid dboid);

@@ -335,23 +335,14 @@ load_definition(const ConsumerSink *sink, int32 id)
 
 /* ---------- timers ---------- */
 
-static bool
+/* whether a sink's timer falls due by horizon (or its next one is not known) */
+bool
 consumer_timers_due(TimestampTz horizon)
 {
 	for (int s = 0; s < consumer_nsinks; s++)
 		if (consumer_sinks[s]->timers_due && consumer_sinks[s]->timers_due(horizon))
 			return true;
 	return false;
-}
-
-/*
- * For the worker's idle back-off: whether a timer falls due by t (or its
- * next deadline is not known yet).
- */
-bool
-consumer_timer_due_before(TimestampTz t)
-{
-	return consumer_timers_due(t);
 }
 
 static void

@@ -19,10 +19,10 @@
  * the stream itself, in a session that fires origin triggers
  * (session_replication_role is not replica), the stream's ingest trigger
  * enabled, no other BEFORE or INSTEAD OF INSERT row trigger and no
- * transition table on the stream, and stream_events.copy_batch on.  A partition with BEFORE INSERT row
- * triggers of its own (created on it alone) gets each row through them,
- * ours disabled in this statement's copy of its trigger list (its work is
- * done).  Rights are checked as DoCopy checks them: INSERT on the copied
+ * transition table on the stream, and stream_events.copy_batch on.  A
+ * partition with BEFORE INSERT row triggers of its own (created on it
+ * alone) gets each row through them, ours disabled in this statement's
+ * copy of its trigger list (its work is done).  Rights are checked as DoCopy checks them: INSERT on the copied
  * columns; with row-level security the COPY goes to PostgreSQL's path,
  * which refuses it.  Rows the trigger's work drops (duplicates, events
  * quarantined) count as excluded in pg_stat_progress_copy.

@@ -63,12 +63,12 @@ read_total(uint64 *total)
 
 /*
  * The share (0..1) of the last complete window during which some task
- * waited for a CPU; 1 where that cannot be known.
+ * waited for a CPU; 1 where that cannot be known.  now: the caller's
+ * current time.
  */
 double
-worker_cpu_pressure(void)
+worker_cpu_pressure(TimestampTz now)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	uint64		total;
 
 	if (pressure_fd == -2)

@@ -17,8 +17,10 @@
  * postmaster death.
  * Every loop it also runs the continuous-aggregate consumer (src/consumer/),
  * and while there are aggregates it loops every
- * stream_events.aggregate_poll_interval; its latch is set by
- * stream.flush() and by aggregate DDL (worker_wake_database()).
+ * stream_events.aggregate_poll_interval (more slowly once nothing has been
+ * written for a while: idle_poll_timeout); its latch is set by
+ * stream.flush(), by aggregate DDL (worker_wake_database()) and by
+ * producers' commits when the worker asks for them.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -397,7 +399,7 @@ idle_poll_timeout(TimestampTz now)
 		idle_since = now;
 	}
 	else if (TimestampDifferenceExceeds(idle_since, now, IDLE_AFTER_MS) &&
-			 !consumer_timer_due_before(TimestampTzPlusMilliseconds(now, IDLE_POLL_MS)))
+			 !consumer_timers_due(TimestampTzPlusMilliseconds(now, IDLE_POLL_MS)))
 	{
 		/*
 		 * The flag first, then the position again: a producer that read
@@ -558,7 +560,7 @@ stream_events_worker_main(Datum main_arg)
 			!ShutdownRequestPending)
 		{
 			TimestampTz woke = GetCurrentTimestamp();
-			long		rest = (long) (worker_cpu_pressure() *
+			long		rest = (long) (worker_cpu_pressure(woke) *
 									   Min((long) se_wake_delay_max_ms * 1000,
 										   10 * (long) (now - round_started)));
 			long		since = (long) (woke - now);

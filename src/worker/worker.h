@@ -36,7 +36,7 @@ extern void worker_request_database_at_end(Oid dboid);
 extern void worker_wake_consumer_at_commit(void);
 
 /* pressure.c */
-extern double worker_cpu_pressure(void);
+extern double worker_cpu_pressure(TimestampTz now);
 
 /* ---------- shared by launcher.c and worker.c ---------- */
 
