@@ -7,12 +7,12 @@
 --                 (stream.absence_timers) opened and cancelled by events;
 --   on_threshold  a condition over a continuous aggregate's groups,
 --                 edge-triggered (stream.threshold_state).
--- The worker's logical decoding consumer (src/decode.c, src/act_runtime.c)
--- evaluates them on committed changes and, in the transaction that records
--- how far it has decoded, inserts the outbox rows and sends NOTIFY: exactly
--- once.  on_event with delivery => 'immediate' fires from a row trigger in
--- the producer's own transaction instead (src/act_immediate.c).  Consumers
--- read the outbox with stream.consume and acknowledge with stream.ack (at
+-- The worker's consumer (src/consumer/, src/activation/) evaluates them
+-- on committed changes and, in the transaction that records how far it has
+-- read, inserts the outbox rows and sends NOTIFY: exactly once.  on_event
+-- with delivery => 'immediate' fires from a row trigger in the producer's
+-- own transaction instead (src/activation/immediate.c).  Consumers read
+-- the outbox with stream.consume and acknowledge with stream.ack (at
 -- least once, catch-up after a disconnect).
 
 CREATE TABLE stream.activation_defs (

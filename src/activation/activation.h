@@ -52,6 +52,9 @@ typedef struct ActRuntime
 	EState	   *estate;			/* executor state the expressions run in */
 	ExprContext *econtext;		/* its per-tuple context (reset per event) */
 	int64		fired;			/* firings in this batch */
+	bool		touched;		/* this batch queued something for it */
+	bool		recorded;		/* this apply recorded its applied LSN */
+	bool		written;		/* recorded once since it was loaded */
 	bool		gone;			/* dropped since the definitions were loaded */
 	AggWatch	watch;			/* threshold */
 } ActRuntime;
@@ -125,7 +128,7 @@ extern int	act_match_in_scope(ActRuntime *act, TupleTableSlot *row);
 /* in the apply transaction (SPI connected, snapshot pushed) */
 extern void act_lock_definitions(List *acts);
 extern void act_apply_queue(List *acts);
-extern void act_record_applied(List *acts, XLogRecPtr upto);
+extern void act_record_applied(List *acts, XLogRecPtr upto, bool write_idle, bool force);
 extern void act_threshold_edge(ActRuntime *act, const char *grp, const char *payload,
 							   bool holds);
 extern int64 act_fire_row(const char *activation, const char *channel, const char *key,
@@ -138,13 +141,26 @@ extern bool act_queue_pending(void);
 extern void act_spill_queue(void);
 extern void act_reset_batch(List *acts);
 
-/* absence timers: fires those due at or before horizon (own transaction) */
-extern void act_fire_due_timers(TimestampTz horizon);
-extern bool act_timers_due(TimestampTz horizon);
-extern void act_forget_timers(void);
 extern void act_free_plans(void);
 /* fire.c: an SPI statement (or plan) with the worker's writes tagged */
 extern int	act_execute_tagged(SPIPlanPtr plan, const char *sql, Datum *args);
+/* fire.c: one outbox row's NOTIFY, counted per channel in an apply */
+extern void act_notify_row(const char *channel, int64 id, const char *json, bool id_only);
+
+/*
+ * timers.c: absence timers.  Opened and cancelled in the apply transaction
+ * (folded, written by act_timers_flush); those due at or before horizon
+ * fired in transactions of their own.
+ */
+extern void act_timer_start(ActRuntime *act, const char *key, const char *payload,
+							Datum event_id, TimestampTz occurred_at, TimestampTz received_at);
+extern void act_timer_cancel(ActRuntime *act, const char *key, TimestampTz received_at);
+extern void act_timers_flush(void);
+extern void act_timers_discard(void);
+extern void act_fire_due_timers(TimestampTz horizon);
+extern bool act_timers_due(TimestampTz horizon);
+extern void act_forget_timers(void);
+extern void act_timers_free_plans(void);
 
 /* sink.c: the consumer's sink of batched activations (consumer/sink.h) */
 extern const ConsumerSink activation_sink;

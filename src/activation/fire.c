@@ -48,9 +48,6 @@
 /* as in commands/async.c, where it is private */
 #define NOTIFY_PAYLOAD_MAX_LENGTH (BLCKSZ - NAMEDATALEN - 128)
 
-/* how many due timers one transaction fires */
-#define TIMERS_PER_TXN 1000
-
 typedef enum ActOpKind
 {
 	OP_FIRE,					/* on_event matched */
@@ -96,13 +93,26 @@ static bool notify_capped = false;
 static List *channel_counts = NIL;	/* ChannelCount, in fire_cxt */
 static SPIPlanPtr fire_plan = NULL;
 static SPIPlanPtr fire_plan_plain = NULL;	/* no cooldown to check */
-static SPIPlanPtr start_plan = NULL;
-static SPIPlanPtr cancel_plan = NULL;
+static SPIPlanPtr fire_plan_batch = NULL;
 static SPIPlanPtr edge_on_plan = NULL;
 static SPIPlanPtr edge_off_plan = NULL;
-static SPIPlanPtr due_plan = NULL;
 
-static TimestampTz next_due = 0;
+/*
+ * Firings without a cooldown, written by one INSERT per FIRE_BATCH rows
+ * (fire_batch_flush) instead of one each: most firings of a busy stream,
+ * and one statement costs about what its first row does.  Rows are
+ * inserted, numbered and announced in commit order; a firing that must
+ * see the rows before it (a cooldown) flushes the batch first.
+ */
+#define FIRE_BATCH 1000
+typedef struct FireBatch
+{
+	int			n;
+	ActRuntime *acts[FIRE_BATCH];
+	MemoryContext cxt;
+	ArrayBuildState *name, *key, *payload, *event_id, *occurred_at, *received_at, *channel;
+} FireBatch;
+static FireBatch batch = {0};
 
 /*
  * NOTIFY channel with an outbox row as JSON, or {"id": n, "truncated": true}
@@ -111,8 +121,8 @@ static TimestampTz next_due = 0;
  * activation whose events are private sends nothing a listener could read;
  * the row is then read through stream.consume, which checks.
  */
-static void
-notify_row(const char *channel, int64 id, const char *json, bool id_only)
+void
+act_notify_row(const char *channel, int64 id, const char *json, bool id_only)
 {
 	if (notify_capped)
 	{
@@ -200,6 +210,7 @@ queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, const char *key,
 	if (event_id)
 		o->event_id = datumCopy(event_id, false, UUID_LEN);
 	queue = lappend(queue, o);
+	act->touched = true;
 	MemoryContextSwitchTo(old);
 }
 
@@ -435,9 +446,9 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	if (SPI_processed > 0)		/* else: cooldown */
 	{
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		notify_row(channel, id, notify_id ? NULL :
-				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
-				   notify_id);
+		act_notify_row(channel, id, notify_id ? NULL :
+					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+					   notify_id);
 	}
 	SPI_freetuptable(SPI_tuptable);
 	MemoryContextSwitchTo(cxt);
@@ -445,63 +456,106 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 	return id;
 }
 
+/* Forgets the batch (written, or its transaction failed). */
 static void
-apply_timer_op(ActOp *o)
+fire_batch_discard(void)
 {
+	batch.n = 0;
+	if (batch.cxt)
+		MemoryContextReset(batch.cxt);
+}
+
+/*
+ * Writes the batched firings: one INSERT of the rows in commit order,
+ * whose RETURNING gives their ids in that order (ModifyTable returns rows
+ * as it inserts them, and unnest yields its elements in order); then one
+ * NOTIFY each, as act_fire_row sends.  Needs SPI.
+ */
+static void
+fire_batch_flush(void)
+{
+	MemoryContext old;
+	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
+	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
 	Datum		args[7];
-	char		nulls[7] = "       ";
 
-	args[0] = Int32GetDatum(o->act->def.id);
-	args[1] = CStringGetTextDatum(o->key);
-	if (o->op == OP_CANCEL)
-	{
-		if (cancel_plan == NULL)
-		{
-			Oid			types[3] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
-
-			/* a timer already due stays: it should have fired, and will */
-			cancel_plan = plan_keep("DELETE FROM stream.absence_timers "
-									"WHERE act_id = $1 AND key = $2 AND deadline >= $3",
-									3, types);
-		}
-		args[2] = TimestampTzGetDatum(o->received_at);
-		if (SPI_execute_plan(cancel_plan, args, nulls, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "could not cancel an absence timer");
+	if (batch.n == 0)
 		return;
-	}
-	if (start_plan == NULL)
+	old = MemoryContextSwitchTo(batch.cxt);
+	args[0] = makeArrayResult(batch.name, batch.cxt);
+	args[1] = makeArrayResult(batch.key, batch.cxt);
+	args[2] = makeArrayResult(batch.payload, batch.cxt);
+	args[3] = makeArrayResult(batch.event_id, batch.cxt);
+	args[4] = makeArrayResult(batch.occurred_at, batch.cxt);
+	args[5] = makeArrayResult(batch.received_at, batch.cxt);
+	args[6] = makeArrayResult(batch.channel, batch.cxt);
+	/* ids in commit order: see act_fire_row */
+	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
+	if (plan_execute(&fire_plan_batch,
+					 "INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
+					 "   occurred_at, received_at, channel)"
+					 " SELECT u.activation, u.key, u.payload::pg_catalog.jsonb, u.event_id,"
+					 "   u.occurred_at, u.received_at, u.channel"
+					 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+					 "   pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+					 "   pg_catalog.unnest($6), pg_catalog.unnest($7))"
+					 "   AS u(activation, key, payload, event_id, occurred_at, received_at, channel)"
+					 " RETURNING a.id, pg_catalog.row_to_json(a)::pg_catalog.text",
+					 7, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not insert into stream.activations");
+	if (SPI_processed != (uint64) batch.n)
+		elog(ERROR, "stream.activations: " UINT64_FORMAT " rows inserted of %d", SPI_processed, batch.n);
+	for (int i = 0; i < batch.n; i++)
 	{
-		Oid			types[7] = {INT4OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID};
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ActRuntime *act = batch.acts[i];
+		bool		isnull;
 
-		start_plan = plan_keep("INSERT INTO stream.absence_timers AS t "
-							   "(act_id, key, deadline, payload, event_id, occurred_at, received_at) "
-							   "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7) "
-							   "ON CONFLICT (act_id, key) DO UPDATE SET deadline = EXCLUDED.deadline, "
-							   "payload = EXCLUDED.payload, event_id = EXCLUDED.event_id, "
-							   "occurred_at = EXCLUDED.occurred_at, received_at = EXCLUDED.received_at",
-							   7, types);
+		act_notify_row(act->channel, DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+					   act->notify_id ? NULL : SPI_getvalue(tup, desc, 2), act->notify_id);
+		act->fired++;
 	}
+	SPI_freetuptable(SPI_tuptable);
+	MemoryContextSwitchTo(old);
+	fire_batch_discard();
+}
+
+static void
+fire_batch_add(ActOp *o)
+{
+	MemoryContext old;
+	MemoryContext cxt;
+
+	if (batch.cxt == NULL)
+		batch.cxt = AllocSetContextCreate(TopMemoryContext, "stream_events firings",
+										  ALLOCSET_DEFAULT_SIZES);
+	cxt = batch.cxt;
+	old = MemoryContextSwitchTo(cxt);
+	if (batch.n == 0)
 	{
-		TimestampTz base = o->received_at ? o->received_at : GetCurrentTimestamp();
-		TimestampTz deadline;
-
-		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-														   TimestampTzGetDatum(base),
-														   o->act->within));
-		args[2] = TimestampTzGetDatum(deadline);
-		args[3] = CStringGetTextDatum(o->payload);
-		args[4] = o->event_id;
-		nulls[4] = o->event_id ? ' ' : 'n';
-		args[5] = TimestampTzGetDatum(o->occurred_at);
-		nulls[5] = o->occurred_at ? ' ' : 'n';
-		args[6] = TimestampTzGetDatum(o->received_at);
-		nulls[6] = o->received_at ? ' ' : 'n';
-		if (SPI_execute_plan(start_plan, args, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not open an absence timer");
-		if (next_due != 0 && deadline < next_due)
-			next_due = deadline;
+		batch.name = initArrayResult(TEXTOID, cxt, false);
+		batch.key = initArrayResult(TEXTOID, cxt, false);
+		batch.payload = initArrayResult(TEXTOID, cxt, false);
+		batch.event_id = initArrayResult(UUIDOID, cxt, false);
+		batch.occurred_at = initArrayResult(TIMESTAMPTZOID, cxt, false);
+		batch.received_at = initArrayResult(TIMESTAMPTZOID, cxt, false);
+		batch.channel = initArrayResult(TEXTOID, cxt, false);
 	}
+	accumArrayResult(batch.name, CStringGetTextDatum(o->act->def.name), false, TEXTOID, cxt);
+	accumArrayResult(batch.key, o->key ? CStringGetTextDatum(o->key) : (Datum) 0,
+					 o->key == NULL, TEXTOID, cxt);
+	accumArrayResult(batch.payload, CStringGetTextDatum(o->payload), false, TEXTOID, cxt);
+	accumArrayResult(batch.event_id, o->event_id, o->event_id == (Datum) 0, UUIDOID, cxt);
+	accumArrayResult(batch.occurred_at, TimestampTzGetDatum(o->occurred_at), o->occurred_at == 0,
+					 TIMESTAMPTZOID, cxt);
+	accumArrayResult(batch.received_at, TimestampTzGetDatum(o->received_at), o->received_at == 0,
+					 TIMESTAMPTZOID, cxt);
+	accumArrayResult(batch.channel, CStringGetTextDatum(o->act->channel), false, TEXTOID, cxt);
+	batch.acts[batch.n++] = o->act;
+	MemoryContextSwitchTo(old);
+	if (batch.n >= FIRE_BATCH)
+		fire_batch_flush();
 }
 
 static void
@@ -510,15 +564,30 @@ apply_op(ActOp *o)
 	if (o->act->gone || o->act->def.denied)
 		return;
 	CHECK_FOR_INTERRUPTS();
-	if (o->op == OP_FIRE)
+	switch (o->op)
 	{
-		if (act_fire_row(o->act->def.name, o->act->channel, o->key, o->payload, o->event_id,
-						 o->occurred_at, o->received_at, o->act->has_cooldown,
-						 o->act->cooldown, o->act->notify_id) != 0)
-			o->act->fired++;
+		case OP_FIRE:
+			if (!(o->act->has_cooldown && o->key != NULL && o->received_at != 0))
+				fire_batch_add(o);
+			else
+			{
+				/* the cooldown looks at the rows before this one */
+				fire_batch_flush();
+				if (act_fire_row(o->act->def.name, o->act->channel, o->key, o->payload,
+								 o->event_id, o->occurred_at, o->received_at,
+								 o->act->has_cooldown, o->act->cooldown,
+								 o->act->notify_id) != 0)
+					o->act->fired++;
+			}
+			break;
+		case OP_START:
+			act_timer_start(o->act, o->key, o->payload, o->event_id, o->occurred_at,
+							o->received_at);
+			break;
+		case OP_CANCEL:
+			act_timer_cancel(o->act, o->key, o->received_at);
+			break;
 	}
-	else
-		apply_timer_op(o);
 }
 
 /*
@@ -582,6 +651,8 @@ act_apply_queue(List *acts)
 		}
 		MemoryContextDelete(tmp);
 	}
+	fire_batch_flush();
+	act_timers_flush();
 	foreach(lc, channel_counts)
 	{
 		ChannelCount *cc = lfirst(lc);
@@ -594,9 +665,18 @@ act_apply_queue(List *acts)
 	notify_capped = false;
 }
 
-/* Records how far each activation has looked, in the apply transaction. */
+/*
+ * Records how far each activation has looked, in the apply transaction:
+ * those that queued or dead-lettered something, and the others only when
+ * asked (write_idle), as the aggregates do (consumer/apply.c).  An
+ * activation not recorded keeps its applied LSN in memory too, so the
+ * source keeps what it has not recorded; after a restart those events are
+ * evaluated again and queue nothing again (its expressions are immutable
+ * or stable, definition.c).  Each recorded one is marked for
+ * act_committed.  force: every one (retried dead letters).
+ */
 void
-act_record_applied(List *acts, XLogRecPtr upto)
+act_record_applied(List *acts, XLogRecPtr upto, bool write_idle, bool force)
 {
 	static SPIPlanPtr record_plan = NULL;
 	static SPIPlanPtr record_plan_010 = NULL;	/* a 0.1.0 catalog */
@@ -608,10 +688,15 @@ act_record_applied(List *acts, XLogRecPtr upto)
 		ActRuntime *act = lfirst(lc);
 		Datum		args[3];
 
+		act->recorded = false;
 		if (act->gone)
 			continue;
 		/* a threshold not initialised yet (its aggregate backfills) */
 		if (act->kind == ACT_THRESHOLD && XLogRecPtrIsInvalid(act->def.applied_lsn))
+			continue;
+		/* the first apply after a load says it runs (status below) */
+		if (!(force || act->touched || act->def.ndead > 0 || !act->written ||
+			  (write_idle && upto > act->def.applied_lsn)))
 			continue;
 		args[0] = Int32GetDatum(act->def.id);
 		args[1] = LSNGetDatum(Max(upto, act->def.applied_lsn));
@@ -626,6 +711,7 @@ act_record_applied(List *acts, XLogRecPtr upto)
 							"applied_at = now(), fired = fired + $3 WHERE act_id = $1",
 							3, argtypes, args, NULL, false, 0)) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update stream.activation_defs");
+		act->recorded = true;
 	}
 }
 
@@ -636,9 +722,15 @@ act_reset_batch(List *acts)
 
 	foreach(lc, acts)
 	{
-		((ActRuntime *) lfirst(lc))->fired = 0;
-		((ActRuntime *) lfirst(lc))->def.ndead = 0;
+		ActRuntime *act = lfirst(lc);
+
+		act->fired = 0;
+		act->def.ndead = 0;
+		act->touched = false;
+		act->recorded = false;
 	}
+	fire_batch_discard();
+	act_timers_discard();
 	queue = NIL;
 	channel_counts = NIL;
 	notify_capped = false;
@@ -702,106 +794,8 @@ act_threshold_edge(ActRuntime *act, const char *grp, const char *payload, bool h
 		o->key = pstrdup(grp);
 		o->payload = pstrdup(payload);
 		queue = lappend(queue, o);
+		act->touched = true;
 		MemoryContextSwitchTo(old);
-	}
-}
-
-/* ---------- absence timers ---------- */
-
-/* Whether a timer may be due at or before horizon. */
-bool
-act_timers_due(TimestampTz horizon)
-{
-	return next_due == 0 || (next_due != DT_NOEND && next_due <= horizon);
-}
-
-void
-act_forget_timers(void)
-{
-	next_due = 0;
-}
-
-/*
- * Fires the timers due at or before horizon — the moment up to which every
- * committed event has been decoded and applied, so a cancelled_by event
- * received before a deadline has been seen — in transactions of at most
- * TIMERS_PER_TXN: each deletes its timers and inserts their outbox rows,
- * marked late when fired more than a second after the deadline.
- */
-void
-act_fire_due_timers(TimestampTz horizon)
-{
-	bool		more = true;
-
-	while (more)
-	{
-		Datum		args[1];
-		uint64		n;
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "stream_events: firing absence timers");
-		if (due_plan == NULL)
-		{
-			Oid			types[1] = {TIMESTAMPTZOID};
-
-			due_plan = plan_keep("WITH due AS ("
-								 " DELETE FROM stream.absence_timers t"
-								 " WHERE (t.act_id, t.key) IN (SELECT act_id, key FROM stream.absence_timers"
-								 "   WHERE deadline <= $1 ORDER BY deadline LIMIT " CppAsString2(TIMERS_PER_TXN) ")"
-								 " RETURNING t.*),"
-								 " ins AS ("
-								 " INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
-								 "   occurred_at, received_at, channel, due_at, late)"
-								 " SELECT d.name, due.key, due.payload, due.event_id, due.occurred_at,"
-								 "   due.received_at, d.channel, due.deadline,"
-								 "   clock_timestamp() - due.deadline > interval '1 second'"
-								 " FROM due JOIN stream.activation_defs d USING (act_id)"
-								 " ORDER BY due.deadline, due.act_id, due.key"
-								 " RETURNING a.id, a.channel, row_to_json(a)::text AS j, a.activation)"
-								 /* notify through to_jsonb: also before the column exists */
-								 " SELECT ins.id, ins.channel, ins.j,"
-								 "   coalesce(to_jsonb(d) ->> 'notify', 'full') = 'id'"
-								 " FROM ins LEFT JOIN stream.activation_defs d ON d.name = ins.activation"
-								 " ORDER BY ins.id",
-								 1, types);
-		}
-		args[0] = TimestampTzGetDatum(horizon);
-		/* ids in commit order: see act_fire_row */
-		LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
-		/* the worker's own writes (no user code here): not decoded */
-		if (act_execute_tagged(due_plan, NULL, args) != SPI_OK_SELECT)
-			elog(ERROR, "could not fire absence timers");
-		n = SPI_processed;
-		for (uint64 i = 0; i < n; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			bool		id_only = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
-
-			notify_row(SPI_getvalue(tup, desc, 2),
-					   DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-					   SPI_getvalue(tup, desc, 3), !isnull && id_only);
-		}
-		more = (n >= TIMERS_PER_TXN);
-		if (!more)
-		{
-			bool		isnull;
-			Datum		d;
-
-			if (SPI_execute("SELECT min(deadline) FROM stream.absence_timers", true, 1) != SPI_OK_SELECT)
-				elog(ERROR, "could not read stream.absence_timers");
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			next_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
-		}
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		CHECK_FOR_INTERRUPTS();
 	}
 }
 
@@ -809,8 +803,8 @@ act_fire_due_timers(TimestampTz horizon)
 void
 act_free_plans(void)
 {
-	SPIPlanPtr *plans[] = {&fire_plan, &fire_plan_plain, &start_plan, &cancel_plan,
-	&edge_on_plan, &edge_off_plan, &due_plan};
+	SPIPlanPtr *plans[] = {&fire_plan, &fire_plan_plain, &fire_plan_batch,
+	&edge_on_plan, &edge_off_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -818,6 +812,6 @@ act_free_plans(void)
 			SPI_freeplan(*plans[i]);
 		*plans[i] = NULL;
 	}
-	next_due = 0;
+	act_timers_free_plans();
 }
 

@@ -250,14 +250,14 @@ act_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 		if (act->def.ndead > 0 && !act->gone)
 			consumer_write_dead_letters(&act->def);
 	}
-	act_record_applied(defs, upto);
+	act_record_applied(defs, upto, write_idle, false);
 }
 
 static void
 act_retried(List *defs)
 {
 	act_apply_queue(acts);
-	act_record_applied(defs, InvalidXLogRecPtr);
+	act_record_applied(defs, InvalidXLogRecPtr, false, true);
 }
 
 static void
@@ -269,9 +269,12 @@ act_committed(List *defs, XLogRecPtr upto, TimestampTz now)
 	{
 		ActRuntime *act = lfirst(lc);
 
-		/* a threshold not initialised yet (its aggregate backfills) stays so */
-		if (act->kind != ACT_THRESHOLD || !XLogRecPtrIsInvalid(act->def.applied_lsn))
-			act->def.applied_lsn = Max(upto, act->def.applied_lsn);
+		/* only what act_record_applied wrote (a threshold not initialised stays so) */
+		if (!act->recorded)
+			continue;
+		act->def.applied_lsn = Max(upto, act->def.applied_lsn);
+		act->written = true;
+		act->recorded = false;
 	}
 }
 

@@ -118,7 +118,13 @@ apply_batches(XLogRecPtr upto, bool write_idle)
 			consumer_sinks[s]->committed(defs, upto, now);
 			list_free(defs);
 		}
-		last_idle_write = now;
+		/*
+		 * Only the write of the idle ones restarts their ten seconds: a
+		 * busy stream's applies must not keep a quiet one's definitions
+		 * (and with them the slot) where they were.
+		 */
+		if (write_idle)
+			last_idle_write = now;
 	}
 	reset_batches();
 	careful_prune();

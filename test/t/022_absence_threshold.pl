@@ -6,7 +6,10 @@
 #   before the crash still cancels; timers survive a clean restart too;
 # - thresholds are edge-triggered on a live aggregate: once per rise, again
 #   after the condition became false and true again;
-# - on_event cooldown on a live server: one firing per key per interval.
+# - on_event cooldown on a live server: one firing per key per interval;
+# - the opens and closes of one batch folded as if done one by one; batched
+#   firings in commit order across activations, a cooldown between them;
+# - quiet definitions record their position while another stream is busy.
 #
 # Runs in both consumer modes: logical decoding, and the ingest queue when
 # make test runs it again with STREAM_EVENTS_TEST_MODE=queue (StreamEventsTest.pm).
@@ -149,6 +152,92 @@ sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('ping', 'p2')});
 sql(q{SELECT stream.flush()});
 is(sql(q{SELECT string_agg(key, ',' ORDER BY key) FROM stream.activations WHERE activation = 'cart_ping'}),
 	'p1,p2', 'cooldown: one firing per key per interval');
+
+# -- one batch: the operations on a key are folded as if done one by one ---
+# (timers.c).  One INSERT is one apply; ids give the order; f6..f8 have a
+# timer open from an earlier transaction.
+sql(q{SELECT stream.on_absence('fold', 'clicks', started_by => $$event_name = 'open'$$,
+        cancelled_by => $$event_name = 'close'$$, within => '1 hour', key => 'user_id')});
+sql(q{SELECT stream.flush()});
+sql(q{INSERT INTO clicks (event_id, event_name, user_id) VALUES
+        ('00000000-0000-0000-0000-000000000061', 'open', 'f6'),
+        ('00000000-0000-0000-0000-000000000071', 'open', 'f7'),
+        ('00000000-0000-0000-0000-000000000081', 'open', 'f8')});
+sql(q{SELECT stream.flush()});
+sql(q{INSERT INTO clicks (event_id, event_name, user_id) VALUES
+        ('00000000-0000-0000-0000-000000000011', 'open', 'f1'),
+        ('00000000-0000-0000-0000-000000000012', 'open', 'f1'),
+        ('00000000-0000-0000-0000-000000000021', 'open', 'f2'),
+        ('00000000-0000-0000-0000-000000000022', 'close', 'f2'),
+        ('00000000-0000-0000-0000-000000000031', 'close', 'f3'),
+        ('00000000-0000-0000-0000-000000000032', 'open', 'f3'),
+        ('00000000-0000-0000-0000-000000000041', 'open', 'f4'),
+        ('00000000-0000-0000-0000-000000000042', 'close', 'f4'),
+        ('00000000-0000-0000-0000-000000000043', 'open', 'f4'),
+        ('00000000-0000-0000-0000-000000000051', 'close', 'f5'),
+        ('00000000-0000-0000-0000-000000000052', 'close', 'f5'),
+        ('00000000-0000-0000-0000-000000000062', 'close', 'f6'),
+        ('00000000-0000-0000-0000-000000000063', 'open', 'f6'),
+        ('00000000-0000-0000-0000-000000000072', 'open', 'f7'),
+        ('00000000-0000-0000-0000-000000000073', 'close', 'f7'),
+        ('00000000-0000-0000-0000-000000000082', 'close', 'f8'),
+        ('00000000-0000-0000-0000-000000000083', 'close', 'f8')});
+sql(q{SELECT stream.flush()});
+# the oracle: a key's timer is its last open when no close follows it
+my $fold_oracle = sql(q{SELECT string_agg(user_id || '=' || right(event_id::text, 2), ',' ORDER BY user_id)
+    FROM (SELECT DISTINCT ON (user_id) user_id, event_id, event_name FROM clicks
+          WHERE user_id LIKE 'f_' AND event_name IN ('open', 'close')
+          ORDER BY user_id, event_id DESC) last WHERE event_name = 'open'});
+is($fold_oracle, 'f1=12,f3=32,f4=43,f6=63', 'the oracle of the folded batch');
+is(sql(q{SELECT string_agg(t.key || '=' || right(t.event_id::text, 2), ',' ORDER BY t.key)
+         FROM stream.absence_timers t JOIN stream.activation_defs d USING (act_id) WHERE d.name = 'fold'}),
+	$fold_oracle, 'one batch of opens and closes leaves the timers the events one by one would');
+is(sql(q{SELECT count(*) FROM stream.absence_timers t JOIN stream.activation_defs d USING (act_id)
+         JOIN clicks c ON c.event_id = t.event_id
+         WHERE d.name = 'fold' AND t.deadline = c.received_at + interval '1 hour'}),
+	'4', "each timer's deadline is its opening event's received_at + within");
+
+# -- batched firings keep commit order across activations, a cooldown in between
+sql(q{SELECT stream.on_event('every_order', 'clicks', $$event_name = 'order'$$)});
+sql(q{SELECT stream.on_event('order_per_user', 'clicks', $$event_name = 'order'$$,
+        cooldown => '1 hour', key => 'user_id')});
+sql(q{SELECT stream.flush()});
+sql(q{INSERT INTO clicks (event_id, event_name, user_id)
+      SELECT ('00000000-0000-0000-0001-' || lpad(i::text, 12, '0'))::uuid, 'order', 'o' || (i % 7)
+      FROM generate_series(1, 2500) i});
+sql(q{SELECT stream.flush()});
+is(sql(q{SELECT count(*) FILTER (WHERE activation = 'every_order') || '/' ||
+                count(*) FILTER (WHERE activation = 'order_per_user')
+         FROM stream.activations WHERE activation IN ('every_order', 'order_per_user')}),
+	'2500/7', 'one firing per order, one per user within the cooldown');
+is(sql(q{SELECT count(*) FROM (
+           SELECT event_id, lag(event_id) OVER (ORDER BY id) AS prev FROM stream.activations
+           WHERE activation IN ('every_order', 'order_per_user')) o
+         WHERE prev > event_id}),
+	'0', 'outbox ids follow the events\' commit order, across both activations');
+
+# -- a quiet definition keeps up while another stream is busy ----------------
+# Definitions with nothing to write are recorded every ten seconds (apply.c);
+# the busy stream's applies must not postpone that, or the quiet ones (and
+# the slot, or the ingest queue) would stay where they were.
+sql(q{SELECT stream.create_stream('busy')});
+sql(q{SELECT stream.create_aggregate('busy_n', $$SELECT event_name, count(*) AS n FROM busy GROUP BY 1$$)});
+sql(q{SELECT stream.flush()});
+my $quiet_from = sql(q{SELECT min(applied_lsn) FROM stream.activation_status WHERE stream = 'clicks'});
+my $t0 = time;
+while (time - $t0 < 13)
+{
+	sql(q{INSERT INTO busy (event_name) SELECT 'tick' FROM generate_series(1, 20)});
+	usleep(50_000);
+}
+is(sql(qq{SELECT count(*) FROM stream.activation_status
+          WHERE stream = 'clicks' AND applied_lsn > '$quiet_from'}),
+	sql(q{SELECT count(*) FROM stream.activation_status WHERE stream = 'clicks'}),
+	'quiet activations recorded their position while another stream kept the worker busy');
+is(sql(qq{SELECT count(*) FROM stream.aggregates
+          WHERE stream = 'clicks' AND applied_lsn > '$quiet_from'}),
+	sql(q{SELECT count(*) FROM stream.aggregates WHERE stream = 'clicks'}),
+	'so did quiet aggregates');
 
 $node->stop;
 done_testing();

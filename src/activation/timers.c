@@ -1,0 +1,418 @@
+/*-------------------------------------------------------------------------
+ * timers.c
+ *	  on_absence timers (stream.absence_timers, docs/activations.md):
+ *	  - opened, restarted and cancelled by decoded events, in the apply
+ *	    transaction, set-based: the operations of a batch are folded into
+ *	    one final state per (activation, key) and written by one DELETE and
+ *	    one INSERT ... ON CONFLICT;
+ *	  - fired when due, in transactions of their own.
+ *
+ * Why fold: a burst of events opens one timer per event, and one SPI
+ * statement per timer cost the worker more than the events' decoding
+ * (bench/activation.sh, the burst case).  The fold gives what the
+ * operations one by one would have left in the table:
+ *	  start k V			the row of k is V, whatever it was;
+ *	  cancel k r		the row of k goes if its deadline >= r.
+ * So a start after anything is "k is V"; a cancel after "k is V" is "k is
+ * gone" or "k is V" by V's deadline; a cancel after a cancel keeps the
+ * smaller received_at; and "k is gone" is a cancel with no lower bound.
+ * Keys of one flush are distinct, so the two statements commute.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "storage/lmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "activation/activation.h"
+#include "core/plans.h"
+
+/* how many due timers one transaction fires */
+#define TIMERS_PER_TXN 1000
+
+/* how many keys one flush of the fold writes at most */
+#define TIMER_FOLD_MAX 10000
+
+typedef struct TimerKey
+{
+	int32		act_id;
+	const char *key;
+} TimerKey;
+
+/* the final state of one (activation, key) in the fold */
+typedef struct TimerState
+{
+	TimerKey	k;				/* hash key: first */
+	bool		upsert;			/* the row is this; else: cancel */
+	TimestampTz bound;			/* cancel: deadline >= bound goes */
+	TimestampTz deadline;		/* upsert: */
+	char	   *payload;
+	Datum		event_id;		/* uuid by reference, or 0 */
+	TimestampTz occurred_at;
+	TimestampTz received_at;
+} TimerState;
+
+static MemoryContext fold_cxt = NULL;
+static HTAB *fold = NULL;
+
+static SPIPlanPtr upsert_plan = NULL;
+static SPIPlanPtr cancel_plan = NULL;
+static SPIPlanPtr due_plan = NULL;
+
+/* the earliest deadline (DT_NOEND: none; 0: not known) */
+static TimestampTz next_due = 0;
+
+static uint32
+timer_key_hash(const void *key, Size keysize)
+{
+	const TimerKey *k = key;
+
+	return hash_combine(murmurhash32((uint32) k->act_id),
+						hash_bytes((const unsigned char *) k->key, strlen(k->key)));
+}
+
+static int
+timer_key_match(const void *a, const void *b, Size keysize)
+{
+	const TimerKey *x = a;
+	const TimerKey *y = b;
+
+	return (x->act_id == y->act_id && strcmp(x->key, y->key) == 0) ? 0 : 1;
+}
+
+static TimerState *
+fold_entry(ActRuntime *act, const char *key, bool *found)
+{
+	TimerKey	k;
+	TimerState *st;
+
+	if (fold == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (fold_cxt == NULL)
+			fold_cxt = AllocSetContextCreate(TopMemoryContext, "stream_events absence timers",
+											 ALLOCSET_DEFAULT_SIZES);
+		ctl.keysize = sizeof(TimerKey);
+		ctl.entrysize = sizeof(TimerState);
+		ctl.hash = timer_key_hash;
+		ctl.match = timer_key_match;
+		ctl.hcxt = fold_cxt;
+		fold = hash_create("stream_events absence timers", 256, &ctl,
+						   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	}
+	k.act_id = act->def.id;
+	k.key = key;
+	st = hash_search(fold, &k, HASH_ENTER, found);
+	if (!*found)
+	{
+		/* the entry's key must outlive the caller's string */
+		st->k.key = MemoryContextStrdup(fold_cxt, key);
+		st->payload = NULL;
+		st->event_id = (Datum) 0;
+	}
+	return st;
+}
+
+/*
+ * Folds one operation: open (or restart) the timer of key, or cancel it.
+ * In the apply transaction, in commit order; act_timers_flush writes.
+ */
+void
+act_timer_start(ActRuntime *act, const char *key, const char *payload, Datum event_id,
+				TimestampTz occurred_at, TimestampTz received_at)
+{
+	bool		found;
+	TimerState *st = fold_entry(act, key, &found);
+	TimestampTz base = received_at ? received_at : GetCurrentTimestamp();
+
+	st->upsert = true;
+	st->deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														   TimestampTzGetDatum(base),
+														   act->within));
+	if (st->payload)
+		pfree(st->payload);
+	st->payload = MemoryContextStrdup(fold_cxt, payload);
+	if (st->event_id)
+		pfree(DatumGetPointer(st->event_id));
+	st->event_id = (Datum) 0;
+	if (event_id)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fold_cxt);
+
+		st->event_id = datumCopy(event_id, false, UUID_LEN);
+		MemoryContextSwitchTo(old);
+	}
+	st->occurred_at = occurred_at;
+	st->received_at = received_at;
+	if (hash_get_num_entries(fold) >= TIMER_FOLD_MAX)
+		act_timers_flush();
+}
+
+void
+act_timer_cancel(ActRuntime *act, const char *key, TimestampTz received_at)
+{
+	bool		found;
+	TimerState *st = fold_entry(act, key, &found);
+
+	/* a timer already due stays: it should have fired, and will */
+	if (!found)
+	{
+		st->upsert = false;
+		st->bound = received_at;
+	}
+	else if (!st->upsert)
+		st->bound = Min(st->bound, received_at);
+	else if (st->deadline >= received_at)
+	{
+		/* what was there before the start is overwritten, then deleted */
+		st->upsert = false;
+		st->bound = DT_NOBEGIN;
+	}
+	if (hash_get_num_entries(fold) >= TIMER_FOLD_MAX)
+		act_timers_flush();
+}
+
+static Datum
+build_array(ArrayBuildState *astate)
+{
+	return makeArrayResult(astate, CurrentMemoryContext);
+}
+
+/* Writes the fold: one DELETE of the cancelled keys, one upsert of the rest. */
+void
+act_timers_flush(void)
+{
+	HASH_SEQ_STATUS seq;
+	TimerState *st;
+	ArrayBuildState *c_act, *c_key, *c_bound;
+	ArrayBuildState *u_act, *u_key, *u_deadline, *u_payload, *u_event, *u_occurred, *u_received;
+	int			ncancel = 0;
+	int			nupsert = 0;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	if (fold == NULL || hash_get_num_entries(fold) == 0)
+		return;
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "stream_events timer flush",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	c_act = initArrayResult(INT4OID, cxt, false);
+	c_key = initArrayResult(TEXTOID, cxt, false);
+	c_bound = initArrayResult(TIMESTAMPTZOID, cxt, false);
+	u_act = initArrayResult(INT4OID, cxt, false);
+	u_key = initArrayResult(TEXTOID, cxt, false);
+	u_deadline = initArrayResult(TIMESTAMPTZOID, cxt, false);
+	u_payload = initArrayResult(TEXTOID, cxt, false);
+	u_event = initArrayResult(UUIDOID, cxt, false);
+	u_occurred = initArrayResult(TIMESTAMPTZOID, cxt, false);
+	u_received = initArrayResult(TIMESTAMPTZOID, cxt, false);
+
+	hash_seq_init(&seq, fold);
+	while ((st = hash_seq_search(&seq)) != NULL)
+	{
+		Datum		id = Int32GetDatum(st->k.act_id);
+		Datum		key = CStringGetTextDatum(st->k.key);
+
+		if (!st->upsert)
+		{
+			accumArrayResult(c_act, id, false, INT4OID, cxt);
+			accumArrayResult(c_key, key, false, TEXTOID, cxt);
+			accumArrayResult(c_bound, TimestampTzGetDatum(st->bound), false, TIMESTAMPTZOID, cxt);
+			ncancel++;
+			continue;
+		}
+		accumArrayResult(u_act, id, false, INT4OID, cxt);
+		accumArrayResult(u_key, key, false, TEXTOID, cxt);
+		accumArrayResult(u_deadline, TimestampTzGetDatum(st->deadline), false, TIMESTAMPTZOID, cxt);
+		accumArrayResult(u_payload, CStringGetTextDatum(st->payload), false, TEXTOID, cxt);
+		accumArrayResult(u_event, st->event_id, st->event_id == (Datum) 0, UUIDOID, cxt);
+		accumArrayResult(u_occurred, TimestampTzGetDatum(st->occurred_at), st->occurred_at == 0,
+						 TIMESTAMPTZOID, cxt);
+		accumArrayResult(u_received, TimestampTzGetDatum(st->received_at), st->received_at == 0,
+						 TIMESTAMPTZOID, cxt);
+		if (next_due != 0 && st->deadline < next_due)
+			next_due = st->deadline;
+		nupsert++;
+	}
+
+	if (ncancel > 0)
+	{
+		Oid			types[3] = {INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		args[3] = {build_array(c_act), build_array(c_key), build_array(c_bound)};
+
+		if (plan_execute(&cancel_plan,
+						 "DELETE FROM stream.absence_timers t"
+						 " USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+						 "   pg_catalog.unnest($3)) AS c(act_id, key, bound)"
+						 " WHERE t.act_id OPERATOR(pg_catalog.=) c.act_id"
+						 " AND t.key OPERATOR(pg_catalog.=) c.key"
+						 " AND t.deadline OPERATOR(pg_catalog.>=) c.bound",
+						 3, types, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not cancel absence timers");
+	}
+	if (nupsert > 0)
+	{
+		Oid			types[7] = {INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+		UUIDARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+		Datum		args[7] = {build_array(u_act), build_array(u_key), build_array(u_deadline),
+			build_array(u_payload), build_array(u_event), build_array(u_occurred),
+		build_array(u_received)};
+
+		if (plan_execute(&upsert_plan,
+						 "INSERT INTO stream.absence_timers AS t"
+						 " (act_id, key, deadline, payload, event_id, occurred_at, received_at)"
+						 " SELECT u.act_id, u.key, u.deadline, u.payload::pg_catalog.jsonb, u.event_id,"
+						 "   u.occurred_at, u.received_at"
+						 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+						 "   pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+						 "   pg_catalog.unnest($6), pg_catalog.unnest($7))"
+						 "   AS u(act_id, key, deadline, payload, event_id, occurred_at, received_at)"
+						 " ON CONFLICT (act_id, key) DO UPDATE SET deadline = EXCLUDED.deadline,"
+						 " payload = EXCLUDED.payload, event_id = EXCLUDED.event_id,"
+						 " occurred_at = EXCLUDED.occurred_at, received_at = EXCLUDED.received_at",
+						 7, types, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not open absence timers");
+	}
+	SPI_freetuptable(SPI_tuptable);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	act_timers_discard();
+}
+
+/* Forgets the fold (written, or its transaction failed). */
+void
+act_timers_discard(void)
+{
+	if (fold == NULL)
+		return;
+	hash_destroy(fold);
+	fold = NULL;
+	MemoryContextReset(fold_cxt);
+}
+
+/* Whether a timer may be due at or before horizon. */
+bool
+act_timers_due(TimestampTz horizon)
+{
+	return next_due == 0 || (next_due != DT_NOEND && next_due <= horizon);
+}
+
+void
+act_forget_timers(void)
+{
+	next_due = 0;
+}
+
+/*
+ * Fires the timers due at or before horizon — the moment up to which every
+ * committed event has been decoded and applied, so a cancelled_by event
+ * received before a deadline has been seen — in transactions of at most
+ * TIMERS_PER_TXN: each deletes its timers and inserts their outbox rows,
+ * marked late when fired more than a second after the deadline.
+ */
+void
+act_fire_due_timers(TimestampTz horizon)
+{
+	bool		more = true;
+
+	while (more)
+	{
+		Datum		args[1];
+		uint64		n;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "stream_events: firing absence timers");
+		if (due_plan == NULL)
+		{
+			Oid			types[1] = {TIMESTAMPTZOID};
+
+			due_plan = plan_keep("WITH due AS ("
+								 " DELETE FROM stream.absence_timers t"
+								 " WHERE (t.act_id, t.key) IN (SELECT act_id, key FROM stream.absence_timers"
+								 "   WHERE deadline <= $1 ORDER BY deadline LIMIT " CppAsString2(TIMERS_PER_TXN) ")"
+								 " RETURNING t.*),"
+								 " ins AS ("
+								 " INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
+								 "   occurred_at, received_at, channel, due_at, late)"
+								 " SELECT d.name, due.key, due.payload, due.event_id, due.occurred_at,"
+								 "   due.received_at, d.channel, due.deadline,"
+								 "   clock_timestamp() - due.deadline > interval '1 second'"
+								 " FROM due JOIN stream.activation_defs d USING (act_id)"
+								 " ORDER BY due.deadline, due.act_id, due.key"
+								 " RETURNING a.id, a.channel, row_to_json(a)::text AS j, a.activation)"
+								 /* notify through to_jsonb: also before the column exists */
+								 " SELECT ins.id, ins.channel, ins.j,"
+								 "   coalesce(to_jsonb(d) ->> 'notify', 'full') = 'id'"
+								 " FROM ins LEFT JOIN stream.activation_defs d ON d.name = ins.activation"
+								 " ORDER BY ins.id",
+								 1, types);
+		}
+		args[0] = TimestampTzGetDatum(horizon);
+		/* ids in commit order: see act_fire_row */
+		LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
+		/* the worker's own writes (no user code here): not decoded */
+		if (act_execute_tagged(due_plan, NULL, args) != SPI_OK_SELECT)
+			elog(ERROR, "could not fire absence timers");
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			bool		id_only = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+
+			act_notify_row(SPI_getvalue(tup, desc, 2),
+						   DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+						   SPI_getvalue(tup, desc, 3), !isnull && id_only);
+		}
+		more = (n >= TIMERS_PER_TXN);
+		if (!more)
+		{
+			bool		isnull;
+			Datum		d;
+
+			if (SPI_execute("SELECT min(deadline) FROM stream.absence_timers", true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "could not read stream.absence_timers");
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			next_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+		}
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Forgets the prepared statements (the definitions are reloaded). */
+void
+act_timers_free_plans(void)
+{
+	SPIPlanPtr *plans[] = {&upsert_plan, &cancel_plan, &due_plan};
+
+	for (int i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+	act_timers_discard();
+	next_due = 0;
+}
