@@ -157,7 +157,7 @@ extern void act_timer_start(ActRuntime *act, const char *key, const char *payloa
 extern void act_timer_cancel(ActRuntime *act, const char *key, TimestampTz received_at);
 extern void act_timers_flush(void);
 extern void act_timers_discard(void);
-extern void act_fire_due_timers(TimestampTz horizon);
+extern void act_fire_due_timers(List *acts, TimestampTz horizon);
 extern bool act_timers_due(TimestampTz horizon);
 extern void act_forget_timers(void);
 extern void act_timers_free_plans(void);

@@ -297,6 +297,12 @@ act_set_error(int32 id, const char *msg)
 						  "WHERE act_id = $2", 2, argtypes, args, NULL, false, 0);
 }
 
+static void
+act_sink_fire_timers(TimestampTz horizon)
+{
+	act_fire_due_timers(acts, horizon);
+}
+
 static bool
 act_sink_timers_due(TimestampTz horizon)
 {
@@ -330,7 +336,7 @@ const ConsumerSink activation_sink = {
 	.reset = act_reset,
 	.set_error = act_set_error,
 	.timers_due = act_sink_timers_due,
-	.fire_timers = act_fire_due_timers,
+	.fire_timers = act_sink_fire_timers,
 };
 
 /* registers the sink; _PG_init, after the aggregates' (thresholds bind to them) */

@@ -41,7 +41,7 @@
 #include "core/plans.h"
 
 /* how many due timers one transaction fires */
-#define TIMERS_PER_TXN 1000
+#define TIMERS_PER_TXN 5000
 
 /* how many keys one flush of the fold writes at most */
 #define TIMER_FOLD_MAX 10000
@@ -325,7 +325,7 @@ act_forget_timers(void)
  * marked late when fired more than a second after the deadline.
  */
 void
-act_fire_due_timers(TimestampTz horizon)
+act_fire_due_timers(List *acts, TimestampTz horizon)
 {
 	bool		more = true;
 
@@ -333,6 +333,7 @@ act_fire_due_timers(TimestampTz horizon)
 	{
 		Datum		args[1];
 		uint64		n;
+		ActRuntime *prev = NULL;
 
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
@@ -357,11 +358,7 @@ act_fire_due_timers(TimestampTz horizon)
 								 " FROM due JOIN stream.activation_defs d USING (act_id)"
 								 " ORDER BY due.deadline, due.act_id, due.key"
 								 " RETURNING a.id, a.channel, row_to_json(a)::text AS j, a.activation)"
-								 /* notify through to_jsonb: also before the column exists */
-								 " SELECT ins.id, ins.channel, ins.j,"
-								 "   coalesce(to_jsonb(d) ->> 'notify', 'full') = 'id'"
-								 " FROM ins LEFT JOIN stream.activation_defs d ON d.name = ins.activation"
-								 " ORDER BY ins.id",
+								 " SELECT ins.id, ins.channel, ins.j, ins.activation FROM ins ORDER BY ins.id",
 								 1, types);
 		}
 		args[0] = TimestampTzGetDatum(horizon);
@@ -376,11 +373,27 @@ act_fire_due_timers(TimestampTz horizon)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			bool		id_only = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+			char	   *name = SPI_getvalue(tup, desc, 4);
+			ActRuntime *act = NULL;
+			ListCell   *lc;
 
+			/* consecutive rows are mostly one activation's */
+			if (prev && strcmp(prev->def.name, name) == 0)
+				act = prev;
+			else
+				foreach(lc, acts)
+					if (strcmp(((ActRuntime *) lfirst(lc))->def.name, name) == 0)
+						act = lfirst(lc);
+			prev = act;
+
+			/*
+			 * notify => 'id' as the loaded definition says; one not loaded
+			 * any more (a timer of it cannot be opened again) says no more
+			 * than the id either.
+			 */
 			act_notify_row(SPI_getvalue(tup, desc, 2),
 						   DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-						   SPI_getvalue(tup, desc, 3), !isnull && id_only);
+						   SPI_getvalue(tup, desc, 3), act == NULL || act->notify_id);
 		}
 		more = (n >= TIMERS_PER_TXN);
 		if (!more)
