@@ -256,28 +256,37 @@ my $has_notify = sql(q{SELECT count(*) FROM pg_attribute
                        WHERE attrelid = 'stream.activation_defs'::regclass AND attname = 'notify'});
 SKIP:
 {
-	skip 'stream.activation_defs has no notify column yet', 2 unless $has_notify;
+	skip 'stream.activation_defs has no notify column yet', 3 unless $has_notify;
 	sql(q{SELECT stream.on_event('ids_only', 'clicks', $$event_name = 'ping'$$,
 	        notify => 'id', channel => 'pings')});
 	sql(q{SELECT stream.on_event('ids_now', 'clicks', $$event_name = 'ping'$$,
 	        notify => 'id', channel => 'pings_now', delivery => 'immediate')});
+	sql(q{SELECT stream.on_absence('ids_absent', 'clicks', started_by => $$event_name = 'ping'$$,
+	        cancelled_by => $$event_name = 'pong'$$, within => '1 second', key => 'user_id',
+	        notify => 'id', channel => 'pings_absent')});
 	sql(q{SELECT stream.flush(timeout => '60 s')});
 	my ($in, $lout, $lerr) = ('', '', '');
 	my $listener = IPC::Run::start(
 		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
 		'<', \$in, '>', \$lout, '2>', \$lerr,
 		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	$in .= "LISTEN pings;\nLISTEN pings_now;\nSELECT 'listening';\n";
+	$in .= "LISTEN pings;\nLISTEN pings_now;\nLISTEN pings_absent;\nSELECT 'listening';\n";
 	$listener->pump until $lout =~ /listening/;
 	sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('ping', 'secret_user')});
 	sql(q{SELECT stream.flush(timeout => '60 s')});
+	# the absence timer runs out a second later
+	for (1 .. 100)
+	{
+		last if sql(q{SELECT count(*) FROM stream.activations WHERE activation = 'ids_absent'}) eq '1';
+		usleep(100_000);
+	}
 	$in .= "SELECT pg_sleep(0.2);\nSELECT 'done';\n";
 	$listener->pump until $lout =~ /done/;
 	$in .= "\\q\n";
 	$listener->finish;
-	my @notes = ($lout =~ /Asynchronous notification "pings(?:_now)?" with payload "(.*?)" received/g);
-	is(scalar(@notes), 2, 'both id-only activations notified');
-	is(scalar(grep { /^\{"id": \d+\}$/ } @notes), 2,
+	my @notes = ($lout =~ /Asynchronous notification "pings(?:_now|_absent)?" with payload "(.*?)" received/g);
+	is(scalar(@notes), 3, 'the three id-only activations notified (an absence timer too)');
+	is(scalar(grep { /^\{"id": \d+\}$/ } @notes), 3,
 		'NOTIFY payloads are {"id": n} only') or diag(join("\n", @notes));
 }
 
