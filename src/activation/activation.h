@@ -52,6 +52,7 @@ typedef struct ActRuntime
 	EState	   *estate;			/* executor state the expressions run in */
 	ExprContext *econtext;		/* its per-tuple context (reset per event) */
 	int64		fired;			/* firings in this batch */
+	int64		queued_fires;	/* firings this batch queued (none dropped yet) */
 	bool		touched;		/* this batch queued something for it */
 	bool		recorded;		/* this apply recorded its applied LSN */
 	bool		written;		/* recorded once since it was loaded */
@@ -127,6 +128,7 @@ extern int	act_match_in_scope(ActRuntime *act, TupleTableSlot *row);
 
 /* in the apply transaction (SPI connected, snapshot pushed) */
 extern void act_lock_definitions(List *acts);
+extern void act_record_queued(List *acts, XLogRecPtr upto);
 extern void act_apply_queue(List *acts);
 extern void act_record_applied(List *acts, XLogRecPtr upto, bool write_idle, bool force);
 extern void act_threshold_edge(ActRuntime *act, const char *grp, const char *payload,

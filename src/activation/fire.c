@@ -211,6 +211,8 @@ queue_op(ActOpKind op, ActRuntime *act, TupleTableSlot *row, const char *key,
 		o->event_id = datumCopy(event_id, false, UUID_LEN);
 	queue = lappend(queue, o);
 	act->touched = true;
+	if (op == OP_FIRE)
+		act->queued_fires++;
 	MemoryContextSwitchTo(old);
 }
 
@@ -324,11 +326,14 @@ act_spill_queue(void)
 /* ---------- the apply transaction ---------- */
 
 /*
- * Locks the definitions' rows, which orders us with drop_activation: an
- * activation dropped since the definitions were loaded fires nothing more
- * (its DELETE may have committed before events decoded with the old set).
- * Nor does one whose owner lost the right to read what it watches (a
- * REVOKE does not reload the definitions).
+ * The apply transaction starts.  A threshold's row is locked now, before
+ * the aggregates' upserts find its edges: the lock orders us with
+ * drop_activation, so an activation dropped since the definitions were
+ * loaded fires nothing more (its DELETE may have committed before events
+ * decoded with the old set).  The other activations' rows are locked by
+ * act_record_queued, later in the transaction.  None fires whose owner
+ * lost the right to read what it watches (a REVOKE does not reload the
+ * definitions): checked for every activation, every apply.
  */
 void
 act_lock_definitions(List *acts)
@@ -337,7 +342,7 @@ act_lock_definitions(List *acts)
 	ListCell   *lc;
 	Oid			argtypes[1] = {INT4OID};
 
-	/* the apply transaction starts: its NOTIFYs are counted per channel */
+	/* its NOTIFYs are counted per channel */
 	channel_counts = NIL;
 	notify_capped = true;
 
@@ -346,12 +351,67 @@ act_lock_definitions(List *acts)
 		ActRuntime *act = lfirst(lc);
 		Datum		args[1];
 
-		args[0] = Int32GetDatum(act->def.id);
-		if (plan_execute(&lock_plan, "SELECT 1 FROM stream.activation_defs WHERE act_id = $1 FOR UPDATE",
-						 1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not lock stream.activation_defs");
-		act->gone = (SPI_processed == 0);
+		if (act->kind == ACT_THRESHOLD)
+		{
+			args[0] = Int32GetDatum(act->def.id);
+			if (plan_execute(&lock_plan, "SELECT 1 FROM stream.activation_defs WHERE act_id = $1 FOR UPDATE",
+							 1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not lock stream.activation_defs");
+			act->gone = (SPI_processed == 0);
+		}
 		act->def.denied = !act->gone && !act_owner_may_read(act);
+	}
+}
+
+/* the UPDATE that records an activation's position (and locks its row) */
+static bool
+record_position(ActRuntime *act, XLogRecPtr upto, int64 fired)
+{
+	static SPIPlanPtr record_plan = NULL;
+	static SPIPlanPtr record_plan_010 = NULL;	/* a 0.1.0 catalog */
+	Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
+	Datum		args[3];
+
+	args[0] = Int32GetDatum(act->def.id);
+	args[1] = LSNGetDatum(Max(upto, act->def.applied_lsn));
+	args[2] = Int64GetDatum(fired);
+	/* it runs: no longer parked (resumed, or retried by a new worker) */
+	if ((consumer_catalog_has_failures
+		 ? plan_execute(&record_plan, "UPDATE stream.activation_defs SET applied_lsn = $2, "
+						"applied_at = now(), fired = fired + $3, status = 'running', "
+						"last_error = NULL WHERE act_id = $1",
+						3, argtypes, args, NULL, false, 0)
+		 : plan_execute(&record_plan_010, "UPDATE stream.activation_defs SET applied_lsn = $2, "
+						"applied_at = now(), fired = fired + $3 WHERE act_id = $1",
+						3, argtypes, args, NULL, false, 0)) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update stream.activation_defs");
+	return SPI_processed > 0;
+}
+
+/*
+ * Before the queue is carried out: each event or absence activation that
+ * queued something (or has dead letters) records its position now, with
+ * the firings it will make; that UPDATE also locks its row, as
+ * act_lock_definitions does for thresholds, and finds it gone.  One
+ * statement per activation and apply instead of a lock and an update.  A
+ * cooldown may drop firings: those count after (act_record_applied).
+ */
+void
+act_record_queued(List *acts, XLogRecPtr upto)
+{
+	ListCell   *lc;
+
+	foreach(lc, acts)
+	{
+		ActRuntime *act = lfirst(lc);
+
+		act->recorded = false;
+		if (act->kind == ACT_THRESHOLD || act->gone ||
+			!(act->touched || act->def.ndead > 0))
+			continue;
+		act->gone = !record_position(act, upto,
+									 (act->def.denied || act->has_cooldown) ? 0 : act->queued_fires);
+		act->recorded = !act->gone;
 	}
 }
 
@@ -666,9 +726,10 @@ act_apply_queue(List *acts)
 }
 
 /*
- * Records how far each activation has looked, in the apply transaction:
- * those that queued or dead-lettered something, and the others only when
- * asked (write_idle), as the aggregates do (consumer/apply.c).  An
+ * Records how far each activation has looked, in the apply transaction,
+ * after its queue was carried out: thresholds that fired, and the others
+ * only when asked (write_idle), as the aggregates do (consumer/apply.c);
+ * those act_record_queued recorded add what a cooldown let fire.  An
  * activation not recorded keeps its applied LSN in memory too, so the
  * source keeps what it has not recorded; after a restart those events are
  * evaluated again and queue nothing again (its expressions are immutable
@@ -678,40 +739,37 @@ act_apply_queue(List *acts)
 void
 act_record_applied(List *acts, XLogRecPtr upto, bool write_idle, bool force)
 {
-	static SPIPlanPtr record_plan = NULL;
-	static SPIPlanPtr record_plan_010 = NULL;	/* a 0.1.0 catalog */
+	static SPIPlanPtr fired_plan = NULL;
 	ListCell   *lc;
-	Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
 
 	foreach(lc, acts)
 	{
 		ActRuntime *act = lfirst(lc);
-		Datum		args[3];
 
-		act->recorded = false;
 		if (act->gone)
+		{
+			act->recorded = false;
 			continue;
+		}
+		if (act->recorded)
+		{
+			Oid			argtypes[2] = {INT4OID, INT8OID};
+			Datum		args[2] = {Int32GetDatum(act->def.id), Int64GetDatum(act->fired)};
+
+			if (act->has_cooldown && act->fired > 0 &&
+				plan_execute(&fired_plan, "UPDATE stream.activation_defs SET fired = fired + $2 WHERE act_id = $1",
+							 2, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update stream.activation_defs");
+			continue;
+		}
 		/* a threshold not initialised yet (its aggregate backfills) */
 		if (act->kind == ACT_THRESHOLD && XLogRecPtrIsInvalid(act->def.applied_lsn))
 			continue;
-		/* the first apply after a load says it runs (status below) */
+		/* the first apply after a load says it runs (status) */
 		if (!(force || act->touched || act->def.ndead > 0 || !act->written ||
 			  (write_idle && upto > act->def.applied_lsn)))
 			continue;
-		args[0] = Int32GetDatum(act->def.id);
-		args[1] = LSNGetDatum(Max(upto, act->def.applied_lsn));
-		args[2] = Int64GetDatum(act->fired);
-		/* it runs: no longer parked (resumed, or retried by a new worker) */
-		if ((consumer_catalog_has_failures
-			 ? plan_execute(&record_plan, "UPDATE stream.activation_defs SET applied_lsn = $2, "
-							"applied_at = now(), fired = fired + $3, status = 'running', "
-							"last_error = NULL WHERE act_id = $1",
-							3, argtypes, args, NULL, false, 0)
-			 : plan_execute(&record_plan_010, "UPDATE stream.activation_defs SET applied_lsn = $2, "
-							"applied_at = now(), fired = fired + $3 WHERE act_id = $1",
-							3, argtypes, args, NULL, false, 0)) != SPI_OK_UPDATE)
-			elog(ERROR, "could not update stream.activation_defs");
-		act->recorded = true;
+		act->recorded = record_position(act, upto, act->fired);
 	}
 }
 
@@ -725,6 +783,7 @@ act_reset_batch(List *acts)
 		ActRuntime *act = lfirst(lc);
 
 		act->fired = 0;
+		act->queued_fires = 0;
 		act->def.ndead = 0;
 		act->touched = false;
 		act->recorded = false;

@@ -242,6 +242,7 @@ act_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 {
 	ListCell   *lc;
 
+	act_record_queued(defs, upto);
 	act_apply_queue(acts);
 	foreach(lc, defs)
 	{
@@ -256,6 +257,7 @@ act_apply(List *defs, XLogRecPtr upto, bool write_idle, TimestampTz now)
 static void
 act_retried(List *defs)
 {
+	act_record_queued(defs, InvalidXLogRecPtr);
 	act_apply_queue(acts);
 	act_record_applied(defs, InvalidXLogRecPtr, false, true);
 }

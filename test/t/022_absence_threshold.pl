@@ -210,6 +210,9 @@ is(sql(q{SELECT count(*) FILTER (WHERE activation = 'every_order') || '/' ||
                 count(*) FILTER (WHERE activation = 'order_per_user')
          FROM stream.activations WHERE activation IN ('every_order', 'order_per_user')}),
 	'2500/7', 'one firing per order, one per user within the cooldown');
+is(sql(q{SELECT string_agg(name || '=' || fired, ',' ORDER BY name) FROM stream.activation_defs
+         WHERE name IN ('every_order', 'order_per_user')}),
+	'every_order=2500,order_per_user=7', "the definitions' fired counters: what fired, not what was queued");
 is(sql(q{SELECT count(*) FROM (
            SELECT event_id, lag(event_id) OVER (ORDER BY id) AS prev FROM stream.activations
            WHERE activation IN ('every_order', 'order_per_user')) o
