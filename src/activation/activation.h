@@ -3,8 +3,9 @@
  *	  Activations as the worker and the producers' trigger run them:
  *	  their expressions analysed (definition.c), compiled definitions
  *	  (ActRuntime, compile.c), the per-batch queue of firings and timer
- *	  operations, the outbox insert + NOTIFY, absence timers and threshold
- *	  edges (fire.c), the consumer's sink (sink.c), and the trigger that
+ *	  operations and threshold edges (fire.c), the outbox rows and their
+ *	  NOTIFYs (outbox.c), absence timers (timers.c), the consumer's sink
+ *	  (sink.c), and the trigger that
  *	  fires immediate activations in the producer's transaction
  *	  (immediate.c).  docs/activations.md.
  *-------------------------------------------------------------------------
@@ -133,10 +134,6 @@ extern void act_apply_queue(List *acts);
 extern void act_record_applied(List *acts, XLogRecPtr upto, bool write_idle, bool force);
 extern void act_threshold_edge(ActRuntime *act, const char *grp, const char *payload,
 							   bool holds);
-extern int64 act_fire_row(const char *activation, const char *channel, const char *key,
-						  const char *payload, Datum event_id, TimestampTz occurred_at,
-						  TimestampTz received_at, bool has_cooldown, Datum cooldown,
-						  bool notify_id);
 
 /* after the apply transaction */
 extern bool act_queue_pending(void);
@@ -144,10 +141,26 @@ extern void act_spill_queue(void);
 extern void act_reset_batch(List *acts);
 
 extern void act_free_plans(void);
-/* fire.c: an SPI statement (or plan) with the worker's writes tagged */
+
+/*
+ * outbox.c: one outbox row and its NOTIFY (SPI connected), the batch of
+ * the worker's firings without a cooldown, the NOTIFYs of an apply
+ * counted per channel, and SPI statements with the worker's writes tagged
+ */
+extern int64 act_fire_row(const char *activation, const char *channel, const char *key,
+						  const char *payload, Datum event_id, TimestampTz occurred_at,
+						  TimestampTz received_at, bool has_cooldown, Datum cooldown,
+						  bool notify_id);
 extern int	act_execute_tagged(SPIPlanPtr plan, const char *sql, Datum *args);
-/* fire.c: one outbox row's NOTIFY, counted per channel in an apply */
 extern void act_notify_row(const char *channel, int64 id, const char *json, bool id_only);
+extern void act_notify_begin(void);
+extern void act_notify_end(void);
+extern void act_notify_reset(void);
+extern void act_outbox_add(ActRuntime *act, const char *key, const char *payload,
+						   Datum event_id, TimestampTz occurred_at, TimestampTz received_at);
+extern void act_outbox_flush(void);
+extern void act_outbox_discard(void);
+extern void act_outbox_free_plans(void);
 
 /*
  * timers.c: absence timers.  Opened and cancelled in the apply transaction

@@ -3,15 +3,17 @@
  *	  Activations firing (docs/activations.md):
  *	  - the batch queue of the worker's consumer: firings of on_event and
  *	    the open/cancel operations of on_absence timers, kept in commit
- *	    order and carried out in the apply transaction;
- *	  - the outbox insert + NOTIFY (act_fire_row), shared with the
- *	    immediate trigger (immediate.c);
- *	  - threshold edges (stream.threshold_state) and due absence timers.
+ *	    order (spilled to a temporary file past the consumer's memory) and
+ *	    carried out in the apply transaction, through outbox.c (firings)
+ *	    and timers.c (timers);
+ *	  - what each activation records of its position, and the row locks
+ *	    that order the worker with drop_activation;
+ *	  - threshold edges (stream.threshold_state).
  *
  * Every write here happens in a transaction that also records how far the
- * worker has decoded (or, for timers, that deletes the timer), so a firing
- * commits exactly once with its NOTIFY.  The worker's own writes are
- * tagged with the extension's private replication origin (origin.h).
+ * worker has decoded, so a firing commits exactly once with its NOTIFY.
+ * The worker's own writes are tagged with the extension's private
+ * replication origin (origin.h).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -45,9 +47,6 @@
 #include "core/owner.h"
 #include "stream_events.h"
 
-/* as in commands/async.c, where it is private */
-#define NOTIFY_PAYLOAD_MAX_LENGTH (BLCKSZ - NAMEDATALEN - 128)
-
 typedef enum ActOpKind
 {
 	OP_FIRE,					/* on_event matched */
@@ -76,110 +75,8 @@ static Tuplestorestate *spill = NULL;
 static TupleDesc spill_desc = NULL;
 static MemoryContext spill_cxt = NULL;
 
-/*
- * NOTIFYs of one apply transaction, per channel: past NOTIFY_PER_CHANNEL
- * the rows are announced by one {"id": <last>, "more": true} at the end
- * (PostgreSQL keeps every pending NOTIFY of a transaction in memory).
- */
-#define NOTIFY_PER_CHANNEL 10000
-typedef struct ChannelCount
-{
-	char	   *channel;
-	int64		sent;
-	int64		last_id;		/* of the rows not announced one by one */
-	bool		id_only;
-} ChannelCount;
-static bool notify_capped = false;
-static List *channel_counts = NIL;	/* ChannelCount, in fire_cxt */
-static SPIPlanPtr fire_plan = NULL;
-static SPIPlanPtr fire_plan_plain = NULL;	/* no cooldown to check */
-static SPIPlanPtr fire_plan_batch = NULL;
 static SPIPlanPtr edge_on_plan = NULL;
 static SPIPlanPtr edge_off_plan = NULL;
-
-/*
- * Firings without a cooldown, written by one INSERT per FIRE_BATCH rows
- * (fire_batch_flush) instead of one each: most firings of a busy stream,
- * and one statement costs about what its first row does.  Rows are
- * inserted, numbered and announced in commit order; a firing that must
- * see the rows before it (a cooldown) flushes the batch first.
- */
-#define FIRE_BATCH 1000
-typedef struct FireBatch
-{
-	int			n;
-	ActRuntime *acts[FIRE_BATCH];
-	MemoryContext cxt;
-	ArrayBuildState *name, *key, *payload, *event_id, *occurred_at, *received_at, *channel;
-} FireBatch;
-static FireBatch batch = {0};
-
-/*
- * NOTIFY channel with an outbox row as JSON, or {"id": n, "truncated": true}
- * when that exceeds the NOTIFY limit (the client reads the row by id).
- * With notify => 'id' only {"id": n}: LISTEN has no access control, so an
- * activation whose events are private sends nothing a listener could read;
- * the row is then read through stream.consume, which checks.
- */
-void
-act_notify_row(const char *channel, int64 id, const char *json, bool id_only)
-{
-	if (notify_capped)
-	{
-		ListCell   *lc;
-		ChannelCount *cc = NULL;
-
-		foreach(lc, channel_counts)
-			if (strcmp(((ChannelCount *) lfirst(lc))->channel, channel) == 0)
-				cc = lfirst(lc);
-		if (cc == NULL)
-		{
-			MemoryContext old = MemoryContextSwitchTo(fire_cxt);
-
-			cc = palloc0(sizeof(ChannelCount));
-			cc->channel = pstrdup(channel);
-			channel_counts = lappend(channel_counts, cc);
-			MemoryContextSwitchTo(old);
-		}
-		if (++cc->sent > NOTIFY_PER_CHANNEL)
-		{
-			cc->last_id = id;
-			return;
-		}
-	}
-	if (id_only)
-		json = psprintf("{\"id\": " INT64_FORMAT "}", id);
-	else if (strlen(json) >= NOTIFY_PAYLOAD_MAX_LENGTH)
-		json = psprintf("{\"id\": " INT64_FORMAT ", \"truncated\": true}", id);
-	Async_Notify(channel, json);
-}
-
-/*
- * SPI_execute_plan (plan) or SPI_execute (sql) with the WAL it writes
- * tagged as the worker's own (origin.h): not decoded.  Only for the
- * extension's fixed statements, never user code.
- */
-int
-act_execute_tagged(SPIPlanPtr plan, const char *sql, Datum *args)
-{
-	OriginTag	tag = {0};
-	volatile int rc;
-
-	origin_tag_begin(&tag);
-	PG_TRY();
-	{
-		if (plan)
-			rc = SPI_execute_plan(plan, args, NULL, false, 0);
-		else
-			rc = SPI_execute(sql, false, 0);
-	}
-	PG_FINALLY();
-	{
-		origin_tag_end(&tag);
-	}
-	PG_END_TRY();
-	return rc;
-}
 
 /* ---------- matching decoded events ---------- */
 
@@ -342,9 +239,7 @@ act_lock_definitions(List *acts)
 	ListCell   *lc;
 	Oid			argtypes[1] = {INT4OID};
 
-	/* its NOTIFYs are counted per channel */
-	channel_counts = NIL;
-	notify_capped = true;
+	act_notify_begin();
 
 	foreach(lc, acts)
 	{
@@ -415,209 +310,6 @@ act_record_queued(List *acts, XLogRecPtr upto)
 	}
 }
 
-/*
- * One outbox row and its NOTIFY: the row as JSON, or {"id": n,
- * "truncated": true} when that exceeds the NOTIFY limit.  With a cooldown,
- * nothing when the key fired within it before (measured on received_at).
- * Returns the row's id, or 0.  Needs SPI; runs with search_path
- * pg_catalog-first names only.
- */
-int64
-act_fire_row(const char *activation, const char *channel, const char *key,
-			 const char *payload, Datum event_id, TimestampTz occurred_at,
-			 TimestampTz received_at, bool has_cooldown, Datum cooldown,
-			 bool notify_id)
-{
-	Datum		args[8];
-	char		nulls[8] = "        ";
-	bool		isnull;
-	int64		id = 0;
-	bool		cooling;
-	MemoryContext cxt = CurrentMemoryContext;
-	MemoryContext tmp;
-
-	/*
-	 * The lock NOTIFY takes at commit (async.c, PreCommit_Notify), taken now
-	 * and held to the end of the transaction: whoever writes the outbox
-	 * (the worker, producers with immediate delivery) commits in the order
-	 * the ids were taken, so a consumer's "acknowledged up to id" never
-	 * skips a row that commits later with a lower id.
-	 */
-	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
-	cooling = has_cooldown && key != NULL && received_at != 0;
-	if (cooling && fire_plan == NULL)
-	{
-		Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TEXTOID, INTERVALOID};
-
-		fire_plan = plan_keep("WITH f AS ("
-							  " INSERT INTO stream.activations AS a (activation, key, payload, event_id, "
-							  "   occurred_at, received_at, channel)"
-							  " SELECT $1, $2, $3::pg_catalog.jsonb, $4, $5, $6, $7"
-							  " WHERE $8 IS NULL OR $2 IS NULL OR $6 IS NULL OR NOT EXISTS ("
-							  "   SELECT 1 FROM stream.activations p WHERE p.activation OPERATOR(pg_catalog.=) $1"
-							  "   AND p.key OPERATOR(pg_catalog.=) $2"
-							  "   AND p.received_at OPERATOR(pg_catalog.>) ($6 OPERATOR(pg_catalog.-) $8)"
-							  "   AND p.received_at OPERATOR(pg_catalog.<=) $6)"
-							  " RETURNING a.id, pg_catalog.row_to_json(a)::pg_catalog.text)"
-							  " SELECT * FROM f",
-							  8, types);
-	}
-
-	/*
-	 * Without a cooldown the statement has no subquery to set up for every
-	 * firing: the worker fires most events of a busy stream this way.
-	 */
-	if (!cooling && fire_plan_plain == NULL)
-	{
-		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TEXTOID};
-
-		fire_plan_plain = plan_keep("INSERT INTO stream.activations AS a (activation, key, payload, event_id, "
-									"   occurred_at, received_at, channel)"
-									" VALUES ($1, $2, $3::pg_catalog.jsonb, $4, $5, $6, $7)"
-									" RETURNING a.id, pg_catalog.row_to_json(a)::pg_catalog.text",
-									7, types);
-	}
-	/*
-	 * What one row needs is freed with it: SPI leaves its procedure context
-	 * current, where a million firings of one apply would pile up.
-	 */
-	tmp = AllocSetContextCreate(cxt, "stream_events firing", ALLOCSET_SMALL_SIZES);
-	MemoryContextSwitchTo(tmp);
-	args[0] = CStringGetTextDatum(activation);
-	args[1] = key ? CStringGetTextDatum(key) : (Datum) 0;
-	nulls[1] = key ? ' ' : 'n';
-	args[2] = CStringGetTextDatum(payload);
-	args[3] = event_id;
-	nulls[3] = event_id ? ' ' : 'n';
-	args[4] = TimestampTzGetDatum(occurred_at);
-	nulls[4] = occurred_at ? ' ' : 'n';
-	args[5] = TimestampTzGetDatum(received_at);
-	nulls[5] = received_at ? ' ' : 'n';
-	args[6] = CStringGetTextDatum(channel);
-	args[7] = cooldown;
-	nulls[7] = has_cooldown ? ' ' : 'n';
-	if (cooling
-		? SPI_execute_plan(fire_plan, args, nulls, false, 0) != SPI_OK_SELECT
-		: SPI_execute_plan(fire_plan_plain, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not insert into stream.activations");
-	MemoryContextSwitchTo(tmp);
-	if (SPI_processed > 0)		/* else: cooldown */
-	{
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		act_notify_row(channel, id, notify_id ? NULL :
-					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
-					   notify_id);
-	}
-	SPI_freetuptable(SPI_tuptable);
-	MemoryContextSwitchTo(cxt);
-	MemoryContextDelete(tmp);
-	return id;
-}
-
-/* Forgets the batch (written, or its transaction failed). */
-static void
-fire_batch_discard(void)
-{
-	batch.n = 0;
-	if (batch.cxt)
-		MemoryContextReset(batch.cxt);
-}
-
-/*
- * Writes the batched firings: one INSERT of the rows in commit order,
- * whose RETURNING gives their ids in that order (ModifyTable returns rows
- * as it inserts them, and unnest yields its elements in order); then one
- * NOTIFY each, as act_fire_row sends.  Needs SPI.
- */
-static void
-fire_batch_flush(void)
-{
-	MemoryContext old;
-	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
-	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
-	Datum		args[7];
-
-	if (batch.n == 0)
-		return;
-	old = MemoryContextSwitchTo(batch.cxt);
-	args[0] = makeArrayResult(batch.name, batch.cxt);
-	args[1] = makeArrayResult(batch.key, batch.cxt);
-	args[2] = makeArrayResult(batch.payload, batch.cxt);
-	args[3] = makeArrayResult(batch.event_id, batch.cxt);
-	args[4] = makeArrayResult(batch.occurred_at, batch.cxt);
-	args[5] = makeArrayResult(batch.received_at, batch.cxt);
-	args[6] = makeArrayResult(batch.channel, batch.cxt);
-	/* ids in commit order: see act_fire_row */
-	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
-	if (plan_execute(&fire_plan_batch,
-					 "INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
-					 "   occurred_at, received_at, channel)"
-					 " SELECT u.activation, u.key, u.payload::pg_catalog.jsonb, u.event_id,"
-					 "   u.occurred_at, u.received_at, u.channel"
-					 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-					 "   pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
-					 "   pg_catalog.unnest($6), pg_catalog.unnest($7))"
-					 "   AS u(activation, key, payload, event_id, occurred_at, received_at, channel)"
-					 " RETURNING a.id, pg_catalog.row_to_json(a)::pg_catalog.text",
-					 7, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not insert into stream.activations");
-	if (SPI_processed != (uint64) batch.n)
-		elog(ERROR, "stream.activations: " UINT64_FORMAT " rows inserted of %d", SPI_processed, batch.n);
-	for (int i = 0; i < batch.n; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ActRuntime *act = batch.acts[i];
-		bool		isnull;
-
-		act_notify_row(act->channel, DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-					   act->notify_id ? NULL : SPI_getvalue(tup, desc, 2), act->notify_id);
-		act->fired++;
-	}
-	SPI_freetuptable(SPI_tuptable);
-	MemoryContextSwitchTo(old);
-	fire_batch_discard();
-}
-
-static void
-fire_batch_add(ActOp *o)
-{
-	MemoryContext old;
-	MemoryContext cxt;
-
-	if (batch.cxt == NULL)
-		batch.cxt = AllocSetContextCreate(TopMemoryContext, "stream_events firings",
-										  ALLOCSET_DEFAULT_SIZES);
-	cxt = batch.cxt;
-	old = MemoryContextSwitchTo(cxt);
-	if (batch.n == 0)
-	{
-		batch.name = initArrayResult(TEXTOID, cxt, false);
-		batch.key = initArrayResult(TEXTOID, cxt, false);
-		batch.payload = initArrayResult(TEXTOID, cxt, false);
-		batch.event_id = initArrayResult(UUIDOID, cxt, false);
-		batch.occurred_at = initArrayResult(TIMESTAMPTZOID, cxt, false);
-		batch.received_at = initArrayResult(TIMESTAMPTZOID, cxt, false);
-		batch.channel = initArrayResult(TEXTOID, cxt, false);
-	}
-	accumArrayResult(batch.name, CStringGetTextDatum(o->act->def.name), false, TEXTOID, cxt);
-	accumArrayResult(batch.key, o->key ? CStringGetTextDatum(o->key) : (Datum) 0,
-					 o->key == NULL, TEXTOID, cxt);
-	accumArrayResult(batch.payload, CStringGetTextDatum(o->payload), false, TEXTOID, cxt);
-	accumArrayResult(batch.event_id, o->event_id, o->event_id == (Datum) 0, UUIDOID, cxt);
-	accumArrayResult(batch.occurred_at, TimestampTzGetDatum(o->occurred_at), o->occurred_at == 0,
-					 TIMESTAMPTZOID, cxt);
-	accumArrayResult(batch.received_at, TimestampTzGetDatum(o->received_at), o->received_at == 0,
-					 TIMESTAMPTZOID, cxt);
-	accumArrayResult(batch.channel, CStringGetTextDatum(o->act->channel), false, TEXTOID, cxt);
-	batch.acts[batch.n++] = o->act;
-	MemoryContextSwitchTo(old);
-	if (batch.n >= FIRE_BATCH)
-		fire_batch_flush();
-}
-
 static void
 apply_op(ActOp *o)
 {
@@ -628,11 +320,12 @@ apply_op(ActOp *o)
 	{
 		case OP_FIRE:
 			if (!(o->act->has_cooldown && o->key != NULL && o->received_at != 0))
-				fire_batch_add(o);
+				act_outbox_add(o->act, o->key, o->payload, o->event_id, o->occurred_at,
+							   o->received_at);
 			else
 			{
 				/* the cooldown looks at the rows before this one */
-				fire_batch_flush();
+				act_outbox_flush();
 				if (act_fire_row(o->act->def.name, o->act->channel, o->key, o->payload,
 								 o->event_id, o->occurred_at, o->received_at,
 								 o->act->has_cooldown, o->act->cooldown,
@@ -711,18 +404,9 @@ act_apply_queue(List *acts)
 		}
 		MemoryContextDelete(tmp);
 	}
-	fire_batch_flush();
+	act_outbox_flush();
 	act_timers_flush();
-	foreach(lc, channel_counts)
-	{
-		ChannelCount *cc = lfirst(lc);
-
-		if (cc->sent > NOTIFY_PER_CHANNEL)
-			Async_Notify(cc->channel,
-						 psprintf("{\"id\": " INT64_FORMAT ", \"more\": true}", cc->last_id));
-	}
-	channel_counts = NIL;
-	notify_capped = false;
+	act_notify_end();
 }
 
 /*
@@ -788,11 +472,10 @@ act_reset_batch(List *acts)
 		act->touched = false;
 		act->recorded = false;
 	}
-	fire_batch_discard();
+	act_outbox_discard();
 	act_timers_discard();
+	act_notify_reset();
 	queue = NIL;
-	channel_counts = NIL;
-	notify_capped = false;
 	if (fire_cxt)
 		MemoryContextReset(fire_cxt);
 	if (spill)
@@ -862,8 +545,7 @@ act_threshold_edge(ActRuntime *act, const char *grp, const char *payload, bool h
 void
 act_free_plans(void)
 {
-	SPIPlanPtr *plans[] = {&fire_plan, &fire_plan_plain, &fire_plan_batch,
-	&edge_on_plan, &edge_off_plan};
+	SPIPlanPtr *plans[] = {&edge_on_plan, &edge_off_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -872,5 +554,6 @@ act_free_plans(void)
 		*plans[i] = NULL;
 	}
 	act_timers_free_plans();
+	act_outbox_free_plans();
 }
 
