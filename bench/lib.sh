@@ -59,6 +59,7 @@ fi
 # BENCH_RECORD=1 / 0 forces either way.
 bench_defaults() {
     local kv var
+    [ -z "${BENCH_EXTRA_CONF:-}" ] || { echo 0; return; }
     for kv in "$@"; do
         var=${kv%%=*}
         [ "${!var-}" = "${kv#*=}" ] || { echo 0; return; }

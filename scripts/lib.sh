@@ -118,3 +118,10 @@ BENCH_SERVER_CONF=(
     "work_mem = 64MB"
     "max_connections = 50"
 )
+# BENCH_EXTRA_CONF: more postgresql.conf lines for a benchmark's server,
+# separated by ';' (a setting tried out, e.g. "stream_events.wake_delay_max
+# = 2ms"); runs with it never record (bench_defaults).
+if [ -n "${BENCH_EXTRA_CONF:-}" ]; then
+    IFS=';' read -r -a _extra <<< "$BENCH_EXTRA_CONF"
+    BENCH_SERVER_CONF+=("${_extra[@]}")
+fi
