@@ -547,12 +547,7 @@ act_free_plans(void)
 {
 	SPIPlanPtr *plans[] = {&edge_on_plan, &edge_off_plan};
 
-	for (int i = 0; i < lengthof(plans); i++)
-	{
-		if (*plans[i])
-			SPI_freeplan(*plans[i]);
-		*plans[i] = NULL;
-	}
+	plan_forget(plans, lengthof(plans));
 	act_timers_free_plans();
 	act_outbox_free_plans();
 }

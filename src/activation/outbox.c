@@ -385,11 +385,6 @@ act_outbox_free_plans(void)
 {
 	SPIPlanPtr *plans[] = {&fire_plan, &fire_plan_plain, &fire_plan_batch};
 
-	for (int i = 0; i < lengthof(plans); i++)
-	{
-		if (*plans[i])
-			SPI_freeplan(*plans[i]);
-		*plans[i] = NULL;
-	}
+	plan_forget(plans, lengthof(plans));
 	act_outbox_discard();
 }

@@ -420,12 +420,7 @@ act_timers_free_plans(void)
 {
 	SPIPlanPtr *plans[] = {&upsert_plan, &cancel_plan, &due_plan};
 
-	for (int i = 0; i < lengthof(plans); i++)
-	{
-		if (*plans[i])
-			SPI_freeplan(*plans[i]);
-		*plans[i] = NULL;
-	}
+	plan_forget(plans, lengthof(plans));
 	act_timers_discard();
 	next_due = 0;
 }

@@ -29,3 +29,14 @@ plan_execute(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 		*plan = plan_keep(sql, nargs, argtypes);
 	return SPI_execute_plan(*plan, args, nulls, read_only, count);
 }
+
+void
+plan_forget(SPIPlanPtr *const *plans, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+}

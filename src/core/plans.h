@@ -22,4 +22,7 @@ extern SPIPlanPtr plan_keep(const char *sql, int nargs, Oid *argtypes);
 extern int	plan_execute(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 						 Datum *args, const char *nulls, bool read_only, long count);
 
+/* frees the kept plans *plans[0..n-1] that exist and forgets them */
+extern void plan_forget(SPIPlanPtr *const *plans, int n);
+
 #endif							/* STREAM_EVENTS_CORE_PLANS_H */
