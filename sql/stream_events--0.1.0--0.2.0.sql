@@ -53,6 +53,9 @@ ALTER TABLE stream.aggregate_defs
 COMMENT ON COLUMN stream.aggregate_defs.on_error IS
     'skip: an event that makes the aggregate fail is left out of it and kept in stream.dead_letters; stop: the aggregate is parked (status error) until stream.resume';
 
+-- absence timers: no foreign key (sql/modules/70_activations.sql says why)
+ALTER TABLE stream.absence_timers DROP CONSTRAINT absence_timers_act_id_fkey;
+
 -- new tables
 CREATE TABLE stream.channels (
     channel      text PRIMARY KEY,
@@ -465,6 +468,10 @@ BEGIN
     WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
       AND (a.stream = o.objid OR a.aggregate = o.objid);
     changed := FOUND;
+    IF changed THEN
+        DELETE FROM stream.absence_timers t
+        WHERE NOT EXISTS (SELECT 1 FROM stream.activation_defs a WHERE a.act_id = t.act_id);
+    END IF;
     FOR gone IN SELECT objid FROM pg_event_trigger_dropped_objects()
                 WHERE classid = 'pg_class'::regclass AND objsubid = 0
                   AND object_type IN ('table', 'partitioned table')
@@ -1772,6 +1779,7 @@ BEGIN
                   HINT = format('Ask %s to drop it.', d.owner);
     END IF;
     DELETE FROM stream.activation_defs a WHERE a.act_id = d.act_id;
+    DELETE FROM stream.absence_timers t WHERE t.act_id = d.act_id;
     DELETE FROM stream.dead_letters l WHERE l.kind = 'activation' AND l.def_id = d.act_id;
     IF d.delivery = 'immediate' THEN
         PERFORM stream._activation_sync_trigger(d.stream);

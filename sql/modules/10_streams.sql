@@ -387,6 +387,10 @@ BEGIN
     WHERE o.classid = 'pg_class'::regclass AND o.objsubid = 0
       AND (a.stream = o.objid OR a.aggregate = o.objid);
     changed := FOUND;
+    IF changed THEN
+        DELETE FROM stream.absence_timers t
+        WHERE NOT EXISTS (SELECT 1 FROM stream.activation_defs a WHERE a.act_id = t.act_id);
+    END IF;
     FOR gone IN SELECT objid FROM pg_event_trigger_dropped_objects()
                 WHERE classid = 'pg_class'::regclass AND objsubid = 0
                   AND object_type IN ('table', 'partitioned table')

@@ -197,6 +197,19 @@ is(sql(q{SELECT count(*) FROM stream.absence_timers t JOIN stream.activation_def
          WHERE d.name = 'fold' AND t.deadline = c.received_at + interval '1 hour'}),
 	'4', "each timer's deadline is its opening event's received_at + within");
 
+# absence_timers has no foreign key (sql/modules/70_activations.sql): the
+# drop functions delete the timers, and a timer without its activation goes
+# unfired when due
+my $fold_id = sql(q{SELECT act_id FROM stream.activation_defs WHERE name = 'fold'});
+sql(q{SELECT stream.drop_activation('fold')});
+is(sql(qq{SELECT count(*) FROM stream.absence_timers WHERE act_id = $fold_id}), '0',
+	'drop_activation deletes its timers');
+sql(q{INSERT INTO stream.absence_timers (act_id, key, deadline, payload)
+      VALUES (-1, 'orphan', now(), '{}')});
+is(wait_for(q{SELECT count(*) FROM stream.absence_timers WHERE act_id = -1}, '0'), '0',
+	'a timer without its activation is deleted when due');
+is(sql(q{SELECT count(*) FROM stream.activations WHERE key = 'orphan'}), '0', '... and fires nothing');
+
 # -- batched firings keep commit order across activations, a cooldown in between
 sql(q{SELECT stream.on_event('every_order', 'clicks', $$event_name = 'order'$$)});
 sql(q{SELECT stream.on_event('order_per_user', 'clicks', $$event_name = 'order'$$,
@@ -241,6 +254,19 @@ is(sql(qq{SELECT count(*) FROM stream.aggregates
           WHERE stream = 'clicks' AND applied_lsn > '$quiet_from'}),
 	sql(q{SELECT count(*) FROM stream.aggregates WHERE stream = 'clicks'}),
 	'so did quiet aggregates');
+
+# dropping a stream deletes the timers of its activations
+sql(q{SELECT stream.create_stream('short_lived')});
+sql(q{SELECT stream.on_absence('short_wait', 'short_lived', started_by => 'true',
+        cancelled_by => 'false', within => '1 hour', key => 'user_id')});
+sql(q{SELECT stream.flush()});
+sql(q{INSERT INTO short_lived (event_name, user_id) VALUES ('x', 's1'), ('x', 's2')});
+sql(q{SELECT stream.flush()});
+my $short_id = sql(q{SELECT act_id FROM stream.activation_defs WHERE name = 'short_wait'});
+is(sql(qq{SELECT count(*) FROM stream.absence_timers WHERE act_id = $short_id}), '2', 'two timers open');
+sql(q{DROP TABLE short_lived});
+is(sql(qq{SELECT count(*) FROM stream.absence_timers WHERE act_id = $short_id}), '0',
+	'DROP TABLE of the stream deleted its activations\' timers');
 
 $node->stop;
 done_testing();
