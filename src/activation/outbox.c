@@ -329,7 +329,8 @@ act_outbox_flush(void)
 		bool		isnull;
 
 		act_notify_row(act->channel, DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-					   act->notify_id ? NULL : SPI_getvalue(tup, desc, 2), act->notify_id);
+					   act->notify_id ? NULL : TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
+					   act->notify_id);
 		act->fired++;
 	}
 	SPI_freetuptable(SPI_tuptable);

@@ -346,8 +346,9 @@ act_fire_due_timers(List *acts, TimestampTz horizon)
 
 			due_plan = plan_keep("WITH due AS ("
 								 " DELETE FROM stream.absence_timers t"
-								 " WHERE (t.act_id, t.key) IN (SELECT act_id, key FROM stream.absence_timers"
-								 "   WHERE deadline <= $1 ORDER BY deadline LIMIT " CppAsString2(TIMERS_PER_TXN) ")"
+								 /* a TID scan: no lookup through the primary key */
+								 " WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM stream.absence_timers"
+								 "   WHERE deadline <= $1 ORDER BY deadline LIMIT " CppAsString2(TIMERS_PER_TXN) "))"
 								 " RETURNING t.*),"
 								 " ins AS ("
 								 " INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
@@ -373,7 +374,8 @@ act_fire_due_timers(List *acts, TimestampTz horizon)
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			char	   *name = SPI_getvalue(tup, desc, 4);
+			/* text columns, read without their output function */
+			char	   *name = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
 			ActRuntime *act = NULL;
 			ListCell   *lc;
 
@@ -391,9 +393,10 @@ act_fire_due_timers(List *acts, TimestampTz horizon)
 			 * any more (a timer of it cannot be opened again) says no more
 			 * than the id either.
 			 */
-			act_notify_row(SPI_getvalue(tup, desc, 2),
+			act_notify_row(TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
 						   DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-						   SPI_getvalue(tup, desc, 3), act == NULL || act->notify_id);
+						   TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)),
+						   act == NULL || act->notify_id);
 		}
 		more = (n >= TIMERS_PER_TXN);
 		if (!more)
