@@ -186,12 +186,6 @@ act_timer_cancel(ActRuntime *act, const char *key, TimestampTz received_at)
 		act_timers_flush();
 }
 
-static Datum
-build_array(ArrayBuildState *astate)
-{
-	return makeArrayResult(astate, CurrentMemoryContext);
-}
-
 /* Writes the fold: one DELETE of the cancelled keys, one upsert of the rest. */
 void
 act_timers_flush(void)
@@ -252,7 +246,8 @@ act_timers_flush(void)
 	if (ncancel > 0)
 	{
 		Oid			types[3] = {INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
-		Datum		args[3] = {build_array(c_act), build_array(c_key), build_array(c_bound)};
+		Datum		args[3] = {makeArrayResult(c_act, cxt), makeArrayResult(c_key, cxt),
+		makeArrayResult(c_bound, cxt)};
 
 		if (plan_execute(&cancel_plan,
 						 "DELETE FROM stream.absence_timers t"
@@ -268,9 +263,10 @@ act_timers_flush(void)
 	{
 		Oid			types[7] = {INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
 		UUIDARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-		Datum		args[7] = {build_array(u_act), build_array(u_key), build_array(u_deadline),
-			build_array(u_payload), build_array(u_event), build_array(u_occurred),
-		build_array(u_received)};
+		Datum		args[7] = {makeArrayResult(u_act, cxt), makeArrayResult(u_key, cxt),
+			makeArrayResult(u_deadline, cxt), makeArrayResult(u_payload, cxt),
+			makeArrayResult(u_event, cxt), makeArrayResult(u_occurred, cxt),
+		makeArrayResult(u_received, cxt)};
 
 		if (plan_execute(&upsert_plan,
 						 "INSERT INTO stream.absence_timers AS t"
