@@ -430,11 +430,9 @@ act_record_applied(List *acts, XLogRecPtr upto, bool write_idle, bool force)
 	{
 		ActRuntime *act = lfirst(lc);
 
+		/* act_record_queued ran first: a gone one is not recorded */
 		if (act->gone)
-		{
-			act->recorded = false;
 			continue;
-		}
 		if (act->recorded)
 		{
 			Oid			argtypes[2] = {INT4OID, INT8OID};
