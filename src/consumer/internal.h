@@ -70,6 +70,14 @@ extern void drop_main_slot(const char *why);
 extern void decode_available(void);
 extern void warn_if_slot_holds_wal(void);
 
+/* streamed.c: large transactions decoded before their commit */
+extern bool decode_streaming;	/* slot.c asks the plugin to stream */
+extern void streamed_keep(ReorderBufferTXN *txn, TransactionId subxid,
+						  StreamFeed *feed, TupleTableSlot *row);
+extern void streamed_abort(ReorderBufferTXN *txn);
+extern void streamed_commit(ReorderBufferTXN *txn);
+extern void streamed_reset(void);
+
 /* plugin.c: the output plugin and the fold of a decoded event */
 extern void part_cache_reset(void);
 extern void part_cache_register(void);

@@ -5,8 +5,9 @@
  *	  a partition of a stream some definition folds goes, in the stream's
  *	  row type, through every definition of that stream in order, each in
  *	  its owner's scope (owner.h) with an active snapshot; commits mark the
- *	  boundaries where a batch may be applied; the flush marker
- *	  (stream.flush) is noted; the extension's own writes are filtered out
+ *	  boundaries where a batch may be applied; the inserts of a large
+ *	  transaction streamed before its commit are kept until it (streamed.c);
+ *	  the flush marker (stream.flush) is noted; the extension's own writes are filtered out
  *	  by their private origin (origin.h).
  *-------------------------------------------------------------------------
  */
@@ -146,6 +147,9 @@ cb_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 				 errhint("Use test_decoding or pgoutput for your own slots.")));
 	opt->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
 	opt->receive_rewrites = false;
+	/* large transactions streamed, where slot.c asks for it (streamed.c) */
+	if (!decode_streaming)
+		ctx->streaming = false;
 }
 
 static void
@@ -320,16 +324,76 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 	ExecClearTuple(pe->slot);
 }
 
+/* a commit folded: apply at this boundary once the batch is big or old */
+static void
+commit_boundary(void)
+{
+	if (batch_units >= se_aggregate_batch_groups ||
+		(batch_units > 0 &&
+		 TimestampDifferenceExceeds(batch_started, GetCurrentTimestamp(), 1000)))
+		stop_after_commit = true;
+}
+
 static void
 cb_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
 {
 	/* before the reorder buffer ends its replay subtransaction */
 	fold_scope_end();
-	/* apply at a commit boundary once the batch is big or old enough */
-	if (batch_units >= se_aggregate_batch_groups ||
-		(batch_units > 0 &&
-		 TimestampDifferenceExceeds(batch_started, GetCurrentTimestamp(), 1000)))
-		stop_after_commit = true;
+	commit_boundary();
+}
+
+/* ---------- streamed transactions (streamed.c) ---------- */
+
+static void
+cb_stream_start(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+}
+
+static void
+cb_stream_stop(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+}
+
+/*
+ * A change of a transaction still in progress: an insert into a fed
+ * stream's partition is kept, in the stream's row type, until the commit.
+ * No capture is loaded while decoding streams (slot.c), so nothing else
+ * wants a change here.
+ */
+static void
+cb_stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
+				 ReorderBufferChange *change)
+{
+	PartEntry  *pe;
+	TupleTableSlot *row;
+
+	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
+		change->data.tp.newtuple == NULL || consumer_feeds == NIL)
+		return;
+	pe = part_lookup(relation);
+	if (pe->feed == NULL)
+		return;
+	ExecStoreHeapTuple(&change->data.tp.newtuple->tuple, pe->slot, false);
+	if (pe->map)
+		row = execute_attr_map_slot(pe->map->attrMap, pe->slot, pe->feed->slot);
+	else
+		row = pe->slot;
+	streamed_keep(txn->toptxn ? txn->toptxn : txn, change->txn->xid, pe->feed, row);
+	ExecClearTuple(pe->slot);
+}
+
+static void
+cb_stream_abort(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr abort_lsn)
+{
+	streamed_abort(txn);
+}
+
+static void
+cb_stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	streamed_commit(txn);
+	fold_scope_end();
+	commit_boundary();
 }
 
 static void
@@ -377,5 +441,10 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->message_cb = cb_message;
 	cb->shutdown_cb = cb_shutdown;
 	cb->filter_by_origin_cb = cb_filter_by_origin;
+	cb->stream_start_cb = cb_stream_start;
+	cb->stream_stop_cb = cb_stream_stop;
+	cb->stream_change_cb = cb_stream_change;
+	cb->stream_abort_cb = cb_stream_abort;
+	cb->stream_commit_cb = cb_stream_commit;
 }
 

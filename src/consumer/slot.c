@@ -88,6 +88,7 @@ release_decoding(void)
 		LogicalDecodingContext *ctx = dctx;
 
 		dctx = NULL;
+		streamed_reset();
 		FreeDecodingContext(ctx);
 	}
 	if (bf_ctx)
@@ -161,6 +162,30 @@ drop_main_slot(const char *why)
 
 /* ---------- decoding ---------- */
 
+/*
+ * Large transactions are streamed to the plugin before their commit
+ * (streamed.c) unless the setting is off or a capture is loaded: a
+ * capture takes every change of its table at the commit, and streamed.c
+ * keeps only streams' inserts.  Definitions reloaded release the decoding
+ * context, so this is decided again whenever the set of sinks changes.
+ */
+static bool
+streaming_wanted(void)
+{
+	ListCell   *lc;
+
+	if (!se_decode_streaming)
+		return false;
+	foreach(lc, consumer_defs)
+	{
+		ConsumerDef *def = lfirst(lc);
+
+		if (def->sink->change != NULL)
+			return false;
+	}
+	return true;
+}
+
 void
 decode_available(void)
 {
@@ -189,8 +214,17 @@ decode_available(void)
 		old = MemoryContextSwitchTo(consumer_cxt);
 		ReplicationSlotAcquire(consumer_slot_name(MyDatabaseId), true);
 		consumer_active = true;
-		dctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, xl_routine(),
-									 NULL, NULL, NULL);
+		decode_streaming = streaming_wanted();
+		PG_TRY();
+		{
+			dctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, xl_routine(),
+										 NULL, NULL, NULL);
+		}
+		PG_FINALLY();
+		{
+			decode_streaming = false;
+		}
+		PG_END_TRY();
 		XLogBeginRead(dctx->reader, MyReplicationSlot->data.restart_lsn);
 		MemoryContextSwitchTo(old);
 		InvalidateSystemCaches();

@@ -37,6 +37,7 @@ int			jsonschema_max_cache_entries = 256;
 int			se_aggregate_poll_ms = 20;
 int			se_aggregate_batch_groups = 50000;
 int			se_consumer_memory_kb = 256 * 1024;
+bool		se_decode_streaming = true;
 int			se_slot_warning_size_mb = 1024;
 int			se_wake_delay_max_ms = 5;
 int			se_activation_retention = 7 * 24 * 3600;
@@ -228,6 +229,15 @@ guc_init(void)
 							"(docs/aggregates.md). At least 16MB.",
 							&se_consumer_memory_kb, 256 * 1024, 1, MAX_KILOBYTES,
 							PGC_SIGHUP, GUC_UNIT_KB, check_consumer_memory, NULL, NULL);
+	DefineCustomBoolVariable("stream_events.decode_streaming",
+							 "Logical decoding hands the worker a large transaction's inserts before its commit.",
+							 "A transaction larger than logical_decoding_work_mem is streamed to the worker, which keeps "
+							 "its events (past a quarter of consumer_memory in a temporary file) and folds them at the "
+							 "commit, instead of the reorder buffer spilling every change to disk "
+							 "(docs/aggregates.md). Not while a capture is defined. Takes effect at the worker's next "
+							 "decoding start (a definition changed, an error, a restart).",
+							 &se_decode_streaming, true, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 	DefineCustomIntVariable("stream_events.wake_delay_max",
 							"Longest rest of the worker between rounds when producers wake it.",
 							"Producers that commit events wake the worker of a database with activations; it rests ten times as long as its last round took, at most this, so that busy streams are batched.",

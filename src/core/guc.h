@@ -30,6 +30,7 @@ extern int	jsonschema_max_cache_entries;
 extern int	se_aggregate_poll_ms;
 extern int	se_aggregate_batch_groups;
 extern int	se_consumer_memory_kb;
+extern bool se_decode_streaming;
 extern int	se_slot_warning_size_mb;
 extern int	se_wake_delay_max_ms;
 extern int	se_activation_retention;
