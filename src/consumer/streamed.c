@@ -18,12 +18,12 @@
  * which a streamed change does not have yet, and a transaction that
  * streamed may still abort, whole or one subtransaction.  So the rows of
  * fed streams, in the stream's row type, are kept per top-level
- * transaction in a tuplestore (memory, then a temporary file past a
- * quarter of stream_events.consumer_memory, written in blocks), with
- * runs of (stream, subtransaction) beside them; a subtransaction's abort
- * is noted, the top-level abort drops all, and the commit folds the kept
- * rows of the subtransactions that did not abort, in the order decoding
- * gave them, through fold_event as a commit's replay does.
+ * transaction in a tuplestore (memory, then a temporary file past 16MB, or
+ * a quarter of stream_events.consumer_memory if less, written in blocks),
+ * with runs of (stream, subtransaction) beside them; a subtransaction's
+ * abort is noted, the top-level abort drops all, and the commit folds the
+ * kept rows of the subtransactions that did not abort, in the order
+ * decoding gave them, through fold_event as a commit's replay does.
  *
  * Not streamed: while a capture is loaded (its changes need the commit's
  * LSN too and are not kept here), in a backfill's decoding, and with
@@ -68,6 +68,9 @@ typedef struct StreamedTxn
 } StreamedTxn;
 
 bool		decode_streaming = false;
+
+/* rows of one streamed transaction kept in memory before its file */
+#define STREAMED_MEMORY_KB Min(Max(se_consumer_memory_kb / 4, 1024), 16 * 1024)
 
 static HTAB *streamed = NULL;
 static MemoryContext streamed_cxt = NULL;
@@ -156,8 +159,12 @@ streamed_find(TransactionId xid, bool create)
 
 		streamed_forget_dead(xid);
 		old = MemoryContextSwitchTo(streamed_cxt);
-		/* interXact: the rows outlive the decoding transaction (a round) */
-		st->rows = tuplestore_begin_heap(false, true, Max(se_consumer_memory_kb / 4, 1024));
+		/*
+		 * interXact: the rows outlive the decoding transaction (a round).
+		 * The sinks fold within consumer_memory meanwhile, so the rows kept
+		 * in memory stay small: they are read back in order, in blocks.
+		 */
+		st->rows = tuplestore_begin_heap(false, true, STREAMED_MEMORY_KB);
 		MemoryContextSwitchTo(old);
 		st->runs = NULL;
 		st->nruns = st->maxruns = 0;

@@ -232,7 +232,7 @@ guc_init(void)
 	DefineCustomBoolVariable("stream_events.decode_streaming",
 							 "Logical decoding hands the worker a large transaction's inserts before its commit.",
 							 "A transaction larger than logical_decoding_work_mem is streamed to the worker, which keeps "
-							 "its events (past a quarter of consumer_memory in a temporary file) and folds them at the "
+							 "its events (past 16MB in a temporary file) and folds them at the "
 							 "commit, instead of the reorder buffer spilling every change to disk "
 							 "(docs/aggregates.md). Not while a capture is defined. Takes effect at the worker's next "
 							 "decoding start (a definition changed, an error, a restart).",
