@@ -115,7 +115,7 @@ extern IngestProgress *se_ingest_progress;
 extern void dedup_batch_begin(void);
 extern void dedup_batch_flush(void);
 extern void dedup_batch_end(bool release);
-extern bool dedup_register(Relation streamrel, int32 stream_id, Datum event_id,
+extern bool dedup_register(Oid stream_relid, int32 stream_id, Datum event_id,
 						   TimestampTz seen_at);
 
 /* stats.c */

@@ -374,7 +374,7 @@ stream_accept_row(Relation rel, StreamInfo *info, Datum *values, bool *nulls,
 	}
 
 	if (info->dedup &&
-		!dedup_register(rel, info->stream_id,
+		!dedup_register(info->stream_relid, info->stream_id,
 						values[info->attnums[ENV_EVENT_ID] - 1], received_at))
 	{
 		stats_count_duplicate(info->stream_relid);
