@@ -233,7 +233,7 @@ fi
 echo "extension: $(sql "SELECT extversion FROM pg_extension WHERE extname = 'stream_events'"), $built" | tee -a "$RESULTS"
 
 copy_plain=(); copy_stream=(); copy_rows=(); cpu_plain=(); cpu_stream=(); cpu_rows=()
-ins_plain=(); ins_stream=()
+ins_plain=(); ins_stream=(); cpu_ins_plain=(); cpu_ins_stream=()
 
 # ---------------------------------------------------------------- (a) COPY
 if [ -z "$ONLY" ] || [ "$ONLY" = copy ]; then
@@ -288,6 +288,12 @@ if [ "$VARIANTS" = 1 ] && { [ -z "$ONLY" ] || [ "$ONLY" = copy ]; }; then
 fi
 
 # ---------------------------------------------------------------- (b) INSERT
+# CPU time (user + system, clock ticks) of the server's children that have
+# exited: after a pgbench run, its backends, once the postmaster reaped them.
+# Per transaction it does not depend on how long WAL flushes took, which
+# makes the tps of this machine vary by 20-90% between runs.
+children_cpu() { awk '{ print $16 + $17 }' "/proc/$(head -1 "$WORK/data/postmaster.pid")/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
 if [ -z "$ONLY" ] || [ "$ONLY" = insert ]; then
     for side in plain stream; do
         sed "s/@TABLE@/$(table_of $side)/" bench/insert_event.pgbench > "$WORK/insert_$side.pgbench"
@@ -295,16 +301,23 @@ if [ -z "$ONLY" ] || [ "$ONLY" = insert ]; then
     for ((rep = 1; rep <= REPS; rep++)); do
         for side in plain stream; do
             setup $side
+            sleep 0.5
+            cpu0=$(children_cpu)
             out=$(pgbench -n -h "$WORK" -p "$PORT" -U postgres -c "$CLIENTS" -j "$THREADS" -T "$SECS" \
                           -M "$MODE" -f "$WORK/insert_$side.pgbench" bench 2>&1) ||
                 { echo "$out" >&2; die "pgbench failed on $side"; }
+            sleep 0.5
+            ntx=$(echo "$out" | awk '/^number of transactions actually processed/ { print $NF; exit }')
+            us=$(awk -v a="$cpu0" -v b="$(children_cpu)" -v n="${ntx%%/*}" -v hz="$CLK_TCK" \
+                 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+            if [ $side = stream ]; then cpu_ins_stream+=("$us"); else cpu_ins_plain+=("$us"); fi
             tps=$(echo "$out" | awk '/^tps = / { printf "%.1f", $3; exit }')
             lat=$(echo "$out" | awk '/^latency average/ { print $4; exit }')
             failed=$(echo "$out" | awk '/^number of failed transactions/ { print $5; exit }')
             [ -n "$tps" ] || { echo "$out" >&2; die "could not read tps from pgbench"; }
             [ "${failed:-0}" = 0 ] || log "WARNING: $failed failed transactions on $side"
             if [ $side = stream ]; then ins_stream+=("$tps"); else ins_plain+=("$tps"); fi
-            log "INSERT rep $rep  $(printf '%-6s' $side) $(printf '%8.1f' "$tps") tps  latency avg ${lat} ms" | tee -a "$RESULTS"
+            log "INSERT rep $rep  $(printf '%-6s' $side) $(printf '%8.1f' "$tps") tps  latency avg ${lat} ms  backends' CPU ${us} us/transaction" | tee -a "$RESULTS"
         done
     done
 fi
@@ -416,6 +429,10 @@ fi
         sp=$(spread "${ins_plain[@]}"); ss=$(spread "${ins_stream[@]}")
         bench_record "$REC.insert_ratio" "$r" x ">= $TARGET" \
             "pgbench single-row INSERT, $CLIENTS clients: stream$REC_WHAT / plain table with a uuid primary key; median of $REPS (best of $REPS: $(ratio "$(maximum "${ins_stream[@]}")" "$(maximum "${ins_plain[@]}")"); spread plain $sp%, stream $ss%)"
+        cp_=$(median "${cpu_ins_plain[@]}"); cs_=$(median "${cpu_ins_stream[@]}"); rcpu=$(ratio "$cp_" "$cs_")
+        printf '       backends'"'"' CPU per transaction: plain %s us  stream %s us  ratio %s\n' "$cp_" "$cs_" "$rcpu"
+        bench_record "$REC.insert_cpu_ratio" "$rcpu" x "" \
+            "pgbench single-row INSERT, $CLIENTS clients: backends' CPU per transaction, plain / stream$REC_WHAT; median of $REPS (plain $cp_ us, stream $cs_ us)"
         printf '       best of %s: plain %.0f tps  stream %.0f tps  ratio %s;  spread plain %s%%  stream %s%%\n' \
             "$REPS" "$(maximum "${ins_plain[@]}")" "$(maximum "${ins_stream[@]}")" \
             "$(ratio "$(maximum "${ins_stream[@]}")" "$(maximum "${ins_plain[@]}")")" "$sp" "$ss"
