@@ -9,7 +9,9 @@
 # - a transaction whose subtransactions roll back after their rows were
 #   streamed (ROLLBACK TO SAVEPOINT, and a nested one), and one that aborts
 #   whole: their rows never reach the aggregate or the outbox;
-# - two large transactions interleaved, committing in the other order;
+# - two large transactions interleaved, committing in the other order, with
+#   a definition changed while both are open (the worker drops what it kept
+#   and decodes them again);
 # - a crash (pg_ctl -m immediate) with a streamed transaction still open,
 #   another committed behind it in the backlog;
 # - poison events inside a streamed transaction become dead letters of the
@@ -162,6 +164,14 @@ for my $i (1 .. 4)
 {
 	$s1->query_safe(events_sql(2500, 'view'));
 	$s2->query_safe(events_sql(2500, 'buy'));
+	# midway, a definition changes: the worker reloads, dropping what it
+	# kept of both, and decodes them again from the slot's restart point
+	if ($i == 2)
+	{
+		sql(q{SELECT stream.on_event('reload', 'clicks', 'false')});
+		sql(q{SELECT stream.flush(timeout => '60 s')});
+		sql(q{SELECT stream.drop_activation('reload')});
+	}
 }
 $s2->query_safe('COMMIT');
 $s1->query_safe('COMMIT');
