@@ -150,6 +150,7 @@ cb_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
 	/* large transactions streamed, where slot.c asks for it (streamed.c) */
 	if (!decode_streaming)
 		ctx->streaming = false;
+	decode_streaming = false;
 }
 
 static void
@@ -280,6 +281,25 @@ fold_scope_end(void)
 	owner_exit(&txn_scope.scope);
 }
 
+/*
+ * An insert into a partition of a fed stream, as a row in the stream's
+ * type (a slot of *pe, cleared by the caller); NULL for any other change.
+ */
+static TupleTableSlot *
+fed_row(Relation relation, ReorderBufferChange *change, PartEntry **pe)
+{
+	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
+		change->data.tp.newtuple == NULL || consumer_feeds == NIL)
+		return NULL;
+	*pe = part_lookup(relation);
+	if ((*pe)->feed == NULL)
+		return NULL;
+	ExecStoreHeapTuple(&change->data.tp.newtuple->tuple, (*pe)->slot, false);
+	if ((*pe)->map)
+		return execute_attr_map_slot((*pe)->map->attrMap, (*pe)->slot, (*pe)->feed->slot);
+	return (*pe)->slot;
+}
+
 static void
 cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 		  ReorderBufferChange *change)
@@ -292,18 +312,9 @@ cb_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
 	for (int s = 0; s < consumer_nsinks; s++)
 		if (consumer_sinks[s]->change && consumer_sinks[s]->change(relation, txn, change))
 			return;
-	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
-		change->data.tp.newtuple == NULL || consumer_feeds == NIL)
+	row = fed_row(relation, change, &pe);
+	if (row == NULL)
 		return;
-	pe = part_lookup(relation);
-	if (pe->feed == NULL)
-		return;
-
-	ExecStoreHeapTuple(&change->data.tp.newtuple->tuple, pe->slot, false);
-	if (pe->map)
-		row = execute_attr_map_slot(pe->map->attrMap, pe->slot, pe->feed->slot);
-	else
-		row = pe->slot;
 
 	/*
 	 * Definitions may call functions that run queries (SQL functions the
@@ -365,19 +376,10 @@ cb_stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation re
 				 ReorderBufferChange *change)
 {
 	PartEntry  *pe;
-	TupleTableSlot *row;
+	TupleTableSlot *row = fed_row(relation, change, &pe);
 
-	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
-		change->data.tp.newtuple == NULL || consumer_feeds == NIL)
+	if (row == NULL)
 		return;
-	pe = part_lookup(relation);
-	if (pe->feed == NULL)
-		return;
-	ExecStoreHeapTuple(&change->data.tp.newtuple->tuple, pe->slot, false);
-	if (pe->map)
-		row = execute_attr_map_slot(pe->map->attrMap, pe->slot, pe->feed->slot);
-	else
-		row = pe->slot;
 	streamed_keep(txn->toptxn ? txn->toptxn : txn, change->txn->xid, pe->feed, row);
 	ExecClearTuple(pe->slot);
 }

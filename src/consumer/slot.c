@@ -116,6 +116,7 @@ create_slot(const char *name, bool persistent, bool need_full_snapshot)
 	CheckLogicalDecodingRequirements();
 	ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
 	consumer_active = true;
+	decode_streaming = false;	/* a backfill's decoding never streams */
 	ctx = CreateInitDecodingContext("stream_events", NIL, need_full_snapshot,
 									InvalidXLogRecPtr, xl_routine(), NULL, NULL, NULL);
 	DecodingContextFindStartpoint(ctx);
@@ -214,17 +215,10 @@ decode_available(void)
 		old = MemoryContextSwitchTo(consumer_cxt);
 		ReplicationSlotAcquire(consumer_slot_name(MyDatabaseId), true);
 		consumer_active = true;
+		/* read by the plugin's startup callback, and reset there */
 		decode_streaming = streaming_wanted();
-		PG_TRY();
-		{
-			dctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, xl_routine(),
-										 NULL, NULL, NULL);
-		}
-		PG_FINALLY();
-		{
-			decode_streaming = false;
-		}
-		PG_END_TRY();
+		dctx = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, xl_routine(),
+									 NULL, NULL, NULL);
 		XLogBeginRead(dctx->reader, MyReplicationSlot->data.restart_lsn);
 		MemoryContextSwitchTo(old);
 		InvalidateSystemCaches();
