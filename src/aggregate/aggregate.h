@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  * aggregate.h
  *	  Declarations shared by the continuous-aggregate modules:
- *	  definition.c (defining query analysis, SQL surface), state.c
- *	  (partial transition states), window.c (tumble/hop) and the sink the
- *	  worker's consumer folds events into (runtime.h).  See docs/aggregates.md.
+ *	  definition.c (defining query analysis), lifecycle.c (the SQL
+ *	  helpers around a definition: creation checks, waking the worker, dump
+ *	  and restore), state.c (partial transition states), window.c
+ *	  (tumble/hop) and the sink the worker's consumer folds events into
+ *	  (runtime.h).  See docs/aggregates.md.
  *-------------------------------------------------------------------------
  */
 #ifndef STREAM_EVENTS_AGGREGATE_H
@@ -108,6 +110,8 @@ typedef struct AggShape
 extern Query *aggregate_parse_query(const char *sql);
 extern AggShape *aggregate_shape(Query *query, Oid owner);
 extern Oid	aggregate_hop_oid(void);
+
+/* lifecycle.c: aggregates restored from another database (dump and restore) */
 extern bool aggregates_adopt_restored(void);
 
 /* sink.c: the consumer's sink of continuous aggregates (consumer/sink.h) */

@@ -2,7 +2,9 @@
  * format.c
  *	  The "format" checks of JSON Schema 2020-12, used when format is
  *	  asserted (stream_events.format_assertion = on, or a meta-schema that
- *	  requires the format-assertion vocabulary).
+ *	  requires the format-assertion vocabulary): the names, and
+ *	  jsformat_check, which dispatches to the checks here and to the URI
+ *	  family's in format_uri.c.
  *
  * Supported: date-time, date, time, duration (RFC 3339 and its appendix A),
  * email (RFC 5321 mailbox), hostname (RFC 1123, with IDNA A-label checks),
@@ -15,6 +17,7 @@
  */
 #include "postgres.h"
 
+#include "jsonschema/format.h"
 #include "jsonschema/internal.h"
 
 typedef enum JsFormat
@@ -61,10 +64,6 @@ jsformat_name(int format)
 {
 	return (format >= 0 && format < JSF_COUNT) ? format_names[format] : "unknown";
 }
-
-#define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
-#define IS_ALPHA(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
-#define IS_HEX(c) (IS_DIGIT(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F'))
 
 /* n ASCII digits at s[*i]; advances *i */
 static bool
@@ -295,8 +294,8 @@ check_ipv4(const char *s, int len)
 	return i == len;
 }
 
-static bool
-check_ipv6(const char *s, int len)
+bool
+jsformat_check_ipv6(const char *s, int len)
 {
 	int			groups = 0;
 	bool		compressed = false;
@@ -518,7 +517,7 @@ check_email(const char *s, int len)
 		if (s[len - 1] != ']')
 			return false;
 		if (len > 6 && strncmp(s + 1, "IPv6:", 5) == 0)
-			return check_ipv6(s + 6, len - 7);
+			return jsformat_check_ipv6(s + 6, len - 7);
 		return check_ipv4(s + 1, len - 2);
 	}
 	return check_hostname(s, len);
@@ -571,204 +570,6 @@ check_relative_json_pointer(const char *s, int len)
 	return check_json_pointer(s + i, len - i);
 }
 
-/* RFC 3986 character classes; iri additionally allows any non-ASCII */
-#define UNRESERVED_PUNCT "-._~"
-#define SUB_DELIMS "!$&'()*+,;="
-
-static bool
-uri_char_ok(const char *s, int len, int *i, const char *extra, bool iri)
-{
-	unsigned char c = s[*i];
-
-	if (c == '%')
-	{
-		if (*i + 2 >= len || !IS_HEX(s[*i + 1]) || !IS_HEX(s[*i + 2]))
-			return false;
-		*i += 3;
-		return true;
-	}
-	if (IS_ALPHA(c) || IS_DIGIT(c) || (c && strchr(UNRESERVED_PUNCT, c)) ||
-		(c && strchr(SUB_DELIMS, c)) || (c && strchr(extra, c)) ||
-		(iri && c >= 0x80))
-	{
-		(*i)++;
-		return true;
-	}
-	return false;
-}
-
-/* Checks a URI (need_scheme) or a URI reference, RFC 3986/3987 syntax. */
-static bool
-check_uri_generic(const char *s, int len, bool need_scheme, bool iri)
-{
-	int			i = 0;
-	int			start;
-	bool		has_scheme = false;
-
-	/* scheme */
-	if (len > 0 && IS_ALPHA(s[0]))
-	{
-		int			j = 1;
-
-		while (j < len && (IS_ALPHA(s[j]) || IS_DIGIT(s[j]) || s[j] == '+' ||
-						   s[j] == '-' || s[j] == '.'))
-			j++;
-		if (j < len && s[j] == ':')
-		{
-			has_scheme = true;
-			i = j + 1;
-		}
-	}
-	if (need_scheme && !has_scheme)
-		return false;
-	if (!has_scheme)
-	{
-		/* relative-ref: a first path segment must not contain ':' */
-		int			j;
-
-		for (j = 0; j < len && s[j] != '/' && s[j] != '?' && s[j] != '#'; j++)
-			if (s[j] == ':')
-				return false;
-	}
-
-	/* authority */
-	if (i + 1 < len && s[i] == '/' && s[i + 1] == '/')
-	{
-		int			end;
-		int			at = -1;
-		int			hstart;
-
-		i += 2;
-		for (end = i; end < len && s[end] != '/' && s[end] != '?' && s[end] != '#'; end++)
-			if (s[end] == '@')
-				at = end;
-		if (at >= 0)
-		{
-			while (i < at)
-				if (!uri_char_ok(s, at, &i, ":", iri))
-					return false;
-			i = at + 1;
-		}
-		hstart = i;
-		if (i < end && s[i] == '[')
-		{
-			int			close = i;
-
-			while (close < end && s[close] != ']')
-				close++;
-			if (close >= end || !check_ipv6(s + i + 1, close - i - 1))
-				return false;
-			i = close + 1;
-		}
-		else
-		{
-			while (i < end && s[i] != ':')
-				if (!uri_char_ok(s, end, &i, "", iri))
-					return false;
-		}
-		(void) hstart;
-		if (i < end && s[i] == ':')
-		{
-			i++;
-			while (i < end)
-				if (!IS_DIGIT(s[i++]))
-					return false;
-		}
-		if (i != end)
-			return false;
-	}
-
-	/* path */
-	start = i;
-	while (i < len && s[i] != '?' && s[i] != '#')
-		if (!uri_char_ok(s, len, &i, ":@/", iri))
-			return false;
-	(void) start;
-	if (i < len && s[i] == '?')
-	{
-		i++;
-		while (i < len && s[i] != '#')
-			if (!uri_char_ok(s, len, &i, ":@/?", iri))
-				return false;
-	}
-	if (i < len && s[i] == '#')
-	{
-		i++;
-		while (i < len)
-			if (!uri_char_ok(s, len, &i, ":@/?", iri))
-				return false;
-	}
-	return true;
-}
-
-/* RFC 6570: literals and {expressions} of variable lists */
-static bool
-check_uri_template(const char *s, int len)
-{
-	int			i = 0;
-
-	while (i < len)
-	{
-		unsigned char c = s[i];
-
-		if (c == '{')
-		{
-			bool		need_var = true;
-
-			i++;
-			if (i < len && strchr("+#./;?&=,!@|", s[i]))
-				i++;
-			while (i < len && s[i] != '}')
-			{
-				int			vstart = i;
-
-				while (i < len && (IS_ALPHA(s[i]) || IS_DIGIT(s[i]) || s[i] == '_' ||
-								   s[i] == '.' || s[i] == '%'))
-				{
-					if (s[i] == '%' && (i + 2 >= len || !IS_HEX(s[i + 1]) || !IS_HEX(s[i + 2])))
-						return false;
-					i += s[i] == '%' ? 3 : 1;
-				}
-				if (i == vstart)
-					return false;
-				need_var = false;
-				if (i < len && s[i] == '*')
-					i++;
-				else if (i < len && s[i] == ':')
-				{
-					int			dstart = ++i;
-
-					while (i < len && IS_DIGIT(s[i]) && i - dstart < 4)
-						i++;
-					if (i == dstart || s[dstart] == '0')
-						return false;
-				}
-				if (i < len && s[i] == ',')
-				{
-					i++;
-					need_var = true;
-				}
-				else if (i < len && s[i] != '}')
-					return false;
-			}
-			if (i >= len || need_var)
-				return false;
-			i++;
-		}
-		else if (c == '%')
-		{
-			if (i + 2 >= len || !IS_HEX(s[i + 1]) || !IS_HEX(s[i + 2]))
-				return false;
-			i += 3;
-		}
-		else if (c <= 0x20 || strchr("\"'<>\\^`{|}", c))
-			return false;
-		else
-			i++;
-	}
-	return true;
-}
-
 bool
 jsformat_check(int format, const char *s, int len)
 {
@@ -789,17 +590,17 @@ jsformat_check(int format, const char *s, int len)
 		case JSF_IPV4:
 			return check_ipv4(s, len);
 		case JSF_IPV6:
-			return check_ipv6(s, len);
+			return jsformat_check_ipv6(s, len);
 		case JSF_URI:
-			return check_uri_generic(s, len, true, false);
+			return jsformat_check_uri(s, len, true, false);
 		case JSF_URI_REFERENCE:
-			return check_uri_generic(s, len, false, false);
+			return jsformat_check_uri(s, len, false, false);
 		case JSF_IRI:
-			return check_uri_generic(s, len, true, true);
+			return jsformat_check_uri(s, len, true, true);
 		case JSF_IRI_REFERENCE:
-			return check_uri_generic(s, len, false, true);
+			return jsformat_check_uri(s, len, false, true);
 		case JSF_URI_TEMPLATE:
-			return check_uri_template(s, len);
+			return jsformat_check_uri_template(s, len);
 		case JSF_UUID:
 			return check_uuid(s, len);
 		case JSF_REGEX:
