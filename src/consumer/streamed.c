@@ -127,6 +127,8 @@ streamed_forget_dead(TransactionId except)
 		if (st->xid == except || TransactionIdIsInProgress(st->xid) ||
 			TransactionIdDidCommit(st->xid))
 			continue;
+		elog(DEBUG1, "stream_events: dropped the kept rows of transaction %u, which ended without an abort record",
+			 st->xid);
 		streamed_drop(st);
 	}
 }
@@ -214,7 +216,10 @@ streamed_abort(ReorderBufferTXN *txn)
 	{
 		st = streamed_find(txn->xid, false);
 		if (st)
+		{
+			elog(DEBUG1, "stream_events: dropped the kept rows of aborted transaction %u", txn->xid);
 			streamed_drop(st);
+		}
 		return;
 	}
 	st = streamed_find(txn->toptxn->xid, false);
