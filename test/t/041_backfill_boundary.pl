@@ -92,10 +92,13 @@ my $reader = $node->background_psql('postgres');
 for my $round (1 .. 3)
 {
 	# events of a day that has no partition yet (the default partition's),
-	# and current ones
+	# all in that one UTC day whatever the time now (from 01:01 to 04:20:
+	# spread over two days, one maintenance could adopt one day's events and
+	# leave the other's for its next run), and current ones
 	my $days = 10 + 2 * $round;
 	sql(qq{INSERT INTO clicks (event_name, occurred_at, user_id, properties)
-SELECT (ARRAY['view', 'cart', 'buy'])[1 + i % 3], now() - interval '$days days' + i * interval '1 minute',
+SELECT (ARRAY['view', 'cart', 'buy'])[1 + i % 3],
+       date_trunc('day', now(), 'UTC') - interval '$days days' + interval '1 hour' + i * interval '1 minute',
        'u' || (i % 7), jsonb_build_object('v', i)
 FROM generate_series(1, 200) i});
 	sql(q{INSERT INTO clicks (event_name, user_id, properties)
