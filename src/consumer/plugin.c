@@ -7,8 +7,8 @@
  *	  its owner's scope (owner.h) with an active snapshot; commits mark the
  *	  boundaries where a batch may be applied; the inserts of a large
  *	  transaction streamed before its commit are kept until it (streamed.c);
- *	  the flush marker (stream.flush) is noted; the extension's own writes are filtered out
- *	  by their private origin (origin.h).
+ *	  the flush marker (stream.flush) is noted; the extension's own writes
+ *	  are filtered out by their private origin (origin.h).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -288,16 +288,18 @@ fold_scope_end(void)
 static TupleTableSlot *
 fed_row(Relation relation, ReorderBufferChange *change, PartEntry **pe)
 {
+	PartEntry  *e;
+
 	if (change->action != REORDER_BUFFER_CHANGE_INSERT ||
 		change->data.tp.newtuple == NULL || consumer_feeds == NIL)
 		return NULL;
-	*pe = part_lookup(relation);
-	if ((*pe)->feed == NULL)
+	*pe = e = part_lookup(relation);
+	if (e->feed == NULL)
 		return NULL;
-	ExecStoreHeapTuple(&change->data.tp.newtuple->tuple, (*pe)->slot, false);
-	if ((*pe)->map)
-		return execute_attr_map_slot((*pe)->map->attrMap, (*pe)->slot, (*pe)->feed->slot);
-	return (*pe)->slot;
+	ExecStoreHeapTuple(&change->data.tp.newtuple->tuple, e->slot, false);
+	if (e->map)
+		return execute_attr_map_slot(e->map->attrMap, e->slot, e->feed->slot);
+	return e->slot;
 }
 
 static void

@@ -62,9 +62,9 @@ typedef struct StreamedTxn
 	KeptRun    *runs;
 	int			nruns;
 	int			maxruns;
-	TransactionId *aborted;		/* its subtransactions that aborted */
-	int			naborted;
-	int			maxaborted;
+	List	   *aborted;		/* xids of its subtransactions that aborted, as
+								 * an OID list (both uint32; PostgreSQL 16
+								 * adds xid lists) */
 } StreamedTxn;
 
 bool		decode_streaming = false;
@@ -82,8 +82,7 @@ streamed_drop(StreamedTxn *st)
 		tuplestore_end(st->rows);
 	if (st->runs)
 		pfree(st->runs);
-	if (st->aborted)
-		pfree(st->aborted);
+	list_free(st->aborted);
 	hash_search(streamed, &st->xid, HASH_REMOVE, NULL);
 }
 
@@ -170,8 +169,7 @@ streamed_find(TransactionId xid, bool create)
 		MemoryContextSwitchTo(old);
 		st->runs = NULL;
 		st->nruns = st->maxruns = 0;
-		st->aborted = NULL;
-		st->naborted = st->maxaborted = 0;
+		st->aborted = NIL;
 	}
 	return st;
 }
@@ -223,25 +221,13 @@ streamed_abort(ReorderBufferTXN *txn)
 		return;
 	}
 	st = streamed_find(txn->toptxn->xid, false);
-	if (st == NULL)
-		return;
-	if (st->naborted == st->maxaborted)
+	if (st != NULL)
 	{
-		st->maxaborted = Max(8, st->maxaborted * 2);
-		st->aborted = st->aborted == NULL ?
-			MemoryContextAlloc(streamed_cxt, st->maxaborted * sizeof(TransactionId)) :
-			repalloc(st->aborted, st->maxaborted * sizeof(TransactionId));
-	}
-	st->aborted[st->naborted++] = txn->xid;
-}
+		MemoryContext old = MemoryContextSwitchTo(streamed_cxt);
 
-static bool
-subxid_aborted(StreamedTxn *st, TransactionId subxid)
-{
-	for (int i = 0; i < st->naborted; i++)
-		if (st->aborted[i] == subxid)
-			return true;
-	return false;
+		st->aborted = lappend_oid(st->aborted, (Oid) txn->xid);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /*
@@ -271,9 +257,14 @@ streamed_commit(ReorderBufferTXN *txn)
 	{
 		KeptRun    *run = &st->runs[r];
 		StreamFeed *feed = feed_of(run->stream);
-		bool		skip = feed == NULL || subxid_aborted(st, run->subxid);
 
-		if (!skip && (slot == NULL || slot_stream != run->stream))
+		if (feed == NULL || list_member_oid(st->aborted, (Oid) run->subxid))
+		{
+			if (!tuplestore_skiptuples(st->rows, run->count, true))
+				elog(ERROR, "streamed transaction %u: kept rows missing", txn->xid);
+			continue;
+		}
+		if (slot == NULL || slot_stream != run->stream)
 		{
 			if (slot)
 				ExecDropSingleTupleTableSlot(slot);
@@ -282,12 +273,6 @@ streamed_commit(ReorderBufferTXN *txn)
 		}
 		for (int64 i = 0; i < run->count; i++)
 		{
-			if (skip)
-			{
-				if (!tuplestore_skiptuples(st->rows, run->count, true))
-					elog(ERROR, "streamed transaction %u: kept rows missing", txn->xid);
-				break;
-			}
 			if (!tuplestore_gettupleslot(st->rows, true, false, slot))
 				elog(ERROR, "streamed transaction %u: kept rows missing", txn->xid);
 			fold_event(feed, txn->final_lsn, txn->xact_time.commit_time, 0, slot);
