@@ -56,6 +56,11 @@ COMMENT ON COLUMN stream.aggregate_defs.on_error IS
 -- absence timers: no foreign key (sql/modules/70_activations.sql says why)
 ALTER TABLE stream.absence_timers DROP CONSTRAINT absence_timers_act_id_fkey;
 
+-- dedup keys: the event_id first, so that the unique index compares one
+-- uuid per entry instead of the stream_id, then the uuid (docs/streams.md)
+ALTER TABLE stream.dedup_keys DROP CONSTRAINT dedup_keys_pkey,
+    ADD PRIMARY KEY (event_id, stream_id);
+
 -- new tables
 CREATE TABLE stream.channels (
     channel      text PRIMARY KEY,

@@ -15,6 +15,7 @@
 #include "storage/itemptr.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
+#include "utils/uuid.h"
 
 #include "core/guc.h"
 
@@ -78,8 +79,10 @@ typedef struct StreamInfo
 } StreamInfo;
 
 extern StreamInfo *stream_lookup(Relation rel);
-extern bool stream_accept_row(Relation rel, StreamInfo *info, Datum *values,
-							  bool *nulls, bool *received_changed);
+extern bool stream_check_row(Relation rel, StreamInfo *info, Datum *values,
+							 bool *nulls, bool *received_changed);
+extern void stream_row_accepted(StreamInfo *info, TimestampTz occurred_at,
+								TimestampTz received_at);
 extern Oid	stream_catalog_relid(void);
 
 /* copy.c: COPY FROM into a stream, batched (false: not taken) */
@@ -112,9 +115,9 @@ typedef struct IngestProgress
 extern IngestProgress *se_ingest_progress;
 
 /* dedup.c */
-extern void dedup_batch_begin(void);
-extern void dedup_batch_flush(void);
-extern void dedup_batch_end(bool release);
+extern void dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
+								 const pg_uuid_t *event_ids, TimestampTz seen_at,
+								 bool *accepted);
 extern bool dedup_register(Oid stream_relid, int32 stream_id, Datum event_id,
 						   TimestampTz seen_at);
 

@@ -44,11 +44,13 @@ CREATE POLICY streams_read ON stream.streams FOR SELECT USING (stream._stream_vi
 -- dedup window lasts.  Written only by the C insert trigger.  Dumped as
 -- extension configuration, so a restored database keeps dropping retries
 -- (pg_restore loads the keys; stream triggers are created after the data).
+-- The event_id leads the key: every insertion compares one uuid per index
+-- entry it passes, not a stream_id equal everywhere and then the uuid.
 CREATE TABLE stream.dedup_keys (
     stream_id integer NOT NULL,
     event_id  uuid NOT NULL,
     seen_at   timestamptz NOT NULL,
-    PRIMARY KEY (stream_id, event_id)
+    PRIMARY KEY (event_id, stream_id)
 ) WITH (fillfactor = 100);
 COMMENT ON TABLE stream.dedup_keys IS
     'Idempotency keys of accepted events, kept for each stream''s dedup_window (internal)';

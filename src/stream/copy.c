@@ -7,12 +7,16 @@
  * rows before it), and every stream has one (trigger.c).  Ours reads
  * nothing of the stream, so a COPY into a stream runs here instead: each
  * row is parsed by PostgreSQL's own COPY code (BeginCopyFrom,
- * NextCopyFrom), given the trigger's work directly (stream_accept_row: no
+ * NextCopyFrom), given the trigger's checks directly (stream_check_row: no
  * trigger call, no tuple deformed and formed again), routed to its
- * partition and buffered; a full buffer goes to table_multi_insert (one
- * WAL record per heap page instead of one per row), then to the
- * partitions' indexes and AFTER ROW triggers (immediate activations), as
- * copyfrom.c does for a table without BEFORE ROW triggers.
+ * partition and buffered.  A full batch registers its rows' dedup keys
+ * together (dedup_register_batch: one multi-insert of key tuples instead
+ * of a speculative insertion per key), drops the duplicates, runs the
+ * partitions' own BEFORE triggers and constraints on the rest, and goes to
+ * table_multi_insert (one WAL record per heap page instead of one per
+ * row), then to the partitions' indexes and AFTER ROW triggers (immediate
+ * activations), as copyfrom.c does for a table without BEFORE ROW
+ * triggers.
  *
  * Taken only where the result is the ordinary path's: COPY FROM (STDIN,
  * or a file or program for a role PostgreSQL lets read it; no WHERE) into
@@ -72,12 +76,21 @@ typedef struct PartBuffer
 	int			nused;
 	TupleTableSlot *slots[COPY_BATCH_ROWS];
 	uint64		linenos[COPY_BATCH_ROWS];
+	bool		keep[COPY_BATCH_ROWS];	/* its key was new */
 } PartBuffer;
 
+/*
+ * The rows of a batch in the order read, across partitions: where each is
+ * buffered, its event_id and occurred_at.  Their keys are registered
+ * together when the batch is flushed (dedup_register_batch), before the
+ * partitions' own triggers and constraints and the inserts.
+ */
 typedef struct CopyBatch
 {
 	CopyFromState cstate;
 	EState	   *estate;
+	StreamInfo *info;
+	TimestampTz received_at;
 	CommandId	cid;
 	PartBuffer *parts[COPY_MAX_PARTITIONS];
 	int			nparts;
@@ -85,6 +98,11 @@ typedef struct CopyBatch
 	Size		nbytes;
 	uint64		stored;
 	uint64		excluded;
+	PartBuffer *row_buf[COPY_BATCH_ROWS];
+	int			row_pos[COPY_BATCH_ROWS];
+	pg_uuid_t	row_key[COPY_BATCH_ROWS];
+	TimestampTz row_occurred[COPY_BATCH_ROWS];
+	bool		row_accepted[COPY_BATCH_ROWS];
 } CopyBatch;
 
 /* would the trigger fire in this session (TriggerEnabled, trigger.c) */
@@ -193,11 +211,55 @@ part_buffer_flush(CopyBatch *batch, PartBuffer *buf)
 	bool		after_rows = rri->ri_TrigDesc != NULL &&
 		rri->ri_TrigDesc->trig_insert_after_row;
 
+	int			kept = 0;
+
 	if (buf->nused == 0)
 		return;
 
 	/* an error below names the row's line, not the line last read */
 	cstate->line_buf_valid = false;
+
+	/*
+	 * The rows whose key was new, in order, through the partition's own
+	 * BEFORE triggers and constraints; the others leave the buffer.
+	 */
+	for (int i = 0; i < buf->nused; i++)
+	{
+		TupleTableSlot *slot = buf->slots[i];
+		bool		keep = buf->keep[i];
+
+		cstate->cur_lineno = buf->linenos[i];
+		if (keep && buf->own_triggers)
+		{
+			keep = ExecBRInsertTriggers(estate, rri, slot);
+			/* the partition's trigger may have changed the partition key */
+			if (keep)
+				ExecPartitionCheck(rri, slot, estate, true);
+		}
+		if (keep && rri->ri_RelationDesc->rd_att->constr)
+		{
+			if (rri->ri_RelationDesc->rd_att->constr->has_generated_stored)
+				ExecComputeStoredGenerated(rri, estate, slot, CMD_INSERT);
+			ExecConstraints(rri, slot, estate);
+		}
+		if (!keep)
+		{
+			ExecClearTuple(slot);
+			continue;
+		}
+		ExecMaterializeSlot(slot);
+		buf->slots[i] = buf->slots[kept];
+		buf->slots[kept] = slot;
+		buf->linenos[kept++] = buf->linenos[i];
+	}
+	buf->nused = kept;
+	if (kept == 0)
+	{
+		cstate->cur_lineno = save_lineno;
+		cstate->line_buf_valid = save_line_buf_valid;
+		return;
+	}
+
 	old = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
 	table_multi_insert(rri->ri_RelationDesc, buf->slots, buf->nused,
 					   batch->cid, 0, buf->bistate);
@@ -227,8 +289,29 @@ part_buffer_flush(CopyBatch *batch, PartBuffer *buf)
 static void
 batch_flush(CopyBatch *batch)
 {
-	/* the batch's keys are no longer speculative (dedup.c) */
-	dedup_batch_flush();
+	StreamInfo *info = batch->info;
+
+	if (batch->nrows > 0)
+	{
+		if (info->dedup)
+			dedup_register_batch(info->stream_relid, info->stream_id,
+								 batch->nrows, batch->row_key,
+								 batch->received_at, batch->row_accepted);
+		else
+			memset(batch->row_accepted, true, batch->nrows * sizeof(bool));
+	}
+	for (int i = 0; i < batch->nrows; i++)
+	{
+		batch->row_buf[i]->keep[batch->row_pos[i]] = batch->row_accepted[i];
+		if (batch->row_accepted[i])
+			stream_row_accepted(info, batch->row_occurred[i], batch->received_at);
+		else
+		{
+			stats_count_duplicate(info->stream_relid);
+			pgstat_progress_update_param(PROGRESS_COPY_TUPLES_EXCLUDED,
+										 ++batch->excluded);
+		}
+	}
 	for (int i = 0; i < batch->nparts; i++)
 		part_buffer_flush(batch, batch->parts[i]);
 	batch->nrows = 0;
@@ -306,6 +389,9 @@ copy_rows(CopyFromState cstate, Relation rel, StreamInfo *info, Oid ingest_fn)
 
 	batch.cstate = cstate;
 	batch.estate = estate;
+	batch.info = info;
+	/* every row's received_at (stream_check_row) */
+	batch.received_at = GetCurrentStatementStartTimestamp();
 	batch.cid = GetCurrentCommandId(true);
 
 	ExecInitRangeTable(estate, cstate->range_table);
@@ -332,86 +418,65 @@ copy_rows(CopyFromState cstate, Relation rel, StreamInfo *info, Oid ingest_fn)
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	dedup_batch_begin();
-	PG_TRY();
+	for (;;)
 	{
-		for (;;)
+		ResultRelInfo *rri;
+		PartBuffer *buf;
+		TupleTableSlot *slot;
+		TupleConversionMap *map;
+		bool		accepted;
+		bool		received_changed;
+
+		CHECK_FOR_INTERRUPTS();
+		ResetPerTupleExprContext(estate);
+
+		/* parsed and checked in the per-row context, as the trigger runs */
+		MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
+		ExecClearTuple(rootslot);
+		if (!NextCopyFrom(cstate, econtext, rootslot->tts_values,
+						  rootslot->tts_isnull))
 		{
-			ResultRelInfo *rri;
-			PartBuffer *buf;
-			TupleTableSlot *slot;
-			TupleConversionMap *map;
-			bool		accepted;
-			bool		received_changed;
-
-			CHECK_FOR_INTERRUPTS();
-			ResetPerTupleExprContext(estate);
-
-			/* parsed and checked in the per-row context, as the trigger runs */
-			MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
-			ExecClearTuple(rootslot);
-			if (!NextCopyFrom(cstate, econtext, rootslot->tts_values,
-							  rootslot->tts_isnull))
-			{
-				MemoryContextSwitchTo(oldcontext);
-				break;
-			}
-			ExecStoreVirtualTuple(rootslot);
-			rootslot->tts_tableOid = RelationGetRelid(rel);
-			accepted = stream_accept_row(rel, info, rootslot->tts_values,
-										 rootslot->tts_isnull, &received_changed);
 			MemoryContextSwitchTo(oldcontext);
-			if (!accepted)
-			{
-				pgstat_progress_update_param(PROGRESS_COPY_TUPLES_EXCLUDED,
-											 ++batch.excluded);
-				continue;
-			}
-
-			rri = ExecFindPartition(mtstate, root, proute, rootslot, estate);
-			buf = batch_buffer(&batch, rri, ingest_fn);
-			if (buf->slots[buf->nused] == NULL)
-				buf->slots[buf->nused] = table_slot_create(rri->ri_RelationDesc, NULL);
-			slot = buf->slots[buf->nused];
-			map = rri->ri_RootToPartitionMap;
-			if (map != NULL)
-				slot = execute_attr_map_slot(map->attrMap, rootslot, slot);
-			else
-				ExecCopySlot(slot, rootslot);
-			slot->tts_tableOid = RelationGetRelid(rri->ri_RelationDesc);
-
-			if (buf->own_triggers)
-			{
-				if (!ExecBRInsertTriggers(estate, rri, slot))
-				{
-					ExecClearTuple(slot);
-					continue;
-				}
-				/* the partition's trigger may have changed the partition key */
-				ExecPartitionCheck(rri, slot, estate, true);
-			}
-			if (rri->ri_RelationDesc->rd_att->constr)
-			{
-				if (rri->ri_RelationDesc->rd_att->constr->has_generated_stored)
-					ExecComputeStoredGenerated(rri, estate, slot, CMD_INSERT);
-				ExecConstraints(rri, slot, estate);
-			}
-			ExecMaterializeSlot(slot);
-			buf->linenos[buf->nused++] = cstate->cur_lineno;
-			batch.nrows++;
-			batch.nbytes += cstate->line_buf.len;
-			if (batch.nrows >= COPY_BATCH_ROWS || batch.nbytes >= COPY_BATCH_BYTES)
-				batch_flush(&batch);
+			break;
 		}
-		batch_flush(&batch);
+		ExecStoreVirtualTuple(rootslot);
+		rootslot->tts_tableOid = RelationGetRelid(rel);
+		accepted = stream_check_row(rel, info, rootslot->tts_values,
+									rootslot->tts_isnull, &received_changed);
+		MemoryContextSwitchTo(oldcontext);
+		if (!accepted)
+		{
+			pgstat_progress_update_param(PROGRESS_COPY_TUPLES_EXCLUDED,
+										 ++batch.excluded);
+			continue;
+		}
+
+		rri = ExecFindPartition(mtstate, root, proute, rootslot, estate);
+		buf = batch_buffer(&batch, rri, ingest_fn);
+		if (buf->slots[buf->nused] == NULL)
+			buf->slots[buf->nused] = table_slot_create(rri->ri_RelationDesc, NULL);
+		slot = buf->slots[buf->nused];
+		map = rri->ri_RootToPartitionMap;
+		if (map != NULL)
+			slot = execute_attr_map_slot(map->attrMap, rootslot, slot);
+		else
+			ExecCopySlot(slot, rootslot);
+		slot->tts_tableOid = RelationGetRelid(rri->ri_RelationDesc);
+		ExecMaterializeSlot(slot);
+
+		batch.row_buf[batch.nrows] = buf;
+		batch.row_pos[batch.nrows] = buf->nused;
+		batch.row_key[batch.nrows] =
+			*DatumGetUUIDP(rootslot->tts_values[info->attnums[ENV_EVENT_ID] - 1]);
+		batch.row_occurred[batch.nrows] =
+			DatumGetTimestampTz(rootslot->tts_values[info->attnums[ENV_OCCURRED_AT] - 1]);
+		buf->linenos[buf->nused++] = cstate->cur_lineno;
+		batch.nrows++;
+		batch.nbytes += cstate->line_buf.len;
+		if (batch.nrows >= COPY_BATCH_ROWS || batch.nbytes >= COPY_BATCH_BYTES)
+			batch_flush(&batch);
 	}
-	PG_CATCH();
-	{
-		dedup_batch_end(false);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	dedup_batch_end(true);
+	batch_flush(&batch);
 
 	error_context_stack = errcallback.previous;
 

@@ -10,7 +10,8 @@
  * transaction and then sees the key.  Unlike the executor it inserts
  * optimistically and checks only after a conflict (duplicates are rare),
  * which saves a descent of the index per event.  The executor state is built once per
- * transaction and closed at commit.
+ * transaction and closed at commit.  A batched COPY registers a batch's
+ * keys together, without speculative insertion (dedup_register_batch).
  *
  * No deadlocks: the stream's dedup lock.  ON CONFLICT alone deadlocks
  * when two statements send overlapping events in different orders: A
@@ -77,23 +78,28 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "executor/executor.h"
-#include "tcop/pquery.h"
-#include "tcop/tcopprot.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "parser/parsetree.h"
-#include "utils/portal.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "tcop/pquery.h"
+#include "tcop/tcopprot.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 #include "stream_events.h"
 
@@ -104,6 +110,10 @@ typedef struct DedupState
 	ResultRelInfo *rri;
 	EState	   *estate;
 	TupleTableSlot *slot;
+	/* dedup_register_batch: one slot per key of a batch, and a scan slot */
+	TupleTableSlot **batch_slots;
+	int			nbatch_slots;
+	TupleTableSlot *scan_slot;
 } DedupState;
 
 static DedupState *dedup_state = NULL;
@@ -126,17 +136,6 @@ static int32 last_locked = -1;
 static int32 *keyed_streams = NULL;
 static int	n_keyed = 0;
 static int	max_keyed = 0;
-
-/*
- * A batch of keys (COPY, stream/copy.c): one speculative-insertion token
- * for all of them, taken at the first key and released when the batch's
- * rows are written, instead of a lock acquired and released per key.  A
- * session that meets one of these keys while it is still speculative (the
- * instant between its heap and index insertions) waits for the batch's
- * end instead of that instant.
- */
-static bool batch_mode = false;
-static uint32 batch_token = 0;
 
 static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
 static bool executor_end_installed = false;
@@ -299,6 +298,10 @@ dedup_close(void)
 
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	ExecDropSingleTupleTableSlot(dedup_state->slot);
+	for (int i = 0; i < dedup_state->nbatch_slots; i++)
+		ExecDropSingleTupleTableSlot(dedup_state->batch_slots[i]);
+	if (dedup_state->scan_slot != NULL)
+		ExecDropSingleTupleTableSlot(dedup_state->scan_slot);
 	ExecCloseIndices(dedup_state->rri);
 	table_close(dedup_state->rel, NoLock);
 	FreeExecutorState(dedup_state->estate);
@@ -334,8 +337,6 @@ dedup_xact_callback(XactEvent event, void *arg)
 			n_locked = 0;
 			n_keyed = 0;
 			last_locked = -1;
-			batch_mode = false;
-			batch_token = 0;
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -410,39 +411,6 @@ dedup_open(void)
 }
 
 /*
- * The keys registered from now on until dedup_batch_end share one
- * speculative-insertion token (see batch_mode); dedup_batch_flush releases
- * it when the batch's rows are written.  Not for a key whose registration
- * may wait for anything but other producers' transactions.
- */
-void
-dedup_batch_begin(void)
-{
-	batch_mode = true;
-	batch_token = 0;
-}
-
-void
-dedup_batch_flush(void)
-{
-	if (batch_token != 0)
-	{
-		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
-		batch_token = 0;
-	}
-}
-
-/* on error too (PG_CATCH, release false): the abort releases the lock */
-void
-dedup_batch_end(bool release)
-{
-	if (release)
-		dedup_batch_flush();
-	batch_mode = false;
-	batch_token = 0;
-}
-
-/*
  * Registers event_id for the stream.  Returns true when the key is new (the
  * event is accepted), false when an accepted event already has it.
  */
@@ -484,21 +452,13 @@ dedup_register(Oid stream_relid, int32 stream_id, Datum event_id,
 		 * A conflicting speculative tuple is super-deleted at once, so it
 		 * never makes anyone wait for us.
 		 */
-		if (!batch_mode)
-			token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
-		else
-		{
-			if (batch_token == 0)
-				batch_token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
-			token = batch_token;
-		}
+		token = SpeculativeInsertionLockAcquire(GetCurrentTransactionId());
 		table_tuple_insert_speculative(state->rel, slot,
 									   GetCurrentCommandId(true), 0, NULL, token);
 		recheck = ExecInsertIndexTuples(state->rri, slot, estate, false, true,
 										&spec_conflict, NIL);
 		table_tuple_complete_speculative(state->rel, slot, token, !spec_conflict);
-		if (!batch_mode)
-			SpeculativeInsertionLockRelease(GetCurrentTransactionId());
+		SpeculativeInsertionLockRelease(GetCurrentTransactionId());
 		list_free(recheck);
 
 		if (!spec_conflict)
@@ -518,4 +478,161 @@ dedup_register(Oid stream_relid, int32 stream_id, Datum event_id,
 		}
 	}
 	return accepted;
+}
+
+/*
+ * Does an accepted event other than the key tuple in slot (ours, just
+ * inserted, at slot->tts_tid) hold its key?  Waits for the transaction of
+ * an in-progress inserter or deleter, as the executor's unique check does
+ * (execIndexing.c), then looks again.  Our own keys, from this batch or an
+ * earlier one, count: they are live to the dirty snapshot.
+ */
+static bool
+dedup_key_taken(DedupState *state, TupleTableSlot *slot)
+{
+	Relation	index = state->rri->ri_IndexRelationDescs[0];
+	IndexInfo  *ii = state->rri->ri_IndexRelationInfo[0];
+	int			nkeys = ii->ii_NumIndexKeyAttrs;
+	SnapshotData dirty;
+	ScanKeyData keys[INDEX_MAX_KEYS];
+	bool		taken;
+
+	if (state->scan_slot == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(state->context);
+		ResourceOwner saved_owner = CurrentResourceOwner;
+
+		CurrentResourceOwner = TopTransactionResourceOwner;
+		state->scan_slot = table_slot_create(state->rel, NULL);
+		CurrentResourceOwner = saved_owner;
+		MemoryContextSwitchTo(old);
+	}
+	slot_getallattrs(slot);
+	InitDirtySnapshot(dirty);
+	/* the unique index's equality (ExecOpenIndices for speculation set it) */
+	for (int i = 0; i < nkeys; i++)
+		ScanKeyEntryInitialize(&keys[i], 0, i + 1, ii->ii_UniqueStrats[i],
+							   InvalidOid, index->rd_indcollation[i],
+							   ii->ii_UniqueProcs[i],
+							   slot->tts_values[ii->ii_IndexAttrNumbers[i] - 1]);
+	for (;;)
+	{
+		IndexScanDesc scan;
+		TransactionId xwait = InvalidTransactionId;
+		uint32		spec_token = 0;
+		ItemPointerData wait_tid;
+
+		taken = false;
+		scan = index_beginscan(state->rel, index, &dirty, nkeys, 0);
+		index_rescan(scan, keys, nkeys, NULL, 0);
+		while (index_getnext_slot(scan, ForwardScanDirection, state->scan_slot))
+		{
+			if (ItemPointerEquals(&slot->tts_tid, &state->scan_slot->tts_tid))
+				continue;
+			xwait = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+			spec_token = dirty.speculativeToken;
+			wait_tid = state->scan_slot->tts_tid;
+			if (!TransactionIdIsValid(xwait))
+				taken = true;
+			break;
+		}
+		index_endscan(scan);
+		ExecClearTuple(state->scan_slot);
+		if (!TransactionIdIsValid(xwait))
+			return taken;
+		if (spec_token != 0)
+			SpeculativeInsertionWait(xwait, spec_token);
+		else
+			XactLockTableWait(xwait, state->rel, &wait_tid, XLTW_InsertIndex);
+	}
+}
+
+/*
+ * Registers the keys of a batch of events of one COPY (copy.c), in the
+ * order of the batch: accepted[i] says whether event_ids[i] is new.  The
+ * keys are not speculative: their tuples go in with one multi-insert (one
+ * WAL record per page instead of a heap record and a confirmation per
+ * key), then each key's index entry, whose uniqueness check reports a
+ * conflict without an error (UNIQUE_CHECK_PARTIAL).  A conflict is
+ * resolved as the executor does, waiting for an in-progress holder; a
+ * key found taken makes its event a duplicate (an event repeated within
+ * the batch included), and its tuple is deleted again.  The deletion needs
+ * a command id after the one that inserted it, hence the
+ * CommandCounterIncrement, only when a duplicate was met: the batch's
+ * events are inserted with the COPY's command id, as before.  Others that
+ * meet a key of ours wait for our transaction, as for any committed key.
+ */
+void
+dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
+					 const pg_uuid_t *event_ids, TimestampTz seen_at,
+					 bool *accepted)
+{
+	DedupState *state;
+	EState	   *estate;
+	int			nretract = 0;
+
+	if (n == 0)
+		return;
+	dedup_register_callbacks();
+	dedup_lock_stream(stream_id, stream_relid);
+	state = dedup_state ? dedup_state : dedup_open();
+	estate = state->estate;
+
+	if (state->nbatch_slots < n)
+	{
+		MemoryContext old = MemoryContextSwitchTo(state->context);
+		ResourceOwner saved_owner = CurrentResourceOwner;
+
+		CurrentResourceOwner = TopTransactionResourceOwner;
+		if (state->batch_slots == NULL)
+			state->batch_slots = palloc(n * sizeof(TupleTableSlot *));
+		else
+			state->batch_slots = repalloc(state->batch_slots,
+										  n * sizeof(TupleTableSlot *));
+		for (int i = state->nbatch_slots; i < n; i++)
+			state->batch_slots[i] = table_slot_create(state->rel, NULL);
+		state->nbatch_slots = n;
+		CurrentResourceOwner = saved_owner;
+		MemoryContextSwitchTo(old);
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		TupleTableSlot *slot = state->batch_slots[i];
+
+		ExecClearTuple(slot);
+		slot->tts_values[0] = Int32GetDatum(stream_id);
+		slot->tts_values[1] = UUIDPGetDatum(&event_ids[i]);
+		slot->tts_values[2] = TimestampTzGetDatum(seen_at);
+		slot->tts_isnull[0] = slot->tts_isnull[1] = slot->tts_isnull[2] = false;
+		ExecStoreVirtualTuple(slot);
+	}
+	table_multi_insert(state->rel, state->batch_slots, n,
+					   GetCurrentCommandId(true), 0, NULL);
+
+	for (int i = 0; i < n; i++)
+	{
+		TupleTableSlot *slot = state->batch_slots[i];
+		bool		conflict = false;
+		List	   *recheck;
+
+		CHECK_FOR_INTERRUPTS();
+		ResetPerTupleExprContext(estate);
+		recheck = ExecInsertIndexTuples(state->rri, slot, estate, false, true,
+										&conflict, NIL);
+		list_free(recheck);
+		accepted[i] = !conflict || !dedup_key_taken(state, slot);
+		if (!accepted[i])
+			nretract++;
+	}
+
+	if (nretract > 0)
+	{
+		CommandCounterIncrement();
+		for (int i = 0; i < n; i++)
+			if (!accepted[i])
+				simple_heap_delete(state->rel, &state->batch_slots[i]->tts_tid);
+	}
+	for (int i = 0; i < n; i++)
+		ExecClearTuple(state->batch_slots[i]);
 }

@@ -307,18 +307,17 @@ check_finite_occurred_at(StreamInfo *info, Datum *values)
 }
 
 /*
- * The insert trigger's work on one row of a stream, in the row type of rel
- * (the stream or one of its partitions): the envelope checks, the server's
- * received_at (set in values), the envelope rules and contracts (a
- * quarantined event is stored in the quarantine instead), dedup, the
- * counters and, in queue mode, the transaction's row of stream.queue_txns.
- * Returns false when the row is not to be stored (quarantined, or a
- * duplicate); *received_changed says whether received_at was changed.
- * Shared by the trigger and the batched COPY (copy.c).
+ * The insert trigger's work on one row of a stream before dedup, in the row
+ * type of rel (the stream or one of its partitions): the envelope checks,
+ * the server's received_at (set in values), the envelope rules and
+ * contracts (a quarantined event is stored in the quarantine instead).
+ * Returns false when the row is not to be stored (quarantined);
+ * *received_changed says whether received_at was changed.  The batched
+ * COPY (copy.c) calls it per row and registers a batch's keys together.
  */
 bool
-stream_accept_row(Relation rel, StreamInfo *info, Datum *values, bool *nulls,
-				  bool *received_changed)
+stream_check_row(Relation rel, StreamInfo *info, Datum *values, bool *nulls,
+				 bool *received_changed)
 {
 	TimestampTz received_at;
 
@@ -372,7 +371,36 @@ stream_accept_row(Relation rel, StreamInfo *info, Datum *values, bool *nulls,
 		if (result != CHECK_NOT_CHECKED)
 			stats_count_check(info->stream_relid, name, result, policy);
 	}
+	return true;
+}
 
+/*
+ * An event passed its checks and dedup and is about to be stored: the
+ * counters and, in queue mode, the transaction's row of stream.queue_txns.
+ */
+void
+stream_row_accepted(StreamInfo *info, TimestampTz occurred_at,
+					TimestampTz received_at)
+{
+	stats_count_event(info->stream_relid, occurred_at, received_at);
+	/* queue mode: the (sub)transaction's row of stream.queue_txns */
+	queue_note_insert(info->stream_relid, received_at);
+}
+
+/*
+ * The insert trigger's work on one row: stream_check_row, dedup (one key),
+ * stream_row_accepted.  Returns false when the row is not to be stored
+ * (quarantined, or a duplicate).
+ */
+static bool
+stream_accept_row(Relation rel, StreamInfo *info, Datum *values, bool *nulls,
+				  bool *received_changed)
+{
+	TimestampTz received_at;
+
+	if (!stream_check_row(rel, info, values, nulls, received_changed))
+		return false;
+	received_at = DatumGetTimestampTz(values[info->attnums[ENV_RECEIVED_AT] - 1]);
 	if (info->dedup &&
 		!dedup_register(info->stream_relid, info->stream_id,
 						values[info->attnums[ENV_EVENT_ID] - 1], received_at))
@@ -380,12 +408,9 @@ stream_accept_row(Relation rel, StreamInfo *info, Datum *values, bool *nulls,
 		stats_count_duplicate(info->stream_relid);
 		return false;
 	}
-
-	stats_count_event(info->stream_relid,
-					  DatumGetTimestampTz(values[info->attnums[ENV_OCCURRED_AT] - 1]),
-					  received_at);
-	/* queue mode: the (sub)transaction's row of stream.queue_txns */
-	queue_note_insert(info->stream_relid, received_at);
+	stream_row_accepted(info,
+						DatumGetTimestampTz(values[info->attnums[ENV_OCCURRED_AT] - 1]),
+						received_at);
 	return true;
 }
 
