@@ -114,6 +114,8 @@ typedef struct DedupState
 	TupleTableSlot **batch_slots;
 	int			nbatch_slots;
 	TupleTableSlot *scan_slot;
+	int		   *batch_rows;		/* the batch's row of each slot inserted */
+	bool		precheck;		/* the last batch met many duplicates */
 } DedupState;
 
 static DedupState *dedup_state = NULL;
@@ -481,14 +483,15 @@ dedup_register(Oid stream_relid, int32 stream_id, Datum event_id,
 }
 
 /*
- * Does an accepted event other than the key tuple in slot (ours, just
- * inserted, at slot->tts_tid) hold its key?  Waits for the transaction of
- * an in-progress inserter or deleter, as the executor's unique check does
- * (execIndexing.c), then looks again.  Our own keys, from this batch or an
- * earlier one, count: they are live to the dirty snapshot.
+ * Does an accepted event hold the key in values (a row of dedup_keys),
+ * other than the key tuple at self (ours, just inserted; NULL: none)?
+ * Waits for the transaction of an in-progress inserter or deleter, as the
+ * executor's unique check does (execIndexing.c), then looks again.  Our
+ * own keys, from this batch or an earlier one, count: they are live to the
+ * dirty snapshot.
  */
 static bool
-dedup_key_taken(DedupState *state, TupleTableSlot *slot)
+dedup_key_taken(DedupState *state, Datum *values, ItemPointer self)
 {
 	Relation	index = state->rri->ri_IndexRelationDescs[0];
 	IndexInfo  *ii = state->rri->ri_IndexRelationInfo[0];
@@ -507,14 +510,13 @@ dedup_key_taken(DedupState *state, TupleTableSlot *slot)
 		CurrentResourceOwner = saved_owner;
 		MemoryContextSwitchTo(old);
 	}
-	slot_getallattrs(slot);
 	InitDirtySnapshot(dirty);
 	/* the unique index's equality (ExecOpenIndices for speculation set it) */
 	for (int i = 0; i < nkeys; i++)
 		ScanKeyEntryInitialize(&keys[i], 0, i + 1, ii->ii_UniqueStrats[i],
 							   InvalidOid, index->rd_indcollation[i],
 							   ii->ii_UniqueProcs[i],
-							   slot->tts_values[ii->ii_IndexAttrNumbers[i] - 1]);
+							   values[ii->ii_IndexAttrNumbers[i] - 1]);
 	for (;;)
 	{
 		IndexScanDesc scan;
@@ -527,7 +529,7 @@ dedup_key_taken(DedupState *state, TupleTableSlot *slot)
 		index_rescan(scan, keys, nkeys, NULL, 0);
 		while (index_getnext_slot(scan, ForwardScanDirection, state->scan_slot))
 		{
-			if (ItemPointerEquals(&slot->tts_tid, &state->scan_slot->tts_tid))
+			if (self != NULL && ItemPointerEquals(self, &state->scan_slot->tts_tid))
 				continue;
 			xwait = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
 			spec_token = dirty.speculativeToken;
@@ -569,6 +571,8 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 {
 	DedupState *state;
 	EState	   *estate;
+	int			ninsert = 0;
+	int			nduplicates = 0;
 	int			nretract = 0;
 
 	if (n == 0)
@@ -585,10 +589,16 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 
 		CurrentResourceOwner = TopTransactionResourceOwner;
 		if (state->batch_slots == NULL)
+		{
 			state->batch_slots = palloc(n * sizeof(TupleTableSlot *));
+			state->batch_rows = palloc(n * sizeof(int));
+		}
 		else
+		{
 			state->batch_slots = repalloc(state->batch_slots,
 										  n * sizeof(TupleTableSlot *));
+			state->batch_rows = repalloc(state->batch_rows, n * sizeof(int));
+		}
 		for (int i = state->nbatch_slots; i < n; i++)
 			state->batch_slots[i] = table_slot_create(state->rel, NULL);
 		state->nbatch_slots = n;
@@ -596,9 +606,14 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 		MemoryContextSwitchTo(old);
 	}
 
+	/*
+	 * A batch of retries (a COPY sent again) would insert every key only to
+	 * delete it: after a batch that met many duplicates, each key is looked
+	 * up first and only those not found are inserted.
+	 */
 	for (int i = 0; i < n; i++)
 	{
-		TupleTableSlot *slot = state->batch_slots[i];
+		TupleTableSlot *slot = state->batch_slots[ninsert];
 
 		ExecClearTuple(slot);
 		slot->tts_values[0] = Int32GetDatum(stream_id);
@@ -606,13 +621,20 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 		slot->tts_values[2] = TimestampTzGetDatum(seen_at);
 		slot->tts_isnull[0] = slot->tts_isnull[1] = slot->tts_isnull[2] = false;
 		ExecStoreVirtualTuple(slot);
+		accepted[i] = !state->precheck ||
+			!dedup_key_taken(state, slot->tts_values, NULL);
+		if (accepted[i])
+			state->batch_rows[ninsert++] = i;
+		else
+			nduplicates++;
 	}
-	table_multi_insert(state->rel, state->batch_slots, n,
-					   GetCurrentCommandId(true), 0, NULL);
+	if (ninsert > 0)
+		table_multi_insert(state->rel, state->batch_slots, ninsert,
+						   GetCurrentCommandId(true), 0, NULL);
 
-	for (int i = 0; i < n; i++)
+	for (int k = 0; k < ninsert; k++)
 	{
-		TupleTableSlot *slot = state->batch_slots[i];
+		TupleTableSlot *slot = state->batch_slots[k];
 		bool		conflict = false;
 		List	   *recheck;
 
@@ -621,18 +643,25 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 		recheck = ExecInsertIndexTuples(state->rri, slot, estate, false, true,
 										&conflict, NIL);
 		list_free(recheck);
-		accepted[i] = !conflict || !dedup_key_taken(state, slot);
-		if (!accepted[i])
-			nretract++;
+		if (conflict)
+		{
+			slot_getallattrs(slot);
+			if (dedup_key_taken(state, slot->tts_values, &slot->tts_tid))
+			{
+				accepted[state->batch_rows[k]] = false;
+				nretract++;
+			}
+		}
 	}
 
 	if (nretract > 0)
 	{
 		CommandCounterIncrement();
-		for (int i = 0; i < n; i++)
-			if (!accepted[i])
-				simple_heap_delete(state->rel, &state->batch_slots[i]->tts_tid);
+		for (int k = 0; k < ninsert; k++)
+			if (!accepted[state->batch_rows[k]])
+				simple_heap_delete(state->rel, &state->batch_slots[k]->tts_tid);
 	}
-	for (int i = 0; i < n; i++)
-		ExecClearTuple(state->batch_slots[i]);
+	state->precheck = (nduplicates + nretract) * 8 > n;
+	for (int k = 0; k < ninsert; k++)
+		ExecClearTuple(state->batch_slots[k]);
 }

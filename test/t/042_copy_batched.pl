@@ -186,4 +186,61 @@ $node->stop('immediate');
 $node->start;
 oracle_equal('after immediate stop right after a COPY committed');
 
+# 4. A COPY meets an event another producer holds uncommitted.  It waits
+# for that producer, then drops its copy if the producer committed, stores
+# it if it rolled back; the keys are one per stored event either way.  Two
+# paths: a COPY whose first batch is all retries (events stored before),
+# so the next batches look each key up before inserting it, meets the held
+# event in such a batch; a COPY of new events inserts its keys first and
+# meets the held one as a conflict of the index insertion.
+my $round = 0;
+for my $case ([ 'lookup', 'COMMIT' ], [ 'lookup', 'ROLLBACK' ],
+	[ 'insert', 'COMMIT' ], [ 'insert', 'ROLLBACK' ])
+{
+	my ($path, $end) = @$case;
+	my $what = "held event, $path path, $end";
+	$round++;
+	my $prefix = sprintf('%08x', 0xfe000000 + $round);
+	my $id = sub { sprintf('%s-0000-4000-8000-%012x', $prefix, $_[0]) };
+	my $held = $id->(1500);
+	my $write = sub {
+		my ($name, @ids) = @_;
+		my $file = $node->basedir . "/held_${round}_$name.tsv";
+		open my $fh, '>', $file or die;
+		print $fh $id->($_) . "\tview\tu1\t{}\t$base\n" for @ids;
+		close $fh;
+		return $file;
+	};
+	# lookup: 1..1000 stored first, then 1..2000 sent; insert: 1001..2000 sent
+	$node->safe_psql('postgres', copy_sql('clicks', $write->('first', 1 .. 1000)));
+	my $file = $write->('sent', $path eq 'lookup' ? (1 .. 2000) : (1001 .. 2000));
+	my $n0 = stored();
+
+	my $bg = $node->background_psql('postgres');
+	$bg->query_safe('BEGIN');
+	$bg->query_safe(qq{INSERT INTO clicks (event_id, event_name) VALUES ('$held', 'held')});
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', copy_sql('clicks', $file) ],
+		'>', \$out, '2>', \$err);
+	is( StreamEventsTest::poll_until($node, 'postgres',
+			q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY clicks%' AND wait_event_type = 'Lock'},
+			'1', 60),
+		'1', "$what: the COPY waits for the producer");
+	$bg->query_safe($end);
+	$bg->quit;
+	$h->finish;
+	is($err, '', "$what: the COPY succeeds");
+	is(stored() - $n0, 1000, "$what: 1000 new events stored once each");
+	is( $node->safe_psql('postgres', qq{SELECT event_name FROM clicks WHERE event_id = '$held'}),
+		$end eq 'COMMIT' ? 'held' : 'view',
+		"$what: " . ($end eq 'COMMIT' ? "the COPY's copy dropped" : 'the COPY stored it'));
+	is( $node->safe_psql('postgres',
+			qq{SELECT count(*) || '/' || count(DISTINCT k.event_id) FROM stream.dedup_keys k
+			   JOIN stream.streams s USING (stream_id)
+			   WHERE s.relid = 'clicks'::regclass AND k.event_id::text LIKE '$prefix%'}),
+		'2000/2000', "$what: one key per stored event");
+}
+oracle_equal('after the held events');
+
 done_testing();
