@@ -146,7 +146,6 @@ SELECT stream.drop_activation(name) FROM stream.activation_defs;
 SELECT stream.drop_stream(s.relid) FROM stream.streams AS s;
 DROP TABLE IF EXISTS raw_clicks;
 TRUNCATE stream.activations;
-VACUUM FULL stream.dedup_keys;
 CHECKPOINT;
 SQL
 }

@@ -112,7 +112,6 @@ new_stream() {
     "${PSQL[@]}" -o /dev/null <<SQL
 SELECT stream.drop_aggregate(name::text) FROM stream.aggregates;
 SELECT stream.drop_stream(s.relid) FROM stream.streams AS s;
-VACUUM FULL stream.dedup_keys;
 SELECT stream.create_stream('bench_stream', partition_interval => '1 day');
 SELECT count(stream._ensure_partition('bench_stream', b, '1 day')) FROM $PART_DAYS AS b;
 DROP TABLE IF EXISTS bench_probe;

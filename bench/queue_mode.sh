@@ -205,7 +205,7 @@ SELECT stream.drop_stream(s.relid) FROM stream.streams AS s;
 DROP TABLE IF EXISTS bench_plain;
 DROP PUBLICATION IF EXISTS bench_pub;
 SQL
-    "${PSQL[@]}" -c "VACUUM FULL stream.dedup_keys" -c "VACUUM stream.queue_txns" -c "VACUUM stream.queue_ticks"
+    "${PSQL[@]}" -c "VACUUM stream.queue_txns" -c "VACUUM stream.queue_ticks"
     if [ "$side" = plain ]; then
         "${PSQL[@]}" <<'SQL'
 CREATE TABLE bench_plain (

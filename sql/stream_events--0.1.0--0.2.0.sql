@@ -56,11 +56,6 @@ COMMENT ON COLUMN stream.aggregate_defs.on_error IS
 -- absence timers: no foreign key (sql/modules/70_activations.sql says why)
 ALTER TABLE stream.absence_timers DROP CONSTRAINT absence_timers_act_id_fkey;
 
--- dedup keys: the event_id first, so that the unique index compares one
--- uuid per entry instead of the stream_id, then the uuid (docs/streams.md)
-ALTER TABLE stream.dedup_keys DROP CONSTRAINT dedup_keys_pkey,
-    ADD PRIMARY KEY (event_id, stream_id);
-
 -- new tables
 CREATE TABLE stream.channels (
     channel      text PRIMARY KEY,
@@ -278,6 +273,26 @@ $function$
 COMMENT ON FUNCTION stream._stream_visible(regclass) IS 'True if the current role owns the stream or may SELECT from or INSERT into it: what it may see of it in catalogs and views (internal)';
 
 
+CREATE OR REPLACE FUNCTION stream._create_dedup_keys(stream_id integer)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    t text := 'dedup_keys_' || _create_dedup_keys.stream_id;
+BEGIN
+    EXECUTE format('CREATE TABLE stream.%I (event_id uuid PRIMARY KEY, seen_at timestamptz NOT NULL) '
+                   'WITH (fillfactor = 100)', t);
+    EXECUTE format('REVOKE ALL ON stream.%I FROM PUBLIC', t);
+    EXECUTE format('COMMENT ON TABLE stream.%I IS %L', t,
+                   format('Idempotency keys of the accepted events of stream %s, kept for its dedup_window (internal)',
+                          _create_dedup_keys.stream_id));
+END $function$
+;
+COMMENT ON FUNCTION stream._create_dedup_keys(integer) IS 'Creates the dedup key table of a stream, stream.dedup_keys_<stream_id> (internal)';
+REVOKE ALL ON FUNCTION stream._create_dedup_keys(integer) FROM PUBLIC;
+
+
 CREATE OR REPLACE FUNCTION stream.create_stream(name text, partition_interval interval DEFAULT '1 day'::interval, retention interval DEFAULT NULL::interval, dedup_window interval DEFAULT '7 days'::interval)
  RETURNS regclass
  LANGUAGE plpgsql
@@ -421,8 +436,9 @@ CREATE OR REPLACE FUNCTION stream._priv_register_stream(caller regrole, rel regc
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    c record;
-    q record;
+    c   record;
+    q   record;
+    sid integer;
 BEGIN
     PERFORM stream._check_owner(caller, rel, 'table');
     PERFORM stream._check_owner(caller, quarantine, 'table');
@@ -448,7 +464,11 @@ BEGIN
                   HINT = 'See stream.stream_list.';
     END IF;
     INSERT INTO stream.streams (relid, partition_interval, retention, dedup_window, quarantine)
-    VALUES (rel, partition_interval, retention, dedup_window, quarantine);
+    VALUES (rel, partition_interval, retention, dedup_window, quarantine)
+    RETURNING stream_id INTO sid;
+    IF dedup_window IS NOT NULL THEN
+        PERFORM stream._create_dedup_keys(sid);
+    END IF;
 END $function$
 ;
 COMMENT ON FUNCTION stream._priv_register_stream(regrole,regclass,interval,interval,interval,regclass) IS 'Records a new stream in stream.streams after checking the caller owns it and create_stream made it (internal, through stream._priv)';
@@ -464,6 +484,7 @@ AS $function$
 DECLARE
     gone    record;
     q       regclass;
+    sid     integer;
     changed boolean;
 BEGIN
     -- activations of a dropped stream, or of a dropped aggregate's view
@@ -487,10 +508,15 @@ BEGIN
              c AS (DELETE FROM stream.contracts k USING s WHERE k.stream_id = s.stream_id
                    RETURNING k.schema_uri),
              r AS (DELETE FROM stream.schemas g USING c WHERE g.uri = c.schema_uri)
-        DELETE FROM stream.dedup_keys d USING s WHERE d.stream_id = s.stream_id;
+        SELECT s.stream_id INTO sid FROM s;
         -- (DROP SCHEMA ... CASCADE and DROP OWNED drop it in the same command)
         IF q IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = q) THEN
             EXECUTE format('DROP TABLE IF EXISTS %s', q);
+        END IF;
+        IF sid IS NOT NULL THEN
+            IF to_regclass(format('stream.%I', 'dedup_keys_' || sid)) IS NOT NULL THEN
+                EXECUTE format('DROP TABLE stream.%I', 'dedup_keys_' || sid);
+            END IF;
         END IF;
     END LOOP;
     -- the worker reads its catalogs again at the commit (it may feed them)
@@ -644,6 +670,7 @@ CREATE OR REPLACE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_
 AS $function$
 DECLARE
     rel regclass;
+    win interval;
     n   bigint;
 BEGIN
     SELECT s.relid INTO rel FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
@@ -652,13 +679,14 @@ BEGIN
     END IF;
     PERFORM stream._check_owner(caller, rel, 'stream');
     -- only keys older than the stream's own window
-    WITH gone AS (
-        DELETE FROM stream.dedup_keys d
-        USING stream.streams s
-        WHERE s.stream_id = _priv_prune_dedup_keys.stream_id AND d.stream_id = s.stream_id
-          AND s.dedup_window IS NOT NULL AND d.seen_at < now() - s.dedup_window
-        RETURNING 1)
-    SELECT count(*) INTO n FROM gone;
+    SELECT s.dedup_window INTO win FROM stream.streams s
+    WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
+    IF win IS NULL OR to_regclass(format('stream.%I', 'dedup_keys_' || _priv_prune_dedup_keys.stream_id)) IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('DELETE FROM stream.%I WHERE seen_at < now() - $1',
+                   'dedup_keys_' || _priv_prune_dedup_keys.stream_id) USING win;
+    GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $function$
 ;
@@ -2925,6 +2953,29 @@ BEGIN
     END LOOP;
 END
 $upgrade$;
+
+-- Dedup keys: one table per stream (sql/modules/10_streams.sql), made by
+-- the same function as for a new stream; each stream's keys move there.
+-- Created inside this script, the tables would become members of the
+-- extension, which pg_dump does not dump: they are taken out of it, as a
+-- stream made by stream.create_stream has them.
+DO $upgrade$
+DECLARE
+    s record;
+    t text;
+BEGIN
+    FOR s IN SELECT stream_id FROM stream.streams WHERE dedup_window IS NOT NULL ORDER BY stream_id LOOP
+        t := 'dedup_keys_' || s.stream_id;
+        PERFORM stream._create_dedup_keys(s.stream_id);
+        EXECUTE format('ALTER EXTENSION stream_events DROP TABLE stream.%I', t);
+        EXECUTE format('INSERT INTO stream.%I (event_id, seen_at) '
+                       'SELECT event_id, seen_at FROM stream.dedup_keys WHERE stream_id = $1', t)
+            USING s.stream_id;
+    END LOOP;
+END
+$upgrade$;
+ALTER EXTENSION stream_events DROP TABLE stream.dedup_keys;
+DROP TABLE stream.dedup_keys;
 
 -- sessions that cached a stream's options under 0.1.0 read them again
 SELECT stream._stream_changed(s.relid) FROM stream.streams s;

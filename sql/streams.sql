@@ -106,5 +106,8 @@ SELECT stream.drop_stream('pg_class');
 SELECT stream.drop_stream('shop.orders');
 SELECT count(*) AS orders_rows FROM stream.streams WHERE relid::text = 'shop.orders';
 DROP TABLE clicks;                                      -- a plain DROP TABLE cleans up too
-SELECT count(*) AS catalog_rows, (SELECT count(*) FROM stream.dedup_keys) AS keys FROM stream.streams;
+SELECT count(*) AS catalog_rows,
+       (SELECT count(*) FROM pg_class WHERE relnamespace = 'stream'::regnamespace
+                                      AND relname LIKE 'dedup\_keys\_%') AS key_tables
+FROM stream.streams;
 DROP SCHEMA shop;

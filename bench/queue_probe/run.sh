@@ -32,10 +32,10 @@ create() {   # create the variant's table afresh
     "${PSQL[@]}" -o /dev/null <<SQL
 SELECT stream.drop_stream(relid) FROM stream.streams WHERE relid::text = '$t';
 DROP TABLE IF EXISTS qp_plain;
-TRUNCATE stream.dedup_keys, qp_tick, qp_queue;
+TRUNCATE qp_tick, qp_queue;
 DELETE FROM qp_position;
 SQL
-    sql "VACUUM stream.dedup_keys, qp_tick, qp_queue" >/dev/null
+    sql "VACUUM qp_tick, qp_queue" >/dev/null
     case $v in
         plain) "${PSQL[@]}" -c "CREATE TABLE qp_plain (
                  event_id uuid NOT NULL PRIMARY KEY, event_name text NOT NULL,
@@ -55,7 +55,7 @@ SQL
 }
 
 slots_create() {
-    # pgoutput publishes the stream alone (test_decoding sees stream.dedup_keys too)
+    # pgoutput publishes the stream alone (test_decoding sees the dedup key table too)
     sql "DROP PUBLICATION IF EXISTS qp_pub" >/dev/null
     sql "CREATE PUBLICATION qp_pub FOR TABLE s_stream WITH (publish = 'insert', publish_via_partition_root = true)" >/dev/null
     sql "SELECT pg_create_logical_replication_slot('qp_td', 'test_decoding')" >/dev/null

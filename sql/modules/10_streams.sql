@@ -40,22 +40,32 @@ GRANT SELECT ON stream.streams TO PUBLIC;
 ALTER TABLE stream.streams ENABLE ROW LEVEL SECURITY;
 CREATE POLICY streams_read ON stream.streams FOR SELECT USING (stream._stream_visible(relid));
 
--- Dedup keys: one row per accepted event_id and stream while the stream's
--- dedup window lasts.  Written only by the C insert trigger.  Dumped as
--- extension configuration, so a restored database keeps dropping retries
--- (pg_restore loads the keys; stream triggers are created after the data).
--- The event_id leads the key: every insertion compares one uuid per index
--- entry it passes, not a stream_id equal everywhere and then the uuid.
-CREATE TABLE stream.dedup_keys (
-    stream_id integer NOT NULL,
-    event_id  uuid NOT NULL,
-    seen_at   timestamptz NOT NULL,
-    PRIMARY KEY (event_id, stream_id)
-) WITH (fillfactor = 100);
-COMMENT ON TABLE stream.dedup_keys IS
-    'Idempotency keys of accepted events, kept for each stream''s dedup_window (internal)';
-REVOKE ALL ON stream.dedup_keys FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('stream.dedup_keys', '');
+-- Dedup keys: each stream with a dedup window has its own key table,
+-- stream.dedup_keys_<stream_id> (event_id uuid PRIMARY KEY, seen_at), one
+-- row per accepted event while the window lasts, written only by the C
+-- insert trigger and COPY (src/stream/dedup.c).  A table per stream keeps
+-- the key index as narrow as a plain table's uuid primary key (no
+-- stream_id in every entry), a prune reads one stream's keys, and dropping
+-- the stream drops them at once.  Created by the extension's owner when
+-- the stream is registered, not members of the extension: pg_dump dumps
+-- them with their rows like any table, so a restored database keeps
+-- dropping retries (pg_restore loads the keys; stream triggers are created
+-- after the data).  Nobody else has any right on them.
+CREATE FUNCTION stream._create_dedup_keys(stream_id integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t text := 'dedup_keys_' || _create_dedup_keys.stream_id;
+BEGIN
+    EXECUTE format('CREATE TABLE stream.%I (event_id uuid PRIMARY KEY, seen_at timestamptz NOT NULL) '
+                   'WITH (fillfactor = 100)', t);
+    EXECUTE format('REVOKE ALL ON stream.%I FROM PUBLIC', t);
+    EXECUTE format('COMMENT ON TABLE stream.%I IS %L', t,
+                   format('Idempotency keys of the accepted events of stream %s, kept for its dedup_window (internal)',
+                          _create_dedup_keys.stream_id));
+END $$;
+COMMENT ON FUNCTION stream._create_dedup_keys(integer) IS
+    'Creates the dedup key table of a stream, stream.dedup_keys_<stream_id> (internal)';
+REVOKE ALL ON FUNCTION stream._create_dedup_keys(integer) FROM PUBLIC;
 
 -- The ingest queue (queue mode, docs/queue-mode.md).  Ticks: numbered
 -- snapshots made by the worker under an exclusive lock; window w holds the
@@ -306,8 +316,9 @@ CREATE FUNCTION stream._priv_register_stream(caller regrole, rel regclass, parti
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    c record;
-    q record;
+    c   record;
+    q   record;
+    sid integer;
 BEGIN
     PERFORM stream._check_owner(caller, rel, 'table');
     PERFORM stream._check_owner(caller, quarantine, 'table');
@@ -333,7 +344,11 @@ BEGIN
                   HINT = 'See stream.stream_list.';
     END IF;
     INSERT INTO stream.streams (relid, partition_interval, retention, dedup_window, quarantine)
-    VALUES (rel, partition_interval, retention, dedup_window, quarantine);
+    VALUES (rel, partition_interval, retention, dedup_window, quarantine)
+    RETURNING stream_id INTO sid;
+    IF dedup_window IS NOT NULL THEN
+        PERFORM stream._create_dedup_keys(sid);
+    END IF;
 END $$;
 COMMENT ON FUNCTION stream._priv_register_stream(regrole, regclass, interval, interval, interval, regclass) IS
     'Records a new stream in stream.streams after checking the caller owns it and create_stream made it (internal, through stream._priv)';
@@ -380,6 +395,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     gone    record;
     q       regclass;
+    sid     integer;
     changed boolean;
 BEGIN
     -- activations of a dropped stream, or of a dropped aggregate's view
@@ -403,10 +419,15 @@ BEGIN
              c AS (DELETE FROM stream.contracts k USING s WHERE k.stream_id = s.stream_id
                    RETURNING k.schema_uri),
              r AS (DELETE FROM stream.schemas g USING c WHERE g.uri = c.schema_uri)
-        DELETE FROM stream.dedup_keys d USING s WHERE d.stream_id = s.stream_id;
+        SELECT s.stream_id INTO sid FROM s;
         -- (DROP SCHEMA ... CASCADE and DROP OWNED drop it in the same command)
         IF q IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = q) THEN
             EXECUTE format('DROP TABLE IF EXISTS %s', q);
+        END IF;
+        IF sid IS NOT NULL THEN
+            IF to_regclass(format('stream.%I', 'dedup_keys_' || sid)) IS NOT NULL THEN
+                EXECUTE format('DROP TABLE stream.%I', 'dedup_keys_' || sid);
+            END IF;
         END IF;
     END LOOP;
     -- the worker reads its catalogs again at the commit (it may feed them)
@@ -596,6 +617,7 @@ CREATE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_id integer)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     rel regclass;
+    win interval;
     n   bigint;
 BEGIN
     SELECT s.relid INTO rel FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
@@ -604,13 +626,14 @@ BEGIN
     END IF;
     PERFORM stream._check_owner(caller, rel, 'stream');
     -- only keys older than the stream's own window
-    WITH gone AS (
-        DELETE FROM stream.dedup_keys d
-        USING stream.streams s
-        WHERE s.stream_id = _priv_prune_dedup_keys.stream_id AND d.stream_id = s.stream_id
-          AND s.dedup_window IS NOT NULL AND d.seen_at < now() - s.dedup_window
-        RETURNING 1)
-    SELECT count(*) INTO n FROM gone;
+    SELECT s.dedup_window INTO win FROM stream.streams s
+    WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
+    IF win IS NULL OR to_regclass(format('stream.%I', 'dedup_keys_' || _priv_prune_dedup_keys.stream_id)) IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('DELETE FROM stream.%I WHERE seen_at < now() - $1',
+                   'dedup_keys_' || _priv_prune_dedup_keys.stream_id) USING win;
+    GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
 COMMENT ON FUNCTION stream._priv_prune_dedup_keys(regrole, integer) IS

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * dedup.c
- *	  Idempotency keys: registers the event_id of an accepted event in
- *	  stream.dedup_keys, or reports that it was already accepted.
+ *	  Idempotency keys: registers the event_id of an accepted event in its
+ *	  stream's key table, stream.dedup_keys_<stream_id>, or reports that it
+ *	  was already accepted.
  *
  * This is INSERT ... ON CONFLICT DO NOTHING done inside the trigger,
  * without SPI, with the executor's speculative insertion protocol
@@ -66,14 +67,14 @@
  * treated as a later statement's: the lock only if free.  TAP 033 sends
  * such INSERTs in another order among the other paths.
  *
- * Rights: stream.dedup_keys is private to the extension (no grant to
+ * Rights: the key tables are private to the extension (no grant to
  * anyone), and a producer with INSERT on the stream needs none: the table
  * is opened directly, without the executor's permission checks, because
  * the key is the extension's bookkeeping, not the producer's write.  No
  * user code runs here with any rights: the table AM insert fires no
- * triggers or rules, and its only index (the primary key on stream_id,
- * event_id) has no expressions or predicates; only the extension's owner
- * could add any.
+ * triggers or rules, and its only index (the primary key on event_id)
+ * has no expressions or predicates; only the extension's owner could add
+ * any.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -105,6 +106,9 @@
 
 typedef struct DedupState
 {
+	struct DedupState *next;
+	int32		stream_id;
+	bool		legacy;			/* 0.1.0's stream.dedup_keys (stream_id, ...) */
 	MemoryContext context;
 	Relation	rel;
 	ResultRelInfo *rri;
@@ -118,7 +122,8 @@ typedef struct DedupState
 	bool		precheck;		/* the last batch met many duplicates */
 } DedupState;
 
-static DedupState *dedup_state = NULL;
+/* the key tables this transaction opened, one state each (TopTransactionContext) */
+static DedupState *dedup_states = NULL;
 static bool callbacks_registered = false;
 
 /* second field of the dedup lock's tag (stream.maintain uses 24158) */
@@ -294,21 +299,26 @@ dedup_lock_stream(int32 stream_id, Oid stream_relid)
 }
 
 static void
-dedup_close(void)
+dedup_close_all(void)
 {
 	ResourceOwner saved_owner = CurrentResourceOwner;
 
 	CurrentResourceOwner = TopTransactionResourceOwner;
-	ExecDropSingleTupleTableSlot(dedup_state->slot);
-	for (int i = 0; i < dedup_state->nbatch_slots; i++)
-		ExecDropSingleTupleTableSlot(dedup_state->batch_slots[i]);
-	if (dedup_state->scan_slot != NULL)
-		ExecDropSingleTupleTableSlot(dedup_state->scan_slot);
-	ExecCloseIndices(dedup_state->rri);
-	table_close(dedup_state->rel, NoLock);
-	FreeExecutorState(dedup_state->estate);
-	MemoryContextDelete(dedup_state->context);
-	dedup_state = NULL;
+	while (dedup_states != NULL)
+	{
+		DedupState *state = dedup_states;
+
+		dedup_states = state->next;
+		ExecDropSingleTupleTableSlot(state->slot);
+		for (int i = 0; i < state->nbatch_slots; i++)
+			ExecDropSingleTupleTableSlot(state->batch_slots[i]);
+		if (state->scan_slot != NULL)
+			ExecDropSingleTupleTableSlot(state->scan_slot);
+		ExecCloseIndices(state->rri);
+		table_close(state->rel, NoLock);
+		FreeExecutorState(state->estate);
+		MemoryContextDelete(state->context);
+	}
 	CurrentResourceOwner = saved_owner;
 }
 
@@ -320,8 +330,7 @@ dedup_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
 		case XACT_EVENT_PRE_PREPARE:
-			if (dedup_state != NULL)
-				dedup_close();
+			dedup_close_all();
 
 			/*
 			 * No statement of this transaction runs any more (deferred
@@ -334,7 +343,7 @@ dedup_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			/* the resource owner released the relations; memory goes too */
-			dedup_state = NULL;
+			dedup_states = NULL;
 			/* and the lock manager the locks */
 			n_locked = 0;
 			n_keyed = 0;
@@ -362,8 +371,13 @@ dedup_register_callbacks(void)
 	}
 }
 
+/*
+ * The state of the stream's key table, stream.dedup_keys_<stream_id>
+ * (sql/modules/10_streams.sql), opened at the transaction's first key of
+ * the stream.
+ */
 static DedupState *
-dedup_open(void)
+dedup_open(int32 stream_id, Oid stream_relid)
 {
 	MemoryContext context;
 	MemoryContext old;
@@ -371,16 +385,30 @@ dedup_open(void)
 	DedupState *state;
 	Oid			nsp;
 	Oid			relid;
+	Oid			legacy_relid = InvalidOid;
+	char		name[NAMEDATALEN];
+
+	for (state = dedup_states; state != NULL; state = state->next)
+		if (state->stream_id == stream_id)
+			return state;
 
 	dedup_register_callbacks();
 
 	nsp = get_namespace_oid("stream", false);
-	relid = get_relname_relid("dedup_keys", nsp);
+	snprintf(name, sizeof(name), "dedup_keys_%d", stream_id);
+	relid = get_relname_relid(name, nsp);
+	/* the library is newer than the catalog: 0.1.0's table of all streams */
+	if (!OidIsValid(relid) &&
+		OidIsValid(legacy_relid = get_relname_relid("dedup_keys", nsp)))
+		relid = legacy_relid;
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table stream.dedup_keys does not exist"),
-				 errhint("Reinstall the extension: DROP EXTENSION stream_events; CREATE EXTENSION stream_events.")));
+				 errmsg("the dedup keys of stream \"%s\" are missing",
+						get_rel_name(stream_relid)),
+				 errdetail("Table stream.%s does not exist.", name),
+				 errhint("Restore it from a dump of the database, or create it empty as the extension's owner: SELECT stream._create_dedup_keys(%d).",
+						 stream_id)));
 
 	/*
 	 * The state outlives the statement, so its relation, index and tuple
@@ -393,6 +421,8 @@ dedup_open(void)
 	saved_owner = CurrentResourceOwner;
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	state = palloc0(sizeof(DedupState));
+	state->stream_id = stream_id;
+	state->legacy = relid == legacy_relid;
 	state->context = context;
 	state->rel = table_open(relid, RowExclusiveLock);
 	state->estate = CreateExecutorState();
@@ -403,13 +433,32 @@ dedup_open(void)
 	CurrentResourceOwner = saved_owner;
 	MemoryContextSwitchTo(old);
 
-	if (state->rri->ri_NumIndices == 0)
+	state->next = dedup_states;
+	dedup_states = state;
+	if (state->rri->ri_NumIndices != 1 ||
+		!state->rri->ri_IndexRelationDescs[0]->rd_index->indisunique)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table stream.dedup_keys has no unique index"),
-				 errhint("Reinstall the extension.")));
-	dedup_state = state;
+				 errmsg("table stream.%s has not exactly one index, unique",
+						RelationGetRelationName(state->rel)),
+				 errhint("Its primary key on event_id is the only index it may have.")));
 	return state;
+}
+
+/* a key's row in the state's table */
+static void
+dedup_fill(DedupState *state, TupleTableSlot *slot, Datum event_id,
+		   TimestampTz seen_at)
+{
+	int			i = 0;
+
+	ExecClearTuple(slot);
+	if (state->legacy)
+		slot->tts_values[i++] = Int32GetDatum(state->stream_id);
+	slot->tts_values[i++] = event_id;
+	slot->tts_values[i++] = TimestampTzGetDatum(seen_at);
+	memset(slot->tts_isnull, false, i * sizeof(bool));
+	ExecStoreVirtualTuple(slot);
 }
 
 /*
@@ -427,7 +476,7 @@ dedup_register(Oid stream_relid, int32 stream_id, Datum event_id,
 
 	dedup_register_callbacks();
 	dedup_lock_stream(stream_id, stream_relid);
-	state = dedup_state ? dedup_state : dedup_open();
+	state = dedup_open(stream_id, stream_relid);
 	slot = state->slot;
 	estate = state->estate;
 
@@ -441,12 +490,7 @@ dedup_register(Oid stream_relid, int32 stream_id, Datum event_id,
 		CHECK_FOR_INTERRUPTS();
 		ResetPerTupleExprContext(estate);
 
-		ExecClearTuple(slot);
-		slot->tts_values[0] = Int32GetDatum(stream_id);
-		slot->tts_values[1] = event_id;
-		slot->tts_values[2] = TimestampTzGetDatum(seen_at);
-		slot->tts_isnull[0] = slot->tts_isnull[1] = slot->tts_isnull[2] = false;
-		ExecStoreVirtualTuple(slot);
+		dedup_fill(state, slot, event_id, seen_at);
 
 		/*
 		 * Optimistic: insert first, and let the unique index insertion tell
@@ -579,7 +623,7 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 		return;
 	dedup_register_callbacks();
 	dedup_lock_stream(stream_id, stream_relid);
-	state = dedup_state ? dedup_state : dedup_open();
+	state = dedup_open(stream_id, stream_relid);
 	estate = state->estate;
 
 	if (state->nbatch_slots < n)
@@ -615,12 +659,7 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 	{
 		TupleTableSlot *slot = state->batch_slots[ninsert];
 
-		ExecClearTuple(slot);
-		slot->tts_values[0] = Int32GetDatum(stream_id);
-		slot->tts_values[1] = UUIDPGetDatum(&event_ids[i]);
-		slot->tts_values[2] = TimestampTzGetDatum(seen_at);
-		slot->tts_isnull[0] = slot->tts_isnull[1] = slot->tts_isnull[2] = false;
-		ExecStoreVirtualTuple(slot);
+		dedup_fill(state, slot, UUIDPGetDatum(&event_ids[i]), seen_at);
 		accepted[i] = !state->precheck ||
 			!dedup_key_taken(state, slot->tts_values, NULL);
 		if (accepted[i])

@@ -374,6 +374,22 @@ sql('a', q{UPDATE stream.streams SET quarantine = 'orders_quarantine' WHERE reli
 sql('a', q{REVOKE USAGE ON SCHEMA stream FROM upgrade_outsider});
 is(sql('a', q{SELECT extversion FROM pg_extension WHERE extname = 'stream_events'}),
 	$current, "a: updated to $current");
+# 0.1.0's dedup keys of all streams moved to one table per stream, which is
+# not a member of the extension (pg_dump dumps it with its rows); a retry of
+# an event stored before the update is still dropped
+my $clicks_sid = sql('a', q{SELECT stream_id FROM stream.streams WHERE relid = 'clicks'::regclass});
+is(sql('a', qq{SELECT (SELECT count(*) FROM stream.dedup_keys_$clicks_sid)
+                    = (SELECT count(*) FROM clicks)
+               AND (SELECT count(*) FROM clicks) > 0
+               AND to_regclass('stream.dedup_keys') IS NULL}),
+	't', "a: clicks' keys are in stream.dedup_keys_$clicks_sid, 0.1.0's table is gone");
+is(sql('a', qq{SELECT count(*) FROM pg_depend WHERE classid = 'pg_class'::regclass
+               AND objid = 'stream.dedup_keys_$clicks_sid'::regclass AND deptype = 'e'}),
+	'0', 'a: the key table is not a member of the extension');
+is(sql('a', q{WITH r AS (INSERT INTO clicks (event_id, event_name)
+                         SELECT event_id, 'retry' FROM clicks ORDER BY received_at LIMIT 3 RETURNING 1)
+              SELECT count(*) FROM r}),
+	'0', 'a: retries of events stored before the update are dropped');
 
 # -- database b: a fresh install of the current version ----------------------
 sql('b', 'CREATE EXTENSION stream_events');
@@ -500,10 +516,10 @@ sql('b', 'ALTER TABLE stream.streams DROP COLUMN upgrade_canary');
 is(changes('dropped column'), '',
 	'a column added and dropped again leaves no difference (dropped columns are ignored)');
 
-sql('b', 'GRANT SELECT ON stream.dedup_keys TO upgrade_analyst');
-like(changes('grant'), qr/^\+GRANT SELECT ON TABLE stream\.dedup_keys TO upgrade_analyst;/m,
+sql('b', 'GRANT SELECT ON stream.queue_txns TO upgrade_analyst');
+like(changes('grant'), qr/^\+GRANT SELECT ON TABLE stream\.queue_txns TO upgrade_analyst;/m,
 	'negative control: a different grant is seen');
-sql('b', 'REVOKE SELECT ON stream.dedup_keys FROM upgrade_analyst');
+sql('b', 'REVOKE SELECT ON stream.queue_txns FROM upgrade_analyst');
 
 sql('b', 'ALTER TABLE stream.consumer_acks DISABLE ROW LEVEL SECURITY');
 like(changes('rls'), qr/^-ALTER TABLE stream\.consumer_acks ENABLE ROW LEVEL SECURITY;/m,

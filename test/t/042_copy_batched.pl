@@ -194,6 +194,8 @@ oracle_equal('after immediate stop right after a COPY committed');
 # event in such a batch; a COPY of new events inserts its keys first and
 # meets the held one as a conflict of the index insertion.
 my $round = 0;
+my $clicks_sid = $node->safe_psql('postgres',
+	q{SELECT stream_id FROM stream.streams WHERE relid = 'clicks'::regclass});
 for my $case ([ 'lookup', 'COMMIT' ], [ 'lookup', 'ROLLBACK' ],
 	[ 'insert', 'COMMIT' ], [ 'insert', 'ROLLBACK' ])
 {
@@ -236,10 +238,8 @@ for my $case ([ 'lookup', 'COMMIT' ], [ 'lookup', 'ROLLBACK' ],
 		$end eq 'COMMIT' ? 'held' : 'view',
 		"$what: " . ($end eq 'COMMIT' ? "the COPY's copy dropped" : 'the COPY stored it'));
 	is( $node->safe_psql('postgres',
-			qq{SELECT count(*) || '/' || count(DISTINCT k.event_id) FROM stream.dedup_keys k
-			   JOIN stream.streams s USING (stream_id)
-			   WHERE s.relid = 'clicks'::regclass AND k.event_id::text LIKE '$prefix%'}),
-		'2000/2000', "$what: one key per stored event");
+			qq{SELECT count(*) FROM stream.dedup_keys_$clicks_sid WHERE event_id::text LIKE '$prefix%'}),
+		'2000', "$what: one key per stored event");
 }
 oracle_equal('after the held events');
 
