@@ -88,9 +88,9 @@ my $crash_timers = q{SELECT count(*) FROM stream.absence_timers t
                      JOIN stream.activation_defs d USING (act_id) WHERE d.name = 'abandon_crash'};
 sql(q{INSERT INTO clicks (event_name, user_id)
       SELECT 'save_cart', 'c' || i FROM generate_series(1, 10) i});
-my $t0 = Time::HiRes::time();
+my $flush_started = Time::HiRes::time();
 sql(q{SELECT stream.flush()});
-note(sprintf('flush after the ten events took %.3f s', Time::HiRes::time() - $t0));
+note(sprintf('flush after the ten events took %.3f s', Time::HiRes::time() - $flush_started));
 is(sql($crash_timers), '10', 'ten timers open');
 # c1's purchase commits just before the crash: it must still cancel
 sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('purchase', 'c1')});

@@ -655,6 +655,23 @@ INSERT INTO public.orders (event_id, event_name, user_id, properties) VALUES ('$
 INSERT INTO public.orders (event_id, event_name, user_id, properties) VALUES ('$eid', 'signup', 'p_dup', '{"email": "d\@example.com"}');},
 	'6: pat inserts the same event twice');
 is($t->query('postgres', qq{SELECT count(*) FROM public.orders WHERE event_id = '$eid'}), '1', '6: dedup drops the duplicate');
+# the stream's key table is the extension's: neither the stream's owner nor
+# its producer reads or writes it (a forged key would drop an event, a
+# deleted one let a retry in)
+my $orders_keys = 'stream.dedup_keys_'
+  . $t->query('postgres', q{SELECT stream_id FROM stream.streams WHERE relid = 'public.orders'::regclass});
+for my $who ('alice', 'pat')
+{
+	for my $op ("SELECT count(*) FROM $orders_keys",
+		"DELETE FROM $orders_keys WHERE event_id = '$eid'",
+		"INSERT INTO $orders_keys VALUES (gen_random_uuid(), now())",
+		"TRUNCATE $orders_keys")
+	{
+		$t->refused($who, $op, '42501', "6: $who cannot run " . (split / /, $op)[0] . " on the stream's key table");
+	}
+}
+is($t->query('postgres', qq{SELECT count(*) FROM $orders_keys WHERE event_id = '$eid'}), '1',
+	'6: ... and its key is still there');
 $t->succeeds('alice', q{SELECT stream.define_contract('orders', 'signup', '{"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}', compatibility => 'none')},
 	'6: alice publishes a relaxed contract');
 $t->succeeds('alice', q{SELECT stream.replay_quarantine('orders')}, '6: alice replays the quarantine');
@@ -849,6 +866,7 @@ my %internal = (
 	# built in (docs/security.md, 7)
 	'combine_states (another role\'s aggregate)' =>
 	  q{SELECT stream.combine_states(1, 2, 'public.su_sum(int)'::regprocedure)},
+	'_create_dedup_keys' => q{SELECT stream._create_dedup_keys(999999)},
 	'_move_rows' => q{SELECT stream._move_rows('public.bob_private_default', 'public.m_stream_default', '-infinity', 'infinity')},
 	'_aggregate_adopt' => q{SELECT stream._aggregate_adopt()},
 	'_aggregate_depend' => q{SELECT stream._aggregate_depend('public.canary', 'public.m_stream')},
