@@ -293,6 +293,19 @@ COMMENT ON FUNCTION stream._create_dedup_keys(integer) IS 'Creates the dedup key
 REVOKE ALL ON FUNCTION stream._create_dedup_keys(integer) FROM PUBLIC;
 
 
+CREATE OR REPLACE FUNCTION stream._dedup_keys_of(stream_id integer)
+ RETURNS regclass
+ LANGUAGE sql
+ STABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT pg_catalog.to_regclass(pg_catalog.format('stream.%I', 'dedup_keys_' || stream_id))
+$function$
+;
+COMMENT ON FUNCTION stream._dedup_keys_of(integer) IS 'The dedup key table of a stream, or NULL when it has none (internal)';
+REVOKE ALL ON FUNCTION stream._dedup_keys_of(integer) FROM PUBLIC;
+
+
 CREATE OR REPLACE FUNCTION stream.create_stream(name text, partition_interval interval DEFAULT '1 day'::interval, retention interval DEFAULT NULL::interval, dedup_window interval DEFAULT '7 days'::interval)
  RETURNS regclass
  LANGUAGE plpgsql
@@ -485,6 +498,7 @@ DECLARE
     gone    record;
     q       regclass;
     sid     integer;
+    keys    regclass;
     changed boolean;
 BEGIN
     -- activations of a dropped stream, or of a dropped aggregate's view
@@ -513,10 +527,9 @@ BEGIN
         IF q IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = q) THEN
             EXECUTE format('DROP TABLE IF EXISTS %s', q);
         END IF;
-        IF sid IS NOT NULL THEN
-            IF to_regclass(format('stream.%I', 'dedup_keys_' || sid)) IS NOT NULL THEN
-                EXECUTE format('DROP TABLE stream.%I', 'dedup_keys_' || sid);
-            END IF;
+        keys := stream._dedup_keys_of(sid);
+        IF keys IS NOT NULL THEN
+            EXECUTE format('DROP TABLE %s', keys);
         END IF;
     END LOOP;
     -- the worker reads its catalogs again at the commit (it may feed them)
@@ -669,23 +682,23 @@ CREATE OR REPLACE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    rel regclass;
-    win interval;
-    n   bigint;
+    rel  regclass;
+    win  interval;
+    keys regclass;
+    n    bigint;
 BEGIN
-    SELECT s.relid INTO rel FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
+    SELECT s.relid, s.dedup_window INTO rel, win
+    FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
     IF rel IS NULL THEN
         RETURN 0;
     END IF;
     PERFORM stream._check_owner(caller, rel, 'stream');
     -- only keys older than the stream's own window
-    SELECT s.dedup_window INTO win FROM stream.streams s
-    WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
-    IF win IS NULL OR to_regclass(format('stream.%I', 'dedup_keys_' || _priv_prune_dedup_keys.stream_id)) IS NULL THEN
+    keys := stream._dedup_keys_of(_priv_prune_dedup_keys.stream_id);
+    IF win IS NULL OR keys IS NULL THEN
         RETURN 0;
     END IF;
-    EXECUTE format('DELETE FROM stream.%I WHERE seen_at < now() - $1',
-                   'dedup_keys_' || _priv_prune_dedup_keys.stream_id) USING win;
+    EXECUTE format('DELETE FROM %s WHERE seen_at < now() - $1', keys) USING win;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $function$
@@ -2961,15 +2974,15 @@ $upgrade$;
 -- stream made by stream.create_stream has them.
 DO $upgrade$
 DECLARE
-    s record;
-    t text;
+    s    record;
+    keys regclass;
 BEGIN
     FOR s IN SELECT stream_id FROM stream.streams WHERE dedup_window IS NOT NULL ORDER BY stream_id LOOP
-        t := 'dedup_keys_' || s.stream_id;
         PERFORM stream._create_dedup_keys(s.stream_id);
-        EXECUTE format('ALTER EXTENSION stream_events DROP TABLE stream.%I', t);
-        EXECUTE format('INSERT INTO stream.%I (event_id, seen_at) '
-                       'SELECT event_id, seen_at FROM stream.dedup_keys WHERE stream_id = $1', t)
+        keys := stream._dedup_keys_of(s.stream_id);
+        EXECUTE format('ALTER EXTENSION stream_events DROP TABLE %s', keys);
+        EXECUTE format('INSERT INTO %s (event_id, seen_at) '
+                       'SELECT event_id, seen_at FROM stream.dedup_keys WHERE stream_id = $1', keys)
             USING s.stream_id;
     END LOOP;
 END

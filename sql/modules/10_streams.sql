@@ -67,6 +67,14 @@ COMMENT ON FUNCTION stream._create_dedup_keys(integer) IS
     'Creates the dedup key table of a stream, stream.dedup_keys_<stream_id> (internal)';
 REVOKE ALL ON FUNCTION stream._create_dedup_keys(integer) FROM PUBLIC;
 
+CREATE FUNCTION stream._dedup_keys_of(stream_id integer) RETURNS regclass
+LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.to_regclass(pg_catalog.format('stream.%I', 'dedup_keys_' || stream_id))
+$$;
+COMMENT ON FUNCTION stream._dedup_keys_of(integer) IS
+    'The dedup key table of a stream, or NULL when it has none (internal)';
+REVOKE ALL ON FUNCTION stream._dedup_keys_of(integer) FROM PUBLIC;
+
 -- The ingest queue (queue mode, docs/queue-mode.md).  Ticks: numbered
 -- snapshots made by the worker under an exclusive lock; window w holds the
 -- transactions tick w sees and tick w-1 does not.  One tick exists from the
@@ -396,6 +404,7 @@ DECLARE
     gone    record;
     q       regclass;
     sid     integer;
+    keys    regclass;
     changed boolean;
 BEGIN
     -- activations of a dropped stream, or of a dropped aggregate's view
@@ -424,10 +433,9 @@ BEGIN
         IF q IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = q) THEN
             EXECUTE format('DROP TABLE IF EXISTS %s', q);
         END IF;
-        IF sid IS NOT NULL THEN
-            IF to_regclass(format('stream.%I', 'dedup_keys_' || sid)) IS NOT NULL THEN
-                EXECUTE format('DROP TABLE stream.%I', 'dedup_keys_' || sid);
-            END IF;
+        keys := stream._dedup_keys_of(sid);
+        IF keys IS NOT NULL THEN
+            EXECUTE format('DROP TABLE %s', keys);
         END IF;
     END LOOP;
     -- the worker reads its catalogs again at the commit (it may feed them)
@@ -616,23 +624,23 @@ COMMENT ON FUNCTION stream._default_partition_events(regclass) IS
 CREATE FUNCTION stream._priv_prune_dedup_keys(caller regrole, stream_id integer) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    rel regclass;
-    win interval;
-    n   bigint;
+    rel  regclass;
+    win  interval;
+    keys regclass;
+    n    bigint;
 BEGIN
-    SELECT s.relid INTO rel FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
+    SELECT s.relid, s.dedup_window INTO rel, win
+    FROM stream.streams s WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
     IF rel IS NULL THEN
         RETURN 0;
     END IF;
     PERFORM stream._check_owner(caller, rel, 'stream');
     -- only keys older than the stream's own window
-    SELECT s.dedup_window INTO win FROM stream.streams s
-    WHERE s.stream_id = _priv_prune_dedup_keys.stream_id;
-    IF win IS NULL OR to_regclass(format('stream.%I', 'dedup_keys_' || _priv_prune_dedup_keys.stream_id)) IS NULL THEN
+    keys := stream._dedup_keys_of(_priv_prune_dedup_keys.stream_id);
+    IF win IS NULL OR keys IS NULL THEN
         RETURN 0;
     END IF;
-    EXECUTE format('DELETE FROM stream.%I WHERE seen_at < now() - $1',
-                   'dedup_keys_' || _priv_prune_dedup_keys.stream_id) USING win;
+    EXECUTE format('DELETE FROM %s WHERE seen_at < now() - $1', keys) USING win;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;

@@ -210,7 +210,6 @@ part_buffer_flush(CopyBatch *batch, PartBuffer *buf)
 	MemoryContext old;
 	bool		after_rows = rri->ri_TrigDesc != NULL &&
 		rri->ri_TrigDesc->trig_insert_after_row;
-
 	int			kept = 0;
 
 	if (buf->nused == 0)

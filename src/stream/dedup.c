@@ -439,10 +439,32 @@ dedup_open(int32 stream_id, Oid stream_relid)
 		!state->rri->ri_IndexRelationDescs[0]->rd_index->indisunique)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table stream.%s has not exactly one index, unique",
+				 errmsg("table stream.%s must have exactly one index, its primary key",
 						RelationGetRelationName(state->rel)),
-				 errhint("Its primary key on event_id is the only index it may have.")));
+				 state->rri->ri_NumIndices == 1 ?
+				 errdetail("Its only index is not unique.") :
+				 errdetail("It has %d indexes.", state->rri->ri_NumIndices),
+				 errhint("As the extension's owner, leave stream.%s its primary key on event_id and no other index.",
+						 RelationGetRelationName(state->rel))));
 	return state;
+}
+
+/*
+ * A slot of the state's table, which lives as long as the state: in its
+ * memory context, owned by the transaction (as dedup_open's).
+ */
+static TupleTableSlot *
+dedup_slot_create(DedupState *state)
+{
+	MemoryContext old = MemoryContextSwitchTo(state->context);
+	ResourceOwner saved_owner = CurrentResourceOwner;
+	TupleTableSlot *slot;
+
+	CurrentResourceOwner = TopTransactionResourceOwner;
+	slot = table_slot_create(state->rel, NULL);
+	CurrentResourceOwner = saved_owner;
+	MemoryContextSwitchTo(old);
+	return slot;
 }
 
 /* a key's row in the state's table */
@@ -545,15 +567,7 @@ dedup_key_taken(DedupState *state, Datum *values, ItemPointer self)
 	bool		taken;
 
 	if (state->scan_slot == NULL)
-	{
-		MemoryContext old = MemoryContextSwitchTo(state->context);
-		ResourceOwner saved_owner = CurrentResourceOwner;
-
-		CurrentResourceOwner = TopTransactionResourceOwner;
-		state->scan_slot = table_slot_create(state->rel, NULL);
-		CurrentResourceOwner = saved_owner;
-		MemoryContextSwitchTo(old);
-	}
+		state->scan_slot = dedup_slot_create(state);
 	InitDirtySnapshot(dirty);
 	/* the unique index's equality (ExecOpenIndices for speculation set it) */
 	for (int i = 0; i < nkeys; i++)
@@ -628,14 +642,11 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 
 	if (state->nbatch_slots < n)
 	{
-		MemoryContext old = MemoryContextSwitchTo(state->context);
-		ResourceOwner saved_owner = CurrentResourceOwner;
-
-		CurrentResourceOwner = TopTransactionResourceOwner;
 		if (state->batch_slots == NULL)
 		{
-			state->batch_slots = palloc(n * sizeof(TupleTableSlot *));
-			state->batch_rows = palloc(n * sizeof(int));
+			state->batch_slots = MemoryContextAlloc(state->context,
+													n * sizeof(TupleTableSlot *));
+			state->batch_rows = MemoryContextAlloc(state->context, n * sizeof(int));
 		}
 		else
 		{
@@ -644,10 +655,8 @@ dedup_register_batch(Oid stream_relid, int32 stream_id, int n,
 			state->batch_rows = repalloc(state->batch_rows, n * sizeof(int));
 		}
 		for (int i = state->nbatch_slots; i < n; i++)
-			state->batch_slots[i] = table_slot_create(state->rel, NULL);
+			state->batch_slots[i] = dedup_slot_create(state);
 		state->nbatch_slots = n;
-		CurrentResourceOwner = saved_owner;
-		MemoryContextSwitchTo(old);
 	}
 
 	/*

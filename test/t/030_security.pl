@@ -867,6 +867,7 @@ my %internal = (
 	'combine_states (another role\'s aggregate)' =>
 	  q{SELECT stream.combine_states(1, 2, 'public.su_sum(int)'::regprocedure)},
 	'_create_dedup_keys' => q{SELECT stream._create_dedup_keys(999999)},
+	'_dedup_keys_of' => qq{SELECT stream._dedup_keys_of($bob_sid)},
 	'_move_rows' => q{SELECT stream._move_rows('public.bob_private_default', 'public.m_stream_default', '-infinity', 'infinity')},
 	'_aggregate_adopt' => q{SELECT stream._aggregate_adopt()},
 	'_aggregate_depend' => q{SELECT stream._aggregate_depend('public.canary', 'public.m_stream')},

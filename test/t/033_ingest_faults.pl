@@ -131,6 +131,54 @@ for my $round (1 .. 2)
 	$bg->quit;
 }
 
+# A stream whose dedup key table is gone (dropped by hand) or has another
+# index than its primary key: inserting into it and COPY fail with a clear
+# error and store nothing; with the table given back, events go in again.
+{
+	$node->safe_psql('postgres', q{SELECT stream.create_stream('dd_keys')});
+	my $sid = $node->safe_psql('postgres',
+		q{SELECT stream_id FROM stream.streams WHERE relid = 'dd_keys'::regclass});
+	my $insert = q{INSERT INTO dd_keys (event_name) VALUES ('view')};
+	my $copy = q{COPY dd_keys (event_name) FROM PROGRAM 'echo view'};
+	$node->safe_psql('postgres', "DROP TABLE stream.dedup_keys_$sid");
+	for my $sql ($insert, $copy)
+	{
+		my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+		like($err,
+			qr/ERROR:  42P01: the dedup keys of stream "dd_keys" are missing\n.*DETAIL:  Table stream\.dedup_keys_$sid does not exist\.\n.*HINT:  Restore it from a dump of the database, or create it empty as the extension's owner: SELECT stream\._create_dedup_keys\($sid\)\./s,
+			'a missing key table: ' . (split / /, $sql)[0] . ' fails with 42P01, naming the table and the way back');
+	}
+	$node->safe_psql('postgres', "SELECT stream._create_dedup_keys($sid)");
+	$node->safe_psql('postgres', "CREATE INDEX dd_extra ON stream.dedup_keys_$sid (seen_at)");
+	for my $sql ($insert, $copy)
+	{
+		my ($ret, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+		like($err,
+			qr/ERROR:  55000: table stream\.dedup_keys_$sid must have exactly one index, its primary key\n.*DETAIL:  It has 2 indexes\.\n.*HINT:  As the extension's owner, leave stream\.dedup_keys_$sid its primary key on event_id and no other index\./s,
+			'a key table with another index: ' . (split / /, $sql)[0] . ' fails with 55000');
+	}
+	$node->safe_psql('postgres', 'DROP INDEX stream.dd_extra');
+	$node->safe_psql('postgres', "$insert; $copy");
+	is($node->safe_psql('postgres',
+			qq{SELECT (SELECT count(*) FROM dd_keys) || '/' || (SELECT count(*) FROM stream.dedup_keys_$sid)}),
+		'2/2', 'the failed statements stored nothing; with the table given back, both went in with their keys');
+
+	# pruning: a key older than the window (7 days) goes, a recent one stays;
+	# the pruned event's retry is stored again, the other's is dropped
+	$node->safe_psql('postgres', qq{
+INSERT INTO dd_keys (event_id, event_name) VALUES (md5('old')::uuid, 'old'), (md5('new')::uuid, 'new');
+UPDATE stream.dedup_keys_$sid SET seen_at = now() - interval '8 days' WHERE event_id = md5('old')::uuid;});
+	is($node->safe_psql('postgres',
+			q{SELECT dedup_keys_pruned FROM stream.maintain('dd_keys', prune => true)}),
+		'1', 'stream.maintain prunes the one key older than the window');
+	$node->safe_psql('postgres',
+		q{INSERT INTO dd_keys (event_id, event_name) VALUES (md5('old')::uuid, 'old'), (md5('new')::uuid, 'new')});
+	is($node->safe_psql('postgres',
+			q{SELECT string_agg(event_name || '=' || n, ',' ORDER BY event_name)
+			  FROM (SELECT event_name, count(*) AS n FROM dd_keys WHERE event_name IN ('old', 'new') GROUP BY 1) c}),
+		'new=1,old=2', 'the pruned event is stored again, the recent one is still a duplicate');
+}
+
 $node->stop;
 
 # ---------------------------------------------------------------------------
