@@ -39,7 +39,11 @@
 #      one: the same delays, for the probes.
 #
 # Environment:
-#   BENCH_EVENTS=2000      latency: events per configuration and repetition
+#   BENCH_LAT_SECONDS=5    latency: seconds of events per configuration and
+#                          repetition (BENCH_RATE x producers x this many events:
+#                          every producer count gets as long a run, so the 8
+#                          producers' p99 is not the tail of a 1-second burst)
+#   BENCH_EVENTS=          latency: a fixed number of events per configuration instead
 #   BENCH_RATE=200         latency: events/s of each producer
 #   BENCH_PRODUCERS="1 8"  latency: producer counts
 #   BENCH_SECONDS=10       one pgbench run
@@ -57,7 +61,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 
-EVENTS=${BENCH_EVENTS:-2000}
+EVENTS=${BENCH_EVENTS:-}
+LAT_SECS=${BENCH_LAT_SECONDS:-5}
 RATE=${BENCH_RATE:-200}
 PRODUCERS=${BENCH_PRODUCERS:-"1 8"}
 SECS=${BENCH_SECONDS:-10}
@@ -83,7 +88,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 . scripts/lib.sh
 . bench/lib.sh
-RECORD=${BENCH_RECORD:-$(bench_defaults EVENTS=2000 RATE=200 "PRODUCERS=1 8" SECS=10 CLIENTS=8 THREADS=2 REPS=2 TIMERS=100000 WITHIN=5 CANCEL_PCT=20 PROBE_RATE=50 PROBE_SECONDS=10 PROBE_WITHIN=2)}
+RECORD=${BENCH_RECORD:-$(bench_defaults EVENTS= LAT_SECS=5 RATE=200 "PRODUCERS=1 8" SECS=10 CLIENTS=8 THREADS=2 REPS=2 TIMERS=100000 WITHIN=5 CANCEL_PCT=20 PROBE_RATE=50 PROBE_SECONDS=10 PROBE_WITHIN=2)}
 MEDIAN_FORMAT=%.1f
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -183,11 +188,13 @@ create_stream() {
 
 echo "stream_events activation benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$RESULTS"
 out "host: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $("$PGBIN/postgres" --version), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-out "settings: latency ${EVENTS} events x ${REPS} reps per configuration at ${RATE}/s per producer (producers: $PRODUCERS); pgbench -c 1 and -c $CLIENTS -j $THREADS -T $SECS x $REPS; timers $TIMERS within ${WITHIN}s, ${CANCEL_PCT}% cancelled; aggregate_poll_interval=$(sql "SHOW stream_events.aggregate_poll_interval")"
+out "settings: latency ${EVENTS:-${LAT_SECS} s of} events x ${REPS} reps per configuration at ${RATE}/s per producer (producers: $PRODUCERS); pgbench -c 1 and -c $CLIENTS -j $THREADS -T $SECS x $REPS; timers $TIMERS within ${WITHIN}s, ${CANCEL_PCT}% cancelled; aggregate_poll_interval=$(sql "SHOW stream_events.aggregate_poll_interval")"
 out "extension: $(sql "SELECT extversion FROM pg_extension WHERE extname = 'stream_events'") from $("$PG_CONFIG" --pkglibdir)/stream_events.so ($(stat -c %y "$("$PG_CONFIG" --pkglibdir)/stream_events.so" | cut -d. -f1)), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src sql 2>/dev/null || echo '+changes'); $(stream_listen --version 2>/dev/null | head -1)"
 LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 
 # ---------------------------------------------------------------- (1) latency
+# events of one configuration with $1 producers
+events_for() { if [ -n "$EVENTS" ]; then echo "$EVENTS"; else awk -v r="$RATE" -v p="$1" -v s="$LAT_SECS" 'BEGIN { printf "%d", r * p * s }'; fi; }
 MODES="raw batched immediate"
 declare -A LAT=()      # "$mode $p" -> stats line over all repetitions
 declare -A LATREPS=()  # "$mode $p" -> p99 of each repetition
@@ -210,7 +217,7 @@ if want latency; then
                     listen=(stream_listen -d "$CONNINFO" -c act)
                 fi
                 res=$("${DRIVER[@]}" latency --conninfo "$CONNINFO" --table "$table" --tag "r${rep}_${mode}_${p}" \
-                          --producers "$p" --events "$EVENTS" --rate "$RATE" \
+                          --producers "$p" --events "$(events_for "$p")" --rate "$RATE" \
                           --out "$WORK/lat-$mode-$p.txt" --insert-out "$WORK/ins-$mode-$p.txt" \
                           --listener-log "$WORK/listener.log" -- "${listen[@]}") ||
                     { tail -5 "$WORK/listener.log" >&2; die "latency run failed ($mode, $p producers)"; }
@@ -415,7 +422,7 @@ verdict_ge() { if ge "$1" "$2"; then echo PASS; else echo MISS; fi; }
     echo
     echo "== summary"
     if want latency; then
-        echo "latency, producer commit -> listener line (ms; ${EVENTS} events x ${REPS} reps per row; ratio = p99 / p99 of raw NOTIFY, target <= $TARGET_LAT)"
+        echo "latency, producer commit -> listener line (ms; ${EVENTS:-${LAT_SECS} s of} events x ${REPS} reps per row; ratio = p99 / p99 of raw NOTIFY, target <= $TARGET_LAT)"
         for p in $PRODUCERS; do
             raw99=$(field p99 "${LAT["raw $p"]}")
             for mode in $MODES; do
