@@ -3,8 +3,11 @@
  *	  Writing stream.activations, the outbox, and its NOTIFYs:
  *	  - one firing with a cooldown or from the producer's trigger
  *	    (act_fire_row, immediate.c);
- *	  - the worker's firings without a cooldown, batched: one INSERT per
- *	    FIRE_BATCH rows (act_outbox_add, act_outbox_flush);
+ *	  - the worker's firings without a cooldown, batched (act_outbox_add,
+ *	    act_outbox_flush): the rows inserted directly (heap, indexes, the
+ *	    columns' defaults) and their NOTIFY JSON built in C, or, when the
+ *	    outbox has triggers, rules or columns this file does not know, one
+ *	    INSERT per FIRE_BATCH rows;
  *	  - the NOTIFY of a row (act_notify_row), counted per channel in an
  *	    apply transaction (act_notify_begin, act_notify_end).
  *
@@ -14,16 +17,28 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #include "activation/activation.h"
 #include "core/origin.h"
@@ -52,21 +67,44 @@ static SPIPlanPtr fire_plan_plain = NULL;	/* no cooldown to check */
 static SPIPlanPtr fire_plan_batch = NULL;
 
 /*
- * Firings without a cooldown (most firings of a busy stream), written by
- * one INSERT per FIRE_BATCH rows (act_outbox_flush) instead of one
- * statement each, whose setup costs more than a row.  Rows are inserted,
- * numbered and announced in commit order; a firing that must see the rows
- * before it (a cooldown) flushes the batch first.
+ * Firings without a cooldown (most firings of a busy stream), written
+ * together at the end of the apply (or when a cooldown must see them)
+ * instead of by one statement each, whose setup costs more than a row.
+ * Rows are inserted, numbered and announced in commit order.
  */
 #define FIRE_BATCH 1000
+typedef struct FireRow
+{
+	ActRuntime *act;
+	char	   *key;			/* NULL: none */
+	char	   *payload;		/* JSON text */
+	Datum		event_id;		/* 0: none; a copy in the batch's context */
+	TimestampTz occurred_at;	/* 0: none */
+	TimestampTz received_at;	/* 0: none */
+} FireRow;
 typedef struct FireBatch
 {
 	int			n;
-	ActRuntime *acts[FIRE_BATCH];
+	FireRow		rows[FIRE_BATCH];
 	MemoryContext cxt;
-	ArrayBuildState *name, *key, *payload, *event_id, *occurred_at, *received_at, *channel;
 } FireBatch;
 static FireBatch batch = {0};
+
+/* the outbox columns a firing fills; the others take their defaults */
+enum
+{
+	OB_ID, OB_ACTIVATION, OB_KEY, OB_PAYLOAD, OB_EVENT_ID, OB_OCCURRED_AT,
+	OB_RECEIVED_AT, OB_CHANNEL, OB_NCOLS
+};
+static const struct
+{
+	const char *name;
+	Oid			type;
+}			outbox_cols[OB_NCOLS] = {
+	{"id", INT8OID}, {"activation", TEXTOID}, {"key", TEXTOID},
+	{"payload", JSONBOID}, {"event_id", UUIDOID}, {"occurred_at", TIMESTAMPTZOID},
+	{"received_at", TIMESTAMPTZOID}, {"channel", TEXTOID}
+};
 
 /*
  * NOTIFY channel with an outbox row as JSON, or {"id": n, "truncated": true}
@@ -282,31 +320,47 @@ act_outbox_discard(void)
 }
 
 /*
- * Writes the batched firings: one INSERT of the rows in commit order,
- * whose RETURNING gives their ids in that order (ModifyTable returns rows
- * as it inserts them, and unnest yields its elements in order); then one
- * NOTIFY each, as act_fire_row sends.  Needs SPI.
+ * The batch by one INSERT of the rows in commit order, whose RETURNING
+ * gives their ids and JSON in that order (ModifyTable returns rows as it
+ * inserts them, and unnest yields its elements in order): the way when
+ * the outbox has triggers, rules or columns outbox_write_direct does not
+ * know.  Needs SPI.
  */
-void
-act_outbox_flush(void)
+static void
+outbox_write_spi(void)
 {
-	MemoryContext old;
+	MemoryContext old = MemoryContextSwitchTo(batch.cxt);
 	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
 	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+	Oid			elems[7] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, TEXTOID};
+	ArrayBuildState *arrays[7];
 	Datum		args[7];
 
-	if (batch.n == 0)
-		return;
-	old = MemoryContextSwitchTo(batch.cxt);
-	args[0] = makeArrayResult(batch.name, batch.cxt);
-	args[1] = makeArrayResult(batch.key, batch.cxt);
-	args[2] = makeArrayResult(batch.payload, batch.cxt);
-	args[3] = makeArrayResult(batch.event_id, batch.cxt);
-	args[4] = makeArrayResult(batch.occurred_at, batch.cxt);
-	args[5] = makeArrayResult(batch.received_at, batch.cxt);
-	args[6] = makeArrayResult(batch.channel, batch.cxt);
-	/* ids in commit order: see act_fire_row */
-	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
+	for (int c = 0; c < 7; c++)
+		arrays[c] = initArrayResult(elems[c], batch.cxt, false);
+	for (int i = 0; i < batch.n; i++)
+	{
+		FireRow    *r = &batch.rows[i];
+		Datum		v[7];
+		bool		isnull[7] = {false};
+
+		v[0] = CStringGetTextDatum(r->act->def.name);
+		v[1] = r->key ? CStringGetTextDatum(r->key) : (Datum) 0;
+		isnull[1] = r->key == NULL;
+		v[2] = CStringGetTextDatum(r->payload);
+		v[3] = r->event_id;
+		isnull[3] = r->event_id == (Datum) 0;
+		v[4] = TimestampTzGetDatum(r->occurred_at);
+		isnull[4] = r->occurred_at == 0;
+		v[5] = TimestampTzGetDatum(r->received_at);
+		isnull[5] = r->received_at == 0;
+		v[6] = CStringGetTextDatum(r->act->channel);
+		for (int c = 0; c < 7; c++)
+			accumArrayResult(arrays[c], v[c], isnull[c], elems[c], batch.cxt);
+	}
+	for (int c = 0; c < 7; c++)
+		args[c] = makeArrayResult(arrays[c], batch.cxt);
 	if (plan_execute(&fire_plan_batch,
 					 "INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
 					 "   occurred_at, received_at, channel)"
@@ -325,7 +379,7 @@ act_outbox_flush(void)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ActRuntime *act = batch.acts[i];
+		ActRuntime *act = batch.rows[i].act;
 		bool		isnull;
 
 		act_notify_row(act->channel, DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
@@ -335,6 +389,267 @@ act_outbox_flush(void)
 	}
 	SPI_freetuptable(SPI_tuptable);
 	MemoryContextSwitchTo(old);
+}
+
+/* a column type outbox_row_json writes as row_to_json does */
+static bool
+outbox_json_type(Oid type)
+{
+	switch (type)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case BOOLOID:
+		case TEXTOID:
+		case JSONBOID:
+		case UUIDOID:
+		case TIMESTAMPTZOID:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * An outbox row as row_to_json(row) writes it (json.c's composite_to_json,
+ * without line feeds): the same text whichever way the row was written.
+ * Only the types outbox_json_type accepts.
+ */
+static void
+outbox_row_json(StringInfo buf, TupleDesc desc, Datum *values, bool *isnull)
+{
+	bool		first = true;
+
+	appendStringInfoChar(buf, '{');
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (!first)
+			appendStringInfoChar(buf, ',');
+		first = false;
+		escape_json(buf, NameStr(att->attname));
+		appendStringInfoChar(buf, ':');
+		if (isnull[i])
+		{
+			appendStringInfoString(buf, "null");
+			continue;
+		}
+		switch (att->atttypid)
+		{
+			case INT2OID:
+				appendStringInfo(buf, "%d", (int) DatumGetInt16(values[i]));
+				break;
+			case INT4OID:
+				appendStringInfo(buf, "%d", DatumGetInt32(values[i]));
+				break;
+			case INT8OID:
+				appendStringInfo(buf, INT64_FORMAT, DatumGetInt64(values[i]));
+				break;
+			case BOOLOID:
+				appendStringInfoString(buf, DatumGetBool(values[i]) ? "true" : "false");
+				break;
+			case TEXTOID:
+				escape_json(buf, TextDatumGetCString(values[i]));
+				break;
+			case JSONBOID:
+				{
+					Jsonb	   *jb = DatumGetJsonbP(values[i]);
+
+					(void) JsonbToCString(buf, &jb->root, VARSIZE(jb));
+				}
+				break;
+			case UUIDOID:
+				escape_json(buf, DatumGetCString(DirectFunctionCall1(uuid_out, values[i])));
+				break;
+			case TIMESTAMPTZOID:
+				{
+					char		ts[MAXDATELEN + 1];
+
+					JsonEncodeDateTime(ts, values[i], TIMESTAMPTZOID, NULL);
+					appendStringInfo(buf, "\"%s\"", ts);
+				}
+				break;
+			default:
+				elog(ERROR, "stream.activations: no JSON for type %u", att->atttypid);
+		}
+	}
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * The batch written without SQL: each row's values, the other columns'
+ * defaults (the id from its sequence, fired_at), the heap tuple and its
+ * index entries, then the NOTIFY with the row's JSON.  What an INSERT
+ * would do besides (triggers, rules, CHECK constraints, columns of other
+ * types) the outbox has none of; if it has, returns false and writes
+ * nothing.  Row-level security is not in the way: the INSERT runs as a
+ * role that bypasses it too.
+ */
+static bool
+outbox_write_direct(void)
+{
+	Oid			nsp = get_namespace_oid("stream", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("activations", nsp) : InvalidOid;
+	Relation	rel;
+	TupleDesc	desc;
+	int			col[OB_NCOLS];
+	ExprState **defaults;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	ExprContext *econtext;
+	CommandId	cid;
+	MemoryContext row_cxt;
+	MemoryContext old;
+	StringInfoData json;
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	for (int c = 0; c < OB_NCOLS; c++)
+		col[c] = -1;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (!outbox_json_type(att->atttypid) || att->attgenerated)
+			goto not_direct;
+		for (int c = 0; c < OB_NCOLS; c++)
+			if (strcmp(NameStr(att->attname), outbox_cols[c].name) == 0)
+			{
+				if (att->atttypid != outbox_cols[c].type)
+					goto not_direct;
+				col[c] = i;
+			}
+	}
+	for (int c = 0; c < OB_NCOLS; c++)
+		if (col[c] < 0)
+			goto not_direct;
+	if (rel->trigdesc != NULL || rel->rd_rules != NULL ||
+		(desc->constr != NULL && desc->constr->num_check > 0))
+		goto not_direct;
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	slot = table_slot_create(rel, NULL);
+	econtext = GetPerTupleExprContext(estate);
+	cid = GetCurrentCommandId(true);
+
+	/* the defaults of the columns a firing does not fill, as INSERT has them */
+	defaults = palloc0(sizeof(ExprState *) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		bool		filled = false;
+		Node	   *expr;
+
+		for (int c = OB_ID + 1; c < OB_NCOLS; c++)
+			filled |= col[c] == i;
+		if (filled || TupleDescAttr(desc, i)->attisdropped)
+			continue;
+		expr = build_column_default(rel, i + 1);
+		if (expr != NULL)
+			defaults[i] = ExecPrepareExpr((Expr *) expr, estate);
+	}
+
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "stream_events outbox row",
+									ALLOCSET_DEFAULT_SIZES);
+	for (int n = 0; n < batch.n; n++)
+	{
+		FireRow    *r = &batch.rows[n];
+		Datum	   *values = slot->tts_values;
+		bool	   *isnull = slot->tts_isnull;
+		int64		id;
+
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(row_cxt);
+		ExecClearTuple(slot);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			isnull[i] = true;
+			if (defaults[i] != NULL)
+				values[i] = ExecEvalExpr(defaults[i], econtext, &isnull[i]);
+		}
+		values[col[OB_ACTIVATION]] = CStringGetTextDatum(r->act->def.name);
+		isnull[col[OB_ACTIVATION]] = false;
+		if (r->key)
+		{
+			values[col[OB_KEY]] = CStringGetTextDatum(r->key);
+			isnull[col[OB_KEY]] = false;
+		}
+		values[col[OB_PAYLOAD]] = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload));
+		isnull[col[OB_PAYLOAD]] = false;
+		values[col[OB_EVENT_ID]] = r->event_id;
+		isnull[col[OB_EVENT_ID]] = r->event_id == (Datum) 0;
+		values[col[OB_OCCURRED_AT]] = TimestampTzGetDatum(r->occurred_at);
+		isnull[col[OB_OCCURRED_AT]] = r->occurred_at == 0;
+		values[col[OB_RECEIVED_AT]] = TimestampTzGetDatum(r->received_at);
+		isnull[col[OB_RECEIVED_AT]] = r->received_at == 0;
+		values[col[OB_CHANNEL]] = CStringGetTextDatum(r->act->channel);
+		isnull[col[OB_CHANNEL]] = false;
+		for (int i = 0; i < desc->natts; i++)
+			if (isnull[i] && TupleDescAttr(desc, i)->attnotnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_NOT_NULL_VIOLATION),
+						 errmsg("null value in column \"%s\" of relation \"%s\" violates not-null constraint",
+								NameStr(TupleDescAttr(desc, i)->attname),
+								RelationGetRelationName(rel))));
+		if (isnull[col[OB_ID]])
+			elog(ERROR, "stream.activations: a row without an id");
+		id = DatumGetInt64(values[col[OB_ID]]);
+		ExecStoreVirtualTuple(slot);
+
+		table_tuple_insert(rel, slot, cid, 0, NULL);
+		list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
+
+		if (r->act->notify_id)
+			act_notify_row(r->act->channel, id, NULL, true);
+		else
+		{
+			initStringInfo(&json);
+			outbox_row_json(&json, desc, values, isnull);
+			act_notify_row(r->act->channel, id, json.data, false);
+		}
+		r->act->fired++;
+		MemoryContextSwitchTo(old);
+		ResetExprContext(econtext);
+		MemoryContextReset(row_cxt);
+	}
+	MemoryContextDelete(row_cxt);
+	ExecDropSingleTupleTableSlot(slot);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	/* what runs next in this transaction (a cooldown's look back) sees them */
+	CommandCounterIncrement();
+	return true;
+
+not_direct:
+	table_close(rel, NoLock);
+	return false;
+}
+
+/*
+ * Writes the batched firings and sends their NOTIFYs, in commit order.
+ * Needs SPI (the statements of the defaults and of outbox_write_spi).
+ */
+void
+act_outbox_flush(void)
+{
+	if (batch.n == 0)
+		return;
+	/* ids in commit order: see act_fire_row */
+	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
+	if (!outbox_write_direct())
+		outbox_write_spi();
 	act_outbox_discard();
 }
 
@@ -346,36 +661,25 @@ void
 act_outbox_add(ActRuntime *act, const char *key, const char *payload, Datum event_id,
 			   TimestampTz occurred_at, TimestampTz received_at)
 {
-	MemoryContext old;
-	MemoryContext cxt;
+	FireRow    *r;
 
 	if (batch.cxt == NULL)
 		batch.cxt = AllocSetContextCreate(TopMemoryContext, "stream_events firings",
 										  ALLOCSET_DEFAULT_SIZES);
-	cxt = batch.cxt;
-	old = MemoryContextSwitchTo(cxt);
-	if (batch.n == 0)
+	r = &batch.rows[batch.n++];
+	r->act = act;
+	r->key = key ? MemoryContextStrdup(batch.cxt, key) : NULL;
+	r->payload = MemoryContextStrdup(batch.cxt, payload);
+	r->event_id = (Datum) 0;
+	if (event_id != (Datum) 0)
 	{
-		batch.name = initArrayResult(TEXTOID, cxt, false);
-		batch.key = initArrayResult(TEXTOID, cxt, false);
-		batch.payload = initArrayResult(TEXTOID, cxt, false);
-		batch.event_id = initArrayResult(UUIDOID, cxt, false);
-		batch.occurred_at = initArrayResult(TIMESTAMPTZOID, cxt, false);
-		batch.received_at = initArrayResult(TIMESTAMPTZOID, cxt, false);
-		batch.channel = initArrayResult(TEXTOID, cxt, false);
+		pg_uuid_t  *copy = MemoryContextAlloc(batch.cxt, sizeof(pg_uuid_t));
+
+		memcpy(copy, DatumGetUUIDP(event_id), sizeof(pg_uuid_t));
+		r->event_id = UUIDPGetDatum(copy);
 	}
-	accumArrayResult(batch.name, CStringGetTextDatum(act->def.name), false, TEXTOID, cxt);
-	accumArrayResult(batch.key, key ? CStringGetTextDatum(key) : (Datum) 0,
-					 key == NULL, TEXTOID, cxt);
-	accumArrayResult(batch.payload, CStringGetTextDatum(payload), false, TEXTOID, cxt);
-	accumArrayResult(batch.event_id, event_id, event_id == (Datum) 0, UUIDOID, cxt);
-	accumArrayResult(batch.occurred_at, TimestampTzGetDatum(occurred_at), occurred_at == 0,
-					 TIMESTAMPTZOID, cxt);
-	accumArrayResult(batch.received_at, TimestampTzGetDatum(received_at), received_at == 0,
-					 TIMESTAMPTZOID, cxt);
-	accumArrayResult(batch.channel, CStringGetTextDatum(act->channel), false, TEXTOID, cxt);
-	batch.acts[batch.n++] = act;
-	MemoryContextSwitchTo(old);
+	r->occurred_at = occurred_at;
+	r->received_at = received_at;
 	if (batch.n >= FIRE_BATCH)
 		act_outbox_flush();
 }

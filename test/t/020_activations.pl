@@ -1,6 +1,8 @@
 # Activations (stream.on_event): a LISTEN client receives NOTIFYs for
 # committed matching events only (never for rolled-back ones), an oversized
-# payload is sent as its id, firing is exactly once across pg_ctl -m
+# payload is sent as its id, every NOTIFY is the outbox row exactly as
+# row_to_json writes it (the worker builds it in C; with a trigger on the
+# outbox it inserts by SQL instead, and the trigger runs), firing is exactly once across pg_ctl -m
 # immediate (rows in stream.activations = matching events), and a consumer
 # catches up with stream.consume/stream.ack after a disconnect.
 #
@@ -17,6 +19,9 @@ use IPC::Run;
 use Time::HiRes qw(usleep);
 
 my $node = StreamEventsTest::new_node('activations');
+# a zone with a half-hour offset: the NOTIFY's timestamps are written in the
+# worker's TimeZone, as row_to_json writes them
+$node->append_conf('postgresql.conf', "timezone = 'America/St_Johns'");
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE EXTENSION stream_events');
@@ -56,6 +61,62 @@ ok((grep { $_ eq qq({"id": $big_id, "truncated": true}) } @notes),
 	'a payload over the NOTIFY limit is sent as its id');
 $in .= "\\q\n";
 $listener->finish;
+
+# -- the NOTIFY is the row as row_to_json writes it --------------------------
+# Each payload, compared with row_to_json of the row it names (in the
+# worker's TimeZone): keys and texts that need escaping, non-ASCII, a NULL
+# key, nested JSON, timestamps with fractions and a half-hour offset.  Once
+# as the worker writes the rows itself, once with a trigger on the outbox,
+# when it inserts them by SQL (and the trigger must see every row).
+sub notes_match_rows
+{
+	my ($label) = @_;
+	my ($lin, $lout, $lerr) = ('', '', '');
+	my $l = IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
+		'<', \$lin, '>', \$lout, '2>', \$lerr,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	$lin .= "LISTEN buys;\nSELECT 'listening';\n";
+	$l->pump until $lout =~ /listening/;
+	$node->safe_psql('postgres', q{
+INSERT INTO clicks (event_name, user_id, session_id, occurred_at, properties) VALUES
+  ('buy', 'q"uote\back\slash', E'tab\there', '2026-07-01 12:34:56.789012+00',
+   '{"nested": {"a": [1, 2.50, null, true], "é": "ünïcødé ✓"}, "s": "line\nbreak"}'),
+  ('buy', NULL, NULL, '2026-01-15 00:00:00+00', '{}'),
+  ('view', 'not_a_buy', NULL, now(), '{}'),
+  ('buy', 'plain', 's1', '1999-12-31 23:59:59.5+00', '{"price": 12.3400}');
+});
+	$node->safe_psql('postgres', q{SELECT stream.flush()});
+	$lin .= "SELECT pg_sleep(0.2);\nSELECT 'done';\n";
+	$l->pump until $lout =~ /done/;
+	$lin .= "\\q\n";
+	$l->finish;
+	my @got = ($lout =~ /Asynchronous notification "buys" with payload "(.*?)" received/g);
+	is(scalar(@got), 3, "$label: one NOTIFY per matching event");
+	my $same = 0;
+	for my $note (@got)
+	{
+		my ($id) = $note =~ /^\{"id":(\d+),/ or next;
+		my $row = $node->safe_psql('postgres',
+			"SET TimeZone = 'America/St_Johns'; SELECT row_to_json(a)::text FROM stream.activations a WHERE id = $id");
+		if ($row eq $note) { $same++ }
+		else { diag("$label: NOTIFY $note\n  row_to_json $row") }
+	}
+	is($same, 3, "$label: each NOTIFY equals row_to_json of its row");
+	return;
+}
+notes_match_rows('written by the worker');
+$node->safe_psql('postgres', q{
+CREATE TABLE outbox_seen (id bigint);
+CREATE FUNCTION outbox_seen() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN INSERT INTO outbox_seen VALUES (NEW.id); RETURN NEW; END$$;
+CREATE TRIGGER outbox_seen AFTER INSERT ON stream.activations
+  FOR EACH ROW EXECUTE FUNCTION outbox_seen();
+});
+notes_match_rows('with a trigger on the outbox');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox_seen}), '3',
+	'the trigger on the outbox saw every row the worker inserted');
+$node->safe_psql('postgres', q{DROP TRIGGER outbox_seen ON stream.activations});
 
 # -- exactly once across crashes ------------------------------------------
 my $script = $node->basedir . '/buys.sql';
