@@ -162,6 +162,10 @@ extern void act_outbox_flush(void);
 extern void act_outbox_discard(void);
 extern void act_outbox_free_plans(void);
 
+/* position.c */
+extern bool act_position_write(int32 act_id, XLogRecPtr lsn, int64 fired, bool running,
+							   bool *gone);
+
 /*
  * timers.c: absence timers.  Opened and cancelled in the apply transaction
  * (folded, written by act_timers_flush); those due at or before horizon

@@ -266,11 +266,15 @@ record_position(ActRuntime *act, XLogRecPtr upto, int64 fired)
 	static SPIPlanPtr record_plan_010 = NULL;	/* a 0.1.0 catalog */
 	Oid			argtypes[3] = {INT4OID, LSNOID, INT8OID};
 	Datum		args[3];
+	bool		gone;
 
+	/* it runs: no longer parked (resumed, or retried by a new worker) */
+	if (act_position_write(act->def.id, Max(upto, act->def.applied_lsn), fired,
+						   consumer_catalog_has_failures, &gone))
+		return !gone;
 	args[0] = Int32GetDatum(act->def.id);
 	args[1] = LSNGetDatum(Max(upto, act->def.applied_lsn));
 	args[2] = Int64GetDatum(fired);
-	/* it runs: no longer parked (resumed, or retried by a new worker) */
 	if ((consumer_catalog_has_failures
 		 ? plan_execute(&record_plan, "UPDATE stream.activation_defs SET applied_lsn = $2, "
 						"applied_at = now(), fired = fired + $3, status = 'running', "

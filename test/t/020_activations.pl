@@ -153,6 +153,69 @@ my $missing = $node->safe_psql('postgres',
 ok($events > 100, "producers committed $events matching events across three crashes");
 is($fired, "$events/$events", 'every committed matching event fired exactly once');
 is($missing, '0', 'no matching event without its activation');
+is($node->safe_psql('postgres',
+		q{SELECT d.fired = (SELECT count(*) FROM stream.activations a WHERE a.activation = 'buy')
+		  FROM stream.activation_defs d WHERE d.name = 'buy'}),
+	't', 'the activation\'s fired count equals its outbox rows across the crashes');
+
+# -- the worker and a transaction that holds the activation's row ------------
+# The worker records its position in the activation's row before it writes
+# the firings: it waits for a transaction that has the row locked, and then
+# fires (that transaction rolled back) or finds the activation dropped and
+# fires nothing.  A second activation on the stream goes on either way.
+$node->safe_psql('postgres', q{
+SELECT stream.on_event('held', 'clicks', $$event_name = 'hold'$$, channel => 'held');
+SELECT stream.on_event('other', 'clicks', $$event_name = 'hold'$$, channel => 'other');
+SELECT stream.flush(timeout => '60 s');
+});
+for my $end ('ROLLBACK', 'COMMIT')
+{
+	my ($hin, $hout, $herr) = ('', '', '');
+	my $holder = IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres') ],
+		'<', \$hin, '>', \$hout, '2>', \$herr,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	$hin .= "BEGIN;\nSELECT 1 FROM stream.activation_defs WHERE name = 'held' FOR UPDATE;\nSELECT 'locked';\n";
+	$holder->pump until $hout =~ /locked/;
+	my $before = $node->safe_psql('postgres',
+		q{SELECT count(*) FROM stream.activations WHERE activation = 'held'});
+	my $fired_before = $node->safe_psql('postgres',
+		q{SELECT coalesce(sum(fired), 0) FROM stream.activation_defs WHERE name = 'held'});
+	$node->safe_psql('postgres', qq{INSERT INTO clicks (event_name, user_id) VALUES ('hold', 'h_$end')});
+	is(StreamEventsTest::poll_until($node, 'postgres',
+			q{SELECT count(*) FROM pg_stat_activity
+			  WHERE backend_type = 'stream_events worker' AND wait_event_type = 'Lock'}, '1'),
+		'1', "$end: the worker waits for the transaction that holds the activation's row");
+	$hin .= "SELECT stream.drop_activation('held');\n" if $end eq 'COMMIT';
+	$hin .= "$end;\nSELECT 'ended';\n";
+	$holder->pump until $hout =~ /ended/;
+	$hin .= "\\q\n";
+	$holder->finish;
+	$node->safe_psql('postgres', q{SELECT stream.flush(timeout => '60 s')});
+	my $after = $node->safe_psql('postgres',
+		q{SELECT count(*) FROM stream.activations WHERE activation = 'held'});
+	if ($end eq 'ROLLBACK')
+	{
+		is($after, $before + 1, 'ROLLBACK: then the worker fires the held event once');
+		is($node->safe_psql('postgres',
+				q{SELECT fired FROM stream.activation_defs WHERE name = 'held'}),
+			$fired_before + 1, 'ROLLBACK: and counts it');
+	}
+	else
+	{
+		is($after, $before, 'COMMIT of drop_activation: the worker finds the activation gone and fires nothing');
+		is($node->safe_psql('postgres',
+				q{SELECT count(*) FROM stream.activation_defs WHERE name = 'held'}), '0',
+			'COMMIT: the activation is dropped');
+	}
+	is($node->safe_psql('postgres',
+			qq{SELECT count(*) FROM stream.activations WHERE activation = 'other' AND key = 'h_$end'}),
+		'1', "$end: the other activation fired the event");
+	is($node->safe_psql('postgres',
+			q{SELECT count(*) FROM stream.activation_defs WHERE last_error IS NOT NULL}),
+		'0', "$end: no activation recorded an error");
+}
+$node->safe_psql('postgres', q{SELECT stream.drop_activation('other')});
 
 # -- consume / ack: catch-up after a disconnect -------------------------------
 my $first = $node->safe_psql('postgres',
