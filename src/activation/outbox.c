@@ -2,7 +2,8 @@
  * outbox.c
  *	  Writing stream.activations, the outbox, and its NOTIFYs:
  *	  - one firing with a cooldown or from the producer's trigger
- *	    (act_fire_row, immediate.c);
+ *	    (act_fire_row, immediate.c): without a cooldown, written as the
+ *	    batches are;
  *	  - the worker's firings without a cooldown, batched (act_outbox_add,
  *	    act_outbox_flush): the rows inserted directly (heap, indexes, the
  *	    columns' defaults) and their NOTIFY JSON built in C, or, when the
@@ -75,7 +76,11 @@ static SPIPlanPtr fire_plan_batch = NULL;
 #define FIRE_BATCH 1000
 typedef struct FireRow
 {
-	ActRuntime *act;
+	ActRuntime *act;			/* counts its firings; NULL: act_fire_row's */
+	const char *activation;
+	const char *channel;
+	bool		notify_id;
+	int64		id;				/* set when written */
 	char	   *key;			/* NULL: none */
 	char	   *payload;		/* JSON text */
 	Datum		event_id;		/* 0: none; a copy in the batch's context */
@@ -89,6 +94,8 @@ typedef struct FireBatch
 	MemoryContext cxt;
 } FireBatch;
 static FireBatch batch = {0};
+
+static bool outbox_write_direct(FireRow *rows, int nrows);
 
 /* the outbox columns a firing fills; the others take their defaults */
 enum
@@ -258,10 +265,22 @@ act_fire_row(const char *activation, const char *channel, const char *key,
 							  8, types);
 	}
 
-	/*
-	 * Without a cooldown the statement has no subquery to set up for every
-	 * firing: the worker fires most events of a busy stream this way.
-	 */
+	/* without a cooldown there is nothing to look up: the row is written */
+	if (!cooling)
+	{
+		FireRow		row = {0};
+
+		row.activation = activation;
+		row.channel = channel;
+		row.notify_id = notify_id;
+		row.key = (char *) key;
+		row.payload = (char *) payload;
+		row.event_id = event_id;
+		row.occurred_at = occurred_at;
+		row.received_at = received_at;
+		if (outbox_write_direct(&row, 1))
+			return row.id;
+	}
 	if (!cooling && fire_plan_plain == NULL)
 	{
 		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
@@ -345,7 +364,7 @@ outbox_write_spi(void)
 		Datum		v[7];
 		bool		isnull[7] = {false};
 
-		v[0] = CStringGetTextDatum(r->act->def.name);
+		v[0] = CStringGetTextDatum(r->activation);
 		v[1] = r->key ? CStringGetTextDatum(r->key) : (Datum) 0;
 		isnull[1] = r->key == NULL;
 		v[2] = CStringGetTextDatum(r->payload);
@@ -355,7 +374,7 @@ outbox_write_spi(void)
 		isnull[4] = r->occurred_at == 0;
 		v[5] = TimestampTzGetDatum(r->received_at);
 		isnull[5] = r->received_at == 0;
-		v[6] = CStringGetTextDatum(r->act->channel);
+		v[6] = CStringGetTextDatum(r->channel);
 		for (int c = 0; c < 7; c++)
 			accumArrayResult(arrays[c], v[c], isnull[c], elems[c], batch.cxt);
 	}
@@ -490,7 +509,7 @@ outbox_row_json(StringInfo buf, TupleDesc desc, Datum *values, bool *isnull)
  * role that bypasses it too.
  */
 static bool
-outbox_write_direct(void)
+outbox_write_direct(FireRow *rows, int nrows)
 {
 	Oid			nsp = get_namespace_oid("stream", true);
 	Oid			relid = OidIsValid(nsp) ? get_relname_relid("activations", nsp) : InvalidOid;
@@ -562,9 +581,9 @@ outbox_write_direct(void)
 
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "stream_events outbox row",
 									ALLOCSET_DEFAULT_SIZES);
-	for (int n = 0; n < batch.n; n++)
+	for (int n = 0; n < nrows; n++)
 	{
-		FireRow    *r = &batch.rows[n];
+		FireRow    *r = &rows[n];
 		Datum	   *values = slot->tts_values;
 		bool	   *isnull = slot->tts_isnull;
 		int64		id;
@@ -578,7 +597,7 @@ outbox_write_direct(void)
 			if (defaults[i] != NULL)
 				values[i] = ExecEvalExpr(defaults[i], econtext, &isnull[i]);
 		}
-		values[col[OB_ACTIVATION]] = CStringGetTextDatum(r->act->def.name);
+		values[col[OB_ACTIVATION]] = CStringGetTextDatum(r->activation);
 		isnull[col[OB_ACTIVATION]] = false;
 		if (r->key)
 		{
@@ -593,7 +612,7 @@ outbox_write_direct(void)
 		isnull[col[OB_OCCURRED_AT]] = r->occurred_at == 0;
 		values[col[OB_RECEIVED_AT]] = TimestampTzGetDatum(r->received_at);
 		isnull[col[OB_RECEIVED_AT]] = r->received_at == 0;
-		values[col[OB_CHANNEL]] = CStringGetTextDatum(r->act->channel);
+		values[col[OB_CHANNEL]] = CStringGetTextDatum(r->channel);
 		isnull[col[OB_CHANNEL]] = false;
 		for (int i = 0; i < desc->natts; i++)
 			if (isnull[i] && TupleDescAttr(desc, i)->attnotnull)
@@ -610,15 +629,17 @@ outbox_write_direct(void)
 		table_tuple_insert(rel, slot, cid, 0, NULL);
 		list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
 
-		if (r->act->notify_id)
-			act_notify_row(r->act->channel, id, NULL, true);
+		if (r->notify_id)
+			act_notify_row(r->channel, id, NULL, true);
 		else
 		{
 			initStringInfo(&json);
 			outbox_row_json(&json, desc, values, isnull);
-			act_notify_row(r->act->channel, id, json.data, false);
+			act_notify_row(r->channel, id, json.data, false);
 		}
-		r->act->fired++;
+		r->id = id;
+		if (r->act)
+			r->act->fired++;
 		MemoryContextSwitchTo(old);
 		ResetExprContext(econtext);
 		MemoryContextReset(row_cxt);
@@ -648,7 +669,7 @@ act_outbox_flush(void)
 		return;
 	/* ids in commit order: see act_fire_row */
 	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
-	if (!outbox_write_direct())
+	if (!outbox_write_direct(batch.rows, batch.n))
 		outbox_write_spi();
 	act_outbox_discard();
 }
@@ -668,6 +689,9 @@ act_outbox_add(ActRuntime *act, const char *key, const char *payload, Datum even
 										  ALLOCSET_DEFAULT_SIZES);
 	r = &batch.rows[batch.n++];
 	r->act = act;
+	r->activation = act->def.name;
+	r->channel = act->channel;
+	r->notify_id = act->notify_id;
 	r->key = key ? MemoryContextStrdup(batch.cxt, key) : NULL;
 	r->payload = MemoryContextStrdup(batch.cxt, payload);
 	r->event_id = (Datum) 0;

@@ -65,9 +65,11 @@ $listener->finish;
 # -- the NOTIFY is the row as row_to_json writes it --------------------------
 # Each payload, compared with row_to_json of the row it names (in the
 # worker's TimeZone): keys and texts that need escaping, non-ASCII, a NULL
-# key, nested JSON, timestamps with fractions and a half-hour offset.  Once
-# as the worker writes the rows itself, once with a trigger on the outbox,
-# when it inserts them by SQL (and the trigger must see every row).
+# key, nested JSON, timestamps with fractions and a half-hour offset.  For
+# the batched activation (the worker's rows) and an immediate one (the
+# producer's); once as they write the rows themselves, once with a trigger
+# on the outbox, when they insert them by SQL (and the trigger must see
+# every row).
 sub notes_match_rows
 {
 	my ($label) = @_;
@@ -92,31 +94,35 @@ INSERT INTO clicks (event_name, user_id, session_id, occurred_at, properties) VA
 	$lin .= "\\q\n";
 	$l->finish;
 	my @got = ($lout =~ /Asynchronous notification "buys" with payload "(.*?)" received/g);
-	is(scalar(@got), 3, "$label: one NOTIFY per matching event");
+	is(scalar(@got), 6, "$label: one NOTIFY per matching event and activation");
 	my $same = 0;
 	for my $note (@got)
 	{
-		my ($id) = $note =~ /^\{"id":(\d+),/ or next;
+		my ($id) = $note =~ /^\{"id":(\d+),/;
+		if (!defined $id) { diag("$label: NOTIFY without an id: $note"); next; }
 		my $row = $node->safe_psql('postgres',
 			"SET TimeZone = 'America/St_Johns'; SELECT row_to_json(a)::text FROM stream.activations a WHERE id = $id");
 		if ($row eq $note) { $same++ }
 		else { diag("$label: NOTIFY $note\n  row_to_json $row") }
 	}
-	is($same, 3, "$label: each NOTIFY equals row_to_json of its row");
+	is($same, 6, "$label: each NOTIFY equals row_to_json of its row");
 	return;
 }
-notes_match_rows('written by the worker');
+$node->safe_psql('postgres',
+	q{SELECT stream.on_event('buy_now', 'clicks', $$event_name = 'buy'$$, channel => 'buys', delivery => 'immediate', notify => 'full')});
+notes_match_rows('written by the worker and by the producer');
 $node->safe_psql('postgres', q{
 CREATE TABLE outbox_seen (id bigint);
 CREATE FUNCTION outbox_seen() RETURNS trigger LANGUAGE plpgsql AS
-  $$BEGIN INSERT INTO outbox_seen VALUES (NEW.id); RETURN NEW; END$$;
+  $$BEGIN INSERT INTO public.outbox_seen VALUES (NEW.id); RETURN NEW; END$$;
 CREATE TRIGGER outbox_seen AFTER INSERT ON stream.activations
   FOR EACH ROW EXECUTE FUNCTION outbox_seen();
 });
 notes_match_rows('with a trigger on the outbox');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox_seen}), '3',
-	'the trigger on the outbox saw every row the worker inserted');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox_seen}), '6',
+	'the trigger on the outbox saw every row the worker and the producer inserted');
 $node->safe_psql('postgres', q{DROP TRIGGER outbox_seen ON stream.activations});
+$node->safe_psql('postgres', q{SELECT stream.drop_activation('buy_now')});
 
 # -- exactly once across crashes ------------------------------------------
 my $script = $node->basedir . '/buys.sql';
