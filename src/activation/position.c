@@ -137,6 +137,7 @@ act_position_write(int32 act_id, XLogRecPtr lsn, int64 fired, bool running, bool
 		TM_FailureData tmfd;
 		LockTupleMode lockmode;
 		bool		update_indexes;
+		int64		was_fired;
 
 		CHECK_FOR_INTERRUPTS();
 		scan = index_beginscan(rel, idx, snap, 1, 0);
@@ -159,9 +160,9 @@ act_position_write(int32 act_id, XLogRecPtr lsn, int64 fired, bool running, bool
 		newslot->tts_values[col[POS_APPLIED_AT]] =
 			TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		newslot->tts_isnull[col[POS_APPLIED_AT]] = false;
-		newslot->tts_values[col[POS_FIRED]] = Int64GetDatum(fired +
-															(oldslot->tts_isnull[col[POS_FIRED]] ? 0 :
-															 DatumGetInt64(oldslot->tts_values[col[POS_FIRED]])));
+		was_fired = oldslot->tts_isnull[col[POS_FIRED]] ? 0 :
+			DatumGetInt64(oldslot->tts_values[col[POS_FIRED]]);
+		newslot->tts_values[col[POS_FIRED]] = Int64GetDatum(was_fired + fired);
 		newslot->tts_isnull[col[POS_FIRED]] = false;
 		if (running)
 		{
