@@ -28,11 +28,13 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -508,14 +510,102 @@ outbox_row_json(StringInfo buf, TupleDesc desc, Datum *values, bool *isnull)
  * nothing.  Row-level security is not in the way: the INSERT runs as a
  * role that bypasses it too.
  */
+/*
+ * What outbox_write_direct needs to know of the outbox, worked out once
+ * per process and again after a relcache invalidation of the table (ALTER
+ * TABLE, a trigger or a default added, the extension dropped): the
+ * immediate path calls it for every event.
+ */
+typedef struct OutboxLayout
+{
+	bool		valid;
+	Oid			relid;			/* InvalidOid: no outbox */
+	bool		direct;			/* outbox_write_direct may write it */
+	int			natts;
+	int			col[OB_NCOLS];	/* attribute index of each filled column */
+	Expr	  **defaults;		/* per attribute, planned; NULL: none or filled */
+	MemoryContext cxt;
+} OutboxLayout;
+static OutboxLayout layout = {0};
+
+static void
+layout_invalidate(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || !OidIsValid(layout.relid) || relid == layout.relid)
+		layout.valid = false;
+}
+
+/* fills layout from the outbox rel (opened) */
+static void
+layout_build(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	MemoryContext old;
+
+	MemoryContextReset(layout.cxt);
+	layout.relid = RelationGetRelid(rel);
+	layout.natts = desc->natts;
+	layout.direct = false;
+	layout.defaults = NULL;
+	for (int c = 0; c < OB_NCOLS; c++)
+		layout.col[c] = -1;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (!outbox_json_type(att->atttypid) || att->attgenerated)
+			return;
+		for (int c = 0; c < OB_NCOLS; c++)
+			if (strcmp(NameStr(att->attname), outbox_cols[c].name) == 0)
+			{
+				if (att->atttypid != outbox_cols[c].type)
+					return;
+				layout.col[c] = i;
+			}
+	}
+	for (int c = 0; c < OB_NCOLS; c++)
+		if (layout.col[c] < 0)
+			return;
+	if (rel->trigdesc != NULL || rel->rd_rules != NULL ||
+		(desc->constr != NULL && desc->constr->num_check > 0))
+		return;
+
+	/* the defaults of the columns a firing does not fill, as INSERT has them */
+	old = MemoryContextSwitchTo(layout.cxt);
+	layout.defaults = palloc0(sizeof(Expr *) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Node	   *expr;
+
+		if (TupleDescAttr(desc, i)->attisdropped)
+			continue;
+		expr = build_column_default(rel, i + 1);
+		if (expr != NULL)
+			layout.defaults[i] = expression_planner((Expr *) expr);
+	}
+	for (int c = OB_ID + 1; c < OB_NCOLS; c++)
+		layout.defaults[layout.col[c]] = NULL;
+	MemoryContextSwitchTo(old);
+	layout.direct = true;
+}
+
+/*
+ * The batch written without SQL: each row's values, the other columns'
+ * defaults (the id from its sequence, fired_at), the heap tuple and its
+ * index entries, then the NOTIFY with the row's JSON.  What an INSERT
+ * would do besides (triggers, rules, CHECK constraints, columns of other
+ * types) the outbox has none of; if it has, returns false and writes
+ * nothing.  Row-level security is not in the way: the INSERT runs as a
+ * role that bypasses it too.
+ */
 static bool
 outbox_write_direct(FireRow *rows, int nrows)
 {
-	Oid			nsp = get_namespace_oid("stream", true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("activations", nsp) : InvalidOid;
-	Relation	rel;
+	Relation	rel = NULL;
 	TupleDesc	desc;
-	int			col[OB_NCOLS];
+	int		   *col = layout.col;
 	ExprState **defaults;
 	EState	   *estate;
 	ResultRelInfo *rri;
@@ -526,34 +616,34 @@ outbox_write_direct(FireRow *rows, int nrows)
 	MemoryContext old;
 	StringInfoData json;
 
-	if (!OidIsValid(relid))
-		return false;
-	rel = table_open(relid, RowExclusiveLock);
-	desc = RelationGetDescr(rel);
-	for (int c = 0; c < OB_NCOLS; c++)
-		col[c] = -1;
-	for (int i = 0; i < desc->natts; i++)
+	if (layout.cxt == NULL)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (att->attisdropped)
-			continue;
-		if (!outbox_json_type(att->atttypid) || att->attgenerated)
-			goto not_direct;
-		for (int c = 0; c < OB_NCOLS; c++)
-			if (strcmp(NameStr(att->attname), outbox_cols[c].name) == 0)
-			{
-				if (att->atttypid != outbox_cols[c].type)
-					goto not_direct;
-				col[c] = i;
-			}
+		layout.cxt = AllocSetContextCreate(CacheMemoryContext, "stream_events outbox layout",
+										   ALLOCSET_SMALL_SIZES);
+		CacheRegisterRelcacheCallback(layout_invalidate, (Datum) 0);
 	}
-	for (int c = 0; c < OB_NCOLS; c++)
-		if (col[c] < 0)
-			goto not_direct;
-	if (rel->trigdesc != NULL || rel->rd_rules != NULL ||
-		(desc->constr != NULL && desc->constr->num_check > 0))
-		goto not_direct;
+	if (layout.valid && OidIsValid(layout.relid))
+		rel = try_table_open(layout.relid, RowExclusiveLock);
+	if (rel == NULL || !layout.valid)
+	{
+		Oid			nsp = get_namespace_oid("stream", true);
+		Oid			relid = OidIsValid(nsp) ? get_relname_relid("activations", nsp) : InvalidOid;
+
+		if (rel != NULL)
+			table_close(rel, NoLock);
+		rel = OidIsValid(relid) ? try_table_open(relid, RowExclusiveLock) : NULL;
+		if (rel == NULL)
+			return false;
+		/* valid first: an invalidation while it is built makes it stale */
+		layout.valid = true;
+		layout_build(rel);
+	}
+	desc = RelationGetDescr(rel);
+	if (!layout.direct || layout.natts != desc->natts)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -563,21 +653,12 @@ outbox_write_direct(FireRow *rows, int nrows)
 	econtext = GetPerTupleExprContext(estate);
 	cid = GetCurrentCommandId(true);
 
-	/* the defaults of the columns a firing does not fill, as INSERT has them */
+	old = MemoryContextSwitchTo(estate->es_query_cxt);
 	defaults = palloc0(sizeof(ExprState *) * desc->natts);
 	for (int i = 0; i < desc->natts; i++)
-	{
-		bool		filled = false;
-		Node	   *expr;
-
-		for (int c = OB_ID + 1; c < OB_NCOLS; c++)
-			filled |= col[c] == i;
-		if (filled || TupleDescAttr(desc, i)->attisdropped)
-			continue;
-		expr = build_column_default(rel, i + 1);
-		if (expr != NULL)
-			defaults[i] = ExecPrepareExpr((Expr *) expr, estate);
-	}
+		if (layout.defaults[i] != NULL)
+			defaults[i] = ExecInitExpr(layout.defaults[i], NULL);
+	MemoryContextSwitchTo(old);
 
 	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "stream_events outbox row",
 									ALLOCSET_DEFAULT_SIZES);
@@ -652,10 +733,6 @@ outbox_write_direct(FireRow *rows, int nrows)
 	/* what runs next in this transaction (a cooldown's look back) sees them */
 	CommandCounterIncrement();
 	return true;
-
-not_direct:
-	table_close(rel, NoLock);
-	return false;
 }
 
 /*
