@@ -13,6 +13,8 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use IPC::Run;
 use Time::HiRes ();
 
 my $has_plugin_libraries;
@@ -58,6 +60,43 @@ sub poll_until
 		Time::HiRes::usleep(20_000);
 	}
 	return $got;
+}
+
+# A LISTEN client: listener($node, $role, @channels) starts psql on the
+# node's postgres database (as $role; undef: the default user) listening on
+# @channels; notifications($l, $channel) returns the payloads received so
+# far on the channels $channel (a regular expression) matches, in order;
+# close_listener($l) ends it.  psql prints notifications after each
+# command it runs, so notifications() runs one (a short sleep first).
+sub listener
+{
+	my ($node, $role, @channels) = @_;
+	my $l = { in => '', out => '', err => '', n => 0 };
+	$l->{h} = IPC::Run::start(
+		[ 'psql', '-X', '-A', '-t', '-d',
+		  $node->connstr('postgres') . (defined $role ? " user=$role" : '') ],
+		'<', \$l->{in}, '>', \$l->{out}, '2>', \$l->{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	$l->{in} .= join('', map { "LISTEN $_;\n" } @channels) . "SELECT 'listening';\n";
+	$l->{h}->pump until $l->{out} =~ /listening/;
+	return $l;
+}
+
+sub notifications
+{
+	my ($l, $channel) = @_;
+	$l->{n}++;
+	$l->{in} .= "SELECT pg_sleep(0.2);\nSELECT 'done$l->{n}';\n";
+	$l->{h}->pump until $l->{out} =~ /done$l->{n}/;
+	return ($l->{out} =~ /Asynchronous notification "$channel" with payload "(.*?)" received/g);
+}
+
+sub close_listener
+{
+	my ($l) = @_;
+	$l->{in} .= "\\q\n";
+	$l->{h}->finish;
+	return;
 }
 
 1;

@@ -31,13 +31,7 @@ $node->safe_psql('postgres',
 $node->safe_psql('postgres', q{SELECT stream.flush(timeout => '60 s')});
 
 # -- a LISTEN client -------------------------------------------------------
-my ($in, $out, $err) = ('', '', '');
-my $listener = IPC::Run::start(
-	[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
-	'<', \$in, '>', \$out, '2>', \$err,
-	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-$in .= "LISTEN buys;\nSELECT 'listening';\n";
-$listener->pump until $out =~ /listening/;
+my $listener = StreamEventsTest::listener($node, undef, 'buys');
 
 $node->safe_psql('postgres', q{
 INSERT INTO clicks (event_name, user_id) VALUES ('buy', 'u1'), ('view', 'u1');
@@ -47,10 +41,7 @@ INSERT INTO clicks (event_name, user_id, properties)
     VALUES ('buy', 'u_big', jsonb_build_object('blob', repeat('x', 9000)));
 });
 $node->safe_psql('postgres', q{SELECT stream.flush()});
-# psql prints notifications after each command it runs
-$in .= "SELECT pg_sleep(0.2);\nSELECT 'done';\n";
-$listener->pump until $out =~ /done/;
-my @notes = ($out =~ /Asynchronous notification "buys" with payload "(.*?)" received/g);
+my @notes = StreamEventsTest::notifications($listener, 'buys');
 is(scalar(@notes), 3, 'three NOTIFYs: the committed matching events only');
 ok((grep { /"key":"u1"/ } @notes) && (grep { /"key":"u2"/ } @notes),
 	'NOTIFY payload: the activation row with the event');
@@ -59,8 +50,7 @@ my $big_id = $node->safe_psql('postgres',
 	q{SELECT id FROM stream.activations WHERE key = 'u_big'});
 ok((grep { $_ eq qq({"id": $big_id, "truncated": true}) } @notes),
 	'a payload over the NOTIFY limit is sent as its id');
-$in .= "\\q\n";
-$listener->finish;
+StreamEventsTest::close_listener($listener);
 
 # -- the NOTIFY is the row as row_to_json writes it --------------------------
 # Each payload, compared with row_to_json of the row it names (in the
@@ -73,13 +63,7 @@ $listener->finish;
 sub notes_match_rows
 {
 	my ($label) = @_;
-	my ($lin, $lout, $lerr) = ('', '', '');
-	my $l = IPC::Run::start(
-		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
-		'<', \$lin, '>', \$lout, '2>', \$lerr,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	$lin .= "LISTEN buys;\nSELECT 'listening';\n";
-	$l->pump until $lout =~ /listening/;
+	my $l = StreamEventsTest::listener($node, undef, 'buys');
 	$node->safe_psql('postgres', q{
 INSERT INTO clicks (event_name, user_id, session_id, occurred_at, properties) VALUES
   ('buy', 'q"uote\back\slash', E'tab\there', '2026-07-01 12:34:56.789012+00',
@@ -89,11 +73,8 @@ INSERT INTO clicks (event_name, user_id, session_id, occurred_at, properties) VA
   ('buy', 'plain', 's1', '1999-12-31 23:59:59.5+00', '{"price": 12.3400}');
 });
 	$node->safe_psql('postgres', q{SELECT stream.flush()});
-	$lin .= "SELECT pg_sleep(0.2);\nSELECT 'done';\n";
-	$l->pump until $lout =~ /done/;
-	$lin .= "\\q\n";
-	$l->finish;
-	my @got = ($lout =~ /Asynchronous notification "buys" with payload "(.*?)" received/g);
+	my @got = StreamEventsTest::notifications($l, 'buys');
+	StreamEventsTest::close_listener($l);
 	is(scalar(@got), 6, "$label: one NOTIFY per matching event and activation");
 	my $same = 0;
 	for my $note (@got)

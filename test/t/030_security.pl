@@ -126,33 +126,6 @@ sub none_visible
 	ok($got eq '0' || $got eq 'denied', $name) or diag("as $role: $sql -> $got");
 }
 
-# A LISTEN client (psql) as $role.
-my $lnum = 0;
-
-sub listener
-{
-	my ($role, @channels) = @_;
-	my $l = { in => '', out => '', err => '' };
-	$l->{h} = IPC::Run::start(
-		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') . " user=$role" ],
-		'<', \$l->{in}, '>', \$l->{out}, '2>', \$l->{err},
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	$l->{in} .= join('', map { "LISTEN $_;\n" } @channels) . "SELECT 'listening';\n";
-	$l->{h}->pump until $l->{out} =~ /listening/;
-	return $l;
-}
-
-sub notifications
-{
-	my ($l, $channel) = @_;
-	$lnum++;
-	$l->{in} .= "SELECT pg_sleep(0.2);\nSELECT 'done$lnum';\n";
-	$l->{h}->pump until $l->{out} =~ /done$lnum/;
-	return ($l->{out} =~ /Asynchronous notification "$channel" with payload "(.*?)" received/g);
-}
-
-sub close_listener { my ($l) = @_; $l->{in} .= "\\q\n"; $l->{h}->finish; }
-
 # A fast shutdown must end every process (the workers react to SIGTERM);
 # if it does not, say which processes were left, then stop immediately.
 sub fast_stop
@@ -440,17 +413,17 @@ if ($r_full != 0)
 	$t->run('alice', q{SELECT stream.on_event('pub_act', 'pubfeed', 'true', channel => 'pub_ch')});
 }
 flush();
-my $listener = listener('mallory', 'bob_ch', 'pub_ch', 'bob_thr');
+my $listener = StreamEventsTest::listener($node, 'mallory', 'bob_ch', 'pub_ch', 'bob_thr');
 $t->run('bob', q{
 INSERT INTO public.bob_private (event_name, user_id, properties)
 VALUES ('bob_secret', 'b2', '{"ssn": "987-65-4321"}'), ('bob_secret', 'b3', '{"ssn": "555-55-5555"}'),
        ('bob_newgroup', 'b9', '{}');});
 $t->run('alice', q{INSERT INTO public.pubfeed (event_name, user_id) VALUES ('pub', 'pub_user')});
 flush();
-my @bob_notes = notifications($listener, 'bob_ch');
-my @pub_notes = notifications($listener, 'pub_ch');
-my @thr_notes = notifications($listener, 'bob_thr');
-close_listener($listener);
+my @bob_notes = StreamEventsTest::notifications($listener, 'bob_ch');
+my @pub_notes = StreamEventsTest::notifications($listener, 'pub_ch');
+my @thr_notes = StreamEventsTest::notifications($listener, 'bob_thr');
+StreamEventsTest::close_listener($listener);
 cmp_ok(scalar(@bob_notes), '>=', 2, '3: mallory, LISTENing, receives the NOTIFYs of bob\'s channel');
 is(scalar(grep { !/^\{"id": ?\d+\}$/ } @bob_notes), 0,
 	'3: in notify id mode they carry only {"id": N}') or diag(join("\n", @bob_notes));

@@ -265,13 +265,7 @@ SKIP:
 	        cancelled_by => $$event_name = 'pong'$$, within => '1 second', key => 'user_id',
 	        notify => 'id', channel => 'pings_absent')});
 	sql(q{SELECT stream.flush(timeout => '60 s')});
-	my ($in, $lout, $lerr) = ('', '', '');
-	my $listener = IPC::Run::start(
-		[ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
-		'<', \$in, '>', \$lout, '2>', \$lerr,
-		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	$in .= "LISTEN pings;\nLISTEN pings_now;\nLISTEN pings_absent;\nSELECT 'listening';\n";
-	$listener->pump until $lout =~ /listening/;
+	my $listener = StreamEventsTest::listener($node, undef, 'pings', 'pings_now', 'pings_absent');
 	sql(q{INSERT INTO clicks (event_name, user_id) VALUES ('ping', 'secret_user')});
 	sql(q{SELECT stream.flush(timeout => '60 s')});
 	# the absence timer runs out a second later
@@ -280,11 +274,8 @@ SKIP:
 		last if sql(q{SELECT count(*) FROM stream.activations WHERE activation = 'ids_absent'}) eq '1';
 		usleep(100_000);
 	}
-	$in .= "SELECT pg_sleep(0.2);\nSELECT 'done';\n";
-	$listener->pump until $lout =~ /done/;
-	$in .= "\\q\n";
-	$listener->finish;
-	my @notes = ($lout =~ /Asynchronous notification "pings(?:_now|_absent)?" with payload "(.*?)" received/g);
+	my @notes = StreamEventsTest::notifications($listener, 'pings(?:_now|_absent)?');
+	StreamEventsTest::close_listener($listener);
 	is(scalar(@notes), 3, 'the three id-only activations notified (an absence timer too)');
 	is(scalar(grep { /^\{"id": \d+\}$/ } @notes), 3,
 		'NOTIFY payloads are {"id": n} only') or diag(join("\n", @notes));
