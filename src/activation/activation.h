@@ -158,6 +158,10 @@ extern void act_notify_end(void);
 extern void act_notify_reset(void);
 extern void act_outbox_add(ActRuntime *act, const char *key, const char *payload,
 						   Datum event_id, TimestampTz occurred_at, TimestampTz received_at);
+extern void act_outbox_add_due(const char *activation, const char *channel, bool notify_id,
+							   const char *key, Datum payload, Datum event_id,
+							   TimestampTz occurred_at, TimestampTz received_at,
+							   TimestampTz due_at);
 extern void act_outbox_flush(void);
 extern void act_outbox_discard(void);
 extern void act_outbox_free_plans(void);

@@ -4,7 +4,8 @@
  *	  - one firing with a cooldown or from the producer's trigger
  *	    (act_fire_row, immediate.c): without a cooldown, written as the
  *	    batches are;
- *	  - the worker's firings without a cooldown, batched (act_outbox_add,
+ *	  - the worker's firings without a cooldown and its due on_absence
+ *	    timers, batched (act_outbox_add, act_outbox_add_due,
  *	    act_outbox_flush): the rows inserted directly (heap, indexes, the
  *	    columns' defaults) and their NOTIFY JSON built in C, or, when the
  *	    outbox has triggers, rules or columns this file does not know, one
@@ -84,10 +85,12 @@ typedef struct FireRow
 	bool		notify_id;
 	int64		id;				/* set when written */
 	char	   *key;			/* NULL: none */
-	char	   *payload;		/* JSON text */
+	char	   *payload;		/* JSON text, or NULL: payload_jsonb */
+	Datum		payload_jsonb;	/* the payload as jsonb, when payload is NULL */
 	Datum		event_id;		/* 0: none; a copy in the batch's context */
 	TimestampTz occurred_at;	/* 0: none */
 	TimestampTz received_at;	/* 0: none */
+	TimestampTz due_at;			/* on_absence: the deadline; 0: none */
 } FireRow;
 typedef struct FireBatch
 {
@@ -103,7 +106,7 @@ static bool outbox_write_direct(FireRow *rows, int nrows);
 enum
 {
 	OB_ID, OB_ACTIVATION, OB_KEY, OB_PAYLOAD, OB_EVENT_ID, OB_OCCURRED_AT,
-	OB_RECEIVED_AT, OB_CHANNEL, OB_NCOLS
+	OB_RECEIVED_AT, OB_CHANNEL, OB_DUE_AT, OB_LATE, OB_NCOLS
 };
 static const struct
 {
@@ -112,8 +115,27 @@ static const struct
 }			outbox_cols[OB_NCOLS] = {
 	{"id", INT8OID}, {"activation", TEXTOID}, {"key", TEXTOID},
 	{"payload", JSONBOID}, {"event_id", UUIDOID}, {"occurred_at", TIMESTAMPTZOID},
-	{"received_at", TIMESTAMPTZOID}, {"channel", TEXTOID}
+	{"received_at", TIMESTAMPTZOID}, {"channel", TEXTOID},
+	{"due_at", TIMESTAMPTZOID}, {"late", BOOLOID}
 };
+
+/*
+ * An on_absence firing is late when written more than a second after its
+ * deadline (the server was down or behind); others never are.
+ */
+static bool
+fire_row_late(FireRow *r)
+{
+	return r->due_at != 0 && GetCurrentTimestamp() - r->due_at > USECS_PER_SEC;
+}
+
+/* the payload's JSON text (in the current memory context) */
+static char *
+fire_row_payload(FireRow *r)
+{
+	return r->payload ? r->payload :
+		DatumGetCString(DirectFunctionCall1(jsonb_out, r->payload_jsonb));
+}
 
 /*
  * NOTIFY channel with an outbox row as JSON, or {"id": n, "truncated": true}
@@ -341,35 +363,36 @@ act_outbox_discard(void)
 }
 
 /*
- * The batch by one INSERT of the rows in commit order, whose RETURNING
+ * Rows by one INSERT in commit order, whose RETURNING
  * gives their ids and JSON in that order (ModifyTable returns rows as it
  * inserts them, and unnest yields its elements in order): the way when
  * the outbox has triggers, rules or columns outbox_write_direct does not
  * know.  Needs SPI.
  */
 static void
-outbox_write_spi(void)
+outbox_write_spi(FireRow *rows, int nrows)
 {
 	MemoryContext old = MemoryContextSwitchTo(batch.cxt);
-	Oid			types[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
-	TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
-	Oid			elems[7] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
-	TIMESTAMPTZOID, TEXTOID};
-	ArrayBuildState *arrays[7];
-	Datum		args[7];
+	Oid			types[9] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
+		TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+	BOOLARRAYOID};
+	Oid			elems[9] = {TEXTOID, TEXTOID, TEXTOID, UUIDOID, TIMESTAMPTZOID,
+	TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+	ArrayBuildState *arrays[9];
+	Datum		args[9];
 
-	for (int c = 0; c < 7; c++)
+	for (int c = 0; c < 9; c++)
 		arrays[c] = initArrayResult(elems[c], batch.cxt, false);
-	for (int i = 0; i < batch.n; i++)
+	for (int i = 0; i < nrows; i++)
 	{
-		FireRow    *r = &batch.rows[i];
-		Datum		v[7];
-		bool		isnull[7] = {false};
+		FireRow    *r = &rows[i];
+		Datum		v[9];
+		bool		isnull[9] = {false};
 
 		v[0] = CStringGetTextDatum(r->activation);
 		v[1] = r->key ? CStringGetTextDatum(r->key) : (Datum) 0;
 		isnull[1] = r->key == NULL;
-		v[2] = CStringGetTextDatum(r->payload);
+		v[2] = CStringGetTextDatum(fire_row_payload(r));
 		v[3] = r->event_id;
 		isnull[3] = r->event_id == (Datum) 0;
 		v[4] = TimestampTzGetDatum(r->occurred_at);
@@ -377,36 +400,43 @@ outbox_write_spi(void)
 		v[5] = TimestampTzGetDatum(r->received_at);
 		isnull[5] = r->received_at == 0;
 		v[6] = CStringGetTextDatum(r->channel);
-		for (int c = 0; c < 7; c++)
+		v[7] = TimestampTzGetDatum(r->due_at);
+		isnull[7] = r->due_at == 0;
+		v[8] = BoolGetDatum(fire_row_late(r));
+		for (int c = 0; c < 9; c++)
 			accumArrayResult(arrays[c], v[c], isnull[c], elems[c], batch.cxt);
 	}
-	for (int c = 0; c < 7; c++)
+	for (int c = 0; c < 9; c++)
 		args[c] = makeArrayResult(arrays[c], batch.cxt);
 	if (plan_execute(&fire_plan_batch,
 					 "INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
-					 "   occurred_at, received_at, channel)"
+					 "   occurred_at, received_at, channel, due_at, late)"
 					 " SELECT u.activation, u.key, u.payload::pg_catalog.jsonb, u.event_id,"
-					 "   u.occurred_at, u.received_at, u.channel"
+					 "   u.occurred_at, u.received_at, u.channel, u.due_at, u.late"
 					 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 					 "   pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
-					 "   pg_catalog.unnest($6), pg_catalog.unnest($7))"
-					 "   AS u(activation, key, payload, event_id, occurred_at, received_at, channel)"
+					 "   pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+					 "   pg_catalog.unnest($9))"
+					 "   AS u(activation, key, payload, event_id, occurred_at, received_at, channel,"
+					 "        due_at, late)"
 					 " RETURNING a.id, pg_catalog.row_to_json(a)::pg_catalog.text",
-					 7, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+					 9, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into stream.activations");
-	if (SPI_processed != (uint64) batch.n)
-		elog(ERROR, "stream.activations: " UINT64_FORMAT " rows inserted of %d", SPI_processed, batch.n);
-	for (int i = 0; i < batch.n; i++)
+	if (SPI_processed != (uint64) nrows)
+		elog(ERROR, "stream.activations: " UINT64_FORMAT " rows inserted of %d", SPI_processed, nrows);
+	for (int i = 0; i < nrows; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ActRuntime *act = batch.rows[i].act;
+		FireRow    *r = &rows[i];
 		bool		isnull;
 
-		act_notify_row(act->channel, DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-					   act->notify_id ? NULL : TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
-					   act->notify_id);
-		act->fired++;
+		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		act_notify_row(r->channel, r->id,
+					   r->notify_id ? NULL : TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
+					   r->notify_id);
+		if (r->act)
+			r->act->fired++;
 	}
 	SPI_freetuptable(SPI_tuptable);
 	MemoryContextSwitchTo(old);
@@ -685,7 +715,8 @@ outbox_write_direct(FireRow *rows, int nrows)
 			values[col[OB_KEY]] = CStringGetTextDatum(r->key);
 			isnull[col[OB_KEY]] = false;
 		}
-		values[col[OB_PAYLOAD]] = DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload));
+		values[col[OB_PAYLOAD]] = r->payload ?
+			DirectFunctionCall1(jsonb_in, CStringGetDatum(r->payload)) : r->payload_jsonb;
 		isnull[col[OB_PAYLOAD]] = false;
 		values[col[OB_EVENT_ID]] = r->event_id;
 		isnull[col[OB_EVENT_ID]] = r->event_id == (Datum) 0;
@@ -695,6 +726,10 @@ outbox_write_direct(FireRow *rows, int nrows)
 		isnull[col[OB_RECEIVED_AT]] = r->received_at == 0;
 		values[col[OB_CHANNEL]] = CStringGetTextDatum(r->channel);
 		isnull[col[OB_CHANNEL]] = false;
+		values[col[OB_DUE_AT]] = TimestampTzGetDatum(r->due_at);
+		isnull[col[OB_DUE_AT]] = r->due_at == 0;
+		values[col[OB_LATE]] = BoolGetDatum(fire_row_late(r));
+		isnull[col[OB_LATE]] = false;
 		for (int i = 0; i < desc->natts; i++)
 			if (isnull[i] && TupleDescAttr(desc, i)->attnotnull)
 				ereport(ERROR,
@@ -747,8 +782,33 @@ act_outbox_flush(void)
 	/* ids in commit order: see act_fire_row */
 	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
 	if (!outbox_write_direct(batch.rows, batch.n))
-		outbox_write_spi();
+		outbox_write_spi(batch.rows, batch.n);
 	act_outbox_discard();
+}
+
+/* the batch's next row, its strings and uuid copied into the batch's context */
+static FireRow *
+outbox_add(const char *key, Datum event_id, TimestampTz occurred_at,
+		   TimestampTz received_at)
+{
+	FireRow    *r;
+
+	if (batch.cxt == NULL)
+		batch.cxt = AllocSetContextCreate(TopMemoryContext, "stream_events firings",
+										  ALLOCSET_DEFAULT_SIZES);
+	r = &batch.rows[batch.n++];
+	memset(r, 0, sizeof(FireRow));
+	r->key = key ? MemoryContextStrdup(batch.cxt, key) : NULL;
+	if (event_id != (Datum) 0)
+	{
+		pg_uuid_t  *copy = MemoryContextAlloc(batch.cxt, sizeof(pg_uuid_t));
+
+		memcpy(copy, DatumGetUUIDP(event_id), sizeof(pg_uuid_t));
+		r->event_id = UUIDPGetDatum(copy);
+	}
+	r->occurred_at = occurred_at;
+	r->received_at = received_at;
+	return r;
 }
 
 /*
@@ -759,28 +819,40 @@ void
 act_outbox_add(ActRuntime *act, const char *key, const char *payload, Datum event_id,
 			   TimestampTz occurred_at, TimestampTz received_at)
 {
-	FireRow    *r;
+	FireRow    *r = outbox_add(key, event_id, occurred_at, received_at);
 
-	if (batch.cxt == NULL)
-		batch.cxt = AllocSetContextCreate(TopMemoryContext, "stream_events firings",
-										  ALLOCSET_DEFAULT_SIZES);
-	r = &batch.rows[batch.n++];
 	r->act = act;
 	r->activation = act->def.name;
 	r->channel = act->channel;
 	r->notify_id = act->notify_id;
-	r->key = key ? MemoryContextStrdup(batch.cxt, key) : NULL;
 	r->payload = MemoryContextStrdup(batch.cxt, payload);
-	r->event_id = (Datum) 0;
-	if (event_id != (Datum) 0)
-	{
-		pg_uuid_t  *copy = MemoryContextAlloc(batch.cxt, sizeof(pg_uuid_t));
+	if (batch.n >= FIRE_BATCH)
+		act_outbox_flush();
+}
 
-		memcpy(copy, DatumGetUUIDP(event_id), sizeof(pg_uuid_t));
-		r->event_id = UUIDPGetDatum(copy);
-	}
-	r->occurred_at = occurred_at;
-	r->received_at = received_at;
+/*
+ * Adds a due on_absence timer's firing to the batch: its activation's
+ * name and channel (copied), its payload as jsonb, its deadline (due_at;
+ * late is decided when the row is written).  The activation's fired count
+ * is not the timers' (act_fire_due_timers).
+ */
+void
+act_outbox_add_due(const char *activation, const char *channel, bool notify_id,
+				   const char *key, Datum payload, Datum event_id,
+				   TimestampTz occurred_at, TimestampTz received_at,
+				   TimestampTz due_at)
+{
+	FireRow    *r = outbox_add(key, event_id, occurred_at, received_at);
+	MemoryContext old;
+
+	r->activation = MemoryContextStrdup(batch.cxt, activation);
+	r->channel = MemoryContextStrdup(batch.cxt, channel);
+	r->notify_id = notify_id;
+	/* a copy, detoasted: the timer's row and its toasted values are deleted */
+	old = MemoryContextSwitchTo(batch.cxt);
+	r->payload_jsonb = PointerGetDatum(PG_DETOAST_DATUM_COPY(payload));
+	MemoryContextSwitchTo(old);
+	r->due_at = due_at;
 	if (batch.n >= FIRE_BATCH)
 		act_outbox_flush();
 }

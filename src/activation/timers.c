@@ -38,6 +38,7 @@
 #include "utils/uuid.h"
 
 #include "activation/activation.h"
+#include "core/origin.h"
 #include "core/plans.h"
 
 /* how many due timers one transaction fires */
@@ -313,104 +314,178 @@ act_forget_timers(void)
 	next_due = 0;
 }
 
+static uint64 fire_due_txn(List *acts, TimestampTz horizon);
+
+/* the name and channel of an activation whose timers fire */
+typedef struct DueAct
+{
+	int32		act_id;
+	const char *name;			/* NULL: no such activation any more */
+	const char *channel;
+	bool		notify_id;
+} DueAct;
+
+/*
+ * The activation act_id, among the loaded ones or else in the catalog (one
+ * not loaded any more: parked, or dropped while its timers were due).
+ * Runs a statement: the caller's SPI_tuptable is replaced.
+ */
+static DueAct *
+due_act(List **known, List *acts, int32 act_id)
+{
+	DueAct	   *d;
+	ListCell   *lc;
+
+	foreach(lc, *known)
+		if (((DueAct *) lfirst(lc))->act_id == act_id)
+			return lfirst(lc);
+	d = palloc0(sizeof(DueAct));
+	d->act_id = act_id;
+	foreach(lc, acts)
+	{
+		ActRuntime *act = lfirst(lc);
+
+		if (act->def.id == act_id)
+		{
+			d->name = act->def.name;
+			d->channel = act->channel;
+			d->notify_id = act->notify_id;
+			break;
+		}
+	}
+	if (d->name == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		args[1] = {Int32GetDatum(act_id)};
+
+		if (SPI_execute_with_args("SELECT name, channel FROM stream.activation_defs WHERE act_id = $1",
+								  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read stream.activation_defs");
+		if (SPI_processed == 1)
+		{
+			d->name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			d->channel = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+			/* says no more than the id: its notify setting is not loaded */
+			d->notify_id = true;
+		}
+	}
+	*known = lappend(*known, d);
+	return d;
+}
+
 /*
  * Fires the timers due at or before horizon — the moment up to which every
  * committed event has been decoded and applied, so a cancelled_by event
  * received before a deadline has been seen — in transactions of at most
- * TIMERS_PER_TXN: each deletes its timers and inserts their outbox rows,
- * marked late when fired more than a second after the deadline.
+ * TIMERS_PER_TXN: each deletes its timers and writes their outbox rows in
+ * the order of their deadlines (act_outbox_add_due: written directly like
+ * the batched firings), marked late when fired more than a second after
+ * the deadline.  A timer left without its activation is deleted unfired.
  */
 void
 act_fire_due_timers(List *acts, TimestampTz horizon)
 {
-	bool		more = true;
+	while (fire_due_txn(acts, horizon) >= TIMERS_PER_TXN)
+		;
+}
 
-	while (more)
+/* one transaction of act_fire_due_timers: how many timers it deleted */
+static uint64
+fire_due_txn(List *acts, TimestampTz horizon)
+{
+	Datum		args[1];
+	volatile uint64 n = 0;
+	OriginTag	tag = {0};
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "stream_events: firing absence timers");
+	if (due_plan == NULL)
 	{
-		Datum		args[1];
-		uint64		n;
-		ActRuntime *prev = NULL;
+		Oid			types[1] = {TIMESTAMPTZOID};
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "stream_events: firing absence timers");
-		if (due_plan == NULL)
-		{
-			Oid			types[1] = {TIMESTAMPTZOID};
+		due_plan = plan_keep("WITH due AS ("
+							 " DELETE FROM stream.absence_timers t"
+							 /* a TID scan: no lookup through the primary key */
+							 " WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM stream.absence_timers"
+							 "   WHERE deadline <= $1 ORDER BY deadline LIMIT " CppAsString2(TIMERS_PER_TXN) "))"
+							 " RETURNING t.act_id, t.key, t.payload, t.event_id, t.occurred_at,"
+							 "   t.received_at, t.deadline)"
+							 " SELECT * FROM due ORDER BY deadline, act_id, key",
+							 1, types);
+	}
+	args[0] = TimestampTzGetDatum(horizon);
+	/* ids in commit order: see act_fire_row */
+	LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
+	/* the worker's own writes (no user code here): not decoded */
+	origin_tag_begin(&tag);
+	PG_TRY();
+	{
+		SPITupleTable *due;
+		List	   *known = NIL;
 
-			due_plan = plan_keep("WITH due AS ("
-								 " DELETE FROM stream.absence_timers t"
-								 /* a TID scan: no lookup through the primary key */
-								 " WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM stream.absence_timers"
-								 "   WHERE deadline <= $1 ORDER BY deadline LIMIT " CppAsString2(TIMERS_PER_TXN) "))"
-								 " RETURNING t.*),"
-								 " ins AS ("
-								 " INSERT INTO stream.activations AS a (activation, key, payload, event_id,"
-								 "   occurred_at, received_at, channel, due_at, late)"
-								 " SELECT d.name, due.key, due.payload, due.event_id, due.occurred_at,"
-								 "   due.received_at, d.channel, due.deadline,"
-								 "   clock_timestamp() - due.deadline > interval '1 second'"
-								 " FROM due JOIN stream.activation_defs d USING (act_id)"
-								 " ORDER BY due.deadline, due.act_id, due.key"
-								 " RETURNING a.id, a.channel, row_to_json(a)::text AS j, a.activation)"
-								 " SELECT ins.id, ins.channel, ins.j, ins.activation FROM ins ORDER BY ins.id",
-								 1, types);
-		}
-		args[0] = TimestampTzGetDatum(horizon);
-		/* ids in commit order: see act_fire_row */
-		LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock);
-		/* the worker's own writes (no user code here): not decoded */
-		if (act_execute_tagged(due_plan, NULL, args) != SPI_OK_SELECT)
+		if (SPI_execute_plan(due_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not fire absence timers");
 		n = SPI_processed;
+		due = SPI_tuptable;
 		for (uint64 i = 0; i < n; i++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
+			HeapTuple	tup = due->vals[i];
+			TupleDesc	desc = due->tupdesc;
 			bool		isnull;
-			/* text columns, read without their output function */
-			char	   *name = TextDatumGetCString(SPI_getbinval(tup, desc, 4, &isnull));
-			ActRuntime *act = NULL;
-			ListCell   *lc;
+			bool		null_event;
+			DueAct	   *d;
+			Datum		event_id;
+			Datum		occurred_at;
+			Datum		received_at;
 
-			/* consecutive rows are mostly one activation's */
-			if (prev && strcmp(prev->def.name, name) == 0)
-				act = prev;
-			else
-				foreach(lc, acts)
-					if (strcmp(((ActRuntime *) lfirst(lc))->def.name, name) == 0)
-						act = lfirst(lc);
-			prev = act;
-
-			/*
-			 * notify => 'id' as the loaded definition says; one not loaded
-			 * any more (a timer of it cannot be opened again) says no more
-			 * than the id either.
-			 */
-			act_notify_row(TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
-						   DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-						   TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull)),
-						   act == NULL || act->notify_id);
+			d = due_act(&known, acts, DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull)));
+			if (d->name == NULL)
+				continue;
+			event_id = SPI_getbinval(tup, desc, 4, &null_event);
+			occurred_at = SPI_getbinval(tup, desc, 5, &isnull);
+			if (isnull)
+				occurred_at = (Datum) 0;
+			received_at = SPI_getbinval(tup, desc, 6, &isnull);
+			if (isnull)
+				received_at = (Datum) 0;
+			act_outbox_add_due(d->name, d->channel, d->notify_id,
+							   TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull)),
+							   SPI_getbinval(tup, desc, 3, &isnull),
+							   null_event ? (Datum) 0 : event_id,
+							   DatumGetTimestampTz(occurred_at),
+							   DatumGetTimestampTz(received_at),
+							   DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull)));
 		}
-		more = (n >= TIMERS_PER_TXN);
-		if (!more)
-		{
-			bool		isnull;
-			Datum		d;
-
-			if (SPI_execute("SELECT min(deadline) FROM stream.absence_timers", true, 1) != SPI_OK_SELECT)
-				elog(ERROR, "could not read stream.absence_timers");
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-			next_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
-		}
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		CHECK_FOR_INTERRUPTS();
+		act_outbox_flush();
 	}
+	PG_CATCH();
+	{
+		origin_tag_end(&tag);
+		/* the firings not written yet go with the transaction */
+		act_outbox_discard();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	origin_tag_end(&tag);
+	if (n < TIMERS_PER_TXN)
+	{
+		bool		isnull;
+		Datum		d;
+
+		if (SPI_execute("SELECT min(deadline) FROM stream.absence_timers", true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read stream.absence_timers");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		next_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	CHECK_FOR_INTERRUPTS();
+	return n;
 }
 
 /* Forgets the prepared statements (the definitions are reloaded). */

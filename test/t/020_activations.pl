@@ -56,13 +56,15 @@ StreamEventsTest::close_listener($listener);
 # Each payload, compared with row_to_json of the row it names (in the
 # worker's TimeZone): keys and texts that need escaping, non-ASCII, a NULL
 # key, nested JSON, timestamps with fractions and a half-hour offset.  For
-# the batched activation (the worker's rows) and an immediate one (the
-# producer's); once as they write the rows themselves, once with a trigger
-# on the outbox, when they insert them by SQL (and the trigger must see
-# every row).
+# the batched activation (the worker's rows), an immediate one (the
+# producer's) and an on_absence one (the worker's timers, with due_at and
+# late); once as they write the rows themselves, once with a trigger on the
+# outbox, when they insert them by SQL (and the trigger must see every
+# row).
 sub notes_match_rows
 {
 	my ($label) = @_;
+	my $before = $node->safe_psql('postgres', q{SELECT coalesce(max(id), 0) FROM stream.activations});
 	my $l = StreamEventsTest::listener($node, undef, 'buys');
 	$node->safe_psql('postgres', q{
 INSERT INTO clicks (event_name, user_id, session_id, occurred_at, properties) VALUES
@@ -73,9 +75,18 @@ INSERT INTO clicks (event_name, user_id, session_id, occurred_at, properties) VA
   ('buy', 'plain', 's1', '1999-12-31 23:59:59.5+00', '{"price": 12.3400}');
 });
 	$node->safe_psql('postgres', q{SELECT stream.flush()});
+	# the two buys with a user_id open a timer each, due a second later
+	is(StreamEventsTest::poll_until($node, 'postgres',
+			qq{SELECT count(*) FROM stream.activations WHERE activation = 'no_pay' AND id > $before}, '2'),
+		'2', "$label: the on_absence timers fired");
+	is($node->safe_psql('postgres',
+			qq{SELECT count(*) FROM stream.activations WHERE activation = 'no_pay' AND id > $before
+			   AND due_at = received_at + interval '1 second' AND fired_at >= due_at
+			   AND late = (fired_at - due_at > interval '1 second')}),
+		'2', "$label: each timer's row has its deadline as due_at");
 	my @got = StreamEventsTest::notifications($l, 'buys');
 	StreamEventsTest::close_listener($l);
-	is(scalar(@got), 6, "$label: one NOTIFY per matching event and activation");
+	is(scalar(@got), 8, "$label: one NOTIFY per matching event and activation, and per timer");
 	my $same = 0;
 	for my $note (@got)
 	{
@@ -86,11 +97,16 @@ INSERT INTO clicks (event_name, user_id, session_id, occurred_at, properties) VA
 		if ($row eq $note) { $same++ }
 		else { diag("$label: NOTIFY $note\n  row_to_json $row") }
 	}
-	is($same, 6, "$label: each NOTIFY equals row_to_json of its row");
+	is($same, 8, "$label: each NOTIFY equals row_to_json of its row");
 	return;
 }
 $node->safe_psql('postgres',
 	q{SELECT stream.on_event('buy_now', 'clicks', $$event_name = 'buy'$$, channel => 'buys', delivery => 'immediate', notify => 'full')});
+$node->safe_psql('postgres',
+	q{SELECT stream.on_absence('no_pay', 'clicks', started_by => $$event_name = 'buy'$$,
+	    cancelled_by => $$event_name = 'pay'$$, within => '1 second', key => 'user_id',
+	    channel => 'buys', notify => 'full')});
+$node->safe_psql('postgres', q{SELECT stream.flush()});
 notes_match_rows('written by the worker and by the producer');
 $node->safe_psql('postgres', q{
 CREATE TABLE outbox_seen (id bigint);
@@ -100,10 +116,11 @@ CREATE TRIGGER outbox_seen AFTER INSERT ON stream.activations
   FOR EACH ROW EXECUTE FUNCTION outbox_seen();
 });
 notes_match_rows('with a trigger on the outbox');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox_seen}), '6',
+is($node->safe_psql('postgres', q{SELECT count(*) FROM outbox_seen}), '8',
 	'the trigger on the outbox saw every row the worker and the producer inserted');
 $node->safe_psql('postgres', q{DROP TRIGGER outbox_seen ON stream.activations});
 $node->safe_psql('postgres', q{SELECT stream.drop_activation('buy_now')});
+$node->safe_psql('postgres', q{SELECT stream.drop_activation('no_pay')});
 
 # -- exactly once across crashes ------------------------------------------
 my $script = $node->basedir . '/buys.sql';
