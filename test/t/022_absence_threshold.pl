@@ -228,6 +228,31 @@ is(wait_for(q{SELECT count(*) FROM stream.absence_timers WHERE act_id = -1}, '0'
 	'a timer without its activation is deleted when due');
 is(sql(q{SELECT count(*) FROM stream.activations WHERE key = 'orphan'}), '0', '... and fires nothing');
 
+# a parked activation's timers still fire when due (the worker has not
+# loaded it: its name and channel come from the catalog, and the NOTIFY
+# says no more than the id)
+sql(q{SELECT stream.on_absence('parked_abs', 'clicks', started_by => $$event_name = 'park_open'$$,
+        cancelled_by => $$event_name = 'park_close'$$, within => '2 seconds',
+        key => $$user_id || (1 / (properties->>'d')::int)::text$$,
+        channel => 'parked_ch', notify => 'full', on_error => 'stop')});
+sql(q{SELECT stream.flush()});
+my $parked_l = StreamEventsTest::listener($node, undef, 'parked_ch');
+sql(q{INSERT INTO clicks (event_name, user_id, properties) VALUES ('park_open', 'p', '{"d": 1}')});
+sql(q{INSERT INTO clicks (event_name, user_id, properties) VALUES ('park_open', 'q', '{"d": 0}')});
+is(wait_for(q{SELECT status FROM stream.activation_defs WHERE name = 'parked_abs'}, 'error'), 'error',
+	'an error in the key parks the activation (on_error => stop)');
+is(wait_for(q{SELECT count(*) FROM stream.activations WHERE activation = 'parked_abs'}, '1'), '1',
+	"the parked activation's open timer fires when due");
+is(sql(q{SELECT key || ' ' || channel || ' ' || (due_at = (SELECT received_at FROM clicks
+           WHERE event_name = 'park_open' AND user_id = 'p') + interval '2 seconds')
+         FROM stream.activations WHERE activation = 'parked_abs'}), 'p1 parked_ch true',
+	'... with its key, its channel from the catalog and its deadline');
+my $parked_id = sql(q{SELECT id FROM stream.activations WHERE activation = 'parked_abs'});
+is(join(' ', StreamEventsTest::notifications($parked_l, 'parked_ch')), qq({"id": $parked_id}),
+	'... and a NOTIFY of its id only');
+StreamEventsTest::close_listener($parked_l);
+sql(q{SELECT stream.drop_activation('parked_abs')});
+
 # -- batched firings keep commit order across activations, a cooldown in between
 sql(q{SELECT stream.on_event('every_order', 'clicks', $$event_name = 'order'$$)});
 sql(q{SELECT stream.on_event('order_per_user', 'clicks', $$event_name = 'order'$$,
