@@ -446,6 +446,17 @@ stream_events_worker_main(Datum main_arg)
 	pgstat_report_appname("stream_events worker");
 
 	/*
+	 * No JIT: the worker's statements handle a round's few rows, but some
+	 * are planned every round against the streams' statistics (the ingest
+	 * queue's read of a window), and once a stream held a million events
+	 * their estimates passed jit_above_cost: every round compiled its plan
+	 * with LLVM, which took more of a core than the round itself
+	 * (bench/queue_mode.sh, the poll cost).  A session setting, above the
+	 * database's and the role's.
+	 */
+	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+
+	/*
 	 * No session-wide origin: what this worker writes for itself (state
 	 * rows, outbox, timers: the consumer; rows moved by
 	 * maintenance: maintain.c) is tagged record by record with the
