@@ -345,7 +345,8 @@ due_act(List **known, List *acts, int32 act_id)
 	{
 		ActRuntime *act = lfirst(lc);
 
-		if (act->def.id == act_id)
+		/* one found dropped since it was loaded is looked up again */
+		if (act->def.id == act_id && !act->gone)
 		{
 			d->name = act->def.name;
 			d->channel = act->channel;
